@@ -1,0 +1,191 @@
+"""The ``vmdev`` command line.
+
+Errors exit 1 with one line on stderr that names the device and the problem;
+usage errors exit 2 (click's convention). ``VMDEV_DEBUG=1`` adds tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from vmdev.errors import VmdevError
+from vmdev.host import HostContext, VhostUserStore
+from vmdev.settings import HYPERVISORS, QEMU, SandboxSettings, load_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(message: str) -> None:
+    click.echo(f"vmdev: error: {message}", err=True)
+    sys.exit(1)
+
+
+def _errors(func: F) -> F:
+    """Turn every error into one line on stderr and exit status 1."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except VmdevError as exc:
+            if os.environ.get("VMDEV_DEBUG"):
+                traceback.print_exc()
+            _fail(str(exc))
+        except Exception as exc:  # noqa: BLE001 - no traceback for users; VMDEV_DEBUG shows it
+            if os.environ.get("VMDEV_DEBUG"):
+                traceback.print_exc()
+            _fail(f"internal error: {type(exc).__name__}: {exc} (set VMDEV_DEBUG=1 for details)")
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _host(sysfs_root: str | None, store: str | None, settings: SandboxSettings | None) -> HostContext:
+    store_enabled = False
+    store_path: str | None = None
+    if settings is not None:
+        store_enabled = bool(settings.option("enable_vhost_user_store", False))
+        store_path = settings.option("vhost_user_store_path")
+    if store is not None:
+        store_enabled, store_path = True, store
+    vhost = VhostUserStore(enabled=store_enabled, **({"path": Path(store_path)} if store_path else {}))
+    return HostContext(sysfs_root=Path(sysfs_root or "/sys"), vhost_user_store=vhost)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="vmdev")
+def main() -> None:
+    """Turn a container's device requests into devices attached to its sandbox VM."""
+
+
+@main.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_errors
+def plugins_cmd(as_json: bool) -> None:
+    """List the loaded plugins, their distributions, versions and hooks."""
+    from vmdev.plugins import get_plugin_manager
+
+    infos = get_plugin_manager().list_plugins()
+    if as_json:
+        rows = [
+            {"name": i.name, "distribution": i.distribution, "version": i.version, "hooks": list(i.hooks)}
+            for i in infos
+        ]
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for info in infos:
+        dist = f"{info.distribution} {info.version}".strip()
+        click.echo(f"{info.name}  ({dist})\n    hooks: {', '.join(info.hooks)}")
+
+
+@main.command("resolve")
+@click.option("--type", "dev_type", type=click.Choice(["c", "b", "u", "p"]), required=True)
+@click.option("--major", type=int, required=True, help="-1 for a regular file used as a disk.")
+@click.option("--minor", type=int, required=True)
+@click.option("--host-path", default="", help="Host path for a block file (major -1).")
+@click.option("--sysfs-root", type=click.Path(file_okay=False), help="Instead of /sys.")
+@click.option("--vhost-user-store", type=click.Path(file_okay=False), help="Enable this vhost-user store.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.argument("container_path")
+@_errors
+def resolve_cmd(
+    dev_type: str,
+    major: int,
+    minor: int,
+    host_path: str,
+    sysfs_root: str | None,
+    vhost_user_store: str | None,
+    as_json: bool,
+    container_path: str,
+) -> None:
+    """Print the host path of a device given by type and major:minor."""
+    from vmdev.models import DeviceInfo
+    from vmdev.plugins import get_plugin_manager
+
+    info = DeviceInfo(
+        container_path=container_path, dev_type=dev_type, major=major, minor=minor, host_path=host_path
+    )
+    resolved = get_plugin_manager().resolve_host_path(info, _host(sysfs_root, vhost_user_store, None))
+    click.echo(json.dumps({"host_path": resolved}) if as_json else resolved)
+
+
+@main.command("plan")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Sandbox settings TOML (Kata's configuration.toml works).")
+@click.option("--hypervisor", type=click.Choice(HYPERVISORS), default=QEMU, show_default=True)
+@click.option("--machine-type", help="QEMU machine type (default q35).")
+@click.option("--sysfs-root", type=click.Path(file_okay=False), help="Instead of /sys.")
+@click.option("--vhost-user-store", type=click.Path(file_okay=False), help="Enable this vhost-user store.")
+@click.option("--block-driver", help="block_device_driver")
+@click.option("--entropy-source", help="entropy_source")
+@click.option("--memory", type=click.IntRange(min=1), help="Guest memory in MiB (default_memory).")
+@click.option("--hotplug/--coldplug", default=None, help="Hot-plug devices into a running VM.")
+@click.option("--format", "fmt", type=click.Choice(["json", "argv", "text"]), default="json", show_default=True)
+@click.argument("oci_config", type=click.Path(dir_okay=False))
+@_errors
+def plan_cmd(
+    config_file: str | None,
+    hypervisor: str,
+    machine_type: str | None,
+    sysfs_root: str | None,
+    vhost_user_store: str | None,
+    block_driver: str | None,
+    entropy_source: str | None,
+    memory: int | None,
+    hotplug: bool | None,
+    fmt: str,
+    oci_config: str,
+) -> None:
+    """Plan the devices of an OCI config.json for a hypervisor."""
+    from vmdev.oci import load_spec
+    from vmdev.planner import plan
+
+    settings = load_settings(
+        config_file,
+        hypervisor=hypervisor,
+        overrides={
+            "machine_type": machine_type,
+            "default_memory": memory,
+            "hotplug": hotplug,
+            "block_device_driver": block_driver,
+            "entropy_source": entropy_source,
+        },
+    )
+    spec = load_spec(oci_config)
+    result = plan(spec, settings, host=_host(sysfs_root, vhost_user_store, settings))
+    if fmt == "json":
+        click.echo(json.dumps(result.to_json(), indent=2))
+    elif fmt == "argv":
+        click.echo(result.argv_text())
+    else:
+        _print_text(result)
+
+
+def _print_text(result: Any) -> None:
+    rows = [("KIND", "ID", "PLUGIN", "PLUG", "CONTAINER PATH", "HOST PATH")]
+    for d in result.devices:
+        plug = "hot" if d.hotplug else ("-" if d.kind == "generic" else "cold")
+        rows.append((d.kind, d.id, d.plugin, plug, d.container_path or "-", d.host_path or "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
+    data = result.to_json()
+    if result.qemu is not None:
+        click.echo("\nqemu arguments:\n  " + result.argv_text())
+        for key in ("hotplug", "unplug"):
+            for command in data["qemu"][key]:
+                click.echo(f"qmp {key}: {json.dumps(command)}")
+    else:
+        key = "cloud_hypervisor" if result.cloud_hypervisor is not None else "firecracker"
+        click.echo(f"\n{key}:\n" + json.dumps(data[key], indent=2))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,83 @@
+"""Default host-path resolution: Kata's ``GetHostPath`` without the vhost-user store branch.
+
+1. An empty container path is an error.
+2. Major ``-1`` (a regular file used as a disk) returns the given host path.
+3. ``c``/``u`` devices are looked up under ``<sysfs>/dev/char``, ``b`` under
+   ``<sysfs>/dev/block``, as ``MAJ:MIN/uevent``; ``DEVNAME`` gives ``/dev/<DEVNAME>``.
+4. No uevent file (``/dev/fuse``, FIFOs, hosts without sysfs): the container path.
+5. A malformed uevent, or one without ``DEVNAME``, is an error naming the file.
+"""
+
+from __future__ import annotations
+
+import posixpath
+
+from vmdev.errors import ResolveError
+from vmdev.hookspecs import hookimpl
+from vmdev.host import HostContext
+from vmdev.models import DeviceInfo
+
+_SYS_DEV_KIND = {"c": "char", "u": "char", "b": "block"}
+
+
+def parse_uevent(text: str, *, source: str, device: str) -> dict[str, str]:
+    """Parse a uevent file the way Kata's go-ini does (``KEY=VALUE``; ``:`` also separates).
+
+    Blank lines and ``#``/``;`` comments are skipped; values are trimmed, cut
+    at an inline ``#``/``;`` and unquoted; the last of repeated keys wins. A
+    line with neither ``=`` nor ``:`` is an error naming ``source``.
+    """
+    values: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        cut = min((i for i in (line.find("="), line.find(":")) if i >= 0), default=-1)
+        if cut <= 0:
+            raise ResolveError(
+                f"malformed uevent file {source}: line {number} {raw!r} is not KEY=VALUE",
+                device=device,
+                field="major:minor",
+            )
+        key, value = line[:cut].strip(), line[cut + 1 :].strip()
+        for stop in "#;":
+            if stop in value:
+                value = value[: value.index(stop)].strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'`":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+def devname_path(devname: str, *, source: str, device: str) -> str:
+    """``/dev/<DEVNAME>``, refusing names that would leave ``/dev``."""
+    path = posixpath.normpath(posixpath.join("/dev", devname))
+    if not devname or devname.startswith("/") or not path.startswith("/dev/"):
+        raise ResolveError(
+            f"uevent file {source} has an unusable DEVNAME {devname!r}",
+            device=device,
+            field="major:minor",
+        )
+    return path
+
+
+@hookimpl(trylast=True)
+def resolve_host_path(info: DeviceInfo, host: HostContext) -> str | None:
+    if not info.container_path:
+        raise ResolveError("empty path provided for device", device=info.name, field="path")
+    if info.is_block_file:
+        return info.host_path
+    kind = _SYS_DEV_KIND.get(info.dev_type)
+    if kind is None:  # FIFOs have no sysfs entry
+        return info.container_path
+    relative = f"dev/{kind}/{info.major}:{info.minor}/uevent"
+    text = host.sysfs.read_text(relative)
+    source = str(host.sysfs.path(relative))
+    if text is None:
+        return info.container_path
+    values = parse_uevent(text, source=source, device=info.container_path)
+    if "DEVNAME" not in values:
+        raise ResolveError(
+            f"uevent file {source} has no DEVNAME", device=info.container_path, field="major:minor"
+        )
+    return devname_path(values["DEVNAME"], source=source, device=info.container_path)

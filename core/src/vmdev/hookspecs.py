@@ -1,0 +1,114 @@
+"""Hook specifications: the whole contract between the vmdev core and its plugins.
+
+A plugin is a module (or object) with functions decorated by
+:data:`vmdev.hookimpl` whose names and arguments match these specs; it is
+registered through the ``vmdev`` entry-point group of its distribution. A
+plugin may implement any subset of the hooks and may accept any subset of each
+hook's arguments.
+
+The core's own behaviour (default host-path resolution, generic devices) is
+registered through the same hooks, with ``trylast=True``, so a plugin can
+override it simply by answering first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from vmdev.host import HostContext
+    from vmdev.models import Device, DeviceInfo
+    from vmdev.oci import OciMount
+    from vmdev.settings import SandboxSettings
+    from vmdev.targets import AttachOptions, RenderTarget
+
+PROJECT_NAME = "vmdev"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def check_settings(settings: SandboxSettings) -> None:
+    """Validate the sandbox options this plugin owns, before anything is planned.
+
+    Called on every plugin. Raise :class:`vmdev.errors.ConfigError` naming the
+    option key in ``field`` for a value the plugin cannot use (for example an
+    unknown ``block_device_driver``). Return None.
+    """
+
+
+@hookspec(firstresult=True)
+def resolve_host_path(info: DeviceInfo, host: HostContext) -> str | None:
+    """Return the host path of the device ``info`` describes, or None to decline.
+
+    Stops at the first non-None result. ``info.host_path`` holds what the
+    caller gave (``""`` for OCI devices). The core's default implementation
+    runs last and follows Kata's ``GetHostPath``: it resolves ``major:minor``
+    through ``<sysfs>/dev/{char,block}/MAJ:MIN/uevent``. A plugin answers first
+    for devices it knows better (the vhost-user store, for instance). Raise
+    :class:`vmdev.errors.ResolveError` naming the device and field when the
+    device cannot be resolved.
+    """
+
+
+@hookspec(firstresult=True)
+def device_from_mount(
+    mount: OciMount, host: HostContext, settings: SandboxSettings
+) -> DeviceInfo | None:
+    """Return a device request for an OCI mount that should become a device, or None.
+
+    Stops at the first non-None result. Most mounts are file-system mounts
+    and every plugin declines them; a block plugin claims, for example, a
+    mount whose source is a block device or a persistent-memory image. The
+    returned ``DeviceInfo`` goes through host-path resolution and
+    ``build_device`` like an OCI device.
+    """
+
+
+@hookspec(firstresult=True)
+def build_device(info: DeviceInfo, host: HostContext, settings: SandboxSettings) -> Device | None:
+    """Return the typed device for ``info`` if this plugin handles it, or None to decline.
+
+    Stops at the first non-None result: the plugin that returns a device owns
+    it (its ``attach_options`` renders it). ``info.host_path`` is already
+    resolved. The device must be an immutable object with a ``kind`` class
+    attribute and an ``id`` (see :class:`vmdev.models.Device`); derive ids with
+    :func:`vmdev.qemu.make_id` so they are stable and safe. Raise
+    :class:`vmdev.errors.DeviceError` (naming ``info.container_path`` and the
+    field) when the request is for this plugin's devices but cannot be served:
+    never return a device that differs from what was asked. The core's generic
+    device is the last resort for character devices and FIFOs.
+    """
+
+
+@hookspec
+def sandbox_devices(settings: SandboxSettings, host: HostContext) -> Sequence[Device] | None:
+    """Return the devices this plugin adds to every sandbox (no OCI request names them).
+
+    Called on every plugin; the results are concatenated in plugin order. The
+    RNG plugin, for example, returns the sandbox's ``RNGDev``. Return an empty
+    sequence (or None) when the settings ask for none; raise
+    :class:`vmdev.errors.ConfigError` for settings that cannot be honoured.
+    """
+
+
+@hookspec(firstresult=True)
+def attach_options(device: Device, target: RenderTarget, hotplug: bool) -> AttachOptions | None:
+    """Render ``device`` for ``target``'s hypervisor, or return None to decline.
+
+    Stops at the first non-None result. Only the plugin that built the device
+    should answer. ``target`` is a :class:`vmdev.targets.QemuTarget`,
+    :class:`~vmdev.targets.ClhTarget` or :class:`~vmdev.targets.FirecrackerTarget`;
+    return the matching attach type (:class:`vmdev.qemu.QemuAttach`,
+    :class:`~vmdev.targets.ClhAttach`, :class:`~vmdev.targets.FirecrackerAttach`).
+    When ``hotplug`` is true, render the hot-plug commands if the hypervisor
+    can hot-plug this device (set ``hotplugged=True``), else cold-plug it.
+    Build every QEMU option with :func:`vmdev.qemu.opts` so values are escaped.
+    Raise :class:`vmdev.errors.UnsupportedError` when the hypervisor or machine
+    cannot attach this device: never render a different device silently.
+    A device that no plugin renders is an error of the core.
+    """

@@ -1,0 +1,157 @@
+"""Hypervisor render targets: what ``attach_options`` renders for, and what it returns.
+
+One target object exists per plan and hypervisor. It carries the sandbox
+settings and the services a plugin needs while rendering (the device
+transport, a hot-plug port). The plugin returns an immutable attach value of
+the target's type (:class:`~vmdev.qemu.QemuAttach`, :class:`ClhAttach`,
+:class:`FirecrackerAttach`); the core merges them into the plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar, Final
+
+import attrs
+
+from vmdev.errors import UnsupportedError
+from vmdev.qemu import QemuAttach, opts
+from vmdev.settings import CLOUD_HYPERVISOR, FIRECRACKER, QEMU, SandboxSettings
+
+PCI: Final = "pci"
+MMIO: Final = "mmio"
+CCW: Final = "ccw"
+
+#: QEMU's I/O space fits about 16 PCIe root ports (each reserves a 4 KiB window).
+MAX_ROOT_PORTS: Final = 16
+_TRANSPORT_SUFFIX: Final = {PCI: "-pci", MMIO: "-device", CCW: "-ccw"}
+
+
+@attrs.frozen
+class ApiRequest:
+    """One REST request to a hypervisor API (Cloud Hypervisor, Firecracker)."""
+
+    method: str
+    path: str
+    body: Mapping[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"method": self.method, "path": self.path}
+        if self.body is not None:
+            out["body"] = dict(self.body)
+        return out
+
+
+@attrs.frozen(kw_only=True)
+class ClhAttach:
+    """Cloud Hypervisor: ``VmConfig`` fragments (list keys are appended) and API bodies."""
+
+    vm_config: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
+    hotplug: tuple[ApiRequest, ...] = attrs.field(default=(), converter=tuple)
+    unplug: tuple[ApiRequest, ...] = attrs.field(default=(), converter=tuple)
+    hotplugged: bool = False
+    details: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
+
+
+@attrs.frozen(kw_only=True)
+class FirecrackerAttach:
+    """Firecracker: the API requests that configure the device before boot, or hot-plug it."""
+
+    requests: tuple[ApiRequest, ...] = attrs.field(default=(), converter=tuple)
+    hotplug: tuple[ApiRequest, ...] = attrs.field(default=(), converter=tuple)
+    unplug: tuple[ApiRequest, ...] = attrs.field(default=(), converter=tuple)
+    hotplugged: bool = False
+    details: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
+
+
+AttachOptions = QemuAttach | ClhAttach | FirecrackerAttach
+
+
+@attrs.define
+class RenderTarget:
+    """Base of the per-plan render targets."""
+
+    hypervisor: ClassVar[str] = ""
+    attach_type: ClassVar[type[Any]] = object
+    settings: SandboxSettings
+
+
+@attrs.define
+class QemuTarget(RenderTarget):
+    """Rendering for QEMU. Allocates the PCIe root ports that hot-plugged devices need."""
+
+    hypervisor: ClassVar[str] = QEMU
+    attach_type: ClassVar[type[Any]] = QemuAttach
+    _root_ports: list[str] = attrs.field(factory=list, init=False)
+
+    @property
+    def transport(self) -> str:
+        """``pci``, ``mmio`` (microvm) or ``ccw`` (s390x), as Kata's govmm picks it."""
+        if self.settings.is_microvm:
+            return MMIO
+        if self.settings.is_ccw:
+            return CCW
+        return PCI
+
+    def virtio_driver(self, base: str) -> str:
+        """The device name for this transport: ``virtio-rng`` -> ``virtio-rng-pci``."""
+        return base + _TRANSPORT_SUFFIX[self.transport]
+
+    def hotplug_bus(self, device: str) -> str | None:
+        """A bus to hot-plug one PCI device onto, or None for the machine's default bus.
+
+        On a PCIe machine (q35, virt) ``pcie.0`` cannot take hot-plugged
+        devices, so each one gets its own ``pcie-root-port`` (Linux scans only
+        device 0 behind a port). Machines without hot plug raise.
+        """
+        if self.transport == MMIO:
+            raise UnsupportedError(
+                f"machine {self.settings.machine_type} has no hot plug (virtio-mmio); "
+                "cold-plug the device instead",
+                device=device,
+                field="hotplug",
+            )
+        if not self.settings.has_pcie_root or self.transport != PCI:
+            return None
+        if len(self._root_ports) >= MAX_ROOT_PORTS:
+            raise UnsupportedError(
+                f"more than {MAX_ROOT_PORTS} PCIe root ports do not fit QEMU's I/O space",
+                device=device,
+                field="hotplug",
+            )
+        port = f"rp{len(self._root_ports)}"
+        self._root_ports.append(port)
+        return port
+
+    def topology_args(self) -> list[str]:
+        """The ``-device pcie-root-port`` options for every port handed out so far."""
+        args: list[str] = []
+        for number, port in enumerate(self._root_ports, start=1):
+            args += [
+                "-device",
+                opts("pcie-root-port", {"id": port, "bus": "pcie.0", "chassis": number, "slot": number}),
+            ]
+        return args
+
+
+@attrs.define
+class ClhTarget(RenderTarget):
+    hypervisor: ClassVar[str] = CLOUD_HYPERVISOR
+    attach_type: ClassVar[type[Any]] = ClhAttach
+
+
+@attrs.define
+class FirecrackerTarget(RenderTarget):
+    hypervisor: ClassVar[str] = FIRECRACKER
+    attach_type: ClassVar[type[Any]] = FirecrackerAttach
+
+
+TARGETS: Final[Mapping[str, type[RenderTarget]]] = {
+    QEMU: QemuTarget,
+    CLOUD_HYPERVISOR: ClhTarget,
+    FIRECRACKER: FirecrackerTarget,
+}
+
+
+def make_target(settings: SandboxSettings) -> RenderTarget:
+    return TARGETS[settings.hypervisor](settings)

@@ -1,0 +1,1 @@
+"""vmdev-rng: the sandbox entropy device plugin (entry point ``vmdev_rng.plugin``)."""
