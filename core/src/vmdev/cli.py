@@ -118,7 +118,12 @@ def resolve_cmd(
 
 
 @main.command("plan")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Sandbox settings TOML (Kata's configuration.toml works).")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    help="Sandbox settings TOML (Kata's configuration.toml works).",
+)
 @click.option("--hypervisor", type=click.Choice(HYPERVISORS), default=QEMU, show_default=True)
 @click.option("--machine-type", help="QEMU machine type (default q35).")
 @click.option("--sysfs-root", type=click.Path(file_okay=False), help="Instead of /sys.")
@@ -127,7 +132,9 @@ def resolve_cmd(
 @click.option("--entropy-source", help="entropy_source")
 @click.option("--memory", type=click.IntRange(min=1), help="Guest memory in MiB (default_memory).")
 @click.option("--hotplug/--coldplug", default=None, help="Hot-plug devices into a running VM.")
-@click.option("--format", "fmt", type=click.Choice(["json", "argv", "text"]), default="json", show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["json", "argv", "text"]), default="json", show_default=True
+)
 @click.argument("oci_config", type=click.Path(dir_okay=False))
 @_errors
 def plan_cmd(
@@ -175,7 +182,7 @@ def _print_text(result: Any) -> None:
         rows.append((d.kind, d.id, d.plugin, plug, d.container_path or "-", d.host_path or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
     data = result.to_json()
     if result.qemu is not None:
         click.echo("\nqemu arguments:\n  " + result.argv_text())

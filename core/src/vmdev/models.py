@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, Final, Protocol, runtime_checkable
 
 import attrs
@@ -134,6 +134,14 @@ def _major_minor(inst: Any, attribute: attrs.Attribute[Any], value: int) -> None
         raise _device_error(inst, attribute, f"must be -1 or a device number >= 0, got {value}")
 
 
+def _int_tuple(value: Iterable[int]) -> tuple[int, ...]:
+    return tuple(value)
+
+
+def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
 def _str_mapping(value: Mapping[str, str] | None) -> Mapping[str, str]:
     return dict(value or {})
 
@@ -142,7 +150,7 @@ def _str_mapping(value: Mapping[str, str] | None) -> Mapping[str, str]:
 class PciPath:
     """A guest PCI path: slots from the root bus to the device, shown as ``02/00/01``."""
 
-    slots: tuple[int, ...] = attrs.field(default=(), converter=tuple)
+    slots: tuple[int, ...] = attrs.field(default=(), converter=_int_tuple)
 
     @slots.validator
     def _check(self, attribute: attrs.Attribute[Any], value: tuple[int, ...]) -> None:
@@ -261,7 +269,7 @@ class VFIODev:
     guest_pci_path: PciPath = attrs.field(factory=PciPath)
     numa_node: int = -1
     is_pcie: bool = False
-    ap_devices: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    ap_devices: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     port: PCIePort = PCIePort.NO_PORT
     host_path: str = ""
 

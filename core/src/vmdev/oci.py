@@ -9,7 +9,7 @@ reported with its JSON path, e.g. ``$.linux.devices[1].major``.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,10 @@ from vmdev.errors import ConfigError
 from vmdev.models import OCI_DEVICE_TYPES, DeviceInfo
 
 
+def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
 @attrs.frozen(kw_only=True)
 class OciMount:
     """One ``mounts`` entry. Plugins may turn it into a device (``device_from_mount``)."""
@@ -26,7 +30,7 @@ class OciMount:
     destination: str
     source: str = ""
     type: str = ""
-    options: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    options: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
 
     @property
     def read_only(self) -> bool:

@@ -18,7 +18,7 @@ from vmdev.host import HostContext
 from vmdev.models import Device, DeviceInfo
 from vmdev.oci import OciSpec
 from vmdev.plugins import PluginManager, get_plugin_manager
-from vmdev.qemu import MemoryNeeds, QemuAttach, QmpCommand, check_id, keyvals, opts
+from vmdev.qemu import MemoryNeeds, OptValue, QemuAttach, QmpCommand, check_id, keyvals, opts
 from vmdev.serialize import to_json
 from vmdev.settings import CLOUD_HYPERVISOR, FIRECRACKER, QEMU, SandboxSettings
 from vmdev.targets import (
@@ -240,7 +240,7 @@ def _qemu_plan(settings: SandboxSettings, target: QemuTarget, devices: tuple[Pla
         size = {"slots": memory.slots, "maxmem": f"{mem + max(memory.maxmem_extra_mib, 1)}M"}
     argv += ["-m", f"{mem}M" + ("," + keyvals(size) if size else "")]
     if memory.shared:
-        backend = {"id": SHARED_RAM_ID, "size": f"{mem}M", "share": True}
+        backend: dict[str, OptValue | None] = {"id": SHARED_RAM_ID, "size": f"{mem}M", "share": True}
         argv += ["-object", opts("memory-backend-memfd", backend)]
     for args in shared.values():
         argv += list(args)

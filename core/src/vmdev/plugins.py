@@ -27,6 +27,7 @@ import re
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any, Final, TypeVar
 
 import attrs
@@ -80,12 +81,16 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def _frozen(value: Iterable[str]) -> frozenset[str]:
+    return frozenset(value)
+
+
 @attrs.frozen(kw_only=True)
 class LoadPolicy:
     """Which plugins to load. ``only=None`` means every installed one."""
 
     only: tuple[str, ...] | None = None
-    disabled: frozenset[str] = attrs.field(default=frozenset(), converter=frozenset)
+    disabled: frozenset[str] = attrs.field(default=frozenset(), converter=_frozen)
     autoload: bool = True
     trace: bool = False
 
@@ -154,7 +159,7 @@ class PluginManager:
         self._loaded = True
         core_version = _version("vmdev")
         for name, module in BUILTIN_PLUGINS:
-            self._register_lazy(name, lambda m=module: importlib.import_module(m), "vmdev", core_version)
+            self._register_lazy(name, partial(importlib.import_module, module), "vmdev", core_version)
         for name, plugin in self._extra:
             self.register(plugin, name=name)
         for entry_point, dist_name, version in self._selected_entry_points():
@@ -265,7 +270,8 @@ class PluginManager:
         answers = self._call("resolve_host_path", first=True, subject=info.name, info=info, host=host)
         if not answers:
             raise UnclaimedDeviceError("no plugin resolved its host path", device=info.name)
-        return _typed(answers[0], str, "resolve_host_path", info.name)
+        path: str = _typed(answers[0], str, "resolve_host_path", info.name)
+        return path
 
     def device_from_mount(
         self, mount: OciMount, host: HostContext, settings: SandboxSettings

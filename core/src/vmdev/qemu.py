@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 import attrs
@@ -25,6 +25,22 @@ _NAME_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 MAX_ID_LENGTH: Final = 127
 
 OptValue = str | int | bool
+
+
+def _opt_dict(value: Mapping[str, OptValue]) -> dict[str, OptValue]:
+    return dict(value)
+
+
+def _any_dict(value: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(value)
+
+
+def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+def _args_dict(value: Mapping[str, Iterable[str]]) -> dict[str, tuple[str, ...]]:
+    return {key: tuple(args) for key, args in value.items()}
 
 
 def check_id(value: str, *, device: str = "", field: str = "id") -> str:
@@ -121,13 +137,17 @@ class QmpCommand:
     """One QMP command: ``{"execute": ..., "arguments": {...}}``."""
 
     execute: str
-    arguments: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
+    arguments: Mapping[str, Any] = attrs.field(factory=dict, converter=_any_dict)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"execute": self.execute}
         if self.arguments:
             out["arguments"] = dict(self.arguments)
         return out
+
+
+def _cmd_tuple(value: Iterable[QmpCommand]) -> tuple[QmpCommand, ...]:
+    return tuple(value)
 
 
 @attrs.frozen(kw_only=True)
@@ -151,12 +171,12 @@ class QemuAttach:
     memory layout the device needs.
     """
 
-    args: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    hotplug: tuple[QmpCommand, ...] = attrs.field(default=(), converter=tuple)
-    unplug: tuple[QmpCommand, ...] = attrs.field(default=(), converter=tuple)
+    args: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    hotplug: tuple[QmpCommand, ...] = attrs.field(default=(), converter=_cmd_tuple)
+    unplug: tuple[QmpCommand, ...] = attrs.field(default=(), converter=_cmd_tuple)
     hotplugged: bool = False
-    shared_args: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict, converter=dict)
-    machine: Mapping[str, OptValue] = attrs.field(factory=dict, converter=dict)
+    shared_args: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict, converter=_args_dict)
+    machine: Mapping[str, OptValue] = attrs.field(factory=dict, converter=_opt_dict)
     memory: MemoryNeeds = attrs.field(factory=MemoryNeeds)
     #: extra fields to show in the plan for this device (e.g. the guest bus)
-    details: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
+    details: Mapping[str, Any] = attrs.field(factory=dict, converter=_any_dict)

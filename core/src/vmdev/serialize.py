@@ -28,7 +28,7 @@ def _make_converter() -> cattrs.Converter:
         renames = {
             f.name: override(rename=f.name.rstrip("_")) for f in attrs.fields(cls) if f.name.endswith("_")
         }
-        return make_dict_unstructure_fn(cls, converter, **renames)
+        return make_dict_unstructure_fn(cls, converter, **renames)  # type: ignore[arg-type]
 
     converter.register_unstructure_hook_factory(attrs.has, attrs_hook)
     return converter

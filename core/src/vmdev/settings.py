@@ -24,7 +24,7 @@ from vmdev.errors import ConfigError
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
 QEMU: Final = "qemu"
 CLOUD_HYPERVISOR: Final = "cloud-hypervisor"
@@ -135,7 +135,8 @@ def load_settings(
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
-            return tomllib.load(handle)
+            document: dict[str, Any] = tomllib.load(handle)
+            return document
     except OSError as exc:
         raise ConfigError(f"cannot read settings file: {exc.strerror}", device=str(path)) from None
     except tomllib.TOMLDecodeError as exc:

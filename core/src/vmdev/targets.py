@@ -9,13 +9,13 @@ the target's type (:class:`~vmdev.qemu.QemuAttach`, :class:`ClhAttach`,
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, Final
 
 import attrs
 
 from vmdev.errors import UnsupportedError
-from vmdev.qemu import QemuAttach, opts
+from vmdev.qemu import QemuAttach, _any_dict, opts
 from vmdev.settings import CLOUD_HYPERVISOR, FIRECRACKER, QEMU, SandboxSettings
 
 PCI: Final = "pci"
@@ -42,26 +42,30 @@ class ApiRequest:
         return out
 
 
+def _req_tuple(value: Iterable[ApiRequest]) -> tuple[ApiRequest, ...]:
+    return tuple(value)
+
+
 @attrs.frozen(kw_only=True)
 class ClhAttach:
     """Cloud Hypervisor: ``VmConfig`` fragments (list keys are appended) and API bodies."""
 
-    vm_config: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
-    hotplug: tuple[ApiRequest, ...] = attrs.field(default=(), converter=tuple)
-    unplug: tuple[ApiRequest, ...] = attrs.field(default=(), converter=tuple)
+    vm_config: Mapping[str, Any] = attrs.field(factory=dict, converter=_any_dict)
+    hotplug: tuple[ApiRequest, ...] = attrs.field(default=(), converter=_req_tuple)
+    unplug: tuple[ApiRequest, ...] = attrs.field(default=(), converter=_req_tuple)
     hotplugged: bool = False
-    details: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
+    details: Mapping[str, Any] = attrs.field(factory=dict, converter=_any_dict)
 
 
 @attrs.frozen(kw_only=True)
 class FirecrackerAttach:
     """Firecracker: the API requests that configure the device before boot, or hot-plug it."""
 
-    requests: tuple[ApiRequest, ...] = attrs.field(default=(), converter=tuple)
-    hotplug: tuple[ApiRequest, ...] = attrs.field(default=(), converter=tuple)
-    unplug: tuple[ApiRequest, ...] = attrs.field(default=(), converter=tuple)
+    requests: tuple[ApiRequest, ...] = attrs.field(default=(), converter=_req_tuple)
+    hotplug: tuple[ApiRequest, ...] = attrs.field(default=(), converter=_req_tuple)
+    unplug: tuple[ApiRequest, ...] = attrs.field(default=(), converter=_req_tuple)
     hotplugged: bool = False
-    details: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
+    details: Mapping[str, Any] = attrs.field(factory=dict, converter=_any_dict)
 
 
 AttachOptions = QemuAttach | ClhAttach | FirecrackerAttach

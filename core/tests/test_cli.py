@@ -1,0 +1,111 @@
+"""The command-line contract: outputs, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from vmdev.cli import main
+from vmdev.testing import FakeHost
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("VMDEV_PLUGINS", "")  # the core alone, whatever else is installed
+
+    def run(*args: str) -> Any:
+        return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+    return run
+
+
+def write_spec(tmp_path: Path, document: Any) -> str:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(document) if not isinstance(document, str) else document)
+    return str(path)
+
+
+def test_plugins_lists_core_defaults(cli: Any) -> None:
+    result = cli("plugins", "--json")
+    assert result.exit_code == 0
+    rows = json.loads(result.stdout)
+    assert [(r["name"], r["distribution"]) for r in rows] == [("vmdev.host_path", "vmdev"), ("vmdev.generic", "vmdev")]
+    assert rows[0]["hooks"] == ["resolve_host_path"]
+    assert "hooks: attach_options, build_device" in cli("plugins").stdout
+
+
+def test_resolve_through_fake_sysfs(cli: Any, fake_host: FakeHost) -> None:
+    fake_host.block_device(8, 16, "sdb")
+    args = ["resolve", "--type", "b", "--major", "8", "--minor", "16", "--sysfs-root", str(fake_host.sysfs)]
+    assert cli(*args, "/dev/xvda").stdout == "/dev/sdb\n"
+    assert json.loads(cli(*args, "--json", "/dev/xvda").stdout) == {"host_path": "/dev/sdb"}
+    assert cli("resolve", "--type", "b", "--major", "-1", "--minor", "0", "--host-path", "/i.raw", "/dev/x").stdout == "/i.raw\n"
+
+
+def test_resolve_error_is_one_line_naming_the_device(cli: Any, fake_host: FakeHost) -> None:
+    fake_host.uevent("block", 8, 16, "MAJOR=8\nMINOR=16\n")
+    result = cli("resolve", "--type", "b", "--major", "8", "--minor", "16", "--sysfs-root", str(fake_host.sysfs), "/dev/xvda")
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("vmdev: error: /dev/xvda: major:minor: uevent file ")
+    assert lines[0].endswith("has no DEVNAME")
+
+
+def test_plan_without_plugins_gives_generic_devices_only(cli: Any, tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, {"linux": {"devices": [{"path": "/dev/null", "type": "c", "major": 1, "minor": 3}]}})
+    data = json.loads(cli("plan", "--memory", "256", spec).stdout)
+    assert [d["kind"] for d in data["devices"]] == ["generic"]
+    assert data["qemu"] == {"argv": ["-machine", "q35", "-m", "256M"], "hotplug": [], "unplug": []}
+    assert cli("plan", "--format", "argv", "--memory", "256", spec).stdout == "-machine q35 -m 256M\n"
+    text = cli("plan", "--format", "text", spec).stdout
+    assert "generic" in text and "/dev/null" in text
+
+
+def test_plan_for_other_hypervisors(cli: Any, tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, {"linux": {"devices": []}})
+    assert json.loads(cli("plan", "--hypervisor", "firecracker", spec).stdout)["firecracker"] == {
+        "requests": [], "hotplug": [], "unplug": []}
+    result = cli("plan", "--hypervisor", "firecracker", "--format", "argv", spec)
+    assert result.exit_code == 1 and "argv is QEMU's" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        ("{broken", "not valid JSON"),
+        ({"linux": {"devices": [{"path": "/dev/a", "type": "c", "major": "x", "minor": 1}]}},
+         "/dev/a: $.linux.devices[0].major: must be an integer"),
+        ({"linux": {"devices": [{"path": "/dev/loop0", "type": "b", "major": 7, "minor": 0}]}},
+         "/dev/loop0: type: no installed plugin handles block devices"),
+    ],
+)
+def test_plan_errors_are_one_line(cli: Any, tmp_path: Path, document: Any, expected: str) -> None:
+    result = cli("plan", write_spec(tmp_path, document))
+    assert result.exit_code == 1
+    assert len(result.stderr.splitlines()) == 1
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_usage_errors_exit_2(cli: Any, tmp_path: Path) -> None:
+    assert cli("plan").exit_code == 2
+    assert cli("resolve", "--type", "x", "--major", "1", "--minor", "1", "/dev/a").exit_code == 2
+    assert cli("plan", "--hypervisor", "xen", write_spec(tmp_path, {})).exit_code == 2
+
+
+def test_settings_file_and_flags(cli: Any, tmp_path: Path) -> None:
+    config = tmp_path / "configuration.toml"
+    config.write_text('[hypervisor.qemu]\nmachine_type = "pc"\ndefault_memory = 1024\n')
+    spec = write_spec(tmp_path, {})
+    assert cli("plan", "--config", str(config), "--format", "argv", spec).stdout == "-machine pc -m 1024M\n"
+    assert cli("plan", "--config", str(config), "--memory", "64", "--format", "argv", spec).stdout == "-machine pc -m 64M\n"
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[hypervisor.qemu]\ndefault_memory = "x"\n')
+    result = cli("plan", "--config", str(bad), spec)
+    assert result.exit_code == 1 and "default_memory: must be a positive number" in result.stderr

@@ -1,0 +1,129 @@
+"""vmdev-rng with only the core installed: settings, every hypervisor, escaping."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from vmdev.errors import ConfigError, DeviceError, UnsupportedError
+from vmdev.oci import parse_spec
+from vmdev.planner import plan
+from vmdev.qemu import split_opts
+from vmdev.settings import SandboxSettings, load_settings
+from vmdev.testing import FakeHost
+
+EMPTY = parse_spec({})
+
+
+@pytest.fixture
+def run(fake_host: FakeHost, vmdev_plugins) -> Any:
+    fake_host.dev_file("urandom")
+    fake_host.dev_file("random")
+    pm = vmdev_plugins("vmdev-rng")
+
+    def run(**settings: Any) -> Any:
+        return plan(EMPTY, SandboxSettings(**settings), host=fake_host.context(), plugins=pm)
+
+    return run
+
+
+def test_the_plugin_is_found_through_its_entry_point(vmdev_plugins) -> None:
+    info = {i.name: i for i in vmdev_plugins("vmdev-rng").list_plugins()}["rng"]
+    assert info.distribution == "vmdev-rng"
+    assert info.hooks == ("attach_options", "check_settings", "sandbox_devices")
+
+
+def test_default_qemu_cold_plug(run: Any) -> None:
+    result = run()
+    (dev,) = result.devices
+    assert (dev.kind, dev.id, dev.plugin, dev.host_path, dev.container_path) == ("rng", "rng0", "rng", "/dev/urandom", None)
+    assert list(result.qemu.argv[4:]) == [
+        "-object", "rng-random,id=rng0,filename=/dev/urandom",
+        "-device", "virtio-rng-pci,rng=rng0,id=virtio-rng0",
+    ]
+    assert result.qemu.hotplug == () and result.qemu.unplug == ()
+
+
+@pytest.mark.parametrize(("machine", "driver"), [("microvm", "virtio-rng-device"), ("s390-ccw-virtio", "virtio-rng-ccw"), ("pc", "virtio-rng-pci")])
+def test_transport_variants(run: Any, machine: str, driver: str) -> None:
+    argv = run(machine_type=machine).qemu.argv
+    assert argv[argv.index("-device") + 1] == f"{driver},rng=rng0,id=virtio-rng0"
+
+
+def test_qemu_hotplug_commands(run: Any) -> None:
+    result = run(hotplug=True, options={"entropy_source": "/dev/random"})
+    assert [c.to_json() for c in result.qemu.hotplug] == [
+        {"execute": "object-add", "arguments": {"qom-type": "rng-random", "id": "rng0", "filename": "/dev/random"}},
+        {"execute": "device_add", "arguments": {"driver": "virtio-rng-pci", "id": "virtio-rng0", "rng": "rng0", "bus": "rp0"}},
+    ]
+    assert [c.to_json() for c in result.qemu.unplug] == [
+        {"execute": "device_del", "arguments": {"id": "virtio-rng0"}},
+        {"execute": "object-del", "arguments": {"id": "rng0"}},
+    ]
+    assert "pcie-root-port,id=rp0,bus=pcie.0,chassis=1,slot=1" in result.qemu.argv
+    assert result.devices[0].hotplug is True
+
+
+def test_microvm_cannot_hotplug_so_the_rng_is_cold_plugged(run: Any) -> None:
+    result = run(hotplug=True, machine_type="microvm")
+    assert result.qemu.hotplug == ()
+    assert "virtio-rng-device,rng=rng0,id=virtio-rng0" in result.qemu.argv
+
+
+def test_empty_source_lets_qemu_choose(run: Any) -> None:
+    argv = run(options={"entropy_source": ""}).qemu.argv
+    assert "rng-random,id=rng0" in argv
+
+
+def test_unknown_entropy_source_is_refused(run: Any) -> None:
+    with pytest.raises(ConfigError) as exc:
+        run(options={"entropy_source": "/dev/hwrng"})
+    assert str(exc.value).startswith("rng0: entropy_source: '/dev/hwrng' is not an allowed entropy source")
+
+
+def test_valid_sources_are_configurable_and_values_escaped(run: Any, fake_host: FakeHost) -> None:
+    weird = "/dev/odd,filename=/etc/shadow"
+    fake_host.dev_file("odd,filename=/etc/shadow")
+    argv = run(options={"entropy_source": weird, "valid_entropy_sources": [weird]}).qemu.argv
+    backend = argv[argv.index("-object") + 1]
+    assert split_opts(backend) == ["rng-random", "id=rng0", f"filename={weird}"]
+
+
+def test_entropy_source_must_exist_on_the_host(run: Any, fake_host: FakeHost) -> None:
+    (fake_host.dev / "random").unlink()
+    with pytest.raises(DeviceError, match="entropy source /dev/random is not usable on this host") as exc:
+        run(options={"entropy_source": "/dev/random"})
+    assert exc.value.device == "rng0" and exc.value.field == "entropy_source"
+
+
+@pytest.mark.parametrize("bad", [5, None, [1]])
+def test_bad_setting_types(run: Any, bad: Any) -> None:
+    key = "valid_entropy_sources" if isinstance(bad, list) else "entropy_source"
+    if bad is None:
+        key, bad = "valid_entropy_sources", "/dev/urandom"
+    with pytest.raises(ConfigError) as exc:
+        run(options={key: bad})
+    assert exc.value.field == key
+
+
+def test_cloud_hypervisor(run: Any) -> None:
+    data = run(hypervisor="cloud-hypervisor", hotplug=True).to_json()["cloud_hypervisor"]
+    assert data == {"vm_config": {"rng": {"src": "/dev/urandom", "iommu": False}}, "hotplug": [], "unplug": []}
+    assert run(hypervisor="cloud-hypervisor", options={"entropy_source": ""}).to_json()[
+        "cloud_hypervisor"]["vm_config"]["rng"]["src"] == "/dev/urandom"
+
+
+def test_firecracker(run: Any) -> None:
+    data = run(hypervisor="firecracker").to_json()["firecracker"]
+    assert data["requests"] == [{"method": "PUT", "path": "/entropy", "body": {}}]
+    with pytest.raises(UnsupportedError, match="host kernel's CSPRNG"):
+        run(hypervisor="firecracker", options={"entropy_source": "/dev/random"})
+
+
+def test_kata_configuration_keys(tmp_path: Any, fake_host: FakeHost, vmdev_plugins) -> None:
+    fake_host.dev_file("random")
+    config = tmp_path / "configuration.toml"
+    config.write_text('[hypervisor.qemu]\nentropy_source = "/dev/random"\nvalid_entropy_sources = ["/dev/random"]\n')
+    result = plan(EMPTY, load_settings(config), host=fake_host.context(), plugins=vmdev_plugins("vmdev-rng"))
+    assert "rng-random,id=rng0,filename=/dev/random" in result.qemu.argv
