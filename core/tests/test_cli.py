@@ -109,3 +109,28 @@ def test_settings_file_and_flags(cli: Any, tmp_path: Path) -> None:
     bad.write_text('[hypervisor.qemu]\ndefault_memory = "x"\n')
     result = cli("plan", "--config", str(bad), spec)
     assert result.exit_code == 1 and "default_memory: must be a positive number" in result.stderr
+
+
+class Commands:
+    @__import__("vmdev").hookimpl
+    def register_commands(self, cli: Any) -> None:
+        import click
+
+        @cli.command("hello")
+        @click.argument("name")
+        def hello(name: str) -> None:
+            """Say hello."""
+            click.echo(f"hello {name}")
+
+
+def test_plugins_can_add_commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vmdev import plugins
+
+    real = plugins.get_plugin_manager
+    monkeypatch.setattr(plugins, "get_plugin_manager", lambda: real(plugins.LoadPolicy(only=()), plugins=[("cmds", Commands())]))
+    import vmdev.cli
+
+    group = vmdev.cli._PluginGroup(name="vmdev-test", commands=dict(vmdev.cli.main.commands))
+    result = CliRunner().invoke(group, ["hello", "world"])
+    assert result.exit_code == 0 and result.stdout == "hello world\n"
+    assert "hello" in CliRunner().invoke(group, ["--help"]).stdout

@@ -29,7 +29,7 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
-def _errors(func: F) -> F:
+def errors_as_one_line(func: F) -> F:
     """Turn every error into one line on stderr and exit status 1."""
 
     @wraps(func)
@@ -48,7 +48,7 @@ def _errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _host(sysfs_root: str | None, store: str | None, settings: SandboxSettings | None) -> HostContext:
+def host_context(sysfs_root: str | None, store: str | None, settings: SandboxSettings | None) -> HostContext:
     store_enabled = False
     store_path: str | None = None
     if settings is not None:
@@ -60,7 +60,33 @@ def _host(sysfs_root: str | None, store: str | None, settings: SandboxSettings |
     return HostContext(sysfs_root=Path(sysfs_root or "/sys"), vhost_user_store=vhost)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _PluginGroup(click.Group):
+    """Loads plugin commands (the ``register_commands`` hook) once, on first lookup."""
+
+    _plugins_added = False
+
+    def _add_plugin_commands(self) -> None:
+        if self._plugins_added:
+            return
+        self._plugins_added = True
+        from vmdev.plugins import get_plugin_manager
+
+        try:
+            get_plugin_manager().register_commands(self)
+        except VmdevError as exc:
+            _fail(str(exc))
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._add_plugin_commands()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands:
+            self._add_plugin_commands()
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_PluginGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="vmdev")
 def main() -> None:
     """Turn a container's device requests into devices attached to its sandbox VM."""
@@ -68,7 +94,7 @@ def main() -> None:
 
 @main.command("plugins")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_errors
+@errors_as_one_line
 def plugins_cmd(as_json: bool) -> None:
     """List the loaded plugins, their distributions, versions and hooks."""
     from vmdev.plugins import get_plugin_manager
@@ -95,7 +121,7 @@ def plugins_cmd(as_json: bool) -> None:
 @click.option("--vhost-user-store", type=click.Path(file_okay=False), help="Enable this vhost-user store.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.argument("container_path")
-@_errors
+@errors_as_one_line
 def resolve_cmd(
     dev_type: str,
     major: int,
@@ -113,7 +139,7 @@ def resolve_cmd(
     info = DeviceInfo(
         container_path=container_path, dev_type=dev_type, major=major, minor=minor, host_path=host_path
     )
-    resolved = get_plugin_manager().resolve_host_path(info, _host(sysfs_root, vhost_user_store, None))
+    resolved = get_plugin_manager().resolve_host_path(info, host_context(sysfs_root, vhost_user_store, None))
     click.echo(json.dumps({"host_path": resolved}) if as_json else resolved)
 
 
@@ -136,7 +162,7 @@ def resolve_cmd(
     "--format", "fmt", type=click.Choice(["json", "argv", "text"]), default="json", show_default=True
 )
 @click.argument("oci_config", type=click.Path(dir_okay=False))
-@_errors
+@errors_as_one_line
 def plan_cmd(
     config_file: str | None,
     hypervisor: str,
@@ -166,7 +192,7 @@ def plan_cmd(
         },
     )
     spec = load_spec(oci_config)
-    result = plan(spec, settings, host=_host(sysfs_root, vhost_user_store, settings))
+    result = plan(spec, settings, host=host_context(sysfs_root, vhost_user_store, settings))
     if fmt == "json":
         click.echo(json.dumps(result.to_json(), indent=2))
     elif fmt == "argv":

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    import click
+
     from vmdev.host import HostContext
     from vmdev.models import Device, DeviceInfo
     from vmdev.oci import OciMount
@@ -111,4 +113,16 @@ def attach_options(device: Device, target: RenderTarget, hotplug: bool) -> Attac
     Raise :class:`vmdev.errors.UnsupportedError` when the hypervisor or machine
     cannot attach this device: never render a different device silently.
     A device that no plugin renders is an error of the core.
+    """
+
+
+@hookspec
+def register_commands(cli: click.Group) -> None:
+    """Add subcommands to the ``vmdev`` command line (``vmdev doctor`` for example).
+
+    Called on every plugin when the CLI starts. Add ``click`` commands with
+    ``cli.add_command(...)`` or the ``@cli.command()`` decorator; do not
+    replace existing commands. Errors a command raises should be
+    :class:`vmdev.errors.VmdevError` subclasses: the CLI prints them as one
+    line and exits 1. Return None.
     """

@@ -263,6 +263,9 @@ class PluginManager:
             trace_log.debug("%s result: %r", hook, [a.value for a in answers])
         return answers
 
+    def register_commands(self, cli: Any) -> None:
+        self._call("register_commands", first=False, cli=cli)
+
     def check_settings(self, settings: SandboxSettings) -> None:
         self._call("check_settings", first=False, settings=settings)
 
