@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from vmdev.oci import parse_spec
@@ -62,7 +63,7 @@ def main() -> None:
             for hypervisor in ("qemu", "cloud-hypervisor", "firecracker"):
                 settings = SandboxSettings(hypervisor=hypervisor)
                 repeat = 20 if count < 1000 else 5
-                med, _ = timed(lambda: plan(spec, settings, host=context, plugins=pm), repeat)
+                med, _ = timed(partial(plan, spec, settings, host=context, plugins=pm), repeat)
                 print(f"plan {count:5d} devices for {hypervisor:17s}: {med * 1000:8.2f} ms "
                       f"({med / count * 1e6:7.1f} us/device)")
 
