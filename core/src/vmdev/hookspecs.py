@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from vmdev.host import HostContext
     from vmdev.models import Device, DeviceInfo
     from vmdev.oci import OciMount
+    from vmdev.resources import Allocator
     from vmdev.settings import SandboxSettings
     from vmdev.targets import AttachOptions, RenderTarget
 
@@ -72,7 +73,9 @@ def device_from_mount(
 
 
 @hookspec(firstresult=True)
-def build_device(info: DeviceInfo, host: HostContext, settings: SandboxSettings) -> Device | None:
+def build_device(
+    info: DeviceInfo, host: HostContext, settings: SandboxSettings, alloc: Allocator
+) -> Device | None:
     """Return the typed device for ``info`` if this plugin handles it, or None to decline.
 
     Stops at the first non-None result: the plugin that returns a device owns
@@ -84,6 +87,12 @@ def build_device(info: DeviceInfo, host: HostContext, settings: SandboxSettings)
     field) when the request is for this plugin's devices but cannot be served:
     never return a device that differs from what was asked. The core's generic
     device is the last resort for character devices and FIFOs.
+
+    ``alloc`` hands out numbered resources (drive indexes, SCSI ids) from
+    pools the plugin names: ``alloc.take("block.index", owner=key, limit=65535)``
+    gives the smallest free index, the same one again for the same owner. A
+    plan starts with empty pools; the device manager keeps them for the life of
+    the sandbox and frees a device's indexes when it is removed.
     """
 
 

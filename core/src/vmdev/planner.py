@@ -19,6 +19,7 @@ from vmdev.models import Device, DeviceInfo
 from vmdev.oci import OciSpec
 from vmdev.plugins import PluginManager, get_plugin_manager
 from vmdev.qemu import MemoryNeeds, OptValue, QemuAttach, QmpCommand, check_id, keyvals, opts
+from vmdev.resources import Allocator
 from vmdev.serialize import to_json
 from vmdev.settings import CLOUD_HYPERVISOR, FIRECRACKER, QEMU, SandboxSettings
 from vmdev.targets import (
@@ -156,10 +157,11 @@ def plan(
     _check_unique_paths(info for info, _ in requests)
 
     built: list[tuple[Device, str, str | None, str]] = []
+    alloc = Allocator()
     for info, _ in requests:
         host_path = pm.resolve_host_path(info, host)
         resolved = attrs.evolve(info, host_path=host_path)
-        answer = pm.build_device(resolved, host, settings)
+        answer = pm.build_device(resolved, host, settings, alloc)
         built.append((answer.value, answer.plugin, info.container_path, host_path))
     for answer in pm.sandbox_devices(settings, host):
         device = answer.value

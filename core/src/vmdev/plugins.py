@@ -44,6 +44,7 @@ else:  # the backport has EntryPoints.select and Distribution.entry_points on 3.
 from vmdev.host import HostContext
 from vmdev.models import Device, DeviceInfo
 from vmdev.oci import OciMount
+from vmdev.resources import Allocator
 from vmdev.settings import SandboxSettings
 from vmdev.targets import AttachOptions, RenderTarget
 
@@ -287,10 +288,13 @@ class PluginManager:
             _typed(answers[0], DeviceInfo, "device_from_mount", mount.destination)
         return answers[0] if answers else None
 
-    def build_device(self, info: DeviceInfo, host: HostContext, settings: SandboxSettings) -> Answer:
+    def build_device(
+        self, info: DeviceInfo, host: HostContext, settings: SandboxSettings, alloc: Allocator | None = None
+    ) -> Answer:
         """The built device and the plugin that claimed it."""
         answers = self._call(
-            "build_device", first=True, subject=info.name, info=info, host=host, settings=settings
+            "build_device", first=True, subject=info.name, info=info, host=host, settings=settings,
+            alloc=alloc if alloc is not None else Allocator(),
         )
         if not answers:
             kind = {"b": "block", "c": "character", "u": "character", "p": "FIFO"}[info.dev_type]

@@ -1,0 +1,58 @@
+"""Allocation of small numbered resources (drive indexes, SCSI ids, slots) from named pools.
+
+A plan gets a fresh :class:`Allocator`; the device manager keeps one for the
+life of a sandbox (and persists it), so indexes freed by a detach are reused
+smallest-first, as Kata's runtime-rs does. Plugins receive it as the ``alloc``
+argument of ``build_device`` and name their own pools (``"block.index"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import attrs
+
+from vmdev.errors import DeviceError
+
+
+class ResourceExhaustedError(DeviceError):
+    """Every index of a pool is in use."""
+
+
+@attrs.define
+class Allocator:
+    """Pools of integers ``0 .. limit-1``; each taken index belongs to an owner (a device key)."""
+
+    _pools: dict[str, dict[int, str]] = attrs.field(factory=dict, alias="pools")
+
+    def take(self, pool: str, owner: str, *, limit: int, device: str = "", start: int = 0) -> int:
+        """The owner's index in ``pool``: the one it already has, else the smallest free one."""
+        used = self._pools.setdefault(pool, {})
+        for index, holder in used.items():
+            if holder == owner:
+                return index
+        for index in range(start, limit):
+            if index not in used:
+                used[index] = owner
+                return index
+        raise ResourceExhaustedError(
+            f"no free {pool} left (all {limit - start} in use)", device=device or owner, field=pool
+        )
+
+    def release(self, owner: str) -> None:
+        """Free every index ``owner`` holds, in every pool."""
+        for used in self._pools.values():
+            for index in [i for i, holder in used.items() if holder == owner]:
+                del used[index]
+
+    def in_use(self, pool: str) -> Mapping[int, str]:
+        return dict(self._pools.get(pool, {}))
+
+    def snapshot(self) -> dict[str, dict[str, str]]:
+        """JSON-ready state (``{pool: {index: owner}}``)."""
+        pools = self._pools.items()
+        return {pool: {str(i): o for i, o in sorted(used.items())} for pool, used in pools if used}
+
+    @classmethod
+    def restore(cls, data: Mapping[str, Mapping[str, str]]) -> Allocator:
+        return cls(pools={pool: {int(i): o for i, o in used.items()} for pool, used in data.items()})
