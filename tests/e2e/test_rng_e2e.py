@@ -66,3 +66,21 @@ def test_hot_plugged_rng_appears_and_unplugs(rig: Rig, tmp_path: Path) -> None:
         assert not any(p.device == 0x1044 for p in gone.pci)
         objects = {o["name"] for o in guest.execute("qom-list", {"path": "/objects"})}
         assert rng["id"] not in objects
+
+
+def test_empty_plugin_selection_plans_generic_devices_only(tmp_path: Path) -> None:
+    data = plan(oci_spec(NULL), tmp_path, env={"VMDEV_PLUGINS": ""})
+    assert [d["kind"] for d in data["devices"]] == ["generic"]
+    assert not any("rng" in a for a in data["qemu"]["argv"])
+
+
+def test_unknown_entropy_source_is_one_line_naming_the_device(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(oci_spec(NULL)))
+    done = run_vmdev("plan", "--entropy-source", "/dev/hwrng", str(config))
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [
+        "vmdev: error: rng0: entropy_source: '/dev/hwrng' is not an allowed entropy source "
+        "(valid_entropy_sources: '/dev/urandom', '/dev/random', '')"
+    ]
