@@ -299,6 +299,8 @@ class VhostUserDeviceAttrs:
     reconnect_time: int = attrs.field(default=0, validator=_uint32)
     pci_path: PciPath = attrs.field(factory=PciPath)
     index: int = -1
+    #: the container path of the request it was built from ("" for sandbox devices); errors name it
+    container_path: str = ""
 
     @property
     def id(self) -> str:

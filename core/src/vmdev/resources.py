@@ -9,10 +9,14 @@ argument of ``build_device`` and name their own pools (``"block.index"``).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Final
 
 import attrs
 
 from vmdev.errors import DeviceError
+
+#: separates a scope from the owner key in :meth:`Allocator.scoped` views
+SCOPE_SEPARATOR: Final = "|"
 
 
 class ResourceExhaustedError(DeviceError):
@@ -45,6 +49,22 @@ class Allocator:
             for index in [i for i, holder in used.items() if holder == owner]:
                 del used[index]
 
+    def release_scope(self, scope: str) -> None:
+        """Free every index taken through :meth:`scoped` view ``scope``, in every pool."""
+        prefix = scope + SCOPE_SEPARATOR
+        for used in self._pools.values():
+            for index in [i for i, holder in used.items() if holder.startswith(prefix)]:
+                del used[index]
+
+    def scoped(self, scope: str) -> Allocator:
+        """A view of these pools whose owners are ``<scope>|<owner>``.
+
+        The device manager hands each device such a view, so two devices whose plugins pick
+        the same owner key (a container path used by two containers) never share an index,
+        and :meth:`release_scope` frees everything one device took.
+        """
+        return ScopedAllocator(pools=self._pools, scope=scope)
+
     def in_use(self, pool: str) -> Mapping[int, str]:
         return dict(self._pools.get(pool, {}))
 
@@ -56,3 +76,18 @@ class Allocator:
     @classmethod
     def restore(cls, data: Mapping[str, Mapping[str, str]]) -> Allocator:
         return cls(pools={pool: {int(i): o for i, o in used.items()} for pool, used in data.items()})
+
+
+@attrs.define
+class ScopedAllocator(Allocator):
+    """An :class:`Allocator` sharing another one's pools, prefixing every owner with ``scope``."""
+
+    scope: str = attrs.field(kw_only=True)
+
+    def take(self, pool: str, owner: str, *, limit: int, device: str = "", start: int = 0) -> int:
+        return super().take(
+            pool, self.scope + SCOPE_SEPARATOR + owner, limit=limit, device=device or owner, start=start
+        )
+
+    def release(self, owner: str) -> None:
+        super().release(self.scope + SCOPE_SEPARATOR + owner)

@@ -1,0 +1,1 @@
+"""vmdev-vhostuser: vhost-user devices (entry point ``vmdev_vhostuser.plugin``)."""

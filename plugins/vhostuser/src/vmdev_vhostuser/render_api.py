@@ -1,0 +1,104 @@
+"""Cloud Hypervisor and Firecracker payloads (field names from their OpenAPI / swagger specs).
+
+Cloud Hypervisor: ``disks`` (``vhost_user``/``vhost_socket``), ``fs``, ``net`` (``vhost_user``,
+``vhost_socket``, ``vhost_mode``) and ``generic_vhost_user`` (vhost-user-scsi: virtio device id 8)
+in the boot ``VmConfig``, or the matching ``vm.add-*`` request when hot plugging; every one needs
+``memory.shared``. Firecracker: vhost-user-blk drives (``socket``), pre-boot only; it has no
+vhost-user net, scsi or fs device.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from vmdev.errors import UnsupportedError
+from vmdev.models import VHOST_USER_BLK, VHOST_USER_FS, VHOST_USER_NET, VHOST_USER_SCSI, VhostUserDeviceAttrs
+from vmdev.targets import ApiRequest, ClhAttach, ClhTarget, FirecrackerAttach, FirecrackerTarget
+from vmdev_vhostuser.config import FS_CACHE_SIZE_KEY
+
+CLH_API: Final = "/api/v1"
+#: virtio device id of SCSI host adapters (Cloud Hypervisor's generic vhost-user device_type)
+VIRTIO_ID_SCSI: Final = 8
+#: virtio-scsi queues: control, event and one request queue, at QEMU's default size
+SCSI_QUEUE_SIZES: Final = (128, 128, 128)
+MIB: Final = 1024 * 1024
+#: (VmConfig list key, hot-plug endpoint) per device type
+CLH_KEYS: Final = {
+    VHOST_USER_BLK: ("disks", "vm.add-disk"),
+    VHOST_USER_FS: ("fs", "vm.add-fs"),
+    VHOST_USER_NET: ("net", "vm.add-net"),
+    VHOST_USER_SCSI: ("generic_vhost_user", "vm.add-generic-vhost-user"),
+}
+
+
+def render_clh(device: VhostUserDeviceAttrs, target: ClhTarget, hotplug: bool) -> ClhAttach:
+    name = device.container_path or device.id
+    _no_reconnect(device, name, "Cloud Hypervisor")
+    key, endpoint = CLH_KEYS[device.type]
+    body = _clh_body(device, name)
+    memory = {"memory": {"size": target.settings.memory_mib * MIB, "shared": True}}
+    details = {"vm_config_key": key}
+    if not hotplug:
+        return ClhAttach(vm_config={**memory, key: [body]}, details=details)
+    return ClhAttach(
+        vm_config=memory,
+        hotplug=[ApiRequest("PUT", f"{CLH_API}/{endpoint}", body)],
+        unplug=[ApiRequest("PUT", f"{CLH_API}/vm.remove-device", {"id": device.id})],
+        hotplugged=True,
+        details=details,
+    )
+
+
+def _clh_body(device: VhostUserDeviceAttrs, name: str) -> dict[str, Any]:
+    if device.type == VHOST_USER_BLK:
+        return {"id": device.id, "vhost_user": True, "vhost_socket": device.socket_path}
+    if device.type == VHOST_USER_NET:
+        return {
+            "id": device.id,
+            "vhost_user": True,
+            "vhost_socket": device.socket_path,
+            "vhost_mode": "Client",
+            "mac": device.mac_address,
+        }
+    if device.type == VHOST_USER_SCSI:
+        return {
+            "id": device.id,
+            "socket": device.socket_path,
+            "device_type": VIRTIO_ID_SCSI,
+            "queue_sizes": list(SCSI_QUEUE_SIZES),
+        }
+    if device.cache_size:
+        raise UnsupportedError(
+            f"Cloud Hypervisor's virtio-fs has no DAX window; {device.cache_size} MiB were asked: "
+            f"set {FS_CACHE_SIZE_KEY} = 0",
+            device=name,
+            field=FS_CACHE_SIZE_KEY,
+        )
+    return {
+        "id": device.id,
+        "tag": device.tag,
+        "socket": device.socket_path,
+        "num_queues": 1,
+        "queue_size": device.queue_size,
+    }
+
+
+def render_firecracker(device: VhostUserDeviceAttrs, target: FirecrackerTarget) -> FirecrackerAttach:
+    """Pre-boot ``PUT /drives/{id}``; Firecracker cannot hot-plug, so this is always cold plug."""
+    name = device.container_path or device.id
+    if device.type != VHOST_USER_BLK:
+        raise UnsupportedError(
+            f"Firecracker has no {device.type} device (only vhost-user-blk drives)", device=name, field="type"
+        )
+    _no_reconnect(device, name, "Firecracker")
+    body = {"drive_id": device.id, "is_root_device": False, "socket": device.socket_path}
+    return FirecrackerAttach(requests=[ApiRequest("PUT", f"/drives/{device.id}", body)])
+
+
+def _no_reconnect(device: VhostUserDeviceAttrs, name: str, hypervisor: str) -> None:
+    if device.reconnect_time:
+        raise UnsupportedError(
+            f"{hypervisor} has no vhost-user reconnect timeout ({device.reconnect_time} s were asked)",
+            device=name,
+            field="reconnect_time",
+        )

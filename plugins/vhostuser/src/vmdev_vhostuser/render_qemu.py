@@ -1,0 +1,118 @@
+"""QEMU: ``-chardev socket`` + the device (and ``-netdev vhost-user`` for net), or QMP hot plug.
+
+Every vhost-user device needs the guest RAM in a shared memory backend (the backend process maps
+it): each rendering asks for ``MemoryNeeds(shared=True)`` and the core emits one
+``memory-backend-memfd,share=on`` wired as the machine's memory. Without it QEMU starts and the
+guest hangs at the first I/O, so this is never left to chance.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from vmdev.errors import UnsupportedError
+from vmdev.models import VHOST_USER_BLK, VHOST_USER_FS, VHOST_USER_NET, VHOST_USER_SCSI, VhostUserDeviceAttrs
+from vmdev.qemu import MemoryNeeds, OptValue, QemuAttach, QmpCommand, check_id, opts
+from vmdev.targets import CCW, MMIO, PCI, QemuTarget
+from vmdev_vhostuser.config import FS_CACHE_SIZE_KEY, read_config
+
+#: QEMU device per vhost-user type and transport
+DRIVERS: Final[dict[str, dict[str, str]]] = {
+    VHOST_USER_BLK: {PCI: "vhost-user-blk-pci", MMIO: "vhost-user-blk"},
+    VHOST_USER_SCSI: {PCI: "vhost-user-scsi-pci", MMIO: "vhost-user-scsi"},
+    VHOST_USER_FS: {PCI: "vhost-user-fs-pci", MMIO: "vhost-user-fs-device", CCW: "vhost-user-fs-ccw"},
+    VHOST_USER_NET: {PCI: "virtio-net-pci", MMIO: "virtio-net-device", CCW: "virtio-net-ccw"},
+}
+SHARED_MEMORY: Final = MemoryNeeds(shared=True)
+
+
+def render(device: VhostUserDeviceAttrs, target: QemuTarget, hotplug: bool) -> QemuAttach:
+    name = device.container_path or device.id
+    driver = _driver(device, target, name)
+    chardev = check_id(f"chr-{device.id}", device=name)
+    netdev = check_id(f"netdev-{device.id}", device=name) if device.type == VHOST_USER_NET else ""
+    props = _device_props(device, target, chardev, netdev, name)
+    details: dict[str, Any] = {"driver": driver, "chardev": chardev, **({"netdev": netdev} if netdev else {})}
+    if not hotplug or target.transport == MMIO:
+        return QemuAttach(
+            args=_cold_args(device, driver, chardev, netdev, props),
+            memory=SHARED_MEMORY,
+            details=details,
+        )
+    bus = target.hotplug_bus(name)
+    add = {"driver": driver, "id": device.id, **props, **({"bus": bus} if bus else {})}
+    plug = [QmpCommand("chardev-add", {"id": chardev, "backend": _socket_backend(device)})]
+    unplug = [QmpCommand("device_del", {"id": device.id})]
+    if netdev:
+        plug.append(QmpCommand("netdev_add", {"type": "vhost-user", "id": netdev, "chardev": chardev}))
+        unplug.append(QmpCommand("netdev_del", {"id": netdev}))
+    plug.append(QmpCommand("device_add", add))
+    unplug.append(QmpCommand("chardev-remove", {"id": chardev}))
+    return QemuAttach(
+        hotplug=plug,
+        unplug=unplug,
+        hotplugged=True,
+        memory=SHARED_MEMORY,
+        details={**details, "bus": bus or ""},
+    )
+
+
+def _driver(device: VhostUserDeviceAttrs, target: QemuTarget, name: str) -> str:
+    driver = DRIVERS[device.type].get(target.transport)
+    if driver is None:
+        raise UnsupportedError(
+            f"QEMU has no {device.type} device for the {target.transport} transport of machine "
+            f"{target.settings.machine_type}",
+            device=name,
+            field="type",
+        )
+    return driver
+
+
+def _device_props(
+    device: VhostUserDeviceAttrs, target: QemuTarget, chardev: str, netdev: str, name: str
+) -> dict[str, OptValue]:
+    if device.type == VHOST_USER_NET:
+        props: dict[str, OptValue] = {"netdev": netdev, "mac": device.mac_address}
+        if target.transport == PCI and not _msix(device, target):
+            props["vectors"] = 0
+        return props
+    props = {"chardev": chardev}
+    if device.type == VHOST_USER_FS:
+        if device.cache_size:
+            raise UnsupportedError(
+                f"QEMU's vhost-user-fs device has no DAX window (no cache-size property); "
+                f"{device.cache_size} MiB were asked: set {FS_CACHE_SIZE_KEY} = 0",
+                device=name,
+                field=FS_CACHE_SIZE_KEY,
+            )
+        props["tag"] = device.tag
+        if device.queue_size:
+            props["queue-size"] = device.queue_size
+    return props
+
+
+def _msix(device: VhostUserDeviceAttrs, target: QemuTarget) -> bool:
+    for interface in read_config(target.settings).net:
+        if (interface.socket, interface.mac) == (device.socket_path, device.mac_address):
+            return interface.msix
+    return False
+
+
+def _cold_args(
+    device: VhostUserDeviceAttrs, driver: str, chardev: str, netdev: str, props: dict[str, OptValue]
+) -> list[str]:
+    socket: dict[str, OptValue | None] = {"id": chardev, "path": device.socket_path}
+    if device.reconnect_time:
+        socket["reconnect"] = device.reconnect_time
+    args = ["-chardev", opts("socket", socket)]
+    if netdev:
+        args += ["-netdev", opts("vhost-user", {"id": netdev, "chardev": chardev})]
+    return [*args, "-device", opts(driver, {"id": device.id, **props})]
+
+
+def _socket_backend(device: VhostUserDeviceAttrs) -> dict[str, Any]:
+    data: dict[str, Any] = {"addr": {"type": "unix", "data": {"path": device.socket_path}}, "server": False}
+    if device.reconnect_time:
+        data["reconnect"] = device.reconnect_time
+    return {"type": "socket", "data": data}
