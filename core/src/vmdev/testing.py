@@ -36,10 +36,16 @@ class FakeHost:
         self.proc = root / "proc"
         for path in (self.sysfs, self.dev, self.proc):
             path.mkdir(parents=True, exist_ok=True)
+        self._stats: dict[str, os.stat_result] = {}
 
     def context(self, **changes: Any) -> HostContext:
-        """A host context reading this tree (``changes`` override fields, e.g. ``stat=``)."""
+        """A host context reading this tree (``changes`` override fields, e.g. ``stat=``).
+
+        When :meth:`fake_stat` registered entries, the context's ``stat`` is :meth:`stat`.
+        """
         base: dict[str, Any] = {"sysfs_root": self.sysfs, "dev_root": self.dev, "proc_root": self.proc}
+        if self._stats:
+            base["stat"] = self.stat
         return HostContext(**{**base, **changes})
 
     # --- raw files ---------------------------------------------------------------------------
@@ -114,6 +120,95 @@ class FakeHost:
             self.symlink(f"{node}/iommu_group", f"/{group}")
             self.symlink(f"{group}/devices/{bdf}", f"/{node}")
         return self.sysfs / node
+
+    def iommu_group_member(self, group: int, name: str, node: str) -> None:
+        """Put the device at sysfs ``node`` into IOMMU group ``group`` under ``name``
+        (the group's ``devices/<name>`` link and the device's ``iommu_group`` link)."""
+        directory = f"kernel/iommu_groups/{group}"
+        (self.sysfs / directory / "devices").mkdir(parents=True, exist_ok=True)
+        self.symlink(f"{node}/iommu_group", f"/{directory}")
+        self.symlink(f"{directory}/devices/{name}", f"/{node}")
+
+    def mdev_device(
+        self, uuid: str, parent_bdf: str, *, iommu_group: int, driver: str = "vfio_mdev"
+    ) -> Path:
+        """A mediated device below PCI function ``parent_bdf`` (create that first), as
+        ``/sys/bus/mdev/devices/<uuid>`` with its own IOMMU group and driver link."""
+        parent = self.sysfs / "bus" / "pci" / "devices" / parent_bdf
+        node = "/" + os.path.relpath(os.path.realpath(parent), os.path.realpath(self.sysfs)) + f"/{uuid}"
+        (self.sysfs / node.lstrip("/")).mkdir(parents=True, exist_ok=True)
+        self.symlink(f"bus/mdev/devices/{uuid}", node)
+        (self.sysfs / f"bus/mdev/drivers/{driver}").mkdir(parents=True, exist_ok=True)
+        self.symlink(f"{node}/driver", f"/bus/mdev/drivers/{driver}")
+        self.iommu_group_member(iommu_group, uuid, node.lstrip("/"))
+        return self.sysfs / node.lstrip("/")
+
+    def ap_matrix_device(self, uuid: str, queues: Iterable[str], *, iommu_group: int) -> Path:
+        """An s390x AP matrix mdev ``devices/vfio_ap/matrix/<uuid>`` whose ``matrix`` file
+        lists ``queues`` (APQNs such as ``05.001f``), in IOMMU group ``iommu_group``."""
+        node = f"devices/vfio_ap/matrix/{uuid}"
+        self.write(f"{node}/matrix", "".join(f"{queue}\n" for queue in queues))
+        self.symlink(f"bus/mdev/devices/{uuid}", f"/{node}")
+        self.iommu_group_member(iommu_group, uuid, node)
+        return self.sysfs / node
+
+    def vfio_cdev(self, number: int, bdf: str, *, major: int | None = 249) -> Path:
+        """``class/vfio-dev/vfio<number>`` for PCI function ``bdf`` (create it first), as the
+        kernel makes it when the function is bound to vfio-pci. With ``major`` (IOMMUFD
+        kernels) it has ``dev`` and a uevent naming ``vfio/devices/vfio<number>``; with None
+        it has neither (kernels without ``CONFIG_VFIO_DEVICE_CDEV``)."""
+        function = os.path.realpath(self.sysfs / "bus" / "pci" / "devices" / bdf)
+        node = os.path.relpath(function, os.path.realpath(self.sysfs)) + f"/vfio-dev/vfio{number}"
+        uevent = ""
+        if major is not None:
+            self.write(f"{node}/dev", f"{major}:{number}\n")
+            uevent = f"MAJOR={major}\nMINOR={number}\nDEVNAME=vfio/devices/vfio{number}\n"
+            self.symlink(f"dev/char/{major}:{number}", f"/{node}")
+        self.write(f"{node}/uevent", uevent)
+        self.symlink(f"{node}/device", f"/{os.path.relpath(function, os.path.realpath(self.sysfs))}")
+        self.symlink(f"class/vfio-dev/vfio{number}", f"/{node}")
+        return self.sysfs / node
+
+    def loop_device(
+        self, major: int, minor: int, backing_file: str | os.PathLike[str], *, devname: str | None = None
+    ) -> Path:
+        """A loop block device: uevent, ``/dev`` node, ``loop/backing_file`` (as the kernel
+        writes it, with a newline) and ``size`` in 512-byte sectors when the backing file exists.
+        Returns the sysfs device directory (``sys/dev/block/MAJ:MIN``)."""
+        name = devname or f"loop{minor}"
+        self.block_device(major, minor, name)
+        directory = f"dev/block/{major}:{minor}"
+        self.write(f"{directory}/loop/backing_file", f"{os.fspath(backing_file)}\n")
+        backing = Path(backing_file)
+        if backing.is_file():
+            self.write(f"{directory}/size", f"{backing.stat().st_size // 512}\n")
+        return self.sysfs / directory
+
+    # --- stat(2) -------------------------------------------------------------------------------
+    def fake_stat(
+        self,
+        path: str,
+        *,
+        mode: int,
+        rdev: tuple[int, int] | None = None,
+        dev: tuple[int, int] | None = None,
+        size: int = 0,
+    ) -> os.stat_result:
+        """Make :meth:`stat` (and so ``context().stat``) answer for ``path`` with these fields.
+
+        ``mode`` includes the file type (``stat.S_IFBLK | 0o660``); ``rdev``/``dev`` are
+        ``(major, minor)`` pairs encoded as Linux does (``os.makedev``).
+        """
+        st_dev = os.makedev(*dev) if dev else 0
+        fields = (mode, 1, st_dev, 1, 0, 0, size, 0, 0, 0)
+        result = os.stat_result(fields, {"st_rdev": os.makedev(*rdev) if rdev else 0})
+        self._stats[path] = result
+        return result
+
+    def stat(self, path: str) -> os.stat_result:
+        """The entry registered with :meth:`fake_stat`, else the real ``os.stat``."""
+        found = self._stats.get(os.fspath(path))
+        return found if found is not None else os.stat(path)
 
 
 def _write(path: Path, content: str | bytes) -> Path:

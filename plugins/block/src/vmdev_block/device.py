@@ -1,0 +1,166 @@
+"""The block plugin's device: a disk or persistent-memory request, checked against the host.
+
+:class:`BlockDevice` is Kata's ``BlockDevice`` before ``Attach``: everything known about the host
+side. Where the drive sits in the guest (its index, SCSI address, ``/dev/vdX``, nvdimm number) is
+taken from the plan's allocator when the device is built (:mod:`vmdev_block.drive`) and kept
+in ``drive``, the core's :class:`~vmdev.models.BlockDrive`.
+
+Loop devices are passed to the hypervisor as the ``/dev/loopN`` node, as Kata does, not as their
+backing file: the node is what the container asked for, it honours the loop device's offset, size
+limit and read-only flag, and it stays valid when the backing file is renamed or deleted. The
+backing file is shown in the plan (``backing_file``) for information.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import ClassVar, Final
+
+import attrs
+
+from vmdev.errors import DeviceError
+from vmdev.host import HostContext
+from vmdev.models import (
+    BLOCK_DRIVER_OPT,
+    BLOCK_DRIVERS,
+    DEVICE_BLOCK,
+    FS_TYPE_OPT,
+    NVDIMM,
+    VHOST_USER_BLK_MAJOR,
+    VHOST_USER_SCSI_MAJOR,
+    BlockDrive,
+    DeviceInfo,
+)
+from vmdev.qemu import make_id
+from vmdev.resources import Allocator
+from vmdev.settings import SandboxSettings
+from vmdev_block.config import BlockSettings, block_settings
+from vmdev_block.drive import DriveRequest, allocate_drive
+from vmdev_block.hostprobe import block_size, loop_backing_file, probe_read_only
+
+#: ``drive-`` + 14 hex digits = 20 characters: the whole id fits virtio-blk's 20-byte serial
+DRIVE_ID_DIGITS: Final = 14
+#: QEMU maps memory in pages: an nvdimm's backing size must be a multiple of this
+NVDIMM_SIZE_ALIGN: Final = 4096
+
+
+@attrs.frozen(kw_only=True)
+class BlockDevice:
+    """A disk or persistent-memory device for the guest, as requested and found on the host."""
+
+    kind: ClassVar[str] = DEVICE_BLOCK
+    #: also the drive's id, QEMU node name and serial
+    id: str
+    container_path: str
+    #: what the hypervisor opens: a device node, an image file or a pmem backing file
+    host_path: str
+    #: the block driver (``virtio-scsi``, ``virtio-blk``, ``virtio-mmio``, ``nvdimm``, ``virtio-blk-ccw``)
+    driver: str
+    major: int
+    minor: int
+    #: ``host_path`` is a block device node (QEMU's ``host_device`` driver) rather than a file
+    host_device: bool
+    format: str = "raw"
+    #: the file system in a persistent-memory image (``/proc/mounts``, ``ext4`` when unknown)
+    fstype: str = ""
+    #: the loop device's backing file (informational: ``host_path`` stays the loop node)
+    backing_file: str = ""
+    #: bytes, when known (required for nvdimm and pmem)
+    size: int | None = None
+    read_only: bool = False
+    #: the read-only flag came from the device itself (BLKROGET), not from the request
+    read_only_detected: bool = False
+    discard_unmap: bool = False
+    pmem: bool = False
+    cold_plug: bool = False
+    #: where the drive sits in the guest: index, SCSI address, /dev/vdX, nvdimm number ...
+    drive: BlockDrive
+
+
+def claims(info: DeviceInfo, host: HostContext) -> bool:
+    """``type b`` requests, except vhost-user pseudo devices when the vhost-user store is on."""
+    if info.dev_type != "b":
+        return False
+    vhost_user = info.major in (VHOST_USER_BLK_MAJOR, VHOST_USER_SCSI_MAJOR)
+    return not (vhost_user and host.vhost_user_store.enabled and not info.pmem)
+
+
+def requested_driver(info: DeviceInfo, config: BlockSettings) -> str:
+    """The device's ``block-driver`` option, else the sandbox's; persistent memory is nvdimm."""
+    if info.pmem:
+        return NVDIMM
+    value = info.driver_options.get(BLOCK_DRIVER_OPT, "")
+    if not value:
+        return config.driver
+    if value not in BLOCK_DRIVERS:
+        raise DeviceError(
+            f"{value!r} is not a block driver (one of {', '.join(BLOCK_DRIVERS)})",
+            device=info.name,
+            field=BLOCK_DRIVER_OPT,
+        )
+    return value
+
+
+def build_block_device(
+    info: DeviceInfo, host: HostContext, settings: SandboxSettings, alloc: Allocator
+) -> BlockDevice | None:
+    """The :class:`BlockDevice` for ``info`` (its host path resolved), or None if not ours."""
+    if not claims(info, host):
+        return None
+    name = info.name
+    driver = requested_driver(info, block_settings(settings))
+    if not info.host_path:
+        raise DeviceError("no host path for this block device", device=name, field="path")
+    node = str(host.dev_path(info.host_path))
+    found = _stat(host, node, name)
+    host_device = stat.S_ISBLK(found.st_mode) and not info.pmem
+    if not host_device and not stat.S_ISREG(found.st_mode):
+        raise DeviceError(
+            f"{info.host_path} is neither a block device nor a regular file", device=name, field="path"
+        )
+    size = block_size(host, info.major, info.minor) if host_device else found.st_size
+    detected = bool(host_device and not info.read_only and probe_read_only(host, info.host_path, device=name))
+    key = f"{info.container_path}|{info.host_path}"
+    drive_id = make_id("drive", key, length=DRIVE_ID_DIGITS)
+    read_only = info.read_only or detected
+    request = DriveRequest(key=key, name=name, id=drive_id, file=info.host_path, driver=driver,
+                           read_only=read_only, discard_unmap=info.discard_unmap, pmem=info.pmem)
+    if driver == NVDIMM:
+        _check_nvdimm_size(info.host_path, size, name)
+    return BlockDevice(
+        id=drive_id,
+        container_path=info.container_path,
+        host_path=info.host_path,
+        driver=driver,
+        major=info.major,
+        minor=info.minor,
+        host_device=host_device,
+        fstype=info.driver_options.get(FS_TYPE_OPT, "") if info.pmem else "",
+        backing_file=(loop_backing_file(host, info.major, info.minor) or "") if host_device else "",
+        size=size,
+        read_only=read_only,
+        read_only_detected=detected,
+        discard_unmap=info.discard_unmap,
+        pmem=info.pmem,
+        cold_plug=info.cold_plug,
+        drive=allocate_drive(request, alloc),
+    )
+
+
+def _stat(host: HostContext, node: str, name: str) -> os.stat_result:
+    try:
+        return host.stat(node)
+    except OSError as exc:
+        raise DeviceError(f"cannot use {node}: {exc.strerror}", device=name, field="path") from None
+
+
+def _check_nvdimm_size(path: str, size: int | None, name: str) -> None:
+    if size is None or size <= 0:
+        raise DeviceError(f"cannot tell the size of {path}, which an nvdimm needs", device=name, field="size")
+    if size % NVDIMM_SIZE_ALIGN:
+        raise DeviceError(
+            f"{path} is {size} bytes; an nvdimm needs a multiple of {NVDIMM_SIZE_ALIGN} bytes",
+            device=name,
+            field="size",
+        )

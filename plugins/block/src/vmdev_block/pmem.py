@@ -1,0 +1,185 @@
+"""Persistent memory: a mount on a loop device whose backing file carries a PFN info block.
+
+Kata's ``PmemDeviceInfo(source, destination)``: the file system at ``source`` lives on a loop
+device (``st_dev`` of ``source``, not ``st_rdev``); its backing file, given to the guest as an
+NVDIMM, must carry the ``NVDIMM_PFN_INFO`` signature at byte 4096 (the info block the guest
+kernel reads to set up DAX). The file-system type comes from ``/proc/mounts`` (``ext4`` when it
+cannot be found).
+
+Beyond Kata: the whole 16-byte kernel signature (with its NUL) is required, and the info block's
+Fletcher-64 checksum is verified; a block the guest kernel would reject is reported (the guest then
+sees a raw namespace whose ``/dev/pmem0`` starts at byte 0 of the file instead of at ``dataoff``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+from typing import Final
+
+import attrs
+
+from vmdev.errors import DeviceError
+from vmdev.host import HostContext
+from vmdev.models import FS_TYPE_OPT, DeviceInfo
+from vmdev_block.hostprobe import loop_backing_file, mount_fstype
+
+log = logging.getLogger("vmdev.block")
+
+PFN_INFO_OFFSET: Final = 4096
+PFN_SIGNATURE: Final = b"NVDIMM_PFN_INFO\0"
+PFN_INFO_SIZE: Final = 4096
+DEFAULT_FSTYPE: Final = "ext4"
+#: ``struct nd_pfn_sb`` up to ``align`` (little endian), see Linux drivers/nvdimm/pfn.h
+_PFN_HEAD: Final = struct.Struct("<16s16s16sIHHQQIIII")
+_CHECKSUM_OFFSET: Final = PFN_INFO_SIZE - 8
+
+
+class NotPersistentMemoryError(DeviceError):
+    """The mount is not a persistent-memory image (not on a loop device, or no PFN signature)."""
+
+
+@attrs.frozen(kw_only=True)
+class PfnInfo:
+    """The fields of a PFN info block the plan cares about."""
+
+    version_major: int
+    version_minor: int
+    dataoff: int
+    npfns: int
+    mode: int
+    align: int
+    checksum_ok: bool
+
+
+def fletcher64(data: bytes) -> int:
+    """The kernel's ``nd_fletcher64(data, len, le=true)`` over 32-bit little-endian words."""
+    lo, hi = 0, 0
+    for (word,) in struct.iter_unpack("<I", data[: len(data) - len(data) % 4]):
+        lo = (lo + word) & 0xFFFFFFFF
+        hi = (hi + lo) & 0xFFFFFFFFFFFFFFFF
+    return ((hi << 32) | lo) & 0xFFFFFFFFFFFFFFFF
+
+
+def pfn_checksum(block: bytes) -> int:
+    """The checksum of a 4096-byte info block, computed with its checksum field zeroed."""
+    return fletcher64(block[:_CHECKSUM_OFFSET] + b"\0" * 8)
+
+
+#: ``PFN_MODE_RAM``: the guest keeps the page map in RAM (no room reserved in the image)
+PFN_MODE_RAM: Final = 1
+PAGE_SIZE: Final = 4096
+DEFAULT_DATAOFF: Final = 2 * 1024 * 1024
+
+
+def pfn_info_block(
+    size: int,
+    *,
+    dataoff: int = DEFAULT_DATAOFF,
+    align: int = DEFAULT_DATAOFF,
+    uuid: bytes = b"vmdev-pmem-image",
+) -> bytes:
+    """A valid 4096-byte PFN info block for an image of ``size`` bytes (the image builder's side,
+    Kata's ``nsdax``): version 1.4, ``PFN_MODE_RAM``, data from ``dataoff``; write it at byte 4096.
+
+    The parent uuid is zero: QEMU's label-less nvdimm namespace has no uuid. The guest kernel then
+    exposes ``/dev/pmem<N>`` of ``size - dataoff`` bytes starting at ``dataoff`` of the image.
+    """
+    if len(uuid) != 16 or not 2 * PAGE_SIZE <= dataoff < size or dataoff % align or align % PAGE_SIZE:
+        raise ValueError(f"bad PFN layout: size={size} dataoff={dataoff} align={align} uuid={uuid!r}")
+    npfns = (size - dataoff) // PAGE_SIZE
+    head = _PFN_HEAD.pack(PFN_SIGNATURE, uuid, b"\0" * 16, 0, 1, 4, dataoff, npfns, PFN_MODE_RAM, 0, 0, align)
+    block = bytearray(PFN_INFO_SIZE)
+    block[: len(head)] = head
+    struct.pack_into("<IH", block, len(head), PAGE_SIZE, 64)  # page_size, page_struct_size
+    struct.pack_into("<Q", block, _CHECKSUM_OFFSET, pfn_checksum(bytes(block)))
+    return bytes(block)
+
+
+def read_pfn_info(path: str | os.PathLike[str]) -> PfnInfo | None:
+    """The PFN info block at byte 4096 of ``path``, or None without the signature.
+
+    Like Kata, a file that cannot be opened or is too short has no signature.
+    """
+    try:
+        with open(path, "rb") as image:
+            image.seek(PFN_INFO_OFFSET)
+            block = image.read(PFN_INFO_SIZE)
+    except OSError as exc:
+        log.info("cannot read the PFN info block of %s: %s", path, exc.strerror)
+        return None
+    if not block.startswith(PFN_SIGNATURE):
+        return None
+    if len(block) < PFN_INFO_SIZE:
+        return PfnInfo(version_major=0, version_minor=0, dataoff=0, npfns=0, mode=0, align=0,
+                       checksum_ok=False)
+    fields = _PFN_HEAD.unpack_from(block)
+    (stored,) = struct.unpack_from("<Q", block, _CHECKSUM_OFFSET)
+    return PfnInfo(
+        version_major=fields[4],
+        version_minor=fields[5],
+        dataoff=fields[6],
+        npfns=fields[7],
+        mode=fields[8],
+        align=fields[11],
+        checksum_ok=stored == pfn_checksum(block),
+    )
+
+
+def pmem_device_info(
+    source: str, destination: str, host: HostContext, *, read_only: bool = False
+) -> DeviceInfo:
+    """The persistent-memory request for a mount of ``source`` at ``destination``.
+
+    Raises :class:`NotPersistentMemoryError` when ``source`` is not on a loop device or the
+    backing file has no PFN signature (Kata: ``backing file %v has not PFN signature``), and
+    :class:`DeviceError` when ``source`` cannot be stat'ed.
+    """
+    try:
+        st_dev = host.stat(source).st_dev
+    except OSError as exc:
+        raise DeviceError(
+            f"stat {source} failed: {exc.strerror}", device=destination, field="source"
+        ) from None
+    major, minor = os.major(st_dev), os.minor(st_dev)
+    backing = loop_backing_file(host, major, minor)
+    if backing is None:
+        raise NotPersistentMemoryError(
+            f"{source} is not on a loop device ({major}:{minor} has no loop/backing_file)",
+            device=destination,
+            field="source",
+        )
+    info = read_pfn_info(backing)
+    if info is None:
+        raise NotPersistentMemoryError(
+            f"backing file {backing} has not PFN signature (no NVDIMM_PFN_INFO at byte {PFN_INFO_OFFSET})",
+            device=destination,
+            field="source",
+        )
+    if not info.checksum_ok:
+        log.warning(
+            "%s: the PFN info block of %s has a bad checksum: the guest kernel will ignore it and "
+            "see a raw namespace (no DAX page map, data from byte 0)",
+            destination,
+            backing,
+        )
+    return DeviceInfo(
+        container_path=destination,
+        dev_type="b",
+        major=major,
+        minor=minor,
+        host_path=backing,
+        pmem=True,
+        read_only=read_only,
+        driver_options={FS_TYPE_OPT: _fstype(host, source, destination)},
+    )
+
+
+def _fstype(host: HostContext, source: str, destination: str) -> str:
+    fstype = mount_fstype(host, source)
+    if fstype is None:
+        log.warning("%s: mount %s not found in %s; assuming %s", destination, source,
+                    host.proc_path("mounts"), DEFAULT_FSTYPE)
+        return DEFAULT_FSTYPE
+    return fstype

@@ -1,0 +1,96 @@
+"""Fixtures for vmdev-block's unit tests: fake hosts with block devices, loop devices and mounts."""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vmdev.oci import OciSpec, parse_spec
+from vmdev.planner import Plan, plan
+from vmdev.settings import SandboxSettings
+from vmdev.testing import FakeHost
+from vmdev_block.pmem import PFN_INFO_OFFSET, pfn_info_block
+
+MIB = 1024 * 1024
+BLK = stat.S_IFBLK | 0o660
+
+
+class Host:
+    """A fake host with helpers for the block plugin's kinds of devices."""
+
+    def __init__(self, fake: FakeHost, tmp: Path) -> None:
+        self.fake = fake
+        self.tmp = tmp
+
+    def disk(self, major: int, minor: int, name: str, size: int = 64 * MIB) -> str:
+        """A block device node /dev/<name> (S_ISBLK through the stat seam) of ``size`` bytes."""
+        self.fake.block_device(major, minor, name)
+        self.fake.write(f"dev/block/{major}:{minor}/size", f"{size // 512}\n")
+        self.fake.fake_stat(str(self.fake.dev / name), mode=BLK, rdev=(major, minor))
+        return f"/dev/{name}"
+
+    def image(self, name: str, size: int = 16 * MIB, pfn: bool = False) -> Path:
+        path = self.tmp / name
+        with open(path, "wb") as image:
+            image.truncate(size)
+            if pfn:
+                image.seek(PFN_INFO_OFFSET)
+                image.write(pfn_info_block(size))
+        return path
+
+    def loop(self, minor: int, backing: Path) -> str:
+        """/dev/loop<minor> backed by ``backing`` (a block node through the stat seam)."""
+        self.fake.loop_device(7, minor, backing)
+        self.fake.fake_stat(str(self.fake.dev / f"loop{minor}"), mode=BLK, rdev=(7, minor))
+        return f"/dev/loop{minor}"
+
+    def pmem_mount(self, minor: int, *, pfn: bool = True, fstype: str | None = "ext2") -> tuple[Path, Path]:
+        """A directory whose file system lives on /dev/loop<minor>; returns (source, backing file)."""
+        backing = self.image(f"pmem{minor}.img", pfn=pfn)
+        self.fake.loop_device(7, minor, backing)
+        source = self.tmp / f"mnt{minor}"
+        source.mkdir()
+        self.fake.fake_stat(str(source), mode=stat.S_IFDIR | 0o755, dev=(7, minor))
+        if fstype is not None:
+            self.fake.proc_file("mounts", f"/dev/loop{minor} {source} {fstype} rw,relatime 0 0\n")
+        return source, backing
+
+
+    @staticmethod
+    def device(path: str, major: int, minor: int, **extra: Any) -> dict[str, Any]:
+        """An OCI ``linux.devices`` entry of type b."""
+        return {"path": path, "type": "b", "major": major, "minor": minor, **extra}
+
+    @staticmethod
+    def spec(
+        devices: Sequence[dict[str, Any]] = (),
+        mounts: Sequence[dict[str, Any]] = (),
+        rules: Sequence[dict[str, Any]] = (),
+    ) -> OciSpec:
+        """A parsed OCI spec with these devices, mounts and ``linux.resources.devices`` rules."""
+        return parse_spec(
+            {"linux": {"devices": list(devices), "resources": {"devices": list(rules)}}, "mounts": list(mounts)}
+        )
+
+
+@pytest.fixture
+def host(fake_host: FakeHost, tmp_path: Path) -> Host:
+    return Host(fake_host, tmp_path)
+
+
+Planner = Callable[..., Plan]
+
+
+@pytest.fixture
+def run(fake_host: FakeHost, vmdev_plugins: Any) -> Planner:
+    """``run(spec, **settings)``: plan with only the core and vmdev-block loaded."""
+    pm = vmdev_plugins("vmdev-block")
+
+    def run(oci: Any, **settings: Any) -> Plan:
+        return plan(oci, SandboxSettings(**settings), host=fake_host.context(), plugins=pm)
+
+    return run

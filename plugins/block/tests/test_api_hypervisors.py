@@ -1,0 +1,146 @@
+"""Cloud Hypervisor and Firecracker bodies: field names and types as their API specs define them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from vmdev.errors import UnsupportedError
+from vmdev.models import DeviceInfo
+from vmdev.oci import OciSpec
+from vmdev.planner import plan
+from vmdev.settings import SandboxSettings
+
+MIB = 1024 * 1024
+#: every property each API schema defines (cloud-hypervisor.yaml DiskConfig/PmemConfig,
+#: firecracker.yaml Drive/Pmem): a body must not carry anything else
+CLH_DISK_FIELDS = {
+    "path", "readonly", "direct", "iommu", "num_queues", "queue_size", "vhost_user", "vhost_socket",
+    "rate_limiter_config", "pci_segment", "pci_device_id", "id", "serial", "rate_limit_group",
+    "queue_affinity", "backing_files", "sparse", "image_type", "lock_granularity",
+}
+CLH_PMEM_FIELDS = {"file", "size", "iommu", "discard_writes", "pci_segment", "pci_device_id", "id"}
+FC_DRIVE_FIELDS = {"drive_id", "partuuid", "is_root_device", "cache_type", "is_read_only", "path_on_host",
+                   "rate_limiter", "io_engine", "socket"}
+FC_PMEM_FIELDS = {"id", "path_on_host", "root_device", "read_only", "rate_limiter"}
+
+
+@pytest.fixture
+def disk(host: Any) -> Any:
+    host.disk(8, 16, "sdb")
+    return host.spec([host.device("/dev/xvdb", 8, 16)], rules=[
+        {"allow": True, "type": "b", "major": 8, "minor": 16, "access": "r"}])
+
+
+@pytest.fixture
+def pmem(host: Any) -> tuple[Any, str]:
+    source, backing = host.pmem_mount(5)
+    return host.spec(mounts=[{"destination": "/pmem", "source": str(source), "type": "bind"}]), str(backing)
+
+
+def test_clh_cold_disk(run: Any, disk: Any) -> None:
+    result = run(disk, hypervisor="cloud-hypervisor")
+    (drive_id,) = [d.id for d in result.devices]
+    data = result.to_json()["cloud_hypervisor"]
+    assert data["vm_config"] == {"disks": [{
+        "path": "/dev/sdb", "readonly": True, "direct": False, "id": drive_id, "serial": drive_id,
+        "image_type": "Raw"}]}
+    assert set(data["vm_config"]["disks"][0]) <= CLH_DISK_FIELDS
+    assert data["hotplug"] == [] and data["unplug"] == []
+
+
+def test_clh_hot_disk_with_direct_io(run: Any, disk: Any) -> None:
+    result = run(disk, hypervisor="cloud-hypervisor", hotplug=True,
+                 options={"block_device_cache_set": True, "block_device_cache_direct": True})
+    (drive_id,) = [d.id for d in result.devices]
+    data = result.to_json()["cloud_hypervisor"]
+    assert data["vm_config"] == {}
+    (request,) = data["hotplug"]
+    assert (request["method"], request["path"], request["body"]["direct"]) == ("PUT", "/api/v1/vm.add-disk", True)
+    assert data["unplug"] == [{"method": "PUT", "path": "/api/v1/vm.remove-device", "body": {"id": drive_id}}]
+    assert result.devices[0].hotplug
+
+
+def test_clh_pmem(run: Any, pmem: tuple[Any, str]) -> None:
+    oci, backing = pmem
+    result = run(oci, hypervisor="cloud-hypervisor")
+    (drive_id,) = [d.id for d in result.devices]
+    body = result.to_json()["cloud_hypervisor"]["vm_config"]["pmem"][0]
+    assert body == {"file": backing, "id": drive_id, "size": 16 * MIB}
+    assert set(body) <= CLH_PMEM_FIELDS
+    hot = run(oci, hypervisor="cloud-hypervisor", hotplug=True).to_json()["cloud_hypervisor"]["hotplug"]
+    assert hot[0]["path"] == "/api/v1/vm.add-pmem" and hot[0]["body"]["file"] == backing
+
+
+def test_clh_read_only_pmem_discards_writes(host: Any, run: Any) -> None:
+    source, _ = host.pmem_mount(5)
+    oci = host.spec(mounts=[{"destination": "/pmem", "source": str(source), "type": "bind", "options": ["ro"]}])
+    body = run(oci, hypervisor="cloud-hypervisor").to_json()["cloud_hypervisor"]["vm_config"]["pmem"][0]
+    assert body["discard_writes"] is True
+
+
+@pytest.mark.parametrize("driver", ["virtio-scsi", "virtio-mmio", "virtio-blk-ccw"])
+def test_clh_unsupported_drivers(run: Any, disk: Any, driver: str) -> None:
+    with pytest.raises(UnsupportedError, match=f"Cloud Hypervisor cannot attach a {driver} disk") as exc:
+        run(disk, hypervisor="cloud-hypervisor", options={"block_device_driver": driver})
+    assert (exc.value.device, exc.value.field) == ("/dev/xvdb", "block_device_driver")
+
+
+def test_clh_nvdimm_driver_gives_pmem(run: Any, disk: Any) -> None:
+    config = run(disk, hypervisor="cloud-hypervisor", options={"block_device_driver": "nvdimm"}).to_json()
+    assert config["cloud_hypervisor"]["vm_config"]["pmem"][0]["file"] == "/dev/sdb"
+
+
+def test_firecracker_drive(run: Any, disk: Any) -> None:
+    result = run(disk, hypervisor="firecracker", hotplug=True)
+    (drive_id,) = [d.id for d in result.devices]
+    fc_id = drive_id.replace("-", "_")
+    data = result.to_json()["firecracker"]
+    assert data["requests"] == [{"method": "PUT", "path": f"/drives/{fc_id}", "body": {
+        "drive_id": fc_id, "path_on_host": "/dev/sdb", "is_root_device": False, "is_read_only": True}}]
+    assert set(data["requests"][0]["body"]) <= FC_DRIVE_FIELDS
+    assert data["hotplug"] == [] and not result.devices[0].hotplug  # Firecracker cannot hot-plug a disk
+
+
+@pytest.mark.parametrize(
+    ("options", "extra"),
+    [({"block_device_aio": "io_uring"}, {"io_engine": "Async"}),
+     ({"block_device_aio": "threads"}, {"io_engine": "Sync"}),
+     ({"block_device_cache_set": True}, {"cache_type": "Writeback"}),
+     ({"block_device_cache_set": True, "block_device_cache_noflush": True}, {"cache_type": "Unsafe"})],
+)
+def test_firecracker_cache_and_engine(run: Any, disk: Any, options: dict[str, Any], extra: dict[str, Any]) -> None:
+    body = run(disk, hypervisor="firecracker", options=options).to_json()["firecracker"]["requests"][0]["body"]
+    assert {k: body[k] for k in extra} == extra
+    assert set(body) - set(extra) == {"drive_id", "path_on_host", "is_root_device", "is_read_only"}
+
+
+def test_firecracker_refuses_native_aio_and_discard(run: Any, disk: Any, host: Any, vmdev_plugins: Any) -> None:
+    with pytest.raises(UnsupportedError, match="Firecracker has no native AIO") as exc:
+        run(disk, hypervisor="firecracker", options={"block_device_aio": "native"})
+    assert exc.value.field == "block_device_aio"
+    info = DeviceInfo(container_path="/dev/xvdb", dev_type="b", major=8, minor=16, discard_unmap=True)
+    with pytest.raises(UnsupportedError, match="cannot discard"):
+        plan(OciSpec(devices=(info,)), SandboxSettings(hypervisor="firecracker"), host=host.fake.context(),
+             plugins=vmdev_plugins("vmdev-block"))
+
+
+def test_firecracker_pmem(run: Any, pmem: tuple[Any, str]) -> None:
+    oci, backing = pmem
+    result = run(oci, hypervisor="firecracker")
+    fc_id = result.devices[0].id.replace("-", "_")
+    (request,) = result.to_json()["firecracker"]["requests"]
+    assert request == {"method": "PUT", "path": f"/pmem/{fc_id}", "body": {
+        "id": fc_id, "path_on_host": backing, "root_device": False, "read_only": False}}
+    assert set(request["body"]) <= FC_PMEM_FIELDS
+
+
+@pytest.mark.parametrize("driver", ["virtio-scsi", "virtio-blk", "virtio-blk-ccw"])
+def test_firecracker_unsupported_drivers(run: Any, disk: Any, driver: str) -> None:
+    with pytest.raises(UnsupportedError, match=f"Firecracker cannot attach a {driver} disk"):
+        run(disk, hypervisor="firecracker", options={"block_device_driver": driver})
+
+
+def test_virt_path_on_firecracker_skips_the_root_image(run: Any, disk: Any) -> None:
+    assert run(disk, hypervisor="firecracker").to_json()["devices"][0]["drive"]["virt_path"] == "/dev/vdb"
