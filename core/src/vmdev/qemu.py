@@ -89,14 +89,8 @@ def opts(head: str, props: Mapping[str, OptValue | None] | None = None) -> str:
     """
     if not _NAME_RE.fullmatch(head):
         raise ValueError(f"invalid QEMU option head {head!r}")
-    parts = [head]
-    for key, value in (props or {}).items():
-        if value is None:
-            continue
-        if not _NAME_RE.fullmatch(key):
-            raise ValueError(f"invalid QEMU option key {key!r}")
-        parts.append(f"{key}={_render_value(value)}")
-    return ",".join(parts)
+    rest = keyvals(props or {})
+    return f"{head},{rest}" if rest else head
 
 
 def keyvals(props: Mapping[str, OptValue | None]) -> str:
