@@ -15,15 +15,15 @@ from typing import Any, ClassVar, Final
 import attrs
 
 from vmdev.errors import UnsupportedError
-from vmdev.qemu import QemuAttach, _any_dict, opts
+from vmdev.pcie import MAX_ROOT_PORTS as MAX_ROOT_PORTS
+from vmdev.pcie import PcieTopology
+from vmdev.qemu import QemuAttach, _any_dict
 from vmdev.settings import CLOUD_HYPERVISOR, FIRECRACKER, QEMU, SandboxSettings
 
 PCI: Final = "pci"
 MMIO: Final = "mmio"
 CCW: Final = "ccw"
 
-#: QEMU's I/O space fits about 16 PCIe root ports (each reserves a 4 KiB window).
-MAX_ROOT_PORTS: Final = 16
 _TRANSPORT_SUFFIX: Final = {PCI: "-pci", MMIO: "-device", CCW: "-ccw"}
 
 
@@ -78,15 +78,38 @@ class RenderTarget:
     hypervisor: ClassVar[str] = ""
     attach_type: ClassVar[type[Any]] = object
     settings: SandboxSettings
+    _notes: dict[str, dict[str, str]] = attrs.field(factory=dict, init=False)
+
+    def record(self, key: str, device: str, value: str) -> Mapping[str, str]:
+        """Note ``value`` for ``device`` under ``key``; every note under ``key`` so far.
+
+        ``attach_options`` sees one device at a time. Notes let a plugin apply a rule
+        across the devices of one plan (one backend kind per sandbox, a host resource
+        passed twice) without global state: the result maps each device that recorded
+        under ``key`` to its value, in plan order, this one included. The notes live
+        and die with this target.
+        """
+        notes = self._notes.setdefault(key, {})
+        notes[device] = value
+        return dict(notes)
 
 
 @attrs.define
 class QemuTarget(RenderTarget):
-    """Rendering for QEMU. Allocates the PCIe root ports that hot-plugged devices need."""
+    """Rendering for QEMU. Owns the plan's PCIe topology (root ports, switches, bridges)."""
 
     hypervisor: ClassVar[str] = QEMU
     attach_type: ClassVar[type[Any]] = QemuAttach
-    _root_ports: list[str] = attrs.field(factory=list, init=False)
+    _topology: PcieTopology = attrs.field(
+        init=False,
+        default=attrs.Factory(lambda self: PcieTopology.for_settings(self.settings), takes_self=True),
+    )
+
+    @property
+    def topology(self) -> PcieTopology:
+        """The ports and bridges of this plan: ask it for a place (``root_port``,
+        ``switch_port``, ``bridge_slots``, ``root_bus_slots``); see :mod:`vmdev.pcie`."""
+        return self._topology
 
     @property
     def transport(self) -> str:
@@ -117,25 +140,12 @@ class QemuTarget(RenderTarget):
             )
         if not self.settings.has_pcie_root or self.transport != PCI:
             return None
-        if len(self._root_ports) >= MAX_ROOT_PORTS:
-            raise UnsupportedError(
-                f"more than {MAX_ROOT_PORTS} PCIe root ports do not fit QEMU's I/O space",
-                device=device,
-                field="hotplug",
-            )
-        port = f"rp{len(self._root_ports)}"
-        self._root_ports.append(port)
-        return port
+        return self._topology.root_port(device, field="hotplug")
 
     def topology_args(self) -> list[str]:
-        """The ``-device pcie-root-port`` options for every port handed out so far."""
-        args: list[str] = []
-        for number, port in enumerate(self._root_ports, start=1):
-            args += [
-                "-device",
-                opts("pcie-root-port", {"id": port, "bus": "pcie.0", "chassis": number, "slot": number}),
-            ]
-        return args
+        """The ``-device`` options of every port and bridge handed out so far
+        (``pcie-root-port``, switch ports, ``pci-bridge``), parents first."""
+        return self._topology.args()
 
 
 @attrs.define

@@ -1,0 +1,1 @@
+"""vmdev-vfio: VFIO passthrough plugin (entry point ``vmdev_vfio.plugin``)."""

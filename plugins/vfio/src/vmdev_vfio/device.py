@@ -1,0 +1,238 @@
+"""From a ``/dev/vfio`` request to a typed device: every function of the group, or the cdev's one.
+
+A request names either a legacy VFIO group ``/dev/vfio/<group>`` (all functions of the IOMMU
+group are passed, bridges skipped) or an IOMMUFD device cdev ``/dev/vfio/devices/vfio<N>``
+(exactly one function; QEMU then also opens ``/dev/iommu``). ``/dev/vfio/vfio``, the group
+API's control node, is no device to pass: it is declined and stays a plain container device.
+"""
+
+from __future__ import annotations
+
+import enum
+import posixpath
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar, Final
+
+import attrs
+
+from vmdev.errors import DeviceError
+from vmdev.host import HostContext
+from vmdev.models import DEVICE_VFIO, DeviceInfo, PCIePort, VFIODev, VFIODeviceType, VFIOMode
+from vmdev.qemu import make_id
+from vmdev_vfio.config import VfioConfig
+from vmdev_vfio.sysfs import (
+    GroupMember,
+    PciFunction,
+    Windows,
+    cdev_function,
+    group_members,
+)
+
+VFIO_DIR: Final = "/dev/vfio/"
+CONTROL_NODE: Final = "/dev/vfio/vfio"
+CDEV_DIR: Final = "/dev/vfio/devices/"
+IOMMU_NODE: Final = "/dev/iommu"
+ID_PREFIX: Final = "vfio"
+
+
+class Backend(str, enum.Enum):
+    """How QEMU reaches the devices: the legacy group/container API or IOMMUFD."""
+
+    GROUP = "group"
+    IOMMUFD = "iommufd"
+
+
+def _funcs(value: Iterable[VFIODev]) -> tuple[VFIODev, ...]:
+    return tuple(value)
+
+
+def _skips(value: Iterable[SkippedFunction]) -> tuple[SkippedFunction, ...]:
+    return tuple(value)
+
+
+def _str_map(value: Mapping[str, str]) -> dict[str, str]:
+    return dict(value)
+
+
+def _non_empty(inst: Any, attribute: attrs.Attribute[Any], value: tuple[VFIODev, ...]) -> None:
+    if not value:
+        raise DeviceError("has no function to pass", device=inst.container_path, field=attribute.name)
+
+
+@attrs.frozen(kw_only=True)
+class SkippedFunction:
+    """A function of the group that is not passed (a host or PCI-to-PCI bridge)."""
+
+    bdf: str
+    class_: str
+    reason: str
+
+
+@attrs.frozen(kw_only=True)
+class VFIODevice:
+    """One VFIO request (Kata's ``VFIODevice``): the functions it passes and how."""
+
+    kind: ClassVar[str] = DEVICE_VFIO
+    id: str
+    container_path: str
+    host_path: str
+    backend: Backend
+    iommu_group: str
+    functions: tuple[VFIODev, ...] = attrs.field(converter=_funcs, validator=_non_empty)
+    skipped: tuple[SkippedFunction, ...] = attrs.field(default=(), converter=_skips)
+    #: present at boot whatever the plan's hot-plug choice (``cold_plug_vfio`` or the request)
+    cold_plug: bool = False
+    port: PCIePort = PCIePort.NO_PORT
+    vfio_mode: VFIOMode = VFIOMode.GUEST_KERNEL
+    #: BAR space of all functions (sizes the windows of ports that take hot-plugged devices)
+    windows: Windows = attrs.field(factory=Windows)
+    #: the host driver bound to each passed function (by PCI address; mdevs: their parent's)
+    drivers: Mapping[str, str] = attrs.field(factory=dict, converter=_str_map)
+
+    @property
+    def types(self) -> frozenset[VFIODeviceType]:
+        return frozenset(f.type for f in self.functions)
+
+    @property
+    def is_ap(self) -> bool:
+        return VFIODeviceType.AP in self.types
+
+    @property
+    def agent_type(self) -> str:
+        """The kata-agent device type for this request (what the guest does with it)."""
+        if self.is_ap:
+            return "vfio-ap-cold" if self.cold_plug and self.vfio_mode is VFIOMode.VFIO else "vfio-ap"
+        return "vfio-pci" if self.vfio_mode is VFIOMode.VFIO else "vfio-pci-gk"
+
+
+def claims(host_path: str) -> bool:
+    """A ``/dev/vfio`` path that is a device to pass (everything but the control node)."""
+    return host_path.startswith(VFIO_DIR) and host_path != CONTROL_NODE
+
+
+def build(info: DeviceInfo, host: HostContext, config: VfioConfig) -> VFIODevice:
+    """The device for a claimed request, or a :class:`DeviceError` naming what is wrong."""
+    name = info.container_path or info.host_path
+    path = posixpath.normpath(info.host_path)
+    if info.dev_type not in ("c", "u"):
+        raise DeviceError(
+            f"{path} is a VFIO node, a character device, not type {info.dev_type!r}",
+            device=name,
+            field="type",
+        )
+    port = info.port if info.port is not PCIePort.NO_PORT else config.port
+    common: dict[str, Any] = {
+        "id": make_id(ID_PREFIX, f"{info.container_path}|{path}"),
+        "container_path": name,
+        "host_path": path,
+        "cold_plug": info.cold_plug or config.coldplug_all,
+        "port": port,
+        "vfio_mode": config.mode,
+    }
+    if path.startswith(CDEV_DIR):
+        return _from_cdev(path, host, name, common)
+    return _from_group(path, host, name, common)
+
+
+def _from_group(path: str, host: HostContext, name: str, common: dict[str, Any]) -> VFIODevice:
+    group = path[len(VFIO_DIR):]
+    if group.startswith("noiommu-"):
+        raise DeviceError(
+            f"{path} is a no-IOMMU VFIO group: without an IOMMU a VM cannot be given the device",
+            device=name,
+            field="host_path",
+        )
+    if not group.isdigit():
+        raise DeviceError(
+            f"{path} is not a VFIO node (expected /dev/vfio/<group number> or "
+            "/dev/vfio/devices/vfio<N>)",
+            device=name,
+            field="host_path",
+        )
+    members = group_members(host, group, device=name)
+    functions: list[VFIODev] = []
+    skipped: list[SkippedFunction] = []
+    drivers: dict[str, str] = {}
+    windows = Windows()
+    for member in members:
+        function = member.function
+        if member.type is VFIODeviceType.NORMAL and function is not None and function.bridge:
+            skipped.append(SkippedFunction(bdf=function.bdf, class_=function.class_, reason=function.bridge))
+            continue
+        if member.type is VFIODeviceType.NORMAL and function is not None:
+            _require_vfio_driver(function, group, name)
+        functions.append(_vfio_dev(member, common, path, Backend.GROUP))
+        if function is not None:
+            windows = windows + function.windows
+            drivers[function.bdf] = function.driver
+    if not functions:
+        what = ", ".join(f"{s.bdf} ({s.reason})" for s in skipped) or "nothing"
+        raise DeviceError(
+            f"IOMMU group {group} holds no function to pass, only {what}", device=name, field="host_path"
+        )
+    return VFIODevice(backend=Backend.GROUP, iommu_group=group, functions=functions, skipped=skipped,
+                      windows=windows, drivers=drivers, **common)
+
+
+def _from_cdev(path: str, host: HostContext, name: str, common: dict[str, Any]) -> VFIODevice:
+    node = path[len(CDEV_DIR):]
+    if not (node.startswith("vfio") and node[len("vfio"):].isdigit()):
+        raise DeviceError(
+            f"unexpected device name format: {node} (expected /dev/vfio/devices/vfio<N>)",
+            device=name,
+            field="host_path",
+        )
+    function = cdev_function(host, node, device=name)
+    _require_vfio_driver(function, function.iommu_group, name)
+    if not host.dev_path(IOMMU_NODE).exists():
+        raise DeviceError(
+            f"the IOMMUFD cdev {path} needs {IOMMU_NODE}, which this host lacks (CONFIG_IOMMUFD)",
+            device=name,
+            field="host_path",
+        )
+    member = GroupMember(index=int(node[len("vfio"):]), name=function.bdf, type=VFIODeviceType.NORMAL,
+                         sysfs_dev=function.sysfs_dev, function=function)
+    dev = _vfio_dev(member, common, path, Backend.IOMMUFD)
+    return VFIODevice(backend=Backend.IOMMUFD, iommu_group=function.iommu_group, functions=[dev],
+                      windows=function.windows, drivers={function.bdf: function.driver}, **common)
+
+
+def _require_vfio_driver(function: PciFunction, group: str, name: str) -> None:
+    if function.vfio_bound:
+        return
+    bound = f"bound to {function.driver}" if function.driver else "bound to no driver"
+    sysfs = function.sysfs_dev
+    raise DeviceError(
+        f"IOMMU group {group or '?'}: {function.bdf} ({function.vendor_id}:{function.device_id} class "
+        f"{function.class_}) is {bound}, not vfio-pci; QEMU needs every function of the group on "
+        f"vfio-pci: echo vfio-pci > {sysfs}/driver_override; "
+        + (f"echo {function.bdf} > {sysfs}/driver/unbind; " if function.driver else "")
+        + f"echo {function.bdf} > {posixpath.dirname(posixpath.dirname(sysfs))}/drivers_probe",
+        device=name,
+        field="driver",
+    )
+
+
+def _vfio_dev(member: GroupMember, common: Mapping[str, Any], host_path: str, backend: Backend) -> VFIODev:
+    function = member.function
+    facts: dict[str, Any] = {}
+    if function is not None:
+        facts = {
+            "bdf": function.bdf,
+            "vendor_id": function.vendor_id,
+            "device_id": function.device_id,
+            "class_": function.class_,
+            "numa_node": function.numa_node,
+            "is_pcie": function.is_pcie,
+        }
+    if member.type is VFIODeviceType.AP:
+        facts = {"ap_devices": member.ap_devices, "numa_node": -1}
+    return VFIODev(
+        id=f"{common['id']}-{member.index}",
+        type=member.type,
+        sysfs_dev=member.sysfs_dev,
+        devfs_dev=host_path if backend is Backend.IOMMUFD else "",
+        port=common["port"],
+        host_path="" if member.type is VFIODeviceType.AP else host_path,
+        **facts,
+    )

@@ -1,0 +1,231 @@
+"""QEMU: ``-device vfio-pci`` (``vfio-ap`` for AP) on the planned port, or QMP hot plug.
+
+Placement of one request's functions (they always stay together):
+
+* ``root-port`` / ``switch-port``: one port of their own, the functions as ``00.0``, ``00.1``...
+  of its only slot (Linux scans only device 0 behind a PCIe port). Several functions make a
+  multi-function device: cold plug renders function 0 first with ``multifunction=on``; hot plug
+  adds the other functions first and function 0 last (that is what makes the guest see the
+  slot), and unplugs the whole slot with one ``device_del`` of function 0.
+* ``bridge-port``: consecutive slots of one ``pci-bridge``, one function each.
+* ``no-port``: straight onto the root bus (QEMU picks the slots): cold plug only on q35,
+  where ``pcie.0`` cannot take hot-plugged devices.
+
+An IOMMUFD cdev request adds one ``-object iommufd,id=iommufd0`` per sandbox (or one QMP
+``object-add``, by the first hot-plugged cdev request, which also removes it last); the group
+and cdev kinds never mix in one sandbox.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+from vmdev.errors import UnsupportedError
+from vmdev.models import PCIePort, VFIODev, VFIODeviceType
+from vmdev.pcie import SLOT_FUNCTIONS
+from vmdev.qemu import OptValue, QemuAttach, QmpCommand, opts
+from vmdev.targets import CCW, MMIO, QemuTarget, RenderTarget
+from vmdev_vfio.device import Backend, VFIODevice
+from vmdev_vfio.sysfs import Windows
+
+IOMMUFD_ID: Final = "iommufd0"
+BACKEND_NOTE: Final = "vfio.backend"
+FUNCTION_NOTE: Final = "vfio.function:"
+IOMMUFD_NOTE: Final = "vfio.iommufd-object"
+#: firmware sizes a hot-plug port's memory windows to this by default (SeaBIOS, OVMF)
+DEFAULT_WINDOW: Final = 2 * 1024 * 1024
+
+
+def check_plan_rules(device: VFIODevice, target: RenderTarget) -> None:
+    """Rules across the devices of one plan: one backend kind, no function passed twice."""
+    name = device.container_path
+    notes = target.record(BACKEND_NOTE, name, device.backend.value)
+    other = next(((d, b) for d, b in notes.items() if b != device.backend.value), None)
+    if other is not None:
+        raise UnsupportedError(
+            f"{device.host_path} uses the VFIO {device.backend.value} backend but {other[0]} uses the "
+            f"{other[1]} backend; one sandbox uses one: only groups (/dev/vfio/<group>) or only "
+            "IOMMUFD cdevs (/dev/vfio/devices/vfio<N>)",
+            device=name,
+            field="host_path",
+        )
+    for function in device.functions:
+        owners = target.record(FUNCTION_NOTE + function.sysfs_dev, name, name)
+        first = next(iter(owners))
+        if first != name:
+            what = function.bdf if function.type is VFIODeviceType.NORMAL else function.sysfs_dev
+            raise UnsupportedError(
+                f"{what} is passed twice: {first} already passes it", device=name, field="host_path"
+            )
+
+
+def render(device: VFIODevice, target: QemuTarget, hotplug: bool) -> QemuAttach:
+    name = device.container_path
+    if target.transport == MMIO:
+        raise UnsupportedError(
+            f"machine {target.settings.machine_type} has no PCI bus for VFIO passthrough; use q35",
+            device=name,
+            field="machine_type",
+        )
+    if device.is_ap or target.transport == CCW:
+        return _render_ccw(device, target, hotplug)
+    hot = hotplug and not device.cold_plug
+    places = _place(device, target, hot)
+    if hot:
+        return _hotplug(device, target, places)
+    return _coldplug(device, places)
+
+
+# --- placement -----------------------------------------------------------------------------
+Place = tuple[str | None, str | None, bool]  # bus, addr, multifunction
+
+
+def _place(device: VFIODevice, target: QemuTarget, hot: bool) -> list[Place]:
+    topology = target.topology
+    name, count = device.container_path, len(device.functions)
+    field = "hot_plug_vfio" if hot else "cold_plug_vfio"
+    port = device.port
+    if port in (PCIePort.ROOT_PORT, PCIePort.SWITCH_PORT):
+        if count > SLOT_FUNCTIONS:
+            raise UnsupportedError(
+                f"IOMMU group {device.iommu_group} has {count} functions; a {port.value} takes one "
+                f"slot of {SLOT_FUNCTIONS} functions: use bridge-port",
+                device=name,
+                field=field,
+            )
+        if port is PCIePort.ROOT_PORT:
+            bus = topology.root_port(name, field=field, reserve=_reserve(device.windows) if hot else None)
+        else:
+            bus = topology.switch_port(name, field=field)
+        if count == 1:
+            return [(bus, None, False)]
+        return [(bus, f"00.{i}", i == 0) for i in range(count)]
+    if port is PCIePort.BRIDGE_PORT:
+        bus, slots = topology.bridge_slots(
+            name, count, field=field, reserve=_reserve(device.windows) if hot else None
+        )
+        return [(bus, f"{slot:02x}.0", False) for slot in slots]
+    if hot:
+        try:
+            topology.check_hotplug_bus(None, name, field="hot_plug_vfio")
+        except UnsupportedError as exc:
+            raise UnsupportedError(
+                f'{exc.message}: set hot_plug_vfio = "root-port" (or "switch-port", "bridge-port")',
+                device=name,
+                field="hot_plug_vfio",
+            ) from None
+    else:
+        topology.root_bus_slots(name, count, field=field)
+    return [(None, None, False)] * count
+
+
+def _reserve(windows: Windows) -> dict[str, int]:
+    """Window reservations for a port that will take these BARs after boot (large BARs)."""
+    reserve: dict[str, int] = {}
+    if windows.mem > DEFAULT_WINDOW:
+        reserve["mem-reserve"] = windows.mem
+    pref = windows.pref32 + windows.pref64
+    if pref > DEFAULT_WINDOW:
+        reserve["pref64-reserve" if windows.pref64 else "pref32-reserve"] = pref
+    return reserve
+
+
+# --- rendering -----------------------------------------------------------------------------
+def _props(function: VFIODev, device: VFIODevice, place: Place) -> dict[str, OptValue | None]:
+    bus, addr, multifunction = place
+    props: dict[str, OptValue | None] = {}
+    if function.type is VFIODeviceType.MEDIATED:
+        props["sysfsdev"] = function.sysfs_dev
+    else:
+        props["host"] = function.bdf
+    props.update({"id": function.id, "bus": bus, "addr": addr})
+    if multifunction:
+        props["multifunction"] = True
+    if device.backend is Backend.IOMMUFD:
+        props["iommufd"] = IOMMUFD_ID
+    return props
+
+
+def _coldplug(device: VFIODevice, places: list[Place]) -> QemuAttach:
+    args: list[str] = []
+    for function, place in zip(device.functions, places, strict=True):
+        args += ["-device", opts("vfio-pci", _props(function, device, place))]
+    shared = {IOMMUFD_ID: ("-object", opts("iommufd", {"id": IOMMUFD_ID}))} \
+        if device.backend is Backend.IOMMUFD else {}
+    return QemuAttach(args=args, shared_args=shared, details=_details(device, places))
+
+
+def _hotplug(device: VFIODevice, target: QemuTarget, places: list[Place]) -> QemuAttach:
+    pairs = list(zip(device.functions, places, strict=True))
+    multifunction = any(place[2] for _, place in pairs)
+    # function 0 of a multi-function slot goes last: adding it makes the guest scan the slot
+    order = sorted(pairs, key=lambda pair: pair[1][2]) if multifunction else pairs
+    adds = [QmpCommand("device_add", _qmp(function, device, place)) for function, place in order]
+    if multifunction:
+        dels = [QmpCommand("device_del", {"id": device.functions[0].id})]  # removes the whole slot
+    else:
+        dels = [QmpCommand("device_del", {"id": f.id}) for f in reversed(device.functions)]
+    if device.backend is Backend.IOMMUFD and len(target.record(IOMMUFD_NOTE, device.container_path, "")) == 1:
+        adds.insert(0, QmpCommand("object-add", {"qom-type": "iommufd", "id": IOMMUFD_ID}))
+        dels.append(QmpCommand("object-del", {"id": IOMMUFD_ID}))
+    details = _details(device, places)
+    details["unplug_removes"] = [f.id for f in device.functions]
+    return QemuAttach(hotplug=adds, unplug=dels, hotplugged=True, details=details)
+
+
+def _qmp(function: VFIODev, device: VFIODevice, place: Place) -> dict[str, Any]:
+    args: dict[str, Any] = {"driver": "vfio-pci"}
+    args.update({k: v for k, v in _props(function, device, place).items() if v is not None})
+    return args
+
+
+def _render_ccw(device: VFIODevice, target: QemuTarget, hotplug: bool) -> QemuAttach:
+    """s390x: AP matrix devices as ``vfio-ap``, channel-I/O mdevs as ``vfio-ccw``, PCI as zPCI."""
+    name = device.container_path
+    if target.transport != CCW:
+        raise UnsupportedError(
+            "AP (s390x crypto) devices need an s390x machine (s390-ccw-virtio), "
+            f"not {target.settings.machine_type}",
+            device=name,
+            field="machine_type",
+        )
+    hot = hotplug and not device.cold_plug
+    rendered: list[tuple[str, dict[str, OptValue | None]]] = []
+    for function in device.functions:
+        driver, props = _ccw_device(function)
+        rendered.append((driver, {**props, "id": function.id}))
+    places: list[Place] = [(None, None, False)] * len(rendered)
+    if hot:
+        return QemuAttach(
+            hotplug=[QmpCommand("device_add", {"driver": d, **{k: v for k, v in p.items() if v is not None}})
+                     for d, p in rendered],
+            unplug=[QmpCommand("device_del", {"id": f.id}) for f in reversed(device.functions)],
+            hotplugged=True,
+            details=_details(device, places),
+        )
+    args: list[str] = []
+    for driver, props in rendered:
+        args += ["-device", opts(driver, props)]
+    return QemuAttach(args=args, details=_details(device, places))
+
+
+def _ccw_device(function: VFIODev) -> tuple[str, dict[str, OptValue | None]]:
+    if function.type is VFIODeviceType.AP:
+        return "vfio-ap", {"sysfsdev": function.sysfs_dev}
+    if function.type is VFIODeviceType.MEDIATED and not function.bdf:
+        return "vfio-ccw", {"sysfsdev": function.sysfs_dev}
+    if function.type is VFIODeviceType.MEDIATED:
+        return "vfio-pci", {"sysfsdev": function.sysfs_dev}
+    return "vfio-pci", {"host": function.bdf}
+
+
+def _details(device: VFIODevice, places: list[Place]) -> dict[str, Any]:
+    placement: list[Mapping[str, Any]] = [
+        {"id": f.id, "bdf": f.bdf, "bus": bus or "", "addr": addr or ""}
+        for f, (bus, addr, _) in zip(device.functions, places, strict=True)
+    ]
+    details: dict[str, Any] = {"placement": placement, "agent_type": device.agent_type}
+    if device.backend is Backend.IOMMUFD:
+        details["requires"] = "QEMU >= 9.0 (-object iommufd) and /dev/iommu"
+    return details

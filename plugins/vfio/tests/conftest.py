@@ -1,0 +1,43 @@
+"""Fixtures: the L1 machine's real sysfs (see :mod:`vmdev_vfio.testing`) and a planner."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from vmdev.oci import parse_spec
+from vmdev.planner import Plan, plan
+from vmdev.settings import SandboxSettings
+from vmdev.testing import FakeHost
+from vmdev_vfio.testing import build_l1_host
+
+
+@pytest.fixture
+def l1_host(fake_host: FakeHost) -> FakeHost:
+    """Debian 6.1's view of the L1 machine (legacy groups only)."""
+    return build_l1_host(fake_host)
+
+
+@pytest.fixture
+def l1_iommufd_host(fake_host: FakeHost) -> FakeHost:
+    """The IOMMUFD-enabled 6.12 kernel's view: groups plus /dev/vfio/devices and /dev/iommu."""
+    return build_l1_host(fake_host, iommufd=True)
+
+
+@pytest.fixture
+def make_plan(vmdev_plugins: Any) -> Callable[..., Plan]:
+    """``make_plan(host, *devices, **settings)`` with only the core and vmdev-vfio loaded.
+
+    Settings keys that are not SandboxSettings fields become options (Kata's keys)."""
+    pm = vmdev_plugins("vmdev-vfio")
+    fields = {"hypervisor", "machine_type", "memory_mib", "hotplug"}
+
+    def run(host: FakeHost, *devices: dict[str, Any], **settings: Any) -> Plan:
+        options = {k: v for k, v in settings.items() if k not in fields}
+        base = {k: v for k, v in settings.items() if k in fields}
+        spec = parse_spec({"linux": {"devices": list(devices)}})
+        return plan(spec, SandboxSettings(**base, options=options), host=host.context(), plugins=pm)
+
+    return run
