@@ -23,6 +23,7 @@ from vmdev.resources import Allocator
 from vmdev.serialize import to_json
 from vmdev.settings import CLOUD_HYPERVISOR, FIRECRACKER, QEMU, SandboxSettings
 from vmdev.targets import (
+    MAX_ROOT_PORTS,
     ApiRequest,
     AttachOptions,
     ClhAttach,
@@ -34,6 +35,8 @@ from vmdev.targets import (
 
 #: id of the shared guest-RAM backend created when a device needs shared memory
 SHARED_RAM_ID: Final = "vmdev-ram"
+#: vmdev's settings key: the PCIe root ports a QEMU plan has at least, for devices hot-plugged later
+SPARE_ROOT_PORTS_KEY: Final = "hotplug_root_ports"
 
 
 @attrs.frozen(kw_only=True)
@@ -199,6 +202,29 @@ def _check_unique_paths(infos: Iterable[DeviceInfo]) -> None:
         seen.add(info.container_path)
 
 
+def assemble(settings: SandboxSettings, target: RenderTarget, devices: tuple[PlannedDevice, ...]) -> Plan:
+    """Merge rendered devices into one plan (what :func:`plan` does after rendering).
+
+    For callers that render the devices themselves, such as the device manager, which keeps
+    a sandbox's allocations between plans.
+    """
+    return _assemble(settings, target, devices)
+
+
+def spare_root_ports(settings: SandboxSettings) -> int:
+    """The ``hotplug_root_ports`` setting (``[vmdev]`` table): how many PCIe root ports a QEMU plan
+    has at least, the planned devices' ports included, so that devices can be hot-plugged into
+    the running VM later (``vmdev attach``). 0 when unset. Kata's ``pcie_root_port`` does the same
+    for VFIO root ports only and belongs to the VFIO plugin; a plan has the larger of the two."""
+    value = settings.option(SPARE_ROOT_PORTS_KEY, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ROOT_PORTS:
+        raise ConfigError(
+            f"must be a number of PCIe root ports from 0 to {MAX_ROOT_PORTS}, got {value!r}",
+            field=SPARE_ROOT_PORTS_KEY,
+        )
+    return value
+
+
 def _assemble(settings: SandboxSettings, target: RenderTarget, devices: tuple[PlannedDevice, ...]) -> Plan:
     if settings.hypervisor == QEMU:
         assert isinstance(target, QemuTarget)
@@ -246,6 +272,9 @@ def _qemu_plan(settings: SandboxSettings, target: QemuTarget, devices: tuple[Pla
         argv += ["-object", opts("memory-backend-memfd", backend)]
     for args in shared.values():
         argv += list(args)
+    spare = spare_root_ports(settings)
+    if spare:
+        target.topology.ensure_root_ports(spare, device="sandbox", field=SPARE_ROOT_PORTS_KEY)
     argv += target.topology_args()
     for _, attach in attaches:
         argv += list(attach.args)

@@ -1,0 +1,633 @@
+"""Live hot plug into a running QEMU over QMP, with roll-back, for the device manager.
+
+:class:`QmpHotPlugger` runs the QMP commands a plugin rendered (``QemuAttach.hotplug``) one
+after another. When QEMU refuses a step, the steps already done are undone in reverse order,
+and the error names the step and QEMU's answer. The undo commands are derived from the
+commands themselves, so the core needs to know nothing about device families:
+
+==================  =========================================================
+done                undone with
+==================  =========================================================
+``object-add``      ``object-del {id}``
+``blockdev-add``    ``blockdev-del {node-name}``
+``chardev-add``     ``chardev-remove {id}``
+``netdev_add``      ``netdev_del {id}``
+``device_add``      ``device_del {id}``, then wait for ``DEVICE_DELETED``
+``getfd``           ``closefd {fdname}``
+==================  =========================================================
+
+A sequence with a step that cannot be undone (a command not in the table, a ``device_add``
+without an id) before its last step is refused before anything runs. Unplugging
+(``QemuAttach.unplug``) waits for QEMU's ``DEVICE_DELETED`` after each ``device_del`` (with a
+timeout) before the backends are removed; steps whose object is already gone are skipped, so
+an interrupted detach can simply be run again.
+
+The transport is :class:`QmpSession`, a synchronous facade over the asynchronous client of
+QEMU's own ``qemu.qmp`` package (its LGPL async API; the GPL ``legacy`` module is never used),
+imported only when a session connects. Tests pass any object with the :class:`QmpTransport`
+methods instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import re
+import threading
+import time
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
+
+from vmdev.errors import UnsupportedError, VmdevError
+from vmdev.planner import SHARED_RAM_ID
+from vmdev.qemu import QemuAttach, QmpCommand, split_opts
+from vmdev.state import PortRecord
+
+if TYPE_CHECKING:
+    from qemu.qmp import EventListener, QMPClient
+
+T = TypeVar("T")
+
+#: how each creating command is undone: (undo command, argument naming the object)
+UNDO: Final[Mapping[str, tuple[str, str]]] = {
+    "object-add": ("object-del", "id"),
+    "blockdev-add": ("blockdev-del", "node-name"),
+    "chardev-add": ("chardev-remove", "id"),
+    "netdev_add": ("netdev_del", "id"),
+    "device_add": ("device_del", "id"),
+    "getfd": ("closefd", "fdname"),
+}
+#: QOM types of the ports a device can be hot-plugged into, by port kind
+PORT_TYPES: Final[Mapping[str, str]] = {
+    "pcie-root-port": "root-port",
+    "ioh3420": "root-port",
+    "xio3130-downstream": "switch-port",
+}
+PERIPHERAL: Final = "/machine/peripheral"
+DEFAULT_COMMAND_TIMEOUT: Final = 30.0
+DEFAULT_UNPLUG_TIMEOUT: Final = 30.0
+DEFAULT_CONNECT_TIMEOUT: Final = 10.0
+
+Event = Mapping[str, Any]
+Progress = Callable[[int], None]
+
+
+# --- errors ------------------------------------------------------------------------------------------
+class QmpError(VmdevError):
+    """Talking to QEMU failed."""
+
+
+class QmpCommandError(QmpError):
+    """QEMU answered a command with an error."""
+
+    def __init__(self, command: str, error_class: str, desc: str) -> None:
+        self.command = command
+        self.error_class = error_class
+        self.desc = desc
+        super().__init__(f"QEMU refused {command}: {desc} ({error_class})", field="qmp")
+
+
+class QmpConnectionError(QmpError):
+    """QEMU cannot be reached, the connection broke, or a command got no answer."""
+
+
+class QmpTimeoutError(QmpError):
+    """An awaited QMP event did not come in time."""
+
+
+class HotplugError(VmdevError):
+    """A hot plug or unplug did not complete.
+
+    ``steps_done`` steps had completed; ``leftovers`` are the undo commands that may still have
+    something to remove in the VM; ``uncertain`` means QEMU's state is unknown (the connection
+    broke in the middle of a step).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        device: str = "",
+        field: str = "hotplug",
+        steps_done: int = 0,
+        leftovers: Sequence[QmpCommand] = (),
+        uncertain: bool = False,
+    ) -> None:
+        self.steps_done = steps_done
+        self.leftovers = tuple(leftovers)
+        self.uncertain = uncertain
+        super().__init__(message, device=device, field=field)
+
+
+class DetachTimeoutError(HotplugError):
+    """The guest did not release a device (no ``DEVICE_DELETED``) in time."""
+
+
+# --- commands ----------------------------------------------------------------------------------------
+def undo_command(command: QmpCommand) -> QmpCommand | None:
+    """The command that undoes ``command``, or None when it creates nothing known."""
+    entry = UNDO.get(command.execute)
+    if entry is None:
+        return None
+    undo, key = entry
+    name = command.arguments.get(key)
+    if not isinstance(name, str) or not name:
+        return None
+    return QmpCommand(undo, {key: name})
+
+
+def undo_steps(done: Sequence[QmpCommand]) -> tuple[QmpCommand, ...]:
+    """The undo commands of ``done``, last first (commands that create nothing are skipped)."""
+    return tuple(u for u in (undo_command(c) for c in reversed(done)) if u is not None)
+
+
+def describe(command: QmpCommand) -> str:
+    """``device_add (driver=virtio-blk-pci id=virtio-x bus=rp0)``: the command and what it names."""
+    keys = ("qom-type", "driver", "id", "node-name", "fdname", "bus")
+    shown = [f"{k}={command.arguments[k]}" for k in keys if isinstance(command.arguments.get(k), str)]
+    return f"{command.execute} ({' '.join(shown)})" if shown else command.execute
+
+
+def _describe_all(commands: Sequence[QmpCommand]) -> str:
+    return ", ".join(describe(c) for c in commands)
+
+
+# --- transport ---------------------------------------------------------------------------------------
+class QmpTransport(Protocol):
+    """What :class:`QmpHotPlugger` needs from a QMP connection."""
+
+    def execute(
+        self, command: str, arguments: Mapping[str, Any] | None = None, *, timeout: float = ...
+    ) -> Any:
+        """The command's ``return`` value; :class:`QmpCommandError` if QEMU answers with an error,
+        :class:`QmpConnectionError` if there is no answer."""
+
+    def event_mark(self) -> int:
+        """A position in the stream of events received so far."""
+
+    def wait_event(
+        self, name: str, match: Mapping[str, Any], *, after: int, timeout: float
+    ) -> Event:
+        """The first event ``name`` after position ``after`` whose data contains ``match``;
+        :class:`QmpTimeoutError` when none comes within ``timeout`` seconds."""
+
+    def close(self) -> None: ...
+
+
+def _event_matches(event: Event, name: str, match: Mapping[str, Any]) -> bool:
+    data = event.get("data") or {}
+    return event.get("event") == name and all(data.get(k) == v for k, v in match.items())
+
+
+class QmpSession:
+    """A QMP connection usable synchronously from any thread (a private event loop runs the
+    ``qemu.qmp`` client). Every event is recorded from the moment of connection on."""
+
+    def __init__(self, socket_path: str, *, name: str = "vmdev") -> None:
+        self.socket_path = socket_path
+        self._name = name
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name=f"{name}-qmp", daemon=True)
+        self._thread.start()
+        self._events: list[Event] = []
+        self._cond = threading.Condition()
+        self._client: QMPClient | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @classmethod
+    def connect(
+        cls, socket_path: str, *, timeout: float = DEFAULT_CONNECT_TIMEOUT, name: str = "vmdev"
+    ) -> QmpSession:
+        """Connect to QEMU's QMP UNIX socket and negotiate capabilities."""
+        session = cls(socket_path, name=name)
+        try:
+            session._open(timeout)
+        except BaseException:
+            session.close()
+            raise
+        return session
+
+    def _open(self, timeout: float) -> None:
+        try:
+            from qemu.qmp import ConnectError
+        except ImportError as exc:  # pragma: no cover - a dependency of vmdev
+            raise QmpConnectionError(
+                f"the qemu.qmp package is missing ({exc}); pip install 'qemu.qmp>=0.0.6'",
+                device=self.socket_path,
+                field="qmp",
+            ) from None
+        try:
+            self._client, self._pump = self._call(self._setup(), timeout, "connect")
+        except ConnectError as exc:
+            cause = exc.exc if getattr(exc, "exc", None) is not None else exc
+            raise QmpConnectionError(
+                f"cannot connect to QEMU's QMP socket: {_reason(cause)}", device=self.socket_path, field="qmp"
+            ) from None
+        except QmpConnectionError:
+            raise QmpConnectionError(
+                f"QEMU did not greet within {timeout:g} s on this QMP socket (a QMP socket serves one "
+                "client at a time: is another one connected? give vmdev a -qmp socket of its own)",
+                device=self.socket_path,
+                field="qmp",
+            ) from None
+
+    async def _setup(self) -> tuple[QMPClient, asyncio.Task[None]]:
+        from qemu.qmp import EventListener, QMPClient
+
+        client = QMPClient(self._name)
+        listener = EventListener()
+        client.register_listener(listener)
+        await client.connect(self.socket_path)
+        return client, asyncio.get_running_loop().create_task(self._collect(listener))
+
+    async def _collect(self, listener: EventListener) -> None:
+        async for message in listener:
+            with self._cond:
+                self._events.append(dict(message))
+                self._cond.notify_all()
+
+    def execute(
+        self,
+        command: str,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        timeout: float = DEFAULT_COMMAND_TIMEOUT,
+    ) -> Any:
+        from qemu.qmp import ExecuteError, QMPError
+
+        if self._client is None:
+            raise QmpConnectionError("not connected", device=self.socket_path, field="qmp")
+        try:
+            return self._call(self._client.execute(command, dict(arguments or {})), timeout, command)
+        except ExecuteError as exc:
+            raise QmpCommandError(command, exc.error_class, str(exc)) from None
+        except (QMPError, EOFError, OSError) as exc:
+            raise QmpConnectionError(
+                f"connection to QEMU lost during {command}: {_reason(exc)}",
+                device=self.socket_path,
+                field="qmp",
+            ) from None
+
+    def event_mark(self) -> int:
+        with self._cond:
+            return len(self._events)
+
+    def events(self) -> list[Event]:
+        with self._cond:
+            return list(self._events)
+
+    def wait_event(self, name: str, match: Mapping[str, Any], *, after: int, timeout: float) -> Event:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            position = after
+            while True:
+                for event in self._events[position:]:
+                    if _event_matches(event, name, match):
+                        return event
+                position = len(self._events)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise QmpTimeoutError(
+                        f"no {name} event matching {dict(match)} within {timeout:g} s",
+                        device=self.socket_path,
+                        field="qmp",
+                    )
+                self._cond.wait(remaining)
+
+    def close(self) -> None:
+        """Disconnect and stop the private event loop (idempotent; never raises)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            with contextlib.suppress(Exception):
+                self._call(self._shutdown(), 5.0, "disconnect")
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5.0)
+            if not self._thread.is_alive():
+                self._loop.close()
+
+    async def _shutdown(self) -> None:
+        if self._client is not None:
+            with contextlib.suppress(Exception):  # EOFError when QEMU is gone
+                await self._client.disconnect()
+        current = asyncio.current_task()
+        others = [task for task in asyncio.all_tasks() if task is not current]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float, what: str) -> T:
+        future = asyncio.run_coroutine_threadsafe(asyncio.wait_for(coro, timeout), self._loop)
+        try:
+            return future.result(timeout + 5.0)
+        except (TimeoutError, asyncio.TimeoutError, concurrent.futures.TimeoutError):
+            future.cancel()
+            raise QmpConnectionError(
+                f"QEMU gave no answer to {what} within {timeout:g} s", device=self.socket_path, field="qmp"
+            ) from None
+
+    def __enter__(self) -> QmpSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    return text or type(exc).__name__
+
+
+# --- the hot plugger ---------------------------------------------------------------------------------
+class HotPlugger(Protocol):
+    """What the device manager drives to change a running VM (see :class:`QmpHotPlugger`)."""
+
+    def free_ports(self) -> Sequence[PortRecord]:
+        """The hot-plug ports of the VM with no device behind them, in a stable order."""
+
+    def check_ready(self, attach: QemuAttach, *, device: str) -> None:
+        """Raise :class:`UnsupportedError` if the VM lacks what ``attach`` needs from boot."""
+
+    def plug(self, commands: Sequence[QmpCommand], *, device: str, progress: Progress) -> None:
+        """Run ``commands`` in order; roll back and raise :class:`HotplugError` on failure.
+        ``progress(n)`` is called after the n-th step completed."""
+
+    def unplug(self, commands: Sequence[QmpCommand], *, device: str, progress: Progress) -> None:
+        """Run unplug ``commands`` in order (skipping what is gone already)."""
+
+    def cleanup(self, plugged: Sequence[QmpCommand], *, device: str) -> None:
+        """Undo whatever of ``plugged`` is still in the VM (after an interrupted attach)."""
+
+    def presence(self, commands: Sequence[QmpCommand]) -> list[tuple[str, bool]]:
+        """For each object ``commands`` create: (``command target``, present in the VM now)."""
+
+
+class QmpHotPlugger:
+    """Hot plug and unplug over a :class:`QmpTransport`, with roll-back (see the module doc)."""
+
+    def __init__(
+        self,
+        transport: QmpTransport,
+        *,
+        command_timeout: float = DEFAULT_COMMAND_TIMEOUT,
+        unplug_timeout: float = DEFAULT_UNPLUG_TIMEOUT,
+    ) -> None:
+        self.transport = transport
+        self.command_timeout = command_timeout
+        self.unplug_timeout = unplug_timeout
+
+    # --- what the VM has --------------------------------------------------------------------------
+    def _qmp(self, command: str, arguments: Mapping[str, Any] | None = None) -> Any:
+        return self.transport.execute(command, arguments, timeout=self.command_timeout)
+
+    def _children(self, path: str) -> dict[str, str]:
+        """``qom-list`` of ``path``: child name -> QOM type, for ``child<...>`` properties."""
+        out: dict[str, str] = {}
+        for prop in self._qmp("qom-list", {"path": path}):
+            kind = str(prop.get("type", ""))
+            if kind.startswith("child<") and kind.endswith(">"):
+                out[str(prop["name"])] = kind[len("child<") : -1]
+        return out
+
+    def _links(self, path: str) -> list[str]:
+        names = [str(prop["name"]) for prop in self._qmp("qom-list", {"path": path})]
+        return [name for name in names if name.startswith("child[")]
+
+    def free_ports(self) -> list[PortRecord]:
+        free: list[PortRecord] = []
+        for dev_id, qom_type in self._children(PERIPHERAL).items():
+            kind = PORT_TYPES.get(qom_type)
+            if kind is None:
+                continue
+            children = self._children(f"{PERIPHERAL}/{dev_id}")
+            buses = [name for name, child_type in children.items() if child_type.startswith("PCI")]
+            if buses and not any(self._links(f"{PERIPHERAL}/{dev_id}/{bus}") for bus in buses):
+                free.append(PortRecord(id=dev_id, kind=kind))
+        return sorted(free, key=lambda p: _natural(p.id))
+
+    def check_ready(self, attach: QemuAttach, *, device: str) -> None:
+        for key, args in attach.shared_args.items():
+            self._check_shared(key, args, device)
+        if attach.memory.shared:
+            objects = self._children("/objects")
+            share = objects.get(SHARED_RAM_ID) is not None and self._qmp(
+                "qom-get", {"path": f"/objects/{SHARED_RAM_ID}", "property": "share"}
+            )
+            if not share:
+                raise UnsupportedError(
+                    f"needs the guest RAM in a shared memory backend ({SHARED_RAM_ID}, share=on) from "
+                    "boot, which this VM does not have: boot it from a plan with a device that needs it",
+                    device=device,
+                    field="memory",
+                )
+        for key, value in attach.machine.items():
+            self._check_machine(key, value, device)
+
+    def _check_shared(self, key: str, args: Sequence[str], device: str) -> None:
+        for option, value in zip(args[::2], args[1::2], strict=False):
+            parts = split_opts(value)
+            ids = [p[len("id=") :] for p in parts[1:] if p.startswith("id=")]
+            if not ids or option not in ("-device", "-object"):
+                continue
+            where = PERIPHERAL if option == "-device" else "/objects"
+            if ids[0] not in self._children(where):
+                raise UnsupportedError(
+                    f"needs {option} {value} ({key}) from boot, which this VM does not have: boot it "
+                    "from a plan that includes it",
+                    device=device,
+                    field="hotplug",
+                )
+
+    def _check_machine(self, key: str, value: object, device: str) -> None:
+        try:
+            actual = self._qmp("qom-get", {"path": "/machine", "property": key})
+        except QmpCommandError:
+            actual = None
+        wanted = value if isinstance(value, bool) else str(value)
+        if (actual if isinstance(wanted, bool) else str(actual)) != wanted:
+            raise UnsupportedError(
+                f"needs -machine {key}={_shown(value)} from boot, but this VM's machine has "
+                f"{key}={_shown(actual)}",
+                device=device,
+                field="machine",
+            )
+
+    def _absent(self, undo: QmpCommand) -> bool:
+        """Whether the object ``undo`` would remove is gone already (unknown: False)."""
+        name = next(iter(undo.arguments.values()), "")
+        if undo.execute == "device_del":
+            return name not in self._children(PERIPHERAL)
+        if undo.execute == "object-del":
+            return name not in self._children("/objects")
+        if undo.execute == "blockdev-del":
+            return name not in {n.get("node-name") for n in self._qmp("query-named-block-nodes")}
+        if undo.execute == "chardev-remove":
+            return name not in {c.get("label") for c in self._qmp("query-chardev")}
+        return False
+
+    def presence(self, commands: Sequence[QmpCommand]) -> list[tuple[str, bool]]:
+        out: list[tuple[str, bool]] = []
+        for command in commands:
+            undo = undo_command(command)
+            if undo is not None and undo.execute != "closefd":
+                name = next(iter(undo.arguments.values()))
+                out.append((f"{command.execute} {name}", not self._absent(undo)))
+        return out
+
+    # --- changing it --------------------------------------------------------------------------------
+    def plug(self, commands: Sequence[QmpCommand], *, device: str, progress: Progress) -> None:
+        self._check_undoable(commands, device)
+        total = len(commands)
+        for index, command in enumerate(commands):
+            step = f"hot plug step {index + 1} of {total}, {describe(command)}"
+            try:
+                self._qmp(command.execute, command.arguments)
+            except QmpCommandError as exc:
+                raise self._rolled_back(f"{step}, failed: QEMU: {exc.desc} ({exc.error_class})",
+                                        commands[:index], device) from None
+            except QmpConnectionError as exc:
+                raise HotplugError(
+                    f"{step}: {exc.message}; QEMU's state is unknown and nothing was rolled back",
+                    device=device,
+                    steps_done=index,
+                    leftovers=undo_steps(commands[: index + 1]),
+                    uncertain=True,
+                ) from None
+            progress(index + 1)
+
+    def _check_undoable(self, commands: Sequence[QmpCommand], device: str) -> None:
+        for command in commands[:-1]:
+            if undo_command(command) is None:
+                raise UnsupportedError(
+                    f"cannot hot-plug safely: step {describe(command)} cannot be undone if a later step "
+                    f"fails (undoable: {', '.join(sorted(UNDO))}, each naming its object)",
+                    device=device,
+                    field="hotplug",
+                )
+
+    def _rolled_back(self, message: str, done: Sequence[QmpCommand], device: str) -> HotplugError:
+        undone, left, problems = self._rollback(done)
+        if not done:
+            message += "; nothing to roll back"
+        elif not left:
+            message += f"; rolled back: {_describe_all(undone)}"
+        else:
+            message += f"; roll-back incomplete, left in the VM: {'; '.join(problems)}"
+        return HotplugError(message, device=device, steps_done=len(done), leftovers=left)
+
+    def _rollback(self, done: Sequence[QmpCommand]) -> tuple[list[QmpCommand], list[QmpCommand], list[str]]:
+        """Undo ``done`` last first; (undone, left over, problems)."""
+        undone: list[QmpCommand] = []
+        left: list[QmpCommand] = []
+        problems: list[str] = []
+        steps = undo_steps(done)
+        for index, undo in enumerate(steps):
+            try:
+                self._remove(undo)
+                undone.append(undo)
+            except QmpConnectionError as exc:
+                left += steps[index:]
+                problems.append(f"{_describe_all(steps[index:])} ({exc.message})")
+                break
+            except QmpError as exc:
+                left.append(undo)
+                problems.append(f"{describe(undo)} ({exc.message})")
+        return undone, left, problems
+
+    def _remove(self, undo: QmpCommand) -> None:
+        """Run one undo/unplug command unless its object is gone; wait out a ``device_del``."""
+        if self._absent(undo):
+            return
+        if undo.execute != "device_del":
+            self._qmp(undo.execute, undo.arguments)
+            return
+        mark = self.transport.event_mark()
+        try:
+            self._qmp(undo.execute, undo.arguments)
+        except QmpCommandError:
+            if self._absent(undo):
+                return
+            # an unplug requested earlier may still be pending: wait for it like for ours
+        dev_id = undo.arguments.get("id")
+        try:
+            self.transport.wait_event("DEVICE_DELETED", {"device": dev_id}, after=mark,
+                                      timeout=self.unplug_timeout)
+        except QmpTimeoutError:
+            if not self._absent(undo):
+                raise QmpTimeoutError(
+                    f"the guest did not release {dev_id}: no DEVICE_DELETED within {self.unplug_timeout:g} s",
+                    field="qmp",
+                ) from None
+
+    def unplug(self, commands: Sequence[QmpCommand], *, device: str, progress: Progress) -> None:
+        total = len(commands)
+        for index, command in enumerate(commands):
+            step = f"unplug step {index + 1} of {total}, {describe(command)}"
+            try:
+                self._remove(command)
+            except QmpTimeoutError as exc:
+                raise DetachTimeoutError(
+                    f"{step}: {exc.message}; the device stays attached (detach again to retry)",
+                    device=device,
+                    steps_done=index,
+                    leftovers=commands[index:],
+                ) from None
+            except QmpCommandError as exc:
+                raise HotplugError(
+                    f"{step}, failed: QEMU: {exc.desc} ({exc.error_class})",
+                    device=device,
+                    steps_done=index,
+                    leftovers=commands[index:],
+                ) from None
+            except QmpConnectionError as exc:
+                raise HotplugError(
+                    f"{step}: {exc.message}", device=device, steps_done=index, leftovers=commands[index:],
+                    uncertain=True,
+                ) from None
+            progress(index + 1)
+
+    def cleanup(self, plugged: Sequence[QmpCommand], *, device: str) -> None:
+        _, left, problems = self._rollback(plugged)
+        if left:
+            raise HotplugError(
+                f"cannot clean up an interrupted attach: {'; '.join(problems)}",
+                device=device,
+                leftovers=left,
+            )
+
+
+def _shown(value: object) -> str:
+    """A property value as on a QEMU command line (``on``/``off`` for booleans)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return "(none)" if value is None else str(value)
+
+
+def _natural(name: str) -> tuple[str, int, str]:
+    match = re.fullmatch(r"(.*?)(\d+)", name)
+    return (match.group(1), int(match.group(2)), "") if match else (name, -1, name)
+
+
+__all__ = [
+    "PORT_TYPES",
+    "UNDO",
+    "DetachTimeoutError",
+    "HotPlugger",
+    "HotplugError",
+    "QmpCommandError",
+    "QmpConnectionError",
+    "QmpError",
+    "QmpHotPlugger",
+    "QmpSession",
+    "QmpTimeoutError",
+    "QmpTransport",
+    "describe",
+    "undo_command",
+    "undo_steps",
+]

@@ -1,0 +1,248 @@
+"""Live hot plug over QMP: order, roll-back derived from the commands, unplug waits, port discovery."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vmdev.errors import UnsupportedError
+from vmdev.fakeqmp import FakeQemu, FakeQmpServer
+from vmdev.live import (
+    DetachTimeoutError,
+    HotplugError,
+    QmpCommandError,
+    QmpConnectionError,
+    QmpHotPlugger,
+    QmpSession,
+    QmpTimeoutError,
+    describe,
+    undo_command,
+    undo_steps,
+)
+from vmdev.qemu import MemoryNeeds, QemuAttach, QmpCommand
+from vmdev.state import PortRecord
+
+BLOCKDEV = QmpCommand("blockdev-add", {"driver": "raw", "node-name": "drive-a", "file": {"driver": "file"}})
+DISK = QmpCommand("device_add", {"driver": "virtio-blk-pci", "id": "virtio-drive-a", "drive": "drive-a", "bus": "rp0"})
+DISK_UNPLUG = (QmpCommand("device_del", {"id": "virtio-drive-a"}), QmpCommand("blockdev-del", {"node-name": "drive-a"}))
+RNG_OBJECT = QmpCommand("object-add", {"qom-type": "rng-random", "id": "rng0", "filename": "/dev/urandom"})
+RNG_DEVICE = QmpCommand("device_add", {"driver": "virtio-rng-pci", "id": "virtio-rng0", "rng": "rng0", "bus": "rp1"})
+
+
+def vm() -> FakeQemu:
+    return FakeQemu().add_port("rp0").add_port("rp1")
+
+
+def plug(hot: QmpHotPlugger, *commands: QmpCommand) -> list[int]:
+    steps: list[int] = []
+    hot.plug(commands, device="/dev/vdb", progress=steps.append)
+    return steps
+
+
+# --- undo derivation ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("command", "undo"),
+    [
+        (RNG_OBJECT, QmpCommand("object-del", {"id": "rng0"})),
+        (BLOCKDEV, QmpCommand("blockdev-del", {"node-name": "drive-a"})),
+        (QmpCommand("chardev-add", {"id": "chr0", "backend": {}}), QmpCommand("chardev-remove", {"id": "chr0"})),
+        (QmpCommand("netdev_add", {"type": "vhost-user", "id": "n0"}), QmpCommand("netdev_del", {"id": "n0"})),
+        (DISK, QmpCommand("device_del", {"id": "virtio-drive-a"})),
+        (QmpCommand("getfd", {"fdname": "fd0"}), QmpCommand("closefd", {"fdname": "fd0"})),
+    ],
+)
+def test_each_creating_command_has_its_undo(command: QmpCommand, undo: QmpCommand) -> None:
+    assert undo_command(command) == undo
+
+
+def test_commands_that_name_nothing_have_no_undo() -> None:
+    assert undo_command(QmpCommand("device_add", {"driver": "virtio-rng-pci"})) is None  # no id
+    assert undo_command(QmpCommand("qom-set", {"path": "/x", "property": "p", "value": 1})) is None
+    assert undo_steps([RNG_OBJECT, QmpCommand("qom-set", {}), RNG_DEVICE]) == (
+        QmpCommand("device_del", {"id": "virtio-rng0"}),
+        QmpCommand("object-del", {"id": "rng0"}),
+    )
+
+
+def test_describe_names_what_the_command_is_about() -> None:
+    assert describe(DISK) == "device_add (driver=virtio-blk-pci id=virtio-drive-a bus=rp0)"
+    assert describe(QmpCommand("query-status")) == "query-status"
+
+
+# --- plug ----------------------------------------------------------------------------------------------
+def test_plug_runs_the_steps_in_order_and_reports_progress() -> None:
+    qemu = vm()
+    assert plug(QmpHotPlugger(qemu), BLOCKDEV, DISK) == [1, 2]
+    assert [c for c, _ in qemu.log] == ["blockdev-add", "device_add"]
+    assert qemu.devices["virtio-drive-a"] == ("virtio-blk-pci", "rp0") and "drive-a" in qemu.nodes
+
+
+def test_a_device_add_qemu_rejects_leaves_no_backend_behind() -> None:
+    qemu = vm()
+    bad = QmpCommand("device_add", {**DISK.arguments, "bus": "nope"})
+    with pytest.raises(HotplugError) as exc:
+        plug(QmpHotPlugger(qemu), BLOCKDEV, bad)
+    message = str(exc.value)
+    assert "step 2 of 2, device_add (driver=virtio-blk-pci id=virtio-drive-a bus=nope), failed" in message
+    assert "QEMU: Bus 'nope' not found (GenericError)" in message
+    assert "rolled back: blockdev-del (node-name=drive-a)" in message
+    assert (exc.value.device, exc.value.field, exc.value.steps_done) == ("/dev/vdb", "hotplug", 1)
+    assert exc.value.leftovers == () and not exc.value.uncertain
+    assert qemu.leftovers() == {"devices": [], "objects": [], "nodes": [], "chardevs": [], "netdevs": []}
+    assert [c for c, _ in qemu.log if not c.startswith(("query", "qom"))] == [
+        "blockdev-add", "device_add", "blockdev-del"]
+
+
+def test_a_failed_later_step_unplugs_a_device_already_added_and_waits_for_the_guest() -> None:
+    qemu = vm()
+    qemu.fail("netdev_add", "Invalid parameter 'x'")
+    steps = [RNG_OBJECT, RNG_DEVICE, QmpCommand("netdev_add", {"type": "tap", "id": "n0"})]
+    with pytest.raises(HotplugError, match=r"step 3 of 3.*rolled back: device_del .*virtio-rng0.*object-del"):
+        plug(QmpHotPlugger(qemu), *steps)
+    assert qemu.leftovers()["devices"] == [] and qemu.leftovers()["objects"] == []
+    deleted = [e for e in qemu.events if e["data"].get("device") == "virtio-rng0"]
+    assert len(deleted) == 1  # the roll-back waited for the guest's DEVICE_DELETED before object-del
+
+
+def test_a_sequence_that_could_not_be_undone_is_refused_before_anything_runs() -> None:
+    qemu = vm()
+    steps = [QmpCommand("qom-set", {"path": "/machine", "property": "x", "value": 1}), RNG_DEVICE]
+    with pytest.raises(UnsupportedError, match=r"qom-set cannot be undone") as exc:
+        plug(QmpHotPlugger(qemu), *steps)
+    assert exc.value.field == "hotplug" and qemu.log == []
+
+
+def test_a_connection_lost_mid_attach_is_uncertain_and_lists_what_may_be_left() -> None:
+    qemu = vm()
+    qemu.disconnect_after(1)  # blockdev-add goes through, then QEMU is gone
+    with pytest.raises(HotplugError, match="QEMU's state is unknown and nothing was rolled back") as exc:
+        plug(QmpHotPlugger(qemu), BLOCKDEV, DISK)
+    assert exc.value.uncertain and exc.value.steps_done == 1
+    assert exc.value.leftovers == (QmpCommand("device_del", {"id": "virtio-drive-a"}),
+                                   QmpCommand("blockdev-del", {"node-name": "drive-a"}))
+
+
+def test_an_incomplete_roll_back_says_what_is_left() -> None:
+    qemu = vm()
+    qemu.fail("device_add", "Bus 'nope' not found")
+    qemu.fail("blockdev-del", "Node 'drive-a' is busy")
+    with pytest.raises(HotplugError, match=r"roll-back incomplete, left in the VM: blockdev-del .*busy") as exc:
+        plug(QmpHotPlugger(qemu), BLOCKDEV, DISK)
+    assert exc.value.leftovers == (QmpCommand("blockdev-del", {"node-name": "drive-a"}),)
+    assert qemu.leftovers()["nodes"] == ["drive-a"]
+
+
+def test_cleanup_removes_only_what_is_still_there() -> None:
+    qemu = vm()
+    plug(QmpHotPlugger(qemu), BLOCKDEV)  # an attach was interrupted after its first step
+    QmpHotPlugger(qemu).cleanup([BLOCKDEV, DISK], device="/dev/vdb")  # the device_add never ran
+    assert qemu.leftovers()["nodes"] == []
+    assert ("device_del", {"id": "virtio-drive-a"}) not in qemu.log  # absent: not even tried
+
+
+# --- unplug --------------------------------------------------------------------------------------------
+def test_unplug_waits_for_device_deleted_before_removing_the_backend() -> None:
+    qemu = vm()
+    hot = QmpHotPlugger(qemu)
+    plug(hot, BLOCKDEV, DISK)
+    steps: list[int] = []
+    hot.unplug(DISK_UNPLUG, device="/dev/vdb", progress=steps.append)
+    assert steps == [1, 2] and qemu.leftovers()["nodes"] == [] and qemu.leftovers()["devices"] == []
+
+
+def test_a_guest_that_does_not_release_the_device_stops_the_unplug_before_the_backend() -> None:
+    qemu = vm()
+    hot = QmpHotPlugger(qemu, unplug_timeout=0.01)
+    plug(hot, BLOCKDEV, DISK)
+    qemu.guest_acks = False
+    with pytest.raises(DetachTimeoutError, match=r"no DEVICE_DELETED within 0.01 s; the device stays") as exc:
+        hot.unplug(DISK_UNPLUG, device="/dev/vdb", progress=lambda _: None)
+    assert exc.value.steps_done == 0 and qemu.nodes  # blockdev-del was not attempted
+    assert not any(c == "blockdev-del" for c, _ in qemu.log)
+    qemu.ack_pending()  # the guest releases it later; a second detach finishes the job
+    hot.unplug(DISK_UNPLUG, device="/dev/vdb", progress=lambda _: None)
+    assert qemu.leftovers()["nodes"] == []
+    assert [c for c, _ in qemu.log].count("device_del") == 1  # gone already: not sent again
+
+
+# --- what the VM has ---------------------------------------------------------------------------------
+def test_free_ports_are_the_ports_without_a_device_in_natural_order() -> None:
+    qemu = FakeQemu()
+    for port in ("rp10", "rp2", "rp0"):
+        qemu.add_port(port)
+    qemu.add_port("swdp0", "switch-port").add_device("vfio0", "vfio-pci", bus="rp2")
+    assert QmpHotPlugger(qemu).free_ports() == [
+        PortRecord(id="rp0", kind="root-port"),
+        PortRecord(id="rp10", kind="root-port"),
+        PortRecord(id="swdp0", kind="switch-port"),
+    ]
+
+
+def test_check_ready_wants_the_boot_time_parts_a_device_needs() -> None:
+    qemu = vm()
+    hot = QmpHotPlugger(qemu)
+    scsi = QemuAttach(hotplugged=True, shared_args={"scsi0": ("-device", "virtio-scsi-pci,id=scsi0")})
+    with pytest.raises(UnsupportedError, match=r"needs -device virtio-scsi-pci,id=scsi0 \(scsi0\) from boot"):
+        hot.check_ready(scsi, device="/dev/sdb")
+    qemu.add_device("scsi0", "virtio-scsi-pci")
+    hot.check_ready(scsi, device="/dev/sdb")
+    shared = QemuAttach(hotplugged=True, memory=MemoryNeeds(shared=True))
+    with pytest.raises(UnsupportedError, match="shared memory backend") as exc:
+        hot.check_ready(shared, device="/dev/vhost")
+    assert exc.value.field == "memory"
+    qemu.add_object("vmdev-ram", "memory-backend-memfd", share=True)
+    hot.check_ready(shared, device="/dev/vhost")
+    with pytest.raises(UnsupportedError, match=r"needs -machine nvdimm=on from boot, but .* nvdimm=off"):
+        hot.check_ready(QemuAttach(hotplugged=True, machine={"nvdimm": True}), device="/pmem")
+
+
+def test_presence_reports_what_a_hot_plug_created() -> None:
+    qemu = vm()
+    hot = QmpHotPlugger(qemu)
+    plug(hot, BLOCKDEV)
+    assert hot.presence([BLOCKDEV, DISK]) == [("blockdev-add drive-a", True), ("device_add virtio-drive-a", False)]
+
+
+# --- the real QMP client against a fake QEMU on a socket --------------------------------------------
+@pytest.fixture
+def sock(tmp_path: Path) -> Path:
+    return tmp_path / "qmp.sock"
+
+
+def test_session_talks_qmp_and_sees_events(sock: Path) -> None:
+    qemu = vm()
+    with FakeQmpServer(qemu, sock), QmpSession.connect(str(sock)) as session:
+        hot = QmpHotPlugger(session)
+        plug(hot, RNG_OBJECT, RNG_DEVICE)
+        hot.unplug([QmpCommand("device_del", {"id": "virtio-rng0"}), QmpCommand("object-del", {"id": "rng0"})],
+                   device="rng0", progress=lambda _: None)
+        assert any(e["event"] == "DEVICE_DELETED" for e in session.events())
+    assert qemu.leftovers()["objects"] == [] and ("qmp_capabilities", {}) in qemu.log
+
+
+def test_session_maps_qemu_errors_and_lost_connections(sock: Path) -> None:
+    qemu = vm()
+    with FakeQmpServer(qemu, sock) as server, QmpSession.connect(str(sock)) as session:
+        with pytest.raises(QmpCommandError) as exc:
+            session.execute("device_del", {"id": "nope"})
+        assert (exc.value.error_class, exc.value.desc) == ("DeviceNotFound", "Device 'nope' not found")
+        with pytest.raises(QmpTimeoutError, match="no DEVICE_DELETED event"):
+            session.wait_event("DEVICE_DELETED", {"device": "x"}, after=session.event_mark(), timeout=0.05)
+        server.kill()
+        with pytest.raises(QmpConnectionError, match="connection to QEMU lost during query-status") as lost:
+            session.execute("query-status", timeout=5.0)
+        assert lost.value.device == str(sock)
+
+
+def test_connecting_to_nothing_is_a_clear_error(sock: Path) -> None:
+    with pytest.raises(QmpConnectionError, match="cannot connect to QEMU's QMP socket: No such file") as exc:
+        QmpSession.connect(str(sock))
+    assert (exc.value.device, exc.value.field) == (str(sock), "qmp")
+
+
+def test_a_monitor_busy_with_another_client_is_named_as_the_likely_cause(sock: Path) -> None:
+    with FakeQmpServer(vm(), sock, greet=False), pytest.raises(
+        QmpConnectionError, match=r"did not greet within 0.3 s .*serves one client at a time"
+    ):
+        QmpSession.connect(str(sock), timeout=0.3)

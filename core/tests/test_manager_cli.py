@@ -1,0 +1,260 @@
+"""``vmdev attach`` / ``detach`` / ``status`` and ``plan --state`` against a fake QEMU on a QMP socket.
+
+The device family is a throw-away distribution installed with a real entry point (``make_dist``),
+so these tests need nothing but the core.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from vmdev.cli import main
+from vmdev.fakeqmp import FakeQemu, FakeQmpServer
+from vmdev.state import AttachPhase, StateFile
+from vmdev.testing import FakeHost
+
+PLUGIN = '''
+from typing import ClassVar
+import attrs
+from vmdev import hookimpl
+from vmdev.qemu import QemuAttach, QmpCommand, make_id
+
+
+@attrs.frozen
+class Disk:
+    kind: ClassVar[str] = "testdisk"
+    id: str
+    container_path: str
+    index: int
+
+
+@attrs.frozen
+class Beacon:
+    kind: ClassVar[str] = "beacon"
+    id: str = "beacon0"
+
+
+@hookimpl
+def build_device(info, alloc):
+    if info.dev_type != "b":
+        return None
+    index = alloc.take("testdisk.index", owner=info.container_path, limit=16, device=info.container_path)
+    return Disk(id=make_id("disk", info.container_path + "|" + info.host_path), container_path=info.container_path,
+                index=index)
+
+
+@hookimpl
+def sandbox_devices():
+    return [Beacon()]
+
+
+@hookimpl
+def attach_options(device, target, hotplug):
+    if isinstance(device, Beacon):
+        if not hotplug:
+            return QemuAttach(args=["-object", "rng-builtin,id=beacon0"])
+        bus = target.hotplug_bus(device.id)
+        return QemuAttach(
+            hotplug=[QmpCommand("object-add", {"qom-type": "rng-builtin", "id": "beacon0"}),
+                     QmpCommand("device_add", {"driver": "virtio-rng-pci", "id": "dev-beacon0", "rng": "beacon0",
+                                               "bus": bus})],
+            unplug=[QmpCommand("device_del", {"id": "dev-beacon0"}), QmpCommand("object-del", {"id": "beacon0"})],
+            hotplugged=True, details={"bus": bus})
+    if not isinstance(device, Disk):
+        return None
+    node = device.id + "-node"
+    if not hotplug:
+        return QemuAttach(args=["-blockdev", "driver=raw,node-name=" + node], details={"index": device.index})
+    bus = target.hotplug_bus(device.container_path)
+    return QemuAttach(
+        hotplug=[QmpCommand("blockdev-add", {"driver": "raw", "node-name": node}),
+                 QmpCommand("device_add", {"driver": "virtio-blk-pci", "id": device.id, "drive": node, "bus": bus})],
+        unplug=[QmpCommand("device_del", {"id": device.id}), QmpCommand("blockdev-del", {"node-name": node})],
+        hotplugged=True, details={"index": device.index, "bus": bus})
+'''
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A short directory for UNIX sockets (sun_path holds 108 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="vmq"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def env(make_dist: Any, monkeypatch: pytest.MonkeyPatch, fake_host: FakeHost) -> FakeHost:
+    make_dist("vmdev-testdisk", {"testdisk": "vmdev_testdisk"}, {"vmdev_testdisk": PLUGIN})
+    monkeypatch.setenv("VMDEV_PLUGINS", "vmdev-testdisk")
+    for name in ("VMDEV_DISABLE_PLUGINS", "VMDEV_DISABLE_PLUGIN_AUTOLOAD", "VMDEV_DEBUG"):
+        monkeypatch.delenv(name, raising=False)
+    fake_host.block_device(8, 16, "sdb")
+    fake_host.block_device(8, 32, "sdc")
+    return fake_host
+
+
+@pytest.fixture
+def qemu(short_dir: Path) -> Iterator[tuple[FakeQemu, FakeQmpServer]]:
+    fake = FakeQemu().add_port("rp0").add_port("rp1").add_port("rp2")
+    with FakeQmpServer(fake, short_dir / "qmp.sock") as server:
+        yield fake, server
+
+
+def vmdev(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def sandbox(short_dir: Path, env: FakeHost) -> list[str]:
+    return ["--state", str(short_dir / "state.json"), "--qmp", str(short_dir / "qmp.sock"),
+            "--sysfs-root", str(env.sysfs), "--timeout", "2"]
+
+
+SDB = ["--type", "b", "--major", "8", "--minor", "16"]
+
+
+def test_two_containers_share_one_hot_plugged_device(env: FakeHost, qemu: Any, short_dir: Path) -> None:
+    fake, _ = qemu
+    first = vmdev("attach", *sandbox(short_dir, env), *SDB, "--container", "c1", "--json", "/dev/xvdb")
+    assert first.exit_code == 0, first.stderr
+    data = json.loads(first.stdout)
+    device_id = data["id"]
+    assert data["plugged"] is True and data["device"]["attach_count"] == 1
+    assert data["device"]["attachment"]["buses"] == ["rp0"] and data["device"]["host_path"] == "/dev/sdb"
+    assert fake.leftovers()["devices"] == [device_id]
+    second = vmdev("attach", *sandbox(short_dir, env), *SDB, "--container", "c2", "/dev/data")
+    assert second.exit_code == 0, second.stderr
+    assert f"attached {device_id} (testdisk, /dev/xvdb): attached; attach count 2, references 2" in second.stdout
+    status = vmdev("status", "--state", str(short_dir / "state.json"), "--qmp", str(short_dir / "qmp.sock"))
+    assert status.exit_code == 0, status.stderr
+    assert "reachable" in status.stdout and f"{device_id}: device_add {device_id} present in QEMU" in status.stdout
+    one = vmdev("detach", *sandbox(short_dir, env), *SDB, "--container", "c1", "/dev/xvdb")
+    assert one.exit_code == 0 and "attach count 1, references 1" in one.stdout
+    assert fake.leftovers()["devices"] == [device_id]  # c2 still uses it
+    last = vmdev("detach", *sandbox(short_dir, env), "--id", device_id, "--container", "c2", "--json")
+    assert last.exit_code == 0, last.stderr
+    assert json.loads(last.stdout) == {"id": device_id, "unplugged": True, "device": None}
+    assert fake.leftovers() == {"devices": [], "objects": [], "nodes": [], "chardevs": [], "netdevs": []}
+    assert StateFile(short_dir / "state.json").load().devices == ()
+
+
+def test_sandbox_and_oci_devices(env: FakeHost, qemu: Any, short_dir: Path) -> None:
+    fake, _ = qemu
+    done = vmdev("attach", *sandbox(short_dir, env), "--sandbox-device", "beacon")
+    assert done.exit_code == 0, done.stderr
+    assert fake.objects and fake.devices["dev-beacon0"] == ("virtio-rng-pci", "rp0")
+    entry = short_dir / "dev.json"
+    entry.write_text(json.dumps({"path": "/dev/xvdc", "type": "b", "major": 8, "minor": 32}))
+    done = vmdev("attach", *sandbox(short_dir, env), "--oci-device", f"@{entry}", "--json")
+    assert done.exit_code == 0, done.stderr
+    assert json.loads(done.stdout)["device"]["attachment"]["buses"] == ["rp1"]
+    done = vmdev("detach", *sandbox(short_dir, env), "--oci-device", entry.read_text())
+    assert done.exit_code == 0 and "no container uses it any more; forgotten" in done.stdout
+    done = vmdev("detach", *sandbox(short_dir, env), "--sandbox-device", "beacon0")
+    assert done.exit_code == 0, done.stderr
+    assert fake.leftovers()["objects"] == [] and fake.leftovers()["devices"] == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "give exactly one device: .* \\(got none\\)"),
+        (["--sandbox-device", "beacon", *SDB, "/dev/x"], "got --type/--major/--minor, --sandbox-device"),
+        (["--type", "b", "/dev/x"], "--type, --major, --minor and CONTAINER_PATH are all required"),
+        (["--oci-device", '{"path": "/dev/x", "type": "b", "major": -3, "minor": 0}'],
+         "/dev/x: --oci-device.major: must be between 0 and"),
+        (["--oci-device", "{nope"], "--oci-device: not valid JSON"),
+        (["--sandbox-device", "rng"], "rng: id: is not a sandbox device of this sandbox; the plugins offer: beacon0"),
+    ],
+)
+def test_bad_device_descriptions_are_one_line_errors(
+    env: FakeHost, qemu: Any, short_dir: Path, args: list[str], message: str
+) -> None:
+    done = vmdev("attach", *sandbox(short_dir, env), *args)
+    assert done.exit_code == 1 and done.stdout == ""
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert done.stderr.startswith("vmdev: error: ")
+    assert re.search(message, done.stderr), done.stderr
+
+
+def test_no_qemu_is_a_clear_error_and_creates_no_state(env: FakeHost, short_dir: Path) -> None:
+    done = vmdev("attach", *sandbox(short_dir, env), *SDB, "/dev/xvdb")
+    assert done.exit_code == 1
+    assert "qmp.sock: qmp: cannot connect to QEMU's QMP socket: No such file or directory" in done.stderr
+    assert not (short_dir / "state.json").exists()
+    done = vmdev("detach", *sandbox(short_dir, env), *SDB, "/dev/xvdb")
+    assert done.exit_code == 1 and "no such state file" in done.stderr
+
+
+def test_a_rejected_device_add_leaves_nothing_behind(env: FakeHost, qemu: Any, short_dir: Path) -> None:
+    fake, _ = qemu
+    fake.fail("device_add", "Bus 'rp0' not found")
+    done = vmdev("attach", *sandbox(short_dir, env), *SDB, "/dev/xvdb")
+    assert done.exit_code == 1
+    assert "/dev/xvdb: hotplug: hot plug step 2 of 2, device_add" in done.stderr
+    assert "QEMU: Bus 'rp0' not found (GenericError); rolled back: blockdev-del" in done.stderr
+    assert fake.leftovers()["nodes"] == [] and StateFile(short_dir / "state.json").load().devices == ()
+
+
+def test_qemu_dying_during_attach_is_reported_honestly(env: FakeHost, qemu: Any, short_dir: Path) -> None:
+    fake, server = qemu
+    fake.disconnect_on("device_add")
+    done = vmdev("attach", *sandbox(short_dir, env), *SDB, "/dev/xvdb")
+    assert done.exit_code == 1 and "QEMU's state is unknown and nothing was rolled back" in done.stderr
+    server.kill()
+    (record,) = StateFile(short_dir / "state.json").load().devices
+    assert record.attachment is not None and record.attachment.phase is AttachPhase.FAILED
+    assert record.attachment.steps_done == 1 and record.ref_count == 0
+    status = vmdev("status", "--state", str(short_dir / "state.json"), "--qmp", str(short_dir / "qmp.sock"),
+                   "--json")
+    assert status.exit_code == 0, status.stderr
+    data = json.loads(status.stdout)
+    assert data["qemu"]["reachable"] is False and "cannot connect" in data["qemu"]["error"]
+    assert data["devices"][0]["status"].startswith("attach failed: hot plug step 2 of 2")
+    assert "may be left in the VM: device_del " in data["devices"][0]["status"]
+    text = vmdev("status", "--state", str(short_dir / "state.json"))
+    assert text.exit_code == 0 and "attach failed: hot plug step 2 of 2" in text.stdout
+
+
+def test_settings_of_a_sandbox_cannot_change(env: FakeHost, qemu: Any, short_dir: Path) -> None:
+    assert vmdev("attach", *sandbox(short_dir, env), "--machine-type", "q35", *SDB, "/dev/xvdb").exit_code == 0
+    same = vmdev("attach", *sandbox(short_dir, env), "--machine-type", "q35", *SDB, "/dev/xvdb")
+    assert same.exit_code == 0
+    other = vmdev("attach", *sandbox(short_dir, env), "--memory", "512", *SDB, "/dev/xvdb")
+    assert other.exit_code == 1 and "settings: differ from the settings this sandbox was created with" in other.stderr
+
+
+def test_plan_with_state_records_the_boot_devices(env: FakeHost, qemu: Any, short_dir: Path) -> None:
+    fake, _ = qemu
+    config = short_dir / "config.json"
+    config.write_text(json.dumps({"linux": {"devices": [{"path": "/dev/xvdb", "type": "b", "major": 8,
+                                                         "minor": 16}]}}))
+    settings = short_dir / "sandbox.toml"
+    settings.write_text("[vmdev]\nhotplug_root_ports = 2\n")
+    args = ["plan", "--config", str(settings), "--sysfs-root", str(env.sysfs), str(config)]
+    plain = vmdev(*args)
+    kept = vmdev(*args[:-1], "--state", str(short_dir / "state.json"), str(config))
+    assert kept.exit_code == 0, kept.stderr
+    assert json.loads(kept.stdout) == json.loads(plain.stdout)
+    assert "pcie-root-port,id=rp1,bus=pcie.0,chassis=2,slot=2" in json.loads(kept.stdout)["qemu"]["argv"]
+    again = vmdev(*args[:-1], "--state", str(short_dir / "state.json"), str(config))
+    assert again.exit_code == 1 and "already holds a sandbox" in again.stderr
+    state = StateFile(short_dir / "state.json").load()
+    assert [p.id for p in state.ports] == ["rp0", "rp1"] and state.settings.option("hotplug_root_ports") == 2
+    boot_disk = next(r for r in state.devices if r.kind == "testdisk")
+    assert boot_disk.attachment is not None and boot_disk.attachment.resident
+    late = vmdev("attach", *sandbox(short_dir, env), "--type", "b", "--major", "8", "--minor", "32", "--json",
+                 "/dev/xvdc")
+    assert late.exit_code == 0, late.stderr
+    assert json.loads(late.stdout)["device"]["device"]["index"] == 1  # 0 belongs to the boot disk
+    same = vmdev("attach", *sandbox(short_dir, env), *SDB, "--json", "/dev/xvdb")  # the boot disk: counted
+    assert json.loads(same.stdout)["device"]["attach_count"] == 2
+    assert fake.leftovers()["devices"] == [json.loads(late.stdout)["id"]]
