@@ -1,0 +1,376 @@
+"""The sandbox commands of the CLI: ``vmdev attach``, ``vmdev detach``, ``vmdev status``.
+
+They drive a running sandbox through the device manager (:mod:`vmdev.manager`), its state file
+(:mod:`vmdev.state`) and QMP (:mod:`vmdev.live`); see docs/manager.md. Registered on the
+``vmdev`` group by :mod:`vmdev.cli`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import click
+
+from vmdev.errors import ConfigError
+from vmdev.models import DeviceInfo
+from vmdev.settings import QEMU, load_settings
+
+if TYPE_CHECKING:
+    from vmdev.manager import DeviceManager
+    from vmdev.state import DeviceRecord, SandboxState, StateFile
+
+from vmdev.cli import F, errors_as_one_line, host_context
+
+# --- the sandbox device manager: vmdev attach / detach / status ----------------------------------------
+_SETTINGS_FLAGS: dict[str, str] = {
+    "machine_type": "machine_type",
+    "memory": "default_memory",
+    "block_driver": "block_device_driver",
+    "entropy_source": "entropy_source",
+}
+
+
+def _options(*options: Callable[[F], F]) -> Callable[[F], F]:
+    def apply(func: F) -> F:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return apply
+
+
+#: how a device is named: as ``vmdev resolve`` takes it, as an OCI device, or a sandbox device
+_device_options = _options(
+    click.option("--type", "dev_type", type=click.Choice(["c", "b", "u", "p"]), help="Device type."),
+    click.option("--major", type=int, help="-1 for a regular file used as a disk."),
+    click.option("--minor", type=int),
+    click.option("--host-path", default="", help="Host path for a block file (major -1)."),
+    click.option("--oci-device", help="An OCI linux.devices entry as JSON, or @FILE holding it."),
+    click.option("--sandbox-device", help="A sandbox device by id or kind (rng0, rng)."),
+    click.option("--container", "user", default="", help="The container that uses the device."),
+    click.option("--sysfs-root", type=click.Path(file_okay=False), help="Instead of /sys."),
+    click.option("--vhost-user-store", type=click.Path(file_okay=False), help="Enable this store."),
+    click.argument("container_path", required=False),
+)
+#: where the sandbox is (its state file and QMP socket), and the settings of a new one
+_sandbox_options = _options(
+    click.option("--state", "state_path", required=True, type=click.Path(dir_okay=False),
+                 help="The sandbox's state file (created by the first attach, or by plan --state)."),
+    click.option("--qmp", "qmp_socket", required=True, type=click.Path(dir_okay=False),
+                 help="A QMP socket of the running QEMU that no other client uses."),
+    click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+                 help="Seconds to wait for QEMU's answers and for the guest to release a device."),
+    click.option("--config", "config_file", type=click.Path(dir_okay=False),
+                 help="Settings TOML of a new sandbox (Kata's configuration.toml works)."),
+    click.option("--machine-type", help="QEMU machine type of a new sandbox (default q35)."),
+    click.option("--block-driver", help="block_device_driver of a new sandbox"),
+    click.option("--entropy-source", help="entropy_source of a new sandbox"),
+    click.option("--memory", type=click.IntRange(min=1), help="Guest memory of a new sandbox in MiB."),
+    click.option("--json", "as_json", is_flag=True, help="Print JSON."),
+)
+
+
+@attrs.frozen(kw_only=True)
+class _DeviceArgs:
+    """The device options of ``attach``/``detach`` as given."""
+
+    dev_type: str | None = None
+    major: int | None = None
+    minor: int | None = None
+    host_path: str = ""
+    oci_device: str | None = None
+    sandbox_device: str | None = None
+    container_path: str | None = None
+
+    @property
+    def given(self) -> list[str]:
+        forms = (
+            ("--type/--major/--minor", self.dev_type is not None or bool(self.container_path)),
+            ("--oci-device", bool(self.oci_device)),
+            ("--sandbox-device", bool(self.sandbox_device)),
+        )
+        return [name for name, present in forms if present]
+
+    def request(self) -> DeviceInfo | str:
+        """A :class:`DeviceInfo`, or the name of a sandbox device."""
+        if len(self.given) != 1:
+            raise ConfigError(
+                "give exactly one device: --type/--major/--minor CONTAINER_PATH, --oci-device JSON or "
+                f"--sandbox-device NAME (got {', '.join(self.given) or 'none'})",
+                field="device",
+            )
+        if self.sandbox_device:
+            return self.sandbox_device
+        if self.oci_device:
+            return _oci_device(self.oci_device)
+        if self.dev_type is None or self.major is None or self.minor is None or not self.container_path:
+            raise ConfigError("--type, --major, --minor and CONTAINER_PATH are all required", field="device")
+        return DeviceInfo(
+            container_path=self.container_path,
+            dev_type=self.dev_type,
+            major=self.major,
+            minor=self.minor,
+            host_path=self.host_path,
+        )
+
+
+def _oci_device(text: str) -> DeviceInfo:
+    from vmdev.oci import parse_spec
+
+    if text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read {text[1:]}: {exc.strerror}", field="--oci-device") from None
+    try:
+        entry = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"not valid JSON: {exc}", field="--oci-device") from None
+    try:
+        return parse_spec({"linux": {"devices": [entry]}}).devices[0]
+    except ConfigError as exc:
+        field = exc.field.replace("$.linux.devices[0]", "--oci-device")
+        raise ConfigError(exc.message, device=exc.device, field=field) from None
+
+
+@attrs.frozen(kw_only=True)
+class _Sandbox:
+    """The options naming a sandbox, and opening it: load its state, connect to its VM."""
+
+    state_path: str
+    qmp_socket: str
+    timeout: float
+    config_file: str | None
+    overrides: Mapping[str, Any]
+    sysfs_root: str | None
+    vhost_user_store: str | None
+
+    @property
+    def file(self) -> StateFile:
+        from vmdev.state import StateFile
+
+        return StateFile(self.state_path)
+
+    def state(self) -> SandboxState:
+        """The saved state, or a new one with the given settings; settings given for an existing
+        sandbox must be the ones it was created with."""
+        from vmdev.state import SandboxState
+
+        given = self.config_file is not None or any(v is not None for v in self.overrides.values())
+        settings = load_settings(self.config_file, hypervisor=QEMU, overrides=self.overrides)
+        if not self.file.exists():
+            return SandboxState(settings=settings)
+        state = self.file.load()
+        if given and settings != state.settings:
+            raise ConfigError(
+                "differ from the settings this sandbox was created with (kept in its state file); "
+                "leave out --config and the settings options",
+                device=self.state_path,
+                field="settings",
+            )
+        return state
+
+    @contextlib.contextmanager
+    def opened(self) -> Iterator[DeviceManager]:
+        """Under the state file's lock: a manager for the sandbox that hot-plugs over QMP and saves
+        every change; saved once more at the end."""
+        from vmdev.live import QmpHotPlugger, QmpSession
+        from vmdev.manager import DeviceManager
+
+        with self.file.locked():
+            state = self.state()
+            session = QmpSession.connect(self.qmp_socket, timeout=min(self.timeout, 10.0))
+            try:
+                manager = DeviceManager(
+                    state=state,
+                    host=host_context(self.sysfs_root, self.vhost_user_store, state.settings),
+                    hotplugger=QmpHotPlugger(
+                        session, command_timeout=self.timeout, unplug_timeout=self.timeout
+                    ),
+                    journal=self.file.save,
+                )
+                yield manager
+            finally:
+                session.close()
+            self.file.save(manager.snapshot())
+
+
+def _find_record(
+    manager: DeviceManager, request: DeviceInfo | str | None, device_id: str | None
+) -> DeviceRecord:
+    from vmdev.manager import DeviceNotFoundError, device_key
+
+    if (request is None) == (device_id is None):
+        raise ConfigError("give the device either by --id or by its description", field="device")
+    if device_id is not None:
+        return manager.get(device_id)
+    if isinstance(request, str):
+        found, what, key = manager.find_sandbox_device(request), request, f"sandbox {request}"
+    else:
+        assert request is not None
+        found, what, key = manager.find(request), request.name, device_key(request)
+    if found is None:
+        raise DeviceNotFoundError(f"this sandbox has no such device ({key})", device=what, field="id")
+    return found
+
+
+def _echo_record(record: DeviceRecord | None, verb: str, as_json: bool, extra: dict[str, Any]) -> None:
+    from vmdev.manager import describe_status
+    from vmdev.state import record_to_json
+
+    if as_json:
+        data = record_to_json(record) if record is not None else None
+        click.echo(json.dumps({**extra, "device": data}, indent=2))
+    elif record is None:
+        click.echo(f"{verb} {extra['id']}: no container uses it any more; forgotten")
+    else:
+        buses = record.attachment.buses if record.attachment is not None else ()
+        click.echo(
+            f"{verb} {record.id} ({record.kind}, {record.name}): {describe_status(record)}; attach count "
+            f"{record.attach_count}, references {record.ref_count}"
+            + (f", bus {', '.join(buses)}" if buses else "")
+        )
+
+
+def _sandbox(kwargs: dict[str, Any]) -> _Sandbox:
+    return _Sandbox(
+        state_path=kwargs.pop("state_path"),
+        qmp_socket=kwargs.pop("qmp_socket"),
+        timeout=kwargs.pop("timeout"),
+        config_file=kwargs.pop("config_file"),
+        overrides={key: kwargs.pop(flag) for flag, key in _SETTINGS_FLAGS.items()},
+        sysfs_root=kwargs.pop("sysfs_root"),
+        vhost_user_store=kwargs.pop("vhost_user_store"),
+    )
+
+
+@click.command("attach")
+@_sandbox_options
+@_device_options
+@errors_as_one_line
+def attach_cmd(**kwargs: Any) -> None:
+    """Attach a device to a running sandbox VM, or count one more attach of it.
+
+    The first attach of a device hot-plugs it over QMP (a failed hot plug is rolled back). The
+    sandbox's state file is loaded, changed and saved at every step. Name the device as for
+    `vmdev resolve` (--type/--major/--minor [--host-path] CONTAINER_PATH), as an OCI device
+    (--oci-device), or a sandbox device such as the RNG (--sandbox-device rng).
+    """
+    sandbox, as_json, user = _sandbox(kwargs), kwargs.pop("as_json"), kwargs.pop("user")
+    request = _DeviceArgs(**kwargs).request()
+    with sandbox.opened() as manager:
+        if isinstance(request, str):
+            record = manager.add_sandbox_device(request, user=user)
+        else:
+            record = manager.add_device(request, user=user)
+    _echo_record(record, "attached", as_json, {"id": record.id, "plugged": record.attach_count == 1})
+
+
+@click.command("detach")
+@_sandbox_options
+@_device_options
+@click.option("--id", "device_id", help="The device's id (instead of its description).")
+@errors_as_one_line
+def detach_cmd(**kwargs: Any) -> None:
+    """Detach a device from a running sandbox VM and drop the container's reference to it.
+
+    The last detach unplugs it (waiting for the guest to release it, then removing its
+    backends); the last reference forgets it.
+    """
+    sandbox, as_json, user = _sandbox(kwargs), kwargs.pop("as_json"), kwargs.pop("user")
+    device_id = kwargs.pop("device_id")
+    args = _DeviceArgs(**kwargs)
+    request = args.request() if args.given else None
+    if not sandbox.file.exists():
+        from vmdev.state import StateError
+
+        raise StateError("no such state file: nothing is attached to this sandbox", device=sandbox.state_path)
+    with sandbox.opened() as manager:
+        target = _find_record(manager, request, device_id)
+        record = manager.release_device(target.id, user=user)
+    _echo_record(record, "detached", as_json, {"id": target.id, "unplugged": target.attach_count == 1})
+
+
+@click.command("status")
+@click.option("--state", "state_path", required=True, type=click.Path(dir_okay=False),
+              help="The sandbox's state file.")
+@click.option("--qmp", "qmp_socket", type=click.Path(dir_okay=False),
+              help="Also ask the running QEMU what is there (a QMP socket no other client uses).")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@errors_as_one_line
+def status_cmd(state_path: str, qmp_socket: str | None, timeout: float, as_json: bool) -> None:
+    """Show a sandbox's devices: counts, attachments, interrupted or failed operations, and (with
+    --qmp) whether what their hot plug created is present in the running VM."""
+    from vmdev.state import StateFile
+
+    state = StateFile(state_path).load()
+    qemu: dict[str, Any] = {"socket": qmp_socket, "reachable": None, "error": ""}
+    presence: dict[str, list[tuple[str, bool]]] = {}
+    if qmp_socket:
+        qemu["reachable"], qemu["error"] = _presence(state, qmp_socket, timeout, presence)
+    if as_json:
+        _status_json(state, state_path, qemu, presence)
+    else:
+        _status_text(state, state_path, qemu, presence)
+
+
+def _presence(
+    state: SandboxState, qmp_socket: str, timeout: float, out: dict[str, list[tuple[str, bool]]]
+) -> tuple[bool, str]:
+    from vmdev.live import QmpError, QmpHotPlugger, QmpSession
+
+    try:
+        with QmpSession.connect(qmp_socket, timeout=timeout) as session:
+            hotplugger = QmpHotPlugger(session, command_timeout=timeout)
+            for record in state.devices:
+                if record.attachment is not None and record.attachment.hotplug:
+                    out[record.id] = hotplugger.presence(record.attachment.hotplug)
+    except QmpError as exc:
+        return False, str(exc)
+    return True, ""
+
+
+def _status_json(
+    state: SandboxState, state_path: str, qemu: dict[str, Any], presence: dict[str, list[tuple[str, bool]]]
+) -> None:
+    from vmdev.manager import describe_status
+    from vmdev.state import record_to_json, to_document
+
+    document = to_document(state)
+    devices = []
+    for record in state.devices:
+        data = {**record_to_json(record), "status": describe_status(record)}
+        if record.id in presence:
+            data["present"] = [{"object": obj, "present": found} for obj, found in presence[record.id]]
+        devices.append(data)
+    document["devices"] = devices
+    click.echo(json.dumps({"state_file": state_path, "qemu": qemu, **document}, indent=2))
+
+
+def _status_text(
+    state: SandboxState, state_path: str, qemu: dict[str, Any], presence: dict[str, list[tuple[str, bool]]]
+) -> None:
+    from vmdev.manager import describe_status
+
+    settings = state.settings
+    click.echo(f"sandbox {state_path}: {settings.hypervisor}, machine {settings.machine_type}, "
+               f"{len(state.devices)} device(s)")
+    if qemu["socket"]:
+        reach = "reachable" if qemu["reachable"] else f"unreachable: {qemu['error']}"
+        click.echo(f"qemu {qemu['socket']}: {reach}")
+    rows = [("ID", "KIND", "REFS", "ATTACHED", "CONTAINER PATH", "STATUS")]
+    for r in state.devices:
+        rows.append((r.id, r.kind, str(r.ref_count), str(r.attach_count), r.container_path or "-",
+                     describe_status(r)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
+    for device_id, found in presence.items():
+        for obj, present in found:
+            click.echo(f"  {device_id}: {obj} {'present' if present else 'MISSING'} in QEMU")
