@@ -134,3 +134,14 @@ def test_plugins_can_add_commands(monkeypatch: pytest.MonkeyPatch) -> None:
     result = CliRunner().invoke(group, ["hello", "world"])
     assert result.exit_code == 0 and result.stdout == "hello world\n"
     assert "hello" in CliRunner().invoke(group, ["--help"]).stdout
+
+
+@pytest.mark.parametrize("module", ["vmdev", "vmdev.cli"])
+def test_runs_as_a_module(module: str) -> None:
+    """``python -m`` imports cli as __main__: no import cycle may break that."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert all(name in done.stdout for name in ("plan", "resolve", "plugins", "attach", "detach", "status"))

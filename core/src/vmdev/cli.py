@@ -7,61 +7,16 @@ usage errors exit 2 (click's convention). ``VMDEV_DEBUG=1`` adds tracebacks.
 from __future__ import annotations
 
 import json
-import os
-import sys
-import traceback
-from collections.abc import Callable
-from functools import wraps
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 import click
 
+from vmdev.cliutil import errors_as_one_line, fail, host_context
 from vmdev.errors import VmdevError
-from vmdev.host import HostContext, VhostUserStore
+from vmdev.host import HostContext
 from vmdev.models import DeviceInfo
+from vmdev.sandbox_cli import attach_cmd, detach_cmd, status_cmd
 from vmdev.settings import HYPERVISORS, QEMU, SandboxSettings, load_settings
-
-if TYPE_CHECKING:
-    pass
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _fail(message: str) -> None:
-    click.echo(f"vmdev: error: {message}", err=True)
-    sys.exit(1)
-
-
-def errors_as_one_line(func: F) -> F:
-    """Turn every error into one line on stderr and exit status 1."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except VmdevError as exc:
-            if os.environ.get("VMDEV_DEBUG"):
-                traceback.print_exc()
-            _fail(str(exc))
-        except Exception as exc:  # noqa: BLE001 - no traceback for users; VMDEV_DEBUG shows it
-            if os.environ.get("VMDEV_DEBUG"):
-                traceback.print_exc()
-            _fail(f"internal error: {type(exc).__name__}: {exc} (set VMDEV_DEBUG=1 for details)")
-
-    return wrapper  # type: ignore[return-value]
-
-
-def host_context(sysfs_root: str | None, store: str | None, settings: SandboxSettings | None) -> HostContext:
-    store_enabled = False
-    store_path: str | None = None
-    if settings is not None:
-        store_enabled = bool(settings.option("enable_vhost_user_store", False))
-        store_path = settings.option("vhost_user_store_path")
-    if store is not None:
-        store_enabled, store_path = True, store
-    vhost = VhostUserStore(enabled=store_enabled, **({"path": Path(store_path)} if store_path else {}))
-    return HostContext(sysfs_root=Path(sysfs_root or "/sys"), vhost_user_store=vhost)
 
 
 class _PluginGroup(click.Group):
@@ -78,7 +33,7 @@ class _PluginGroup(click.Group):
         try:
             get_plugin_manager().register_commands(self)
         except VmdevError as exc:
-            _fail(str(exc))
+            fail(str(exc))
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._add_plugin_commands()
@@ -251,14 +206,8 @@ def _print_text(result: Any) -> None:
         click.echo(f"\n{key}:\n" + json.dumps(data[key], indent=2))
 
 
-def _add_sandbox_commands() -> None:
-    from vmdev import sandbox_cli
-
-    for command in (sandbox_cli.attach_cmd, sandbox_cli.detach_cmd, sandbox_cli.status_cmd):
-        main.add_command(command)
-
-
-_add_sandbox_commands()
+for _command in (attach_cmd, detach_cmd, status_cmd):
+    main.add_command(_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from vmdev.manager import DeviceManager
     from vmdev.state import DeviceRecord, SandboxState, StateFile
 
-from vmdev.cli import F, errors_as_one_line, host_context
+from vmdev.cliutil import F, errors_as_one_line, host_context
 
 # --- the sandbox device manager: vmdev attach / detach / status ----------------------------------------
 _SETTINGS_FLAGS: dict[str, str] = {

@@ -20,7 +20,7 @@ from typing import Any, Final
 import attrs
 import click
 
-from vmdev.cli import errors_as_one_line, host_context
+from vmdev.cliutil import errors_as_one_line, host_context
 from vmdev.errors import VmdevError
 from vmdev.host import HostContext
 from vmdev.models import VFIODeviceType

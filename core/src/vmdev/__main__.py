@@ -1,0 +1,5 @@
+"""``python -m vmdev`` runs the command line."""
+
+from vmdev.cli import main
+
+main()
