@@ -66,6 +66,9 @@ PCI_CONFIG_SPACE_SIZE: Final = 256
 PCI_DOMAIN: Final = "0000"
 MAX_SCSI_DEVICES: Final = 65535
 MAX_BLOCK_INDEX: Final = 65535
+#: allocator pool of Kata's sandbox block index, shared by every disk-like device
+#: (block drives, nvdimm, vhost-user-blk) so their indexes never collide
+BLOCK_INDEX_POOL: Final = "block.index"
 MAX_PCIE_ROOT_PORT: Final = 16
 MAX_PCIE_SWITCH_PORT: Final = 16
 PCI_BRIDGE_MAX_CAPACITY: Final = 30

@@ -315,3 +315,22 @@ def test_cli_resolve_and_plan_with_vhost_user_store(store: Any, tmp_path: Path, 
     out = runner.invoke(main, ["plan", "--vhost-user-store", str(store.root / "nope"), str(spec)])
     assert out.exit_code == 1
     assert out.output.startswith("vmdev: error: /dev/vhu0: major:minor: the vhost-user store has no device")
+
+
+def test_vhost_user_blk_shares_the_sandbox_block_index() -> None:
+    """Kata's block index is one sequence for every disk: a block drive planned first holds 0."""
+    from vmdev.models import BLOCK_INDEX_POOL, DeviceInfo
+    from vmdev.resources import Allocator
+    from vmdev.settings import SandboxSettings
+    from vmdev_vhostuser.config import read_config
+    from vmdev_vhostuser.devices import store_device
+
+    alloc = Allocator()
+    assert alloc.take(BLOCK_INDEX_POOL, "a block drive", limit=10) == 0
+    config = read_config(SandboxSettings())
+    blk = DeviceInfo(container_path="/dev/vhu0", dev_type="b", major=241, minor=0, host_path="/s/blk.sock")
+    scsi = DeviceInfo(container_path="/dev/vhs0", dev_type="b", major=242, minor=0, host_path="/s/scsi.sock")
+    assert store_device(blk, config, alloc).index == 1
+    assert store_device(blk, config, alloc).index == 1  # the same request keeps its index
+    assert store_device(scsi, config, alloc).index == -1
+    assert alloc.in_use(BLOCK_INDEX_POOL) == {0: "a block drive", 1: "/dev/vhu0|/s/blk.sock"}

@@ -25,6 +25,7 @@ import attrs
 
 from vmdev.errors import DeviceError
 from vmdev.models import (
+    BLOCK_INDEX_POOL,
     MAX_BLOCK_INDEX,
     NVDIMM,
     VIRTIO_BLOCK,
@@ -36,7 +37,6 @@ from vmdev.models import (
 from vmdev.resources import Allocator
 from vmdev_block.naming import scsi_address, virt_drive_name
 
-BLOCK_INDEX_POOL: Final = "block.index"
 NVDIMM_POOL: Final = "block.nvdimm"
 #: first CCW device number for disks: QEMU numbers devices without one from 0 upwards
 CCW_DEVNO_BASE: Final = 0x1000

@@ -6,6 +6,8 @@ from typing import Final
 
 from vmdev.errors import DeviceError
 from vmdev.models import (
+    BLOCK_INDEX_POOL,
+    MAX_BLOCK_INDEX,
     VHOST_USER_BLK,
     VHOST_USER_FS,
     VHOST_USER_NET,
@@ -15,6 +17,7 @@ from vmdev.models import (
     VhostUserDeviceAttrs,
 )
 from vmdev.qemu import make_id
+from vmdev.resources import Allocator
 from vmdev_vhostuser.config import NetInterface, SharedFs, VhostUserConfig, parse_reconnect
 from vmdev_vhostuser.store import STORE_MAJORS
 
@@ -29,8 +32,12 @@ ID_PREFIX: Final = {
 RECONNECTING_TYPES: Final = (VHOST_USER_BLK, VHOST_USER_NET)
 
 
-def store_device(info: DeviceInfo, config: VhostUserConfig) -> VhostUserDeviceAttrs:
-    """The device for a resolved store request (``info.host_path`` is its socket)."""
+def store_device(info: DeviceInfo, config: VhostUserConfig, alloc: Allocator) -> VhostUserDeviceAttrs:
+    """The device for a resolved store request (``info.host_path`` is its socket).
+
+    A vhost-user-blk disk takes Kata's sandbox block index (shared with the block plugin's
+    drives, so the two never collide); other kinds keep ``index = -1``.
+    """
     kind = STORE_MAJORS[info.major]
     if info.read_only:
         raise DeviceError(
@@ -40,12 +47,17 @@ def store_device(info: DeviceInfo, config: VhostUserConfig) -> VhostUserDeviceAt
             device=info.container_path,
             field="read_only",
         )
+    key = f"{info.container_path}|{info.host_path}"
+    index = -1
+    if kind == VHOST_USER_BLK:
+        index = alloc.take(BLOCK_INDEX_POOL, key, limit=MAX_BLOCK_INDEX, device=info.container_path)
     return VhostUserDeviceAttrs(
-        dev_id=make_id(ID_PREFIX[kind], f"{info.container_path}|{info.host_path}"),
+        dev_id=make_id(ID_PREFIX[kind], key),
         socket_path=info.host_path,
         type=kind,
         reconnect_time=_reconnect(info, kind, config),
         container_path=info.container_path,
+        index=index,
     )
 
 

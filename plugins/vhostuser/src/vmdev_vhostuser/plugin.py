@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from vmdev import hookimpl
 from vmdev.host import HostContext
 from vmdev.models import Device, DeviceInfo, VhostUserDeviceAttrs
+from vmdev.resources import Allocator
 from vmdev.settings import SandboxSettings
 from vmdev.targets import AttachOptions, ClhTarget, FirecrackerTarget, QemuTarget, RenderTarget
 from vmdev_vhostuser import devices, render_api, render_qemu, store
@@ -36,10 +37,12 @@ def resolve_host_path(info: DeviceInfo, host: HostContext) -> str | None:
 
 
 @hookimpl(tryfirst=True)
-def build_device(info: DeviceInfo, host: HostContext, settings: SandboxSettings) -> Device | None:
+def build_device(
+    info: DeviceInfo, host: HostContext, settings: SandboxSettings, alloc: Allocator
+) -> Device | None:
     if not store.is_store_request(info, host):
         return None
-    return devices.store_device(info, read_config(settings))
+    return devices.store_device(info, read_config(settings), alloc)
 
 
 @hookimpl
