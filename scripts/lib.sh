@@ -13,3 +13,17 @@ ensure_venv_support() {
     echo "python3 cannot create virtual environments: run 'sudo apt-get install python3-venv'" >&2
     exit 1
 }
+
+# pip install, quietly: its output is shown only when it fails (some machines' pip configuration
+# makes pip warn about every missing find-links location).
+pip_install() {
+    local pip=$1 log
+    shift
+    log=$(mktemp)
+    if ! "$pip" install --quiet --disable-pip-version-check "$@" >"$log" 2>&1; then
+        cat "$log" >&2
+        rm -f "$log"
+        return 1
+    fi
+    rm -f "$log"
+}
