@@ -27,6 +27,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from vmdev_rig.daemon import terminate
+
 VIRTIOFSD = Path("/usr/lib/qemu/virtiofsd")
 QSD = "qemu-storage-daemon"
 TESTPMD = "dpdk-testpmd"
@@ -52,13 +54,7 @@ class Backend:
             return ""
 
     def stop(self, timeout: float = 5.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, timeout)
         if self.proc.stdin is not None:
             self.proc.stdin.close()
 

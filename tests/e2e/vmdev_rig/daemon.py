@@ -72,14 +72,7 @@ class Daemon:
 
     def stop(self, timeout: float = 5.0) -> int:
         """Terminate (then kill) the process by its PID; its exit code."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return terminate(self.proc, timeout)
 
     def __enter__(self) -> Daemon:
         return self
@@ -104,3 +97,15 @@ class Daemon:
                     rc=self.proc.returncode,
                 )
             time.sleep(0.02)
+
+
+def terminate(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> int:
+    """SIGTERM the process (by its PID), SIGKILL it after ``timeout`` s; reap it; its exit code."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode

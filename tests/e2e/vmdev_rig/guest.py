@@ -207,13 +207,9 @@ class Rig:
             raise
         return guest
 
-    def dry_run(self, argv: Sequence[str], *, timeout: float = 30.0) -> tuple[int, str]:
-        """Let QEMU build (not run: -S) the machine from ``argv``, then quit: (rc, stderr).
-
-        rc 0 means QEMU accepted every option, property, backend and bus; otherwise stderr
-        holds QEMU's error text. Takes ~50 ms.
-        """
-        cmd = [
+    def _stopped_qemu(self, argv: Sequence[str]) -> list[str]:
+        """A QEMU that builds the machine but never runs it (-S), with QMP on stdio."""
+        return [
             self.qemu,
             "-S",
             "-nodefaults",
@@ -224,8 +220,16 @@ class Rig:
             "tcg",
             "-qmp",
             "stdio",
-            *qargv.force_tcg(argv),
+            *argv,
         ]
+
+    def dry_run(self, argv: Sequence[str], *, timeout: float = 30.0) -> tuple[int, str]:
+        """Let QEMU build (not run: -S) the machine from ``argv``, then quit: (rc, stderr).
+
+        rc 0 means QEMU accepted every option, property, backend and bus; otherwise stderr
+        holds QEMU's error text. Takes ~50 ms.
+        """
+        cmd = self._stopped_qemu(qargv.force_tcg(argv))
         commands = '{"execute":"qmp_capabilities"}\n{"execute":"quit"}\n'
         proc = _run(cmd, commands, timeout)
         return proc.returncode, proc.stderr
@@ -244,19 +248,7 @@ class Rig:
             for index, (name, args) in enumerate(commands)
         ]
         lines.append({"execute": "quit"})
-        cmd = [
-            self.qemu,
-            "-S",
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-accel",
-            "tcg",
-            "-qmp",
-            "stdio",
-            *argv,
-        ]
+        cmd = self._stopped_qemu(argv)
         proc = _run(cmd, "".join(json.dumps(line) + "\n" for line in lines), timeout)
         replies = _qmp_replies(proc.stdout)
         results: list[Any] = []
@@ -270,16 +262,14 @@ class Rig:
 
     def device_properties(self, typename: str) -> list[dict[str, Any]]:
         """QMP ``device-list-properties`` for a device type (on ``-machine none``)."""
-        result: list[dict[str, Any]] = self.qmp_oneshot(
-            [("device-list-properties", {"typename": typename})]
-        )[0]
+        result: list[dict[str, Any]] = self.qmp_oneshot([("device-list-properties", {"typename": typename})])[
+            0
+        ]
         return result
 
     def object_properties(self, typename: str) -> list[dict[str, Any]]:
         """QMP ``qom-list-properties`` for an object type, e.g. memory-backend-file."""
-        result: list[dict[str, Any]] = self.qmp_oneshot(
-            [("qom-list-properties", {"typename": typename})]
-        )[0]
+        result: list[dict[str, Any]] = self.qmp_oneshot([("qom-list-properties", {"typename": typename})])[0]
         return result
 
 
@@ -331,9 +321,7 @@ class RunningGuest:
             f"see {text!r} on the serial console",
         )
 
-    def wait_report(
-        self, predicate: Callable[[GuestReport], bool], timeout: float = 60.0
-    ) -> GuestReport:
+    def wait_report(self, predicate: Callable[[GuestReport], bool], timeout: float = 60.0) -> GuestReport:
         """Wait until the guest's latest report (its current device state) satisfies
         ``predicate``; the guest prints a new one shortly after each device change."""
 
@@ -358,9 +346,7 @@ class RunningGuest:
         """Execute ``{"execute": name, "arguments": {...}}`` dicts in order; their results."""
         return [self.execute(str(c["execute"]), c.get("arguments")) for c in commands]
 
-    def wait_event(
-        self, name: str, timeout: float = 30.0, match: Mapping[str, Any] | None = None
-    ) -> Event:
+    def wait_event(self, name: str, timeout: float = 30.0, match: Mapping[str, Any] | None = None) -> Event:
         """The oldest not yet returned QMP event ``name`` whose ``data`` contains ``match``
         (events are recorded from connection time on, so it may predate this call)."""
         return self._qmp.wait_event(name, timeout, match)
@@ -406,9 +392,7 @@ class RunningGuest:
             if self.proc.poll() is not None:
                 raise self._error(GuestBootError, f"QEMU exited while waiting to {what}")
             if time.monotonic() > deadline:
-                raise self._error(
-                    GuestTimeoutError, f"timed out after {timeout:.0f} s waiting to {what}"
-                )
+                raise self._error(GuestTimeoutError, f"timed out after {timeout:.0f} s waiting to {what}")
             time.sleep(_POLL)
 
     def _error(self, kind: type[GuestError], message: str) -> GuestError:
@@ -478,9 +462,7 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
 
 def _run(cmd: list[str], stdin: str, timeout: float) -> subprocess.CompletedProcess[str]:
     try:
-        return subprocess.run(
-            cmd, input=stdin, capture_output=True, text=True, timeout=timeout, check=False
-        )
+        return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as exc:  # subprocess.run kills the child
         raise GuestTimeoutError(f"QEMU did not finish within {timeout:.0f} s") from exc
     except OSError as exc:
