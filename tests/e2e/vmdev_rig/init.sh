@@ -37,7 +37,7 @@ clean() { trim "$1"; R=${R//[[:space:]]/_}; }
 rdc() { rd "$1"; clean "$R"; }
 
 # linkname LINK -> R: last path component of LINK's target (empty if not a link).
-linkname() { R=; [ -L "$1" ] && R=$(readlink "$1") && R=${R##*/}; }
+linkname() { R=; [ -L "$1" ] && R=$(readlink "$1") && clean "${R##*/}"; }
 
 parse_cmdline() {
     WAIT=; VIRTIOFS=; NINEP=; DMESG=
