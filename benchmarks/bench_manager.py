@@ -11,14 +11,14 @@ Measures, against the in-process fake QEMU (``vmdev.fakeqmp``), so the figures a
 
 from __future__ import annotations
 
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from _timing import timed
 
 from vmdev.fakeqmp import FakeQemu, FakeQmpServer
 from vmdev.live import QmpHotPlugger
@@ -27,15 +27,6 @@ from vmdev.plugins import LoadPolicy, PluginManager
 from vmdev.qemu import QmpCommand
 from vmdev.settings import SandboxSettings
 from vmdev.state import Attachment, AttachPhase, DeviceRecord, SandboxState, StateFile
-
-
-def timed(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples), min(samples)
 
 
 def sandbox_state(devices: int) -> SandboxState:

@@ -12,25 +12,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+
+from _timing import timed
 
 from vmdev.oci import parse_spec
 from vmdev.planner import plan
 from vmdev.plugins import LoadPolicy, PluginManager
 from vmdev.settings import SandboxSettings
 from vmdev.testing import FakeHost
-
-
-def timed(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples), min(samples)
 
 
 def import_time(repeat: int = 5) -> float:

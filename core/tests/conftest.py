@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -27,3 +28,13 @@ def make_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MakeDist:
         return site
 
     return make
+
+
+@pytest.fixture
+def dead_pid() -> int:
+    """The PID of a process that has exited and been reaped."""
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return pid

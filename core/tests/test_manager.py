@@ -8,7 +8,6 @@ hot-plug port from ``target.hotplug_bus``. The VM is :class:`vmdev.fakeqmp.FakeQ
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -367,11 +366,11 @@ def test_the_attaching_phase_is_saved_before_the_vm_is_touched(make: Make, tmp_p
     assert saved.load().devices[0].attachment.phase is AttachPhase.ATTACHED  # type: ignore[union-attr]
 
 
-def test_an_attach_interrupted_by_a_dead_process_is_cleaned_up_first(make: Make, tmp_path: Path) -> None:
+def test_an_attach_interrupted_by_a_dead_process_is_cleaned_up_first(make: Make, tmp_path: Path, dead_pid: int) -> None:
     manager, qemu = make()
     record = manager.add_device(disk("/dev/a", 8, 0))
     assert record.attachment is not None
-    dead = _dead_pid()
+    dead = dead_pid
     interrupted = attrs.evolve(record, attach_count=0, attachment=attrs.evolve(
         record.attachment, phase=AttachPhase.ATTACHING, steps_done=1, pid=dead))
     state = attrs.evolve(manager.snapshot(), devices=[interrupted])
@@ -537,11 +536,3 @@ def test_every_change_is_journaled(make: Make) -> None:
     phases = [s.devices[0].attachment.phase.value if s.devices and s.devices[0].attachment else None for s in states]
     assert phases[0] is None and "attaching" in phases and "attached" in phases and "detaching" in phases
     assert states[-1].devices == ()
-
-
-def _dead_pid() -> int:
-    pid = os.fork()
-    if pid == 0:
-        os._exit(0)
-    os.waitpid(pid, 0)
-    return pid

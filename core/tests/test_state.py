@@ -126,9 +126,9 @@ def test_save_replaces_the_file_atomically_and_privately(tmp_path: Path) -> None
     assert sorted(os.listdir(path.parent)) == ["state.json"]  # no temporary file left
 
 
-def test_stale_temporary_files_of_dead_processes_are_removed(tmp_path: Path) -> None:
+def test_stale_temporary_files_of_dead_processes_are_removed(tmp_path: Path, dead_pid: int) -> None:
     path = tmp_path / "state.json"
-    dead = _dead_pid()
+    dead = dead_pid
     stale = tmp_path / f".state.json.tmp-{dead}-0000"
     ours = tmp_path / f".state.json.tmp-{os.getpid()}-1111"  # a save of this process in progress
     stale.write_text("{half")
@@ -154,11 +154,3 @@ def test_the_lock_serialises_load_act_save_cycles(tmp_path: Path) -> None:
             pass
     with file.locked():  # released
         pass
-
-
-def _dead_pid() -> int:
-    pid = os.fork()
-    if pid == 0:
-        os._exit(0)
-    os.waitpid(pid, 0)
-    return pid

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar, Final, Protocol, runtime_checkable
 
 import attrs
 
+from vmdev._convert import int_tuple, str_tuple
 from vmdev.errors import DeviceError
 
 # --- device types (Kata config.DeviceType) -----------------------------------------------------
@@ -137,14 +138,6 @@ def _major_minor(inst: Any, attribute: attrs.Attribute[Any], value: int) -> None
         raise _device_error(inst, attribute, f"must be -1 or a device number >= 0, got {value}")
 
 
-def _int_tuple(value: Iterable[int]) -> tuple[int, ...]:
-    return tuple(value)
-
-
-def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
-    return tuple(value)
-
-
 def _str_mapping(value: Mapping[str, str] | None) -> Mapping[str, str]:
     return dict(value or {})
 
@@ -153,7 +146,7 @@ def _str_mapping(value: Mapping[str, str] | None) -> Mapping[str, str]:
 class PciPath:
     """A guest PCI path: slots from the root bus to the device, shown as ``02/00/01``."""
 
-    slots: tuple[int, ...] = attrs.field(default=(), converter=_int_tuple)
+    slots: tuple[int, ...] = attrs.field(default=(), converter=int_tuple)
 
     @slots.validator
     def _check(self, attribute: attrs.Attribute[Any], value: tuple[int, ...]) -> None:
@@ -272,7 +265,7 @@ class VFIODev:
     guest_pci_path: PciPath = attrs.field(factory=PciPath)
     numa_node: int = -1
     is_pcie: bool = False
-    ap_devices: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    ap_devices: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
     port: PCIePort = PCIePort.NO_PORT
     host_path: str = ""
 

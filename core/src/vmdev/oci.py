@@ -9,18 +9,15 @@ reported with its JSON path, e.g. ``$.linux.devices[1].major``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 
+from vmdev._convert import str_tuple
 from vmdev.errors import ConfigError
 from vmdev.models import OCI_DEVICE_TYPES, DeviceInfo
-
-
-def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
-    return tuple(value)
 
 
 @attrs.frozen(kw_only=True)
@@ -30,7 +27,7 @@ class OciMount:
     destination: str
     source: str = ""
     type: str = ""
-    options: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    options: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
 
     @property
     def read_only(self) -> bool:

@@ -191,7 +191,7 @@ def plan(
                 attach=attach,
             )
         )
-    return _assemble(settings, target, tuple(planned))
+    return assemble(settings, target, tuple(planned))
 
 
 def _check_unique_paths(infos: Iterable[DeviceInfo]) -> None:
@@ -200,15 +200,6 @@ def _check_unique_paths(infos: Iterable[DeviceInfo]) -> None:
         if info.container_path in seen:
             raise ConfigError("is requested twice", device=info.container_path, field="path")
         seen.add(info.container_path)
-
-
-def assemble(settings: SandboxSettings, target: RenderTarget, devices: tuple[PlannedDevice, ...]) -> Plan:
-    """Merge rendered devices into one plan (what :func:`plan` does after rendering).
-
-    For callers that render the devices themselves, such as the device manager, which keeps
-    a sandbox's allocations between plans.
-    """
-    return _assemble(settings, target, devices)
 
 
 def spare_root_ports(settings: SandboxSettings) -> int:
@@ -225,7 +216,12 @@ def spare_root_ports(settings: SandboxSettings) -> int:
     return value
 
 
-def _assemble(settings: SandboxSettings, target: RenderTarget, devices: tuple[PlannedDevice, ...]) -> Plan:
+def assemble(settings: SandboxSettings, target: RenderTarget, devices: tuple[PlannedDevice, ...]) -> Plan:
+    """Merge rendered devices into one plan (what :func:`plan` does after rendering).
+
+    For callers that render the devices themselves, such as the device manager, which keeps
+    a sandbox's allocations between plans.
+    """
     if settings.hypervisor == QEMU:
         assert isinstance(target, QemuTarget)
         return Plan(settings=settings, devices=devices, qemu=_qemu_plan(settings, target, devices))

@@ -17,6 +17,7 @@ from typing import Any, Final
 
 import attrs
 
+from vmdev._convert import any_dict, str_tuple
 from vmdev.errors import InvalidIdError
 
 #: What QEMU accepts as an id (``id_wellformed``): a letter, then letters, digits, ``-._``.
@@ -29,14 +30,6 @@ OptValue = str | int | bool
 
 def _opt_dict(value: Mapping[str, OptValue]) -> dict[str, OptValue]:
     return dict(value)
-
-
-def _any_dict(value: Mapping[str, Any]) -> dict[str, Any]:
-    return dict(value)
-
-
-def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
-    return tuple(value)
 
 
 def _args_dict(value: Mapping[str, Iterable[str]]) -> dict[str, tuple[str, ...]]:
@@ -131,7 +124,7 @@ class QmpCommand:
     """One QMP command: ``{"execute": ..., "arguments": {...}}``."""
 
     execute: str
-    arguments: Mapping[str, Any] = attrs.field(factory=dict, converter=_any_dict)
+    arguments: Mapping[str, Any] = attrs.field(factory=dict, converter=any_dict)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"execute": self.execute}
@@ -165,7 +158,7 @@ class QemuAttach:
     memory layout the device needs.
     """
 
-    args: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    args: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
     hotplug: tuple[QmpCommand, ...] = attrs.field(default=(), converter=_cmd_tuple)
     unplug: tuple[QmpCommand, ...] = attrs.field(default=(), converter=_cmd_tuple)
     hotplugged: bool = False
@@ -173,4 +166,4 @@ class QemuAttach:
     machine: Mapping[str, OptValue] = attrs.field(factory=dict, converter=_opt_dict)
     memory: MemoryNeeds = attrs.field(factory=MemoryNeeds)
     #: extra fields to show in the plan for this device (e.g. the guest bus)
-    details: Mapping[str, Any] = attrs.field(factory=dict, converter=_any_dict)
+    details: Mapping[str, Any] = attrs.field(factory=dict, converter=any_dict)

@@ -33,6 +33,7 @@ from typing import Any, Final
 import attrs
 import cattrs
 
+from vmdev._convert import any_dict
 from vmdev.errors import VmdevError
 from vmdev.models import DeviceInfo, PCIePort
 from vmdev.qemu import QmpCommand, check_id
@@ -105,10 +106,6 @@ def _notes(value: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
     return {key: dict(inner) for key, inner in value.items()}
 
 
-def _any_dict(value: Mapping[str, Any]) -> dict[str, Any]:
-    return dict(value)
-
-
 @attrs.frozen(kw_only=True)
 class Attachment:
     """How a device is (being) attached to the running VM."""
@@ -128,7 +125,7 @@ class Attachment:
     #: notes the plugin recorded while rendering (``RenderTarget.record``), by key then device
     notes: Mapping[str, Mapping[str, str]] = attrs.field(factory=dict, converter=_notes)
     #: the plugin's ``details`` of the rendering (JSON)
-    details: Mapping[str, Any] = attrs.field(factory=dict, converter=_any_dict)
+    details: Mapping[str, Any] = attrs.field(factory=dict, converter=any_dict)
     #: the last error of this attachment ("" when none)
     error: str = ""
     #: the process that runs the attach or detach (0 when none)
@@ -153,7 +150,7 @@ class DeviceRecord:
     #: the request it was built from, host path resolved (None for sandbox devices)
     info: DeviceInfo | None = None
     #: the built device as JSON (for status and tools; the manager rebuilds the object)
-    device: Mapping[str, Any] = attrs.field(factory=dict, converter=_any_dict)
+    device: Mapping[str, Any] = attrs.field(factory=dict, converter=any_dict)
     #: how many containers reference it (``new_device`` adds one, ``remove`` takes one)
     ref_count: int = attrs.field(default=0, validator=_count)
     #: how many times it is attached (the first attach plugs it, the last detach unplugs it)

@@ -14,10 +14,11 @@ from typing import Any, ClassVar, Final
 
 import attrs
 
+from vmdev._convert import any_dict
 from vmdev.errors import UnsupportedError
 from vmdev.pcie import MAX_ROOT_PORTS as MAX_ROOT_PORTS
 from vmdev.pcie import PcieTopology
-from vmdev.qemu import QemuAttach, _any_dict
+from vmdev.qemu import QemuAttach
 from vmdev.settings import CLOUD_HYPERVISOR, FIRECRACKER, QEMU, SandboxSettings
 
 PCI: Final = "pci"
@@ -50,11 +51,11 @@ def _req_tuple(value: Iterable[ApiRequest]) -> tuple[ApiRequest, ...]:
 class ClhAttach:
     """Cloud Hypervisor: ``VmConfig`` fragments (list keys are appended) and API bodies."""
 
-    vm_config: Mapping[str, Any] = attrs.field(factory=dict, converter=_any_dict)
+    vm_config: Mapping[str, Any] = attrs.field(factory=dict, converter=any_dict)
     hotplug: tuple[ApiRequest, ...] = attrs.field(default=(), converter=_req_tuple)
     unplug: tuple[ApiRequest, ...] = attrs.field(default=(), converter=_req_tuple)
     hotplugged: bool = False
-    details: Mapping[str, Any] = attrs.field(factory=dict, converter=_any_dict)
+    details: Mapping[str, Any] = attrs.field(factory=dict, converter=any_dict)
 
 
 @attrs.frozen(kw_only=True)
@@ -65,7 +66,7 @@ class FirecrackerAttach:
     hotplug: tuple[ApiRequest, ...] = attrs.field(default=(), converter=_req_tuple)
     unplug: tuple[ApiRequest, ...] = attrs.field(default=(), converter=_req_tuple)
     hotplugged: bool = False
-    details: Mapping[str, Any] = attrs.field(factory=dict, converter=_any_dict)
+    details: Mapping[str, Any] = attrs.field(factory=dict, converter=any_dict)
 
 
 AttachOptions = QemuAttach | ClhAttach | FirecrackerAttach
