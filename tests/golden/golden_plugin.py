@@ -1,0 +1,88 @@
+"""Golden plan corpus: record every Plan the unit suites build, or check them against a recording.
+
+Used by the open-core refactor (issue 9): every plan the suites produced before it must stay
+byte-identical after it, except where a bug was fixed (named in tests/golden/README.md).
+
+    pytest -p golden_plugin --golden=record:DIR ...   # write DIR/<suite>.json
+    pytest -p golden_plugin --golden=check:DIR ...    # compare, fail on any difference
+
+Temporary paths (pytest's tmp_path) are normalised to ``<tmp>`` so that runs compare.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_TMP = re.compile(r"/tmp/pytest-of-[^/]+/pytest-\d+/|/tmp/(?:tmp|vhu-)[a-z0-9_]{8}/")
+_records: dict[str, list[Any]] = {}
+_current: list[str] = [""]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--golden", default="", help="record:DIR or check:DIR")
+    parser.addoption("--golden-suite", default="suite")
+
+
+_HEX_ID = re.compile(r"(?<![0-9a-f])([0-9a-f]{12,16})(?![0-9a-f])")
+
+
+def _normalise(value: Any) -> Any:
+    """Temporary paths become ``<tmp>/``; hex id parts (digests of those paths) become ``#N`` in
+    order of first appearance, so a plan compares by its structure and its stable values."""
+    text = _TMP.sub("<tmp>/", json.dumps(value, sort_keys=False))
+    seen: dict[str, str] = {}
+    text = _HEX_ID.sub(lambda m: seen.setdefault(m.group(1), f"#{len(seen)}"), text)
+    return json.loads(text)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not config.getoption("--golden"):
+        return
+    from vmdev.planner import Plan
+
+    original = Plan.__init__
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        try:
+            data = self.to_json()
+        except Exception as exc:  # noqa: BLE001 - a plan that cannot print is recorded as such
+            data = {"to_json failed": type(exc).__name__}
+        _records.setdefault(_current[0], []).append(_normalise(data))
+
+    Plan.__init__ = init  # type: ignore[method-assign]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    _current[0] = item.nodeid.split("::", 1)[-1] + "@" + Path(str(item.path)).name
+    try:
+        return (yield)
+    finally:
+        _current[0] = ""
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    option = session.config.getoption("--golden")
+    if not option:
+        return
+    mode, _, directory = option.partition(":")
+    path = Path(directory) / (session.config.getoption("--golden-suite") + ".json")
+    if mode == "record":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(_records, indent=1, sort_keys=True) + "\n")
+        return
+    expected = json.loads(path.read_text())
+    diffs = [k for k in sorted(set(expected) | set(_records)) if expected.get(k) != _records.get(k)]
+    missing = [k for k in diffs if k not in _records]
+    changed = [k for k in diffs if k in _records]
+    report = Path(directory) / (session.config.getoption("--golden-suite") + ".diff.txt")
+    report.write_text("\n".join(["changed:", *changed, "not produced any more:", *missing]) + "\n")
+    print(f"\ngolden: {len(expected)} recorded tests, {len(changed)} changed, {len(missing)} not produced")
+    if diffs:
+        session.exitstatus = 1
