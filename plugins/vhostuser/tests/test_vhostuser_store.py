@@ -322,8 +322,8 @@ def test_vhost_user_blk_shares_the_sandbox_block_index() -> None:
     from vmdev.models import BLOCK_INDEX_POOL, DeviceInfo
     from vmdev.resources import Allocator
     from vmdev.settings import SandboxSettings
-    from vmdev_vhostuser.config import read_config
-    from vmdev_vhostuser.devices import store_device
+    from vmdev_vhostuser.device import store_device
+    from vmdev_vhostuser.settings import read_config
 
     alloc = Allocator()
     assert alloc.take(BLOCK_INDEX_POOL, "a block drive", limit=10) == 0

@@ -7,7 +7,7 @@
 * Sandbox devices: the virtio-fs share (``shared_fs = "virtio-fs"`` with ``virtio_fs_socket``) and
   every ``vhost_user_net`` interface.
 * Rendering: QEMU (``-chardev socket`` + device, shared guest RAM, or QMP hot plug), Cloud
-  Hypervisor and Firecracker (see ``render_api``).
+  Hypervisor and Firecracker (see ``render_clh``).
 """
 
 from __future__ import annotations
@@ -20,8 +20,11 @@ from vmdev.models import Device, DeviceInfo, VhostUserDeviceAttrs
 from vmdev.resources import Allocator
 from vmdev.settings import SandboxSettings
 from vmdev.targets import AttachOptions, ClhTarget, FirecrackerTarget, QemuTarget, RenderTarget
-from vmdev_vhostuser import devices, render_api, render_qemu, store
-from vmdev_vhostuser.config import read_config
+from vmdev_vhostuser import render_clh, render_qemu
+from vmdev_vhostuser.device import sandbox_devices as build_sandbox_devices
+from vmdev_vhostuser.device import store_device
+from vmdev_vhostuser.host import is_store_request, store_socket
+from vmdev_vhostuser.settings import read_config
 
 
 @hookimpl
@@ -31,23 +34,23 @@ def check_settings(settings: SandboxSettings) -> None:
 
 @hookimpl(tryfirst=True)
 def resolve_host_path(info: DeviceInfo, host: HostContext) -> str | None:
-    if not info.container_path or not store.is_store_request(info, host):
+    if not info.container_path or not is_store_request(info, host):
         return None  # the core's default reports an empty container path
-    return store.store_socket(info, host)
+    return store_socket(info, host)
 
 
 @hookimpl(tryfirst=True)
 def build_device(
     info: DeviceInfo, host: HostContext, settings: SandboxSettings, alloc: Allocator
 ) -> Device | None:
-    if not store.is_store_request(info, host):
+    if not is_store_request(info, host):
         return None
-    return devices.store_device(info, read_config(settings), alloc)
+    return store_device(info, read_config(settings), alloc)
 
 
 @hookimpl
 def sandbox_devices(settings: SandboxSettings, host: HostContext) -> Sequence[Device]:
-    return devices.sandbox_devices(read_config(settings))
+    return build_sandbox_devices(read_config(settings))
 
 
 @hookimpl
@@ -57,7 +60,7 @@ def attach_options(device: Device, target: RenderTarget, hotplug: bool) -> Attac
     if isinstance(target, QemuTarget):
         return render_qemu.render(device, target, hotplug)
     if isinstance(target, ClhTarget):
-        return render_api.render_clh(device, target, hotplug)
+        return render_clh.render_clh(device, target, hotplug)
     if isinstance(target, FirecrackerTarget):
-        return render_api.render_firecracker(device, target)
+        return render_clh.render_firecracker(device, target)
     return None

@@ -14,7 +14,7 @@ from vmdev.errors import UnsupportedError
 from vmdev.models import VHOST_USER_BLK, VHOST_USER_FS, VHOST_USER_NET, VHOST_USER_SCSI, VhostUserDeviceAttrs
 from vmdev.qemu import MemoryNeeds, OptValue, QemuAttach, QmpCommand, check_id, opts
 from vmdev.targets import CCW, MMIO, PCI, QemuTarget
-from vmdev_vhostuser.config import FS_CACHE_SIZE_KEY, read_config
+from vmdev_vhostuser.settings import FS_CACHE_SIZE_KEY, read_config
 
 #: QEMU device per vhost-user type and transport
 DRIVERS: Final[dict[str, dict[str, str]]] = {

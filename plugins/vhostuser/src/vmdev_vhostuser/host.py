@@ -28,7 +28,7 @@ from vmdev.models import (
     VHOST_USER_SCSI_MAJOR,
     DeviceInfo,
 )
-from vmdev_vhostuser.config import check_socket_path
+from vmdev_vhostuser.settings import check_socket_path
 
 #: pseudo major -> vhost-user device type
 STORE_MAJORS: Final = {VHOST_USER_BLK_MAJOR: VHOST_USER_BLK, VHOST_USER_SCSI_MAJOR: VHOST_USER_SCSI}

@@ -18,8 +18,8 @@ from vmdev.models import (
 )
 from vmdev.qemu import make_id
 from vmdev.resources import Allocator
-from vmdev_vhostuser.config import NetInterface, SharedFs, VhostUserConfig, parse_reconnect
-from vmdev_vhostuser.store import STORE_MAJORS
+from vmdev_vhostuser.host import STORE_MAJORS
+from vmdev_vhostuser.settings import NetInterface, SharedFs, VhostUserConfig, parse_reconnect
 
 #: id prefixes per device type
 ID_PREFIX: Final = {

@@ -14,7 +14,7 @@ from typing import Any, Final
 from vmdev.errors import UnsupportedError
 from vmdev.models import VHOST_USER_BLK, VHOST_USER_FS, VHOST_USER_NET, VHOST_USER_SCSI, VhostUserDeviceAttrs
 from vmdev.targets import ApiRequest, ClhAttach, ClhTarget, FirecrackerAttach, FirecrackerTarget
-from vmdev_vhostuser.config import FS_CACHE_SIZE_KEY
+from vmdev_vhostuser.settings import FS_CACHE_SIZE_KEY
 
 CLH_API: Final = "/api/v1"
 #: virtio device id of SCSI host adapters (Cloud Hypervisor's generic vhost-user device_type)
