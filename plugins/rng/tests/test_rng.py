@@ -1,17 +1,29 @@
-"""vmdev-rng with only the core installed: settings, every hypervisor, escaping."""
+"""vmdev-rng with only the core installed: settings, every hypervisor, escaping, saved state.
+
+Tests that build plans keep their names: the golden corpus (tests/golden) is keyed by them.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
-from vmdev.errors import ConfigError, DeviceError, UnsupportedError
+from vmdev import hookimpl
+from vmdev.backend import Backend, RenderContext
+from vmdev.cli import main
+from vmdev.errors import ConfigError, DeviceError, PluginError, UnsupportedError
+from vmdev.models import GenericDevice
 from vmdev.oci import parse_spec
 from vmdev.planner import plan
 from vmdev.qemu import split_opts
+from vmdev.serialize import to_json
 from vmdev.settings import SandboxSettings, load_settings
+from vmdev.targets import RenderTarget
 from vmdev.testing import FakeHost
+from vmdev_rng import RNG_ID, RNGDev
+from vmdev_rng import plugin as rng_plugin
 
 EMPTY = parse_spec({})
 
@@ -31,7 +43,10 @@ def run(fake_host: FakeHost, vmdev_plugins) -> Any:
 def test_the_plugin_is_found_through_its_entry_point(vmdev_plugins) -> None:
     info = {i.name: i for i in vmdev_plugins("vmdev-rng").list_plugins()}["rng"]
     assert info.distribution == "vmdev-rng"
-    assert info.hooks == ("attach_options", "check_settings", "sandbox_devices")
+    assert info.hooks == (
+        "attach_options", "check_settings", "device_from_state", "host_facts", "register_settings",
+        "sandbox_devices",
+    )
 
 
 def test_default_qemu_cold_plug(run: Any) -> None:
@@ -127,3 +142,81 @@ def test_kata_configuration_keys(tmp_path: Any, fake_host: FakeHost, vmdev_plugi
     config.write_text('[hypervisor.qemu]\nentropy_source = "/dev/random"\nvalid_entropy_sources = ["/dev/random"]\n')
     result = plan(EMPTY, load_settings(config), host=fake_host.context(), plugins=vmdev_plugins("vmdev-rng"))
     assert "rng-random,id=rng0,filename=/dev/random" in result.qemu.argv
+
+
+def test_the_settings_keys_are_declared_with_their_kata_keys_and_flag(vmdev_plugins) -> None:
+    declared = {d.setting.name: d for d in vmdev_plugins("vmdev-rng").declared_settings() if d.plugin == "rng"}
+    assert sorted(declared) == ["entropy_source", "valid_entropy_sources"]
+    source, valid = declared["entropy_source"].setting, declared["valid_entropy_sources"].setting
+    assert (source.type, source.default, source.kata_key, source.flag) == (
+        "string", "/dev/urandom", "entropy_source", "--entropy-source")
+    assert (valid.type, valid.default, valid.kata_key, valid.flag) == (
+        "list of strings", ("/dev/urandom", "/dev/random", ""), "valid_entropy_sources", "")
+
+
+def test_a_wrong_type_is_one_line_naming_the_key(run: Any) -> None:
+    with pytest.raises(ConfigError) as exc:
+        run(options={"valid_entropy_sources": "/dev/urandom"})
+    assert str(exc.value) == "valid_entropy_sources: must be a list of strings, got '/dev/urandom'"
+
+
+def test_the_entropy_source_flag_sets_the_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    monkeypatch.setenv("VMDEV_PLUGINS", "vmdev-rng")
+    config = tmp_path / "config.json"
+    config.write_text("{}")
+    result = CliRunner().invoke(main, ["plan", "--entropy-source", "/dev/hwrng", str(config)])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        "vmdev: error: rng0: entropy_source: '/dev/hwrng' is not an allowed entropy source "
+        "(valid_entropy_sources: '/dev/urandom', '/dev/random', '')"
+    ]
+
+
+@pytest.mark.parametrize("source", ["/dev/random", ""])
+def test_the_device_is_rebuilt_from_its_saved_form(vmdev_plugins, source: str) -> None:
+    device = RNGDev(filename=source)
+    saved = to_json(device)
+    assert saved == {"id": RNG_ID, "filename": source}
+    rebuilt = vmdev_plugins("vmdev-rng").device_from_state("rng", saved, "rng", name=RNG_ID)
+    assert rebuilt == device
+
+
+def test_other_saved_kinds_are_left_to_their_families(vmdev_plugins) -> None:
+    with pytest.raises(PluginError, match="no plugin rebuilds saved block devices"):
+        vmdev_plugins("vmdev-rng").device_from_state("block", {"id": "x"}, "block", name="x")
+
+
+def test_no_host_facts_beyond_the_entropy_source_node(vmdev_plugins, fake_host: FakeHost) -> None:
+    pm = vmdev_plugins("vmdev-rng")
+    host = fake_host.context()
+    assert pm.host_facts(RNGDev(), host, name=RNG_ID) == {}
+    other = GenericDevice(id="null0", container_path="/dev/null", host_path="/dev/null", dev_type="c", major=1, minor=3)
+    assert rng_plugin.host_facts(other, host) is None  # not ours: another family may answer
+
+
+class _ToyTarget(RenderTarget):
+    hypervisor = "toy"
+
+
+class _ToyBackend:
+    """A backend whose plugin renders nothing: the RNG must not be rendered for it by mistake."""
+
+    @hookimpl
+    def register_backends(self, register: Any) -> None:
+        register(Backend(name="toy", description="renders nothing", target=_target, assemble=_refuse))
+
+
+def _target(settings: SandboxSettings, context: RenderContext) -> RenderTarget:
+    return _ToyTarget(settings, context)
+
+
+def _refuse(*args: Any) -> Any:
+    raise AssertionError("no device was rendered, so nothing is assembled")
+
+
+def test_a_backend_nobody_renders_for_is_an_error_naming_device_and_backend(fake_host: FakeHost, vmdev_plugins) -> None:
+    fake_host.dev_file("urandom")
+    pm = vmdev_plugins("vmdev-rng", extra=[("toy", _ToyBackend())])
+    with pytest.raises(PluginError) as exc:
+        plan(EMPTY, SandboxSettings(hypervisor="toy"), host=fake_host.context(), plugins=pm)
+    assert str(exc.value).startswith("rng0: hypervisor: no plugin renders rng devices for the toy backend")

@@ -1,130 +1,77 @@
-"""The vmdev-rng plugin: the sandbox's virtio-rng device.
+"""The vmdev-rng plugin: the sandbox's virtio-rng device (entry point ``rng``).
 
-Settings (Kata's keys): ``entropy_source`` (default ``/dev/urandom``) must be
-one of ``valid_entropy_sources`` (default ``/dev/urandom``, ``/dev/random``,
-``""``); ``""`` lets QEMU pick its default source.
+Hook implementations only; each delegates to one module of the family's template:
 
-Renders:
+* ``settings.py``: the declared keys (``entropy_source``, ``valid_entropy_sources``) and the rule
+  across them;
+* ``device.py``: the model (``RNGDev``), building it, rebuilding it from saved state;
+* ``host.py``: the check that the entropy source exists on the host;
+* ``render_qemu.py``, ``render_clh.py``, ``render_firecracker.py``: one per backend.
 
-* QEMU: ``-object rng-random,id=rng0,filename=SRC`` + ``-device virtio-rng-pci``
-  (``-ccw`` on s390x, ``-device`` on microvm), or the QMP ``object-add`` +
-  ``device_add`` pair when hot plugging (``device_del`` + ``object-del`` to unplug);
-* Cloud Hypervisor: ``VmConfig.rng`` (``src``, ``iommu``); it cannot hot-plug an RNG;
-* Firecracker: ``PUT /entropy`` (pre-boot only). Firecracker always draws from
-  the host kernel's CSPRNG, so only ``/dev/urandom`` (or ``""``) can be honoured.
+For any other backend ``attach_options`` declines, so a backend's own plugin may render the RNG
+(``examples/backend-plugin`` does for StratoVirt); if none does, the core names the device and
+the backend.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from vmdev import hookimpl
-from vmdev.errors import ConfigError, DeviceError, UnsupportedError
+from vmdev.backends.clh import ClhTarget
+from vmdev.backends.firecracker import FirecrackerTarget
+from vmdev.backends.qemu import QemuTarget
+from vmdev.declared import Setting
 from vmdev.host import HostContext
-from vmdev.models import RNG_ID, Device, RNGDev
-from vmdev.qemu import QemuAttach, QmpCommand, opts
+from vmdev.models import Device
 from vmdev.settings import SandboxSettings
-from vmdev.targets import (
-    MMIO,
-    ApiRequest,
-    AttachOptions,
-    ClhAttach,
-    ClhTarget,
-    FirecrackerAttach,
-    FirecrackerTarget,
-    QemuTarget,
-    RenderTarget,
+from vmdev.targets import AttachOptions, RenderTarget
+from vmdev_rng import render_clh, render_firecracker, render_qemu
+from vmdev_rng.device import RNG_ID, RNGDev, build, from_state
+from vmdev_rng.settings import SETTINGS, check_allowed
+
+#: the target class of each backend this family renders for, and its renderer
+RENDERERS: Final[tuple[tuple[type[RenderTarget], Callable[[RNGDev, Any, bool], AttachOptions]], ...]] = (
+    (QemuTarget, render_qemu.render),
+    (ClhTarget, render_clh.render),
+    (FirecrackerTarget, render_firecracker.render),
 )
 
-DEFAULT_ENTROPY_SOURCE: Final = "/dev/urandom"
-DEFAULT_VALID_ENTROPY_SOURCES: Final = ("/dev/urandom", "/dev/random", "")
-#: QEMU device id of the virtio-rng device (the backend object is ``RNGDev.id``)
-DEVICE_ID_PREFIX: Final = "virtio-"
 
-
-def entropy_settings(settings: SandboxSettings) -> tuple[str, tuple[str, ...]]:
-    """The configured entropy source and the allowed list, type-checked."""
-    source = settings.str_option("entropy_source", DEFAULT_ENTROPY_SOURCE)
-    valid: Any = settings.option("valid_entropy_sources", list(DEFAULT_VALID_ENTROPY_SOURCES))
-    if not isinstance(valid, list | tuple) or not all(isinstance(v, str) for v in valid):
-        raise ConfigError("must be a list of paths", device=RNG_ID, field="valid_entropy_sources")
-    return source, tuple(valid)
+@hookimpl
+def register_settings(register: Callable[[Setting], None]) -> None:
+    for setting in SETTINGS:
+        register(setting)
 
 
 @hookimpl
 def check_settings(settings: SandboxSettings) -> None:
-    source, valid = entropy_settings(settings)
-    if source not in valid:
-        allowed = ", ".join(repr(v) for v in valid)
-        raise ConfigError(
-            f"{source!r} is not an allowed entropy source (valid_entropy_sources: {allowed})",
-            device=RNG_ID,
-            field="entropy_source",
-        )
+    check_allowed(settings, device=RNG_ID)
 
 
 @hookimpl
 def sandbox_devices(settings: SandboxSettings, host: HostContext) -> Sequence[Device]:
-    source, _ = entropy_settings(settings)
-    if source:
-        try:
-            host.stat(str(host.dev_path(source)))
-        except OSError as exc:
-            raise DeviceError(
-                f"entropy source {source} is not usable on this host: {exc.strerror}",
-                device=RNG_ID,
-                field="entropy_source",
-            ) from None
-    return [RNGDev(id=RNG_ID, filename=source)]
+    return [build(settings, host)]
+
+
+@hookimpl
+def device_from_state(kind: str, data: Mapping[str, object]) -> Device | None:
+    return from_state(kind, data)
+
+
+@hookimpl
+def host_facts(device: Device, host: HostContext) -> Mapping[str, str] | None:
+    # The entropy source is the device's host node, whose type and major:minor the core records;
+    # nothing else on the host decides the RNG's options.
+    return {} if isinstance(device, RNGDev) else None
 
 
 @hookimpl
 def attach_options(device: Device, target: RenderTarget, hotplug: bool) -> AttachOptions | None:
     if not isinstance(device, RNGDev):
         return None
-    if isinstance(target, QemuTarget):
-        return _qemu(device, target, hotplug)
-    if isinstance(target, ClhTarget):
-        src = device.filename or DEFAULT_ENTROPY_SOURCE
-        return ClhAttach(vm_config={"rng": {"src": src, "iommu": False}})
-    if isinstance(target, FirecrackerTarget):
-        if device.filename not in ("", DEFAULT_ENTROPY_SOURCE):
-            raise UnsupportedError(
-                f"Firecracker's entropy device always uses the host kernel's CSPRNG; "
-                f"entropy_source {device.filename} cannot be honoured (use /dev/urandom)",
-                device=device.id,
-                field="entropy_source",
-            )
-        return FirecrackerAttach(requests=[ApiRequest("PUT", "/entropy", {})])
+    for target_type, render in RENDERERS:
+        if isinstance(target, target_type):
+            return render(device, target, hotplug)
     return None
-
-
-def _qemu(device: RNGDev, target: QemuTarget, hotplug: bool) -> QemuAttach:
-    driver = target.virtio_driver("virtio-rng")
-    dev_id = DEVICE_ID_PREFIX + device.id
-    backend: dict[str, Any] = {"id": device.id}
-    if device.filename:
-        backend["filename"] = device.filename
-    if not hotplug or target.transport == MMIO:
-        return QemuAttach(
-            args=[
-                "-object", opts("rng-random", backend),
-                "-device", opts(driver, {"rng": device.id, "id": dev_id}),
-            ],
-            details={"driver": driver},
-        )
-    bus = target.hotplug_bus(device.id)
-    add = {"driver": driver, "id": dev_id, "rng": device.id, **({"bus": bus} if bus else {})}
-    return QemuAttach(
-        hotplug=[
-            QmpCommand("object-add", {"qom-type": "rng-random", **backend}),
-            QmpCommand("device_add", add),
-        ],
-        unplug=[
-            QmpCommand("device_del", {"id": dev_id}),
-            QmpCommand("object-del", {"id": device.id}),
-        ],
-        hotplugged=True,
-        details={"driver": driver, "bus": bus or ""},
-    )
