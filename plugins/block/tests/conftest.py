@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,10 +12,9 @@ from vmdev.oci import OciSpec, parse_spec
 from vmdev.planner import Plan, plan
 from vmdev.settings import SandboxSettings
 from vmdev.testing import FakeHost
-from vmdev_block.pmem import PFN_INFO_OFFSET, pfn_info_block
+from vmdev_block import testing
 
 MIB = 1024 * 1024
-BLK = stat.S_IFBLK | 0o660
 
 
 class Host:
@@ -28,37 +26,23 @@ class Host:
 
     def disk(self, major: int, minor: int, name: str, size: int = 64 * MIB) -> str:
         """A block device node /dev/<name> (S_ISBLK through the stat seam) of ``size`` bytes."""
-        self.fake.block_device(major, minor, name)
-        self.fake.write(f"dev/block/{major}:{minor}/size", f"{size // 512}\n")
-        self.fake.fake_stat(str(self.fake.dev / name), mode=BLK, rdev=(major, minor))
-        return f"/dev/{name}"
+        return testing.block_node(self.fake, major, minor, name, size=size)
 
     def image(self, name: str, size: int = 16 * MIB, pfn: bool = False) -> Path:
-        path = self.tmp / name
-        with open(path, "wb") as image:
-            image.truncate(size)
-            if pfn:
-                image.seek(PFN_INFO_OFFSET)
-                image.write(pfn_info_block(size))
-        return path
+        return testing.image_file(self.tmp / name, size, pfn=pfn)
 
     def loop(self, minor: int, backing: Path) -> str:
         """/dev/loop<minor> backed by ``backing`` (a block node through the stat seam)."""
-        self.fake.loop_device(7, minor, backing)
-        self.fake.fake_stat(str(self.fake.dev / f"loop{minor}"), mode=BLK, rdev=(7, minor))
+        testing.loop_device(self.fake, testing.LOOP_MAJOR, minor, backing)
+        self.fake.fake_stat(str(self.fake.dev / f"loop{minor}"), mode=testing.BLOCK_NODE_MODE,
+                            rdev=(testing.LOOP_MAJOR, minor))
         return f"/dev/loop{minor}"
 
     def pmem_mount(self, minor: int, *, pfn: bool = True, fstype: str | None = "ext2") -> tuple[Path, Path]:
         """A directory whose file system lives on /dev/loop<minor>; returns (source, backing file)."""
         backing = self.image(f"pmem{minor}.img", pfn=pfn)
-        self.fake.loop_device(7, minor, backing)
-        source = self.tmp / f"mnt{minor}"
-        source.mkdir()
-        self.fake.fake_stat(str(source), mode=stat.S_IFDIR | 0o755, dev=(7, minor))
-        if fstype is not None:
-            self.fake.proc_file("mounts", f"/dev/loop{minor} {source} {fstype} rw,relatime 0 0\n")
+        source = testing.loop_mount(self.fake, minor, backing, self.tmp / f"mnt{minor}", fstype=fstype)
         return source, backing
-
 
     @staticmethod
     def device(path: str, major: int, minor: int, **extra: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from vmdev.errors import DeviceError, UnclaimedDeviceError
-from vmdev.host import HostContext, VhostUserStore
+from vmdev.host import HostContext
 from vmdev.models import DeviceInfo
 from vmdev.planner import plan
 from vmdev.resources import Allocator
@@ -86,9 +86,9 @@ def test_vhost_user_majors_are_left_alone_when_the_store_is_on(host: Any, vmdev_
     host.disk(241, 0, "vhostblk0")
     oci = host.spec([host.device("/dev/vhost0", 241, 0)])
     pm = vmdev_plugins("vmdev-block")
-    store = host.fake.context(vhost_user_store=VhostUserStore(enabled=True, path=host.tmp / "store"))
+    store = SandboxSettings(options={"enable_vhost_user_store": True})
     with pytest.raises(UnclaimedDeviceError):
-        plan(oci, SandboxSettings(), host=store, plugins=pm)
+        plan(oci, store, host=host.fake.context(), plugins=pm)
     # without the store, 241 is an ordinary block major
     assert only(plan(oci, SandboxSettings(), host=host.fake.context(), plugins=pm))["host_path"] == "/dev/vhostblk0"
 

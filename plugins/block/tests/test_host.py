@@ -22,6 +22,7 @@ from vmdev_block.pmem import (
     pmem_device_info,
     read_pfn_info,
 )
+from vmdev_block.testing import loop_device
 
 MIB = 1024 * 1024
 
@@ -29,7 +30,7 @@ MIB = 1024 * 1024
 def test_loop_backing_file_and_size(fake_host: FakeHost, tmp_path: Path) -> None:
     backing = tmp_path / "img"
     backing.write_bytes(b"\0" * 8192)
-    fake_host.loop_device(7, 3, backing)
+    loop_device(fake_host, 7, 3, backing)
     host = fake_host.context()
     assert loop_backing_file(host, 7, 3) == str(backing)
     assert block_size(host, 7, 3) == 8192
@@ -137,7 +138,7 @@ def test_unreadable_file_has_no_signature(tmp_path: Path) -> None:
 def _pmem_source(fake_host: FakeHost, tmp_path: Path, content: bytes, minor: int = 5) -> tuple[Path, Path]:
     backing = tmp_path / "pmem.img"
     backing.write_bytes(content)
-    fake_host.loop_device(7, minor, backing)
+    loop_device(fake_host, 7, minor, backing)
     source = tmp_path / "mnt"
     source.mkdir()
     fake_host.fake_stat(str(source), mode=stat.S_IFDIR | 0o755, dev=(7, minor))

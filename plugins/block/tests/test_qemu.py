@@ -315,13 +315,15 @@ def test_freed_indexes_are_reused_smallest_first(host: Any) -> None:
 
 
 def test_other_devices_are_not_rendered(host: Any) -> None:
-    from vmdev.models import RNGDev
+    from vmdev.backends.qemu import QemuTarget
+    from vmdev.models import GenericDevice
     from vmdev.resources import Allocator
     from vmdev.settings import SandboxSettings
-    from vmdev.targets import RenderTarget, make_target
+    from vmdev.targets import RenderTarget
     from vmdev_block.plugin import attach_options
 
-    assert attach_options(RNGDev(), make_target(SandboxSettings()), False) is None
+    null = GenericDevice(id="null", container_path="/dev/null", host_path="/dev/null", dev_type="c", major=1, minor=3)
+    assert attach_options(null, QemuTarget(SandboxSettings()), False) is None
     host.disk(8, 16, "sdb")
     from vmdev.models import DeviceInfo
     from vmdev_block.device import build_block_device

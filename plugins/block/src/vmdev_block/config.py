@@ -21,7 +21,8 @@ from typing import Final
 import attrs
 
 from vmdev.errors import ConfigError
-from vmdev.models import (
+from vmdev.settings import CLOUD_HYPERVISOR, FIRECRACKER, QEMU, SandboxSettings
+from vmdev_block.constants import (
     AIO_IO_URING,
     AIO_NATIVE,
     BLOCK_AIO_MODES,
@@ -30,7 +31,6 @@ from vmdev.models import (
     VIRTIO_MMIO,
     VIRTIO_SCSI,
 )
-from vmdev.settings import CLOUD_HYPERVISOR, FIRECRACKER, QEMU, SandboxSettings
 
 KEY_DRIVER: Final = "block_device_driver"
 KEY_AIO: Final = "block_device_aio"

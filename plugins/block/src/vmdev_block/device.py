@@ -3,7 +3,7 @@
 :class:`BlockDevice` is Kata's ``BlockDevice`` before ``Attach``: everything known about the host
 side. Where the drive sits in the guest (its index, SCSI address, ``/dev/vdX``, nvdimm number) is
 taken from the plan's allocator when the device is built (:mod:`vmdev_block.drive`) and kept
-in ``drive``, the core's :class:`~vmdev.models.BlockDrive`.
+in ``drive``, a :class:`~vmdev_block.drive.BlockDrive`.
 
 Loop devices are passed to the hypervisor as the ``/dev/loopN`` node, as Kata does, not as their
 backing file: the node is what the container asked for, it honours the loop device's offset, size
@@ -21,28 +21,23 @@ import attrs
 
 from vmdev.errors import DeviceError
 from vmdev.host import HostContext
-from vmdev.models import (
-    BLOCK_DRIVER_OPT,
-    BLOCK_DRIVERS,
-    DEVICE_BLOCK,
-    FS_TYPE_OPT,
-    NVDIMM,
-    VHOST_USER_BLK_MAJOR,
-    VHOST_USER_SCSI_MAJOR,
-    BlockDrive,
-    DeviceInfo,
-)
+from vmdev.models import DeviceInfo
 from vmdev.qemu import make_id
 from vmdev.resources import Allocator
 from vmdev.settings import SandboxSettings
 from vmdev_block.config import BlockSettings, block_settings
-from vmdev_block.drive import DriveRequest, allocate_drive
+from vmdev_block.constants import BLOCK_DRIVER_OPT, BLOCK_DRIVERS, DEVICE_BLOCK, FS_TYPE_OPT, NVDIMM
+from vmdev_block.drive import BlockDrive, DriveRequest, allocate_drive
 from vmdev_block.hostprobe import block_size, loop_backing_file, probe_read_only
 
 #: ``drive-`` + 14 hex digits = 20 characters: the whole id fits virtio-blk's 20-byte serial
 DRIVE_ID_DIGITS: Final = 14
 #: QEMU maps memory in pages: an nvdimm's backing size must be a multiple of this
 NVDIMM_SIZE_ALIGN: Final = 4096
+#: Kata's pseudo majors of vhost-user-blk and vhost-user-scsi nodes in the vhost-user store
+VHOST_USER_MAJORS: Final = (241, 242)
+#: the vhost-user family's settings key (declared by vmdev-vhostuser, which may not be installed)
+VHOST_USER_STORE_KEY: Final = "enable_vhost_user_store"
 
 
 @attrs.frozen(kw_only=True)
@@ -78,12 +73,20 @@ class BlockDevice:
     drive: BlockDrive
 
 
-def claims(info: DeviceInfo, host: HostContext) -> bool:
+def vhost_user_store_enabled(settings: SandboxSettings) -> bool:
+    """Kata's ``enable_vhost_user_store``: its typed value when the vhost-user plugin declares
+    it, else what the settings file says (a store device must not become a disk just because
+    the plugin that understands it is not installed)."""
+    value = settings.values.get(VHOST_USER_STORE_KEY, settings.option(VHOST_USER_STORE_KEY, False))
+    return value is True
+
+
+def claims(info: DeviceInfo, settings: SandboxSettings) -> bool:
     """``type b`` requests, except vhost-user pseudo devices when the vhost-user store is on."""
     if info.dev_type != "b":
         return False
-    vhost_user = info.major in (VHOST_USER_BLK_MAJOR, VHOST_USER_SCSI_MAJOR)
-    return not (vhost_user and host.vhost_user_store.enabled and not info.pmem)
+    vhost_user = info.major in VHOST_USER_MAJORS
+    return not (vhost_user and not info.pmem and vhost_user_store_enabled(settings))
 
 
 def requested_driver(info: DeviceInfo, config: BlockSettings) -> str:
@@ -106,7 +109,7 @@ def build_block_device(
     info: DeviceInfo, host: HostContext, settings: SandboxSettings, alloc: Allocator
 ) -> BlockDevice | None:
     """The :class:`BlockDevice` for ``info`` (its host path resolved), or None if not ours."""
-    if not claims(info, host):
+    if not claims(info, settings):
         return None
     name = info.name
     driver = requested_driver(info, block_settings(settings))

@@ -1,4 +1,4 @@
-"""Kata's ``BlockDevice.Attach``: give a device its drive index and guest addresses.
+"""The drive (:class:`BlockDrive`) and Kata's ``BlockDevice.Attach``: its index and guest addresses.
 
 Indexes come from the allocator the core passes to ``build_device`` (a fresh one per plan; the
 device manager keeps one per sandbox and frees a device's indexes when it goes): pool
@@ -19,28 +19,60 @@ The guest PCI path of a PCI disk depends on slots QEMU assigns at run time; it s
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, ClassVar, Final
 
 import attrs
 
 from vmdev.errors import DeviceError
-from vmdev.models import (
+from vmdev.models import PciPath
+from vmdev.resources import Allocator
+from vmdev_block.constants import (
     BLOCK_INDEX_POOL,
+    DEVICE_BLOCK,
     MAX_BLOCK_INDEX,
     NVDIMM,
+    NVDIMM_POOL,
     VIRTIO_BLOCK,
     VIRTIO_BLOCK_CCW,
     VIRTIO_MMIO,
     VIRTIO_SCSI,
-    BlockDrive,
 )
-from vmdev.resources import Allocator
 from vmdev_block.naming import scsi_address, virt_drive_name
 
-NVDIMM_POOL: Final = "block.nvdimm"
 #: first CCW device number for disks: QEMU numbers devices without one from 0 upwards
 CCW_DEVNO_BASE: Final = 0x1000
 CCW_DEVNO_MAX: Final = 0xFFFF
+
+
+def _non_negative(inst: Any, attribute: attrs.Attribute[Any], value: int) -> None:
+    if value < 0:
+        raise DeviceError(f"must not be negative, got {value}", device=inst.id, field=attribute.name)
+
+
+@attrs.frozen(kw_only=True)
+class BlockDrive:
+    """A disk for the guest: Kata's ``config.BlockDrive``, every field in its snake_case spelling.
+
+    Moved here from ``vmdev.models`` (the core names no device family); the fields and their
+    JSON are unchanged. ``pci_path`` stays empty: QEMU assigns the slots of a disk at run time.
+    """
+
+    kind: ClassVar[str] = DEVICE_BLOCK
+    file: str
+    id: str
+    format: str = "raw"
+    index: int = attrs.field(default=0, validator=_non_negative)
+    mmio_addr: str = ""
+    scsi_addr: str = ""
+    nvdimm_id: str = ""
+    virt_path: str = ""
+    dev_no: str = ""
+    pci_path: PciPath = attrs.field(factory=PciPath)
+    share_rw: bool = False
+    read_only: bool = False
+    discard_unmap: bool = False
+    pmem: bool = False
+    swap: bool = False
 
 
 @attrs.frozen(kw_only=True)

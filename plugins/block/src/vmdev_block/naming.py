@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 from vmdev.errors import DeviceError
-from vmdev.models import MAX_SCSI_DEVICES
+from vmdev_block.constants import MAX_SCSI_DEVICES
 
 #: letters available after the ``vd`` prefix (Kata: 32 minus the 2 of ``vd``)
 _MAX_LETTERS: Final = 30

@@ -13,12 +13,15 @@ nothing beyond the standard library and vmdev, and touch the host only when a ho
 from __future__ import annotations
 
 from vmdev import hookimpl
+from vmdev.backends.clh import ClhTarget
+from vmdev.backends.firecracker import FirecrackerTarget
+from vmdev.backends.qemu import QemuTarget
 from vmdev.host import HostContext
 from vmdev.models import Device, DeviceInfo
 from vmdev.oci import OciMount
 from vmdev.resources import Allocator
 from vmdev.settings import SandboxSettings
-from vmdev.targets import AttachOptions, ClhTarget, FirecrackerTarget, QemuTarget, RenderTarget
+from vmdev.targets import AttachOptions, RenderTarget
 from vmdev_block import mounts
 from vmdev_block.config import block_settings
 from vmdev_block.device import BlockDevice, build_block_device

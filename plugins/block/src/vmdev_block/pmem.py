@@ -22,7 +22,8 @@ import attrs
 
 from vmdev.errors import DeviceError
 from vmdev.host import HostContext
-from vmdev.models import FS_TYPE_OPT, DeviceInfo
+from vmdev.models import DeviceInfo
+from vmdev_block.constants import FS_TYPE_OPT
 from vmdev_block.hostprobe import loop_backing_file, mount_fstype
 
 log = logging.getLogger("vmdev.block")

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from vmdev.backends.clh import ClhAttach
+from vmdev.backends.firecracker import FirecrackerAttach
 from vmdev.errors import UnsupportedError
-from vmdev.models import AIO_IO_URING, AIO_NATIVE, NVDIMM, VIRTIO_BLOCK, VIRTIO_MMIO, BlockDrive
-from vmdev.targets import ApiRequest, ClhAttach, FirecrackerAttach
+from vmdev.targets import ApiRequest
 from vmdev_block.config import KEY_AIO, KEY_DRIVER, BlockSettings
+from vmdev_block.constants import AIO_IO_URING, AIO_NATIVE, NVDIMM, VIRTIO_BLOCK, VIRTIO_MMIO
 from vmdev_block.device import BlockDevice
+from vmdev_block.drive import BlockDrive
 
 CLH_API: Final = "/api/v1"
 #: Firecracker ``io_engine`` for each AIO mode it can honour

@@ -24,21 +24,21 @@ from typing import Any, Final
 
 import attrs
 
+from vmdev.backends.qemu import QemuTarget
 from vmdev.errors import UnsupportedError
-from vmdev.models import (
+from vmdev.qemu import MemoryNeeds, OptValue, QemuAttach, QmpCommand, keyvals, opts
+from vmdev.targets import CCW, MMIO, PCI
+from vmdev_block.config import KEY_DRIVER, BlockSettings
+from vmdev_block.constants import (
     NVDIMM,
     SCSI_CONTROLLER_ID,
     VIRTIO_BLOCK,
     VIRTIO_BLOCK_CCW,
     VIRTIO_MMIO,
     VIRTIO_SCSI,
-    BlockDrive,
 )
-from vmdev.qemu import MemoryNeeds, OptValue, QemuAttach, QmpCommand, keyvals, opts
-from vmdev.targets import CCW, MMIO, PCI, QemuTarget
-from vmdev_block.config import KEY_DRIVER, BlockSettings
 from vmdev_block.device import BlockDevice
-from vmdev_block.drive import ccw_devno
+from vmdev_block.drive import BlockDrive, ccw_devno
 from vmdev_block.naming import scsi_id_lun
 
 MIB: Final = 1024 * 1024

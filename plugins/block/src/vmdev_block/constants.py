@@ -1,0 +1,50 @@
+"""The block family's vocabulary: driver names, AIO modes, driver-option keys, limits and pools.
+
+These names lived in ``vmdev.models`` before the open core (issue 9); the core names no device
+family any more, so they are defined here and re-exported by :mod:`vmdev_block` (``from
+vmdev_block import VIRTIO_BLOCK``). The values are Kata's (``virtcontainers/device/config``), so
+a Kata ``configuration.toml`` and Kata's per-device options mean the same here.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: the ``kind`` of the block plugin's devices (Kata's ``config.DeviceBlock``)
+DEVICE_BLOCK: Final = "block"
+
+# --- block drivers (block_device_driver and the "block-driver" driver option) -------------------
+VIRTIO_MMIO: Final = "virtio-mmio"
+VIRTIO_BLOCK: Final = "virtio-blk"
+VIRTIO_BLOCK_CCW: Final = "virtio-blk-ccw"
+VIRTIO_SCSI: Final = "virtio-scsi"
+NVDIMM: Final = "nvdimm"
+#: every block driver, in Kata's order (its error text lists them so)
+BLOCK_DRIVERS: Final = (VIRTIO_SCSI, VIRTIO_BLOCK, VIRTIO_MMIO, NVDIMM, VIRTIO_BLOCK_CCW)
+#: Kata runtime-rs' spellings of the same drivers, accepted wherever a driver is named
+DRIVER_ALIASES: Final = {"virtio-blk-pci": VIRTIO_BLOCK, "virtio-blk-mmio": VIRTIO_MMIO}
+
+# --- block AIO modes (block_device_aio) -------------------------------------------------------
+AIO_THREADS: Final = "threads"
+AIO_NATIVE: Final = "native"
+AIO_IO_URING: Final = "io_uring"
+BLOCK_AIO_MODES: Final = (AIO_IO_URING, AIO_NATIVE, AIO_THREADS)
+
+# --- driver-option keys (DeviceInfo.driver_options) -------------------------------------------
+#: the file system inside a persistent-memory image (set by the pmem probe)
+FS_TYPE_OPT: Final = "fstype"
+#: a per-device block driver, instead of the sandbox's ``block_device_driver``
+BLOCK_DRIVER_OPT: Final = "block-driver"
+
+# --- limits, pools and ids --------------------------------------------------------------------
+#: the largest SCSI index Kata addresses (``scsi-id`` and ``lun`` below 256 each)
+MAX_SCSI_DEVICES: Final = 65535
+#: the number of block indexes of a sandbox (Kata's ``maxBlockIndex``)
+MAX_BLOCK_INDEX: Final = 65535
+#: allocator pool of Kata's sandbox block index, shared by every disk-like device (block drives,
+#: nvdimm, vhost-user-blk) so their indexes never collide; the core's ``DISK_INDEX_POOL``
+BLOCK_INDEX_POOL: Final = "block.index"
+#: allocator pool of nvdimm numbers: the ``N`` of the guest's ``/dev/pmemN``
+NVDIMM_POOL: Final = "block.nvdimm"
+#: QEMU id of the one virtio-scsi controller a sandbox's SCSI disks share
+SCSI_CONTROLLER_ID: Final = "scsi0"
