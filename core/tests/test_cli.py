@@ -33,7 +33,9 @@ def test_plugins_lists_core_defaults(cli: Any) -> None:
     result = cli("plugins", "--json")
     assert result.exit_code == 0
     rows = json.loads(result.stdout)
-    assert [(r["name"], r["distribution"]) for r in rows] == [("vmdev.host_path", "vmdev"), ("vmdev.generic", "vmdev")]
+    assert [(r["name"], r["distribution"]) for r in rows] == [
+        ("vmdev.host_path", "vmdev"), ("vmdev.generic", "vmdev"), ("vmdev.backend.qemu", "vmdev"),
+        ("vmdev.backend.cloud-hypervisor", "vmdev"), ("vmdev.backend.firecracker", "vmdev")]
     assert rows[0]["hooks"] == ["resolve_host_path"]
     assert "hooks: attach_options, build_device" in cli("plugins").stdout
 
@@ -72,7 +74,7 @@ def test_plan_for_other_hypervisors(cli: Any, tmp_path: Path) -> None:
     assert json.loads(cli("plan", "--hypervisor", "firecracker", spec).stdout)["firecracker"] == {
         "requests": [], "hotplug": [], "unplug": []}
     result = cli("plan", "--hypervisor", "firecracker", "--format", "argv", spec)
-    assert result.exit_code == 1 and "argv is QEMU's" in result.stderr
+    assert result.exit_code == 1 and "for firecracker, which takes no command-line arguments" in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -96,7 +98,10 @@ def test_plan_errors_are_one_line(cli: Any, tmp_path: Path, document: Any, expec
 def test_usage_errors_exit_2(cli: Any, tmp_path: Path) -> None:
     assert cli("plan").exit_code == 2
     assert cli("resolve", "--type", "x", "--major", "1", "--minor", "1", "/dev/a").exit_code == 2
-    assert cli("plan", "--hypervisor", "xen", write_spec(tmp_path, {})).exit_code == 2
+    unknown = cli("plan", "--hypervisor", "xen", write_spec(tmp_path, {}))
+    assert unknown.exit_code == 1
+    assert unknown.stderr == ("vmdev: error: hypervisor: no installed backend is called 'xen' (installed: "
+                              "cloud-hypervisor, firecracker, qemu)\n")
 
 
 def test_settings_file_and_flags(cli: Any, tmp_path: Path) -> None:

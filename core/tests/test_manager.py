@@ -452,8 +452,9 @@ def test_a_plan_has_at_least_the_root_ports_asked_for_hot_plug(host: HostContext
     assert ports() == ["id=rp0", "id=rp1"]  # the disk's and the beacon's
     assert ports(hotplug_root_ports=4) == ["id=rp0", "id=rp1", "id=rp2", "id=rp3"]
     assert ports(hotplug_root_ports=1) == ["id=rp0", "id=rp1"]  # at least: never fewer than needed
-    for bad in ("2", -1, 17, True):
-        with pytest.raises(ConfigError, match="must be a number of PCIe root ports from 0 to 16") as exc:
+    for bad, message in (("2", "must be an integer, got '2'"), (-1, "from 0 to 16, got -1"),
+                         (17, "from 0 to 16, got 17"), (True, "must be an integer, got True")):
+        with pytest.raises(ConfigError, match=message) as exc:
             ports(hotplug_root_ports=bad)
         assert exc.value.field == "hotplug_root_ports"
     with pytest.raises(UnsupportedError, match="machine pc has no PCIe root complex"):

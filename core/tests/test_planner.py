@@ -8,10 +8,11 @@ import attrs
 import pytest
 
 from vmdev import hookimpl
+from vmdev.backends.qemu import SHARED_RAM_ID
 from vmdev.errors import ConfigError, InvalidIdError, UnsupportedError
 from vmdev.models import Device, DeviceInfo
 from vmdev.oci import OciMount, parse_spec
-from vmdev.planner import SHARED_RAM_ID, plan
+from vmdev.planner import plan
 from vmdev.qemu import MemoryNeeds, QemuAttach, QmpCommand, opts, split_opts
 from vmdev.settings import SandboxSettings
 from vmdev.targets import ApiRequest, ClhAttach, FirecrackerAttach, QemuTarget, RenderTarget

@@ -20,7 +20,8 @@ from vmdev.settings import SandboxSettings
 
 MakeDist = Callable[..., Path]
 
-BUILTINS = ["vmdev.host_path", "vmdev.generic"]
+BACKENDS = ["vmdev.backend.qemu", "vmdev.backend.cloud-hypervisor", "vmdev.backend.firecracker"]
+BUILTINS = ["vmdev.host_path", "vmdev.generic", *BACKENDS]
 
 VENDOR = """
 from vmdev import hookimpl
@@ -98,7 +99,7 @@ def test_disabled_plugins_are_never_imported(make_dist: MakeDist, blocked: str) 
 
 def test_builtins_can_be_disabled_too() -> None:
     pm = PluginManager(LoadPolicy(only=(), disabled={"vmdev.generic"})).load()
-    assert names(pm) == ["vmdev.host_path"]
+    assert names(pm) == ["vmdev.host_path", *BACKENDS]
 
 
 def test_broken_plugin_warns_and_the_rest_keep_working(make_dist: MakeDist) -> None:
@@ -180,8 +181,9 @@ def test_trace_logs_every_call_and_result(caplog: pytest.LogCaptureFixture) -> N
     with caplog.at_level(logging.DEBUG, logger="vmdev.trace"):
         pm.build_device(DEV, None, SandboxSettings())  # type: ignore[arg-type]
     messages = [r.getMessage() for r in caplog.records if r.name == "vmdev.trace"]
-    assert any(m.startswith("build_device[vmdev.generic](info=DeviceInfo(") for m in messages)
-    assert any(m.startswith("build_device result: [GenericDevice(") for m in messages)
+    assert any(m.startswith("build_device[vmdev.generic](DeviceInfo(") and "-> GenericDevice(" in m
+               for m in messages)
+    assert any(m.startswith("build_device result: [('vmdev.generic', GenericDevice(") for m in messages)
 
 
 def test_environment_policy_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -189,7 +191,7 @@ def test_environment_policy_is_the_default(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("VMDEV_DISABLE_PLUGINS", "vmdev.generic")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert names(PluginManager().load()) == ["vmdev.host_path"]
+        assert names(PluginManager().load()) == ["vmdev.host_path", *BACKENDS]
 
 
 # --- every hook is specified, typed and documented ------------------------------------------

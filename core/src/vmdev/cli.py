@@ -11,12 +11,12 @@ from typing import Any
 
 import click
 
-from vmdev.cliutil import errors_as_one_line, fail, host_context
+from vmdev.cliutil import SettingsCommand, errors_as_one_line, fail, flag_overrides, host_context
 from vmdev.errors import VmdevError
 from vmdev.host import HostContext
 from vmdev.models import DeviceInfo
 from vmdev.sandbox_cli import attach_cmd, detach_cmd, status_cmd
-from vmdev.settings import HYPERVISORS, QEMU, SandboxSettings, load_settings
+from vmdev.settings import SandboxSettings, load_settings
 
 
 class _PluginGroup(click.Group):
@@ -71,13 +71,14 @@ def plugins_cmd(as_json: bool) -> None:
         click.echo(f"{info.name}  ({dist})\n    hooks: {', '.join(info.hooks)}")
 
 
-@main.command("resolve")
+@main.command("resolve", cls=SettingsCommand)
 @click.option("--type", "dev_type", type=click.Choice(["c", "b", "u", "p"]), required=True)
 @click.option("--major", type=int, required=True, help="-1 for a regular file used as a disk.")
 @click.option("--minor", type=int, required=True)
 @click.option("--host-path", default="", help="Host path for a block file (major -1).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="Sandbox settings TOML (Kata's configuration.toml works).")
 @click.option("--sysfs-root", type=click.Path(file_okay=False), help="Instead of /sys.")
-@click.option("--vhost-user-store", type=click.Path(file_okay=False), help="Enable this vhost-user store.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.argument("container_path")
 @errors_as_one_line
@@ -86,34 +87,78 @@ def resolve_cmd(
     major: int,
     minor: int,
     host_path: str,
+    config_file: str | None,
     sysfs_root: str | None,
-    vhost_user_store: str | None,
     as_json: bool,
     container_path: str,
 ) -> None:
     """Print the host path of a device given by type and major:minor."""
     from vmdev.plugins import get_plugin_manager
 
+    pm = get_plugin_manager()
     info = DeviceInfo(
         container_path=container_path, dev_type=dev_type, major=major, minor=minor, host_path=host_path
     )
-    resolved = get_plugin_manager().resolve_host_path(info, host_context(sysfs_root, vhost_user_store, None))
+    settings = pm.prepare_settings(load_settings(config_file, overrides=flag_overrides(), plugins=pm))
+    resolved = pm.resolve_host_path(info, host_context(sysfs_root), settings)
     click.echo(json.dumps({"host_path": resolved}) if as_json else resolved)
 
 
-@main.command("plan")
+@main.command("backends")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@errors_as_one_line
+def backends_cmd(as_json: bool) -> None:
+    """List the installed hypervisor backends, with the plugin and distribution of each."""
+    from vmdev.plugins import get_plugin_manager
+
+    backends = get_plugin_manager().backends()
+    rows = [backends.backends[name] for name in backends.names()]
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in rows], indent=2))
+        return
+    for row in rows:
+        sections = ", ".join(f"[hypervisor.{s}]" for s in row.backend.kata_sections) or "-"
+        live = "live hot plug" if row.backend.live is not None else "plans only"
+        click.echo(f"{row.name}  ({row.plugin}, {row.distribution or '-'}; {live}; reads {sections})\n"
+                   f"    {row.backend.description}")
+
+
+@main.command("settings")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@errors_as_one_line
+def settings_cmd(as_json: bool) -> None:
+    """List every settings key the installed plugins declare: type, default, the Kata key it
+    mirrors, the flag that sets it, and the plugin that owns it."""
+    from vmdev.plugins import get_plugin_manager
+
+    declared = get_plugin_manager().declared_settings()
+    if as_json:
+        click.echo(json.dumps([{**d.setting.to_json(), "plugin": d.plugin} for d in declared], indent=2,
+                              default=list))
+        return
+    for entry in declared:
+        s = entry.setting
+        where = f"[{s.section}]" if s.section != "hypervisor" else "[hypervisor.*]"
+        extra = ", ".join(part for part in (
+            f"Kata {s.kata_key}" if s.kata_key else "vmdev's own",
+            f"flag {s.flag}" if s.flag else "",
+            f"one of {', '.join(s.choices)}" if s.choices else "",
+        ) if part)
+        click.echo(f"{s.name} = {json.dumps(s.default, default=list)}  ({s.type}, {where}, {extra}; "
+                   f"{entry.plugin})\n    {s.description}")
+
+
+@main.command("plan", cls=SettingsCommand)
 @click.option(
     "--config",
     "config_file",
     type=click.Path(dir_okay=False),
     help="Sandbox settings TOML (Kata's configuration.toml works).",
 )
-@click.option("--hypervisor", type=click.Choice(HYPERVISORS), default=QEMU, show_default=True)
+@click.option("--hypervisor", help="An installed backend (vmdev backends); default: the one the --config "
+              "file is for, else qemu.")
 @click.option("--machine-type", help="QEMU machine type (default q35).")
 @click.option("--sysfs-root", type=click.Path(file_okay=False), help="Instead of /sys.")
-@click.option("--vhost-user-store", type=click.Path(file_okay=False), help="Enable this vhost-user store.")
-@click.option("--block-driver", help="block_device_driver")
-@click.option("--entropy-source", help="entropy_source")
 @click.option("--memory", type=click.IntRange(min=1), help="Guest memory in MiB (default_memory).")
 @click.option("--hotplug/--coldplug", default=None, help="Hot-plug devices into a running VM.")
 @click.option(
@@ -129,12 +174,9 @@ def resolve_cmd(
 @errors_as_one_line
 def plan_cmd(
     config_file: str | None,
-    hypervisor: str,
+    hypervisor: str | None,
     machine_type: str | None,
     sysfs_root: str | None,
-    vhost_user_store: str | None,
-    block_driver: str | None,
-    entropy_source: str | None,
     memory: int | None,
     hotplug: bool | None,
     fmt: str,
@@ -152,12 +194,11 @@ def plan_cmd(
             "machine_type": machine_type,
             "default_memory": memory,
             "hotplug": hotplug,
-            "block_device_driver": block_driver,
-            "entropy_source": entropy_source,
+            **flag_overrides(),
         },
     )
     spec = load_spec(oci_config)
-    host = host_context(sysfs_root, vhost_user_store, settings)
+    host = host_context(sysfs_root)
     result: Plan = plan(spec, settings, host=host) if state_path is None else _plan_sandbox(
         spec, settings, host, state_path
     )
@@ -202,8 +243,9 @@ def _print_text(result: Any) -> None:
             for command in data["qemu"][key]:
                 click.echo(f"qmp {key}: {json.dumps(command)}")
     else:
-        key = "cloud_hypervisor" if result.cloud_hypervisor is not None else "firecracker"
-        click.echo(f"\n{key}:\n" + json.dumps(data[key], indent=2))
+        click.echo(f"\n{result.plan_key}:\n" + json.dumps(data[result.plan_key], indent=2))
+    for name in result.extras:
+        click.echo(f"\n{name}:\n" + json.dumps(data[name], indent=2))
 
 
 for _command in (attach_cmd, detach_cmd, status_cmd):

@@ -1,7 +1,8 @@
 """Helpers shared by the ``vmdev`` commands and by plugins that add commands.
 
 ``errors_as_one_line`` turns every error into one line on stderr and exit status 1 (usage
-errors stay click's exit 2); ``host_context`` builds the host context from the common flags.
+errors stay click's exit 2); ``host_context`` builds the host context from the common flags;
+``SettingsCommand`` adds the settings flags the plugins declare.
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ from typing import Any, TypeVar
 import click
 
 from vmdev.errors import VmdevError
-from vmdev.host import HostContext, VhostUserStore
-from vmdev.settings import SandboxSettings
+from vmdev.host import HostContext
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -47,13 +47,72 @@ def errors_as_one_line(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def host_context(sysfs_root: str | None, store: str | None, settings: SandboxSettings | None) -> HostContext:
-    store_enabled = False
-    store_path: str | None = None
-    if settings is not None:
-        store_enabled = bool(settings.option("enable_vhost_user_store", False))
-        store_path = settings.option("vhost_user_store_path")
-    if store is not None:
-        store_enabled, store_path = True, store
-    vhost = VhostUserStore(enabled=store_enabled, **({"path": Path(store_path)} if store_path else {}))
-    return HostContext(sysfs_root=Path(sysfs_root or "/sys"), vhost_user_store=vhost)
+def host_context(sysfs_root: str | None) -> HostContext:
+    return HostContext(sysfs_root=Path(sysfs_root or "/sys"))
+
+
+_FLAGS_KEY = "vmdev.setting_flags"
+
+
+class SettingsCommand(click.Command):
+    """A command that also takes the settings flags the loaded plugins declare
+    (``Setting.flag``: ``--block-driver``, ``--entropy-source``, ...).
+
+    The options are added when click asks for the command's parameters (so plugins load only
+    for commands that take settings); their values are overrides of the settings keys, read
+    back with :func:`flag_overrides`.
+    """
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        params = super().get_params(ctx)
+        return params[:-1] + _plugin_flag_options() + params[-1:]  # keep --help last
+
+
+def _plugin_flag_options() -> list[click.Parameter]:
+    from vmdev.declared import BOOLEAN, STRINGS, Setting
+    from vmdev.plugins import get_plugin_manager
+
+    try:
+        declared = get_plugin_manager().declared_settings()
+    except VmdevError as exc:
+        fail(str(exc))
+        return []
+    options: list[click.Parameter] = []
+    for entry in declared:
+        setting: Setting = entry.setting
+        if not setting.flag:
+            continue
+
+        def store(ctx: click.Context, param: click.Parameter, value: Any, setting: Setting = setting) -> None:
+            if value is None or value == ():
+                return
+            if setting.type == STRINGS:
+                value = list(value)
+            overrides = ctx.meta.setdefault(_FLAGS_KEY, {})
+            overrides[setting.name] = value
+            for key, implied in setting.flag_sets.items():
+                overrides.setdefault(key, implied)
+
+        decls = [f"{setting.flag}/--no-{setting.flag[2:]}"] if setting.type == BOOLEAN else [setting.flag]
+        options.append(click.Option(
+            decls,
+            default=None,
+            multiple=setting.type == STRINGS,
+            type=_click_type(setting.type),
+            expose_value=False,
+            callback=store,
+            help=(setting.flag_help or setting.description) + f" (settings key {setting.name})",
+        ))
+    return options
+
+
+def _click_type(kind: str) -> Any:
+    from vmdev.declared import BOOLEAN, INTEGER, NUMBER
+
+    return {INTEGER: int, NUMBER: float, BOOLEAN: None}.get(kind, str)
+
+
+def flag_overrides() -> dict[str, Any]:
+    """The settings keys the plugin flags of the current command set."""
+    ctx = click.get_current_context()
+    return dict(ctx.meta.get(_FLAGS_KEY, {}))

@@ -19,11 +19,16 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
     import click
 
+    from vmdev.backend import Backend
+    from vmdev.declared import Setting
     from vmdev.host import HostContext
     from vmdev.models import Device, DeviceInfo
-    from vmdev.oci import OciMount
+    from vmdev.oci import OciMount, OciSpec
+    from vmdev.planner import Plan
     from vmdev.resources import Allocator
     from vmdev.settings import SandboxSettings
     from vmdev.targets import AttachOptions, RenderTarget
@@ -44,8 +49,86 @@ def check_settings(settings: SandboxSettings) -> None:
     """
 
 
+@hookspec
+def register_settings(register: Callable[[Setting], None]) -> None:
+    """Declare the settings keys this plugin owns: ``register(Setting(...))`` once per key.
+
+    Called on every plugin when settings are parsed. A :class:`vmdev.declared.Setting` gives
+    the key's name, type, default, description and the Kata key it mirrors (and, optionally, the
+    command-line flag that sets it). The core parses and validates every declared key once,
+    before any other hook runs, and hands the typed values to the hooks through
+    ``settings.value(name)``. A wrong type is a one-line ``ConfigError`` naming the key. Two
+    plugins declaring one key is a ``PluginError`` naming both. (As tox's
+    ``tox_add_env_config`` declares its env keys.)
+    """
+
+
+@hookspec
+def register_backends(register: Callable[[Backend], None]) -> None:
+    """Add hypervisor backends: ``register(Backend(...))`` once per backend.
+
+    Called on every plugin when the backends are first needed (as tox's
+    ``tox_register_tox_env(register)`` and llm's ``register_models(register)``). A
+    :class:`vmdev.backend.Backend` names the hypervisor (``--hypervisor NAME``), the Kata
+    configuration sections it reads, its render target, how rendered devices are assembled
+    into its part of the plan and, optionally, its live driver (hot plug into a running VM).
+    QEMU, Cloud Hypervisor and Firecracker are registered this way by the core's built-in
+    plugins (``vmdev.backend.qemu``, ...). Registering a name twice is a ``PluginError``.
+    """
+
+
+@hookspec
+def device_requests(
+    spec: OciSpec, settings: SandboxSettings, host: HostContext
+) -> Sequence[DeviceInfo] | None:
+    """Return the device requests this plugin finds in ``spec`` (an input source).
+
+    Called on every plugin; the requests are collected in plugin order (the core's OCI
+    ``linux.devices`` reader first, then mounts through ``device_from_mount``, then input
+    sources such as CDI). Each request goes through ``resolve_host_path`` and ``build_device``
+    like any other. Return None or an empty sequence when ``spec`` names nothing of yours.
+    """
+
+
+@hookspec
+def finish_plan(plan: Plan, spec: OciSpec, settings: SandboxSettings) -> Mapping[str, object] | None:
+    """Add sections to a finished plan: ``{name: json-able value}``, or None.
+
+    Called on every plugin after rendering; the sections appear in ``plan.extras`` and in the
+    plan's JSON under their names (a CDI plugin, for example, returns the OCI spec as the
+    runtime should pass it on). A name used by two plugins, or one the plan already has, is a
+    ``PluginError``.
+    """
+
+
 @hookspec(firstresult=True)
-def resolve_host_path(info: DeviceInfo, host: HostContext) -> str | None:
+def device_from_state(kind: str, data: Mapping[str, object], plugin: str) -> Device | None:
+    """Rebuild a device of your family from its saved form, without touching the host.
+
+    Stops at the first non-None result.
+    ``data`` is what the device's serialised form was (``vmdev.serialize.to_json(device)``)
+    when the device manager saved the sandbox, ``kind`` its ``kind`` and ``plugin`` the
+    plugin that built it. Return the device, or None when it is not yours. A family without
+    this hook cannot have its devices re-rendered after a reload (an error names the plugin).
+    """
+
+
+@hookspec(firstresult=True)
+def host_facts(device: Device, host: HostContext) -> Mapping[str, str] | None:
+    """The host facts ``device`` was built from, as ``{fact: value}`` strings, or None.
+
+    Stops at the first non-None result (the device's family answers).
+    The device manager records them when the device is built and compares them when a saved
+    sandbox is used again: a fact that changed is reported by ``vmdev status`` and makes
+    ``vmdev attach`` of that device fail naming it (the host drifted; the device in the VM
+    would not be the one the host now has). The core always records the host node's type
+    and major:minor; a family adds what else decided its options (for example a PCI
+    function's driver and IOMMU group).
+    """
+
+
+@hookspec(firstresult=True)
+def resolve_host_path(info: DeviceInfo, host: HostContext, settings: SandboxSettings) -> str | None:
     """Return the host path of the device ``info`` describes, or None to decline.
 
     Stops at the first non-None result. ``info.host_path`` holds what the

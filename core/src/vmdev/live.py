@@ -39,8 +39,8 @@ import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
+from vmdev.backends.qemu import SHARED_RAM_ID
 from vmdev.errors import UnsupportedError, VmdevError
-from vmdev.planner import SHARED_RAM_ID
 from vmdev.qemu import QemuAttach, QmpCommand, split_opts
 from vmdev.state import PortRecord
 

@@ -39,24 +39,24 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import attrs
 
+from vmdev.backend import RenderContext
 from vmdev.errors import ConfigError, DeviceError, InvalidIdError, UnsupportedError, VmdevError
 from vmdev.host import HostContext
 from vmdev.live import HotplugError, HotPlugger
 from vmdev.models import Device, DeviceInfo
 from vmdev.oci import OciSpec
-from vmdev.pcie import NodeKind, PcieTopology
-from vmdev.planner import Plan, PlannedDevice, assemble
-from vmdev.plugins import PluginManager, get_plugin_manager
+from vmdev.planner import Pipeline, Plan, PlannedDevice
+from vmdev.plugins import PluginManager
 from vmdev.qemu import MemoryNeeds, QemuAttach, QmpCommand, check_id
 from vmdev.resources import Allocator
 from vmdev.serialize import to_json
-from vmdev.settings import CLOUD_HYPERVISOR, QEMU, SandboxSettings
+from vmdev.settings import SandboxSettings
 from vmdev.state import (
     MAX_COUNT,
     Attachment,
@@ -67,20 +67,9 @@ from vmdev.state import (
     StateFile,
     process_alive,
 )
-from vmdev.targets import (
-    PCI,
-    AttachOptions,
-    ClhTarget,
-    FirecrackerTarget,
-    QemuTarget,
-    RenderTarget,
-)
+from vmdev.targets import AttachOptions, RenderTarget
 
 log = logging.getLogger("vmdev.manager")
-
-ROOT_PORT: Final = NodeKind.ROOT_PORT.value
-SWITCH_PORT: Final = "switch-port"
-_PORT_KINDS: Final = {NodeKind.ROOT_PORT: ROOT_PORT, NodeKind.SWITCH_DOWNSTREAM: SWITCH_PORT}
 
 Journal = Callable[[SandboxState], None]
 
@@ -154,112 +143,6 @@ class _Notes:
         return merged
 
 
-class _Books:
-    """The manager's ``record`` for every target type (a mixin)."""
-
-    books: _Notes
-
-    def record(self, key: str, device: str, value: str) -> Mapping[str, str]:
-        return self.books.record(key, device, value)
-
-
-@attrs.define
-class _PortPool:
-    """The free hot-plug ports of a running VM, handed out one device per port."""
-
-    source: Callable[[], Sequence[PortRecord]]
-    taken: list[str] = attrs.Factory(list)
-    _free: list[PortRecord] | None = None
-
-    def take(self, kind: str, device: str, field: str) -> str:
-        if self._free is None:
-            self._free = list(self.source())
-        for port in self._free:
-            if port.kind == kind and port.id not in self.taken:
-                self.taken.append(port.id)
-                return port.id
-        have = len([p for p in self._free if p.kind == kind])
-        raise UnsupportedError(
-            f"no free PCIe {kind} left in the running VM ({have} were free, all taken); boot the VM "
-            "with spare ports for hot plug (hotplug_root_ports = N in the [vmdev] settings)",
-            device=device,
-            field=field,
-        )
-
-
-@attrs.define
-class _LiveTopology(PcieTopology):
-    """A running VM's topology: places are its free ports; nothing can be added any more."""
-
-    pool: _PortPool = attrs.field(kw_only=True)
-
-    def _fixed(self, device: str, field: str, what: str) -> UnsupportedError:
-        return UnsupportedError(
-            f"{what} cannot be added to a running VM: its PCI topology is fixed at boot",
-            device=device,
-            field=field,
-        )
-
-    def _check_pcie(self, device: str, field: str) -> None:
-        if not self.pcie:
-            raise UnsupportedError(
-                f"machine {self.machine} has no PCIe root complex for hot-plug ports",
-                device=device,
-                field=field,
-            )
-
-    def root_port(self, device: str, *, field: str = "port", reserve: Mapping[str, int] | None = None) -> str:
-        # window reservations are boot-time properties: a running VM's ports have what they have
-        self._check_pcie(device, field)
-        return self.pool.take(ROOT_PORT, device, field)
-
-    def switch_port(self, device: str, *, field: str = "port") -> str:
-        self._check_pcie(device, field)
-        return self.pool.take(SWITCH_PORT, device, field)
-
-    def bridge_slots(
-        self, device: str, count: int = 1, *, field: str = "port", reserve: Mapping[str, int] | None = None
-    ) -> tuple[str, tuple[int, ...]]:
-        raise self._fixed(device, field, "PCI bridge slots (not supported for hot plug yet)")
-
-    def root_bus_slots(self, device: str, count: int = 1, *, field: str = "port") -> str:
-        raise self._fixed(device, field, f"devices on {self.root_bus}")
-
-    def ensure_root_ports(self, count: int, *, device: str, field: str) -> tuple[str, ...]:
-        raise self._fixed(device, field, "root ports")
-
-    def ensure_switch_ports(self, count: int, *, device: str, field: str) -> tuple[str, ...]:
-        raise self._fixed(device, field, "switch ports")
-
-
-@attrs.define
-class _ManagedQemuTarget(_Books, QemuTarget):
-    books: _Notes = attrs.field(kw_only=True)
-    live: _LiveTopology | None = attrs.field(kw_only=True, default=None)
-
-    @property
-    def topology(self) -> PcieTopology:
-        return self.live if self.live is not None else super().topology
-
-    def hotplug_bus(self, device: str) -> str | None:
-        if self.live is None or self.transport != PCI or not self.settings.has_pcie_root:
-            return super().hotplug_bus(device)
-        return self.live.root_port(device, field="hotplug")
-
-    def topology_args(self) -> list[str]:
-        return [] if self.live is not None else super().topology_args()
-
-
-@attrs.define
-class _ManagedClhTarget(_Books, ClhTarget):
-    books: _Notes = attrs.field(kw_only=True)
-
-
-@attrs.define
-class _ManagedFirecrackerTarget(_Books, FirecrackerTarget):
-    books: _Notes = attrs.field(kw_only=True)
-
-
 # --- the manager -------------------------------------------------------------------------------------
 class DeviceManager:
     """The devices of one sandbox (see the module documentation).
@@ -286,8 +169,9 @@ class DeviceManager:
             )
         state = state or SandboxState(settings=settings or SandboxSettings())
         self._settings = state.settings
-        self._host = host or HostContext()
-        self._pm = plugins or get_plugin_manager()
+        self._pipeline = Pipeline.start(state.settings, host, plugins)
+        self._host = self._pipeline.host
+        self._pm = self._pipeline.pm
         self.hotplugger = hotplugger
         self.journal = journal
         self._lock = threading.RLock()
@@ -460,10 +344,9 @@ class DeviceManager:
         with self._lock:
             if self._records:
                 raise ManagerError("plan_boot plans a new sandbox, and this one has devices already")
-            self._pm.check_settings(self._settings)
-            records = [self.new_device(info, user=user) for info in self._requests(spec)]
-            records += [self._register_sandbox(answer.value, answer.plugin, user) for answer in
-                        self._pm.sandbox_devices(self._settings, self._host)]
+            records = [self.new_device(request.info, user=user) for request in self._pipeline.requests(spec)]
+            records += [self._register_sandbox(built.device, built.plugin, user) for built in
+                        self._pipeline.sandbox_devices()]
             books = _Notes()
             target = self._target(books, live=False)
             planned: list[PlannedDevice] = []
@@ -477,8 +360,9 @@ class DeviceManager:
                     self._store(attrs.evolve(record, attach_count=1, attachment=self._attachment(
                         AttachPhase.ATTACHED, attach, books, [], resident=True)))
                 books.seed = _merge_notes(books.seed, books.notes)
-            result = assemble(self._settings, target, tuple(planned))
-            self._ports = _spare_ports(target, {r.name for r in hot})
+            result = self._pipeline.assemble(target, tuple(planned), spec)
+            self._ports = tuple(PortRecord(id=port, kind=kind) for port, kind in
+                                target.spare_ports({r.name for r in hot}))
             self._journal()
             return result
 
@@ -555,15 +439,14 @@ class DeviceManager:
             return info
         if for_key and not _needs_host_path(info):
             return info
-        return attrs.evolve(info, host_path=self._pm.resolve_host_path(info, self._host))
+        return self._pipeline.resolve(info)
 
     def _build(self, info: DeviceInfo, user: str) -> DeviceRecord:
         key = device_key(info)
         scope = _build_scope(key)
         try:
-            answer = self._pm.build_device(info, self._host, self._settings, self._alloc.scoped(scope))
-            device = answer.value
-            check_id(device.id, device=info.name, field="id")
+            answer = self._pipeline.build(info, self._alloc.scoped(scope))
+            device = answer.device
             self._check_id_free(device.id, info.name)
         except BaseException:
             self._alloc.release_scope(scope)
@@ -583,13 +466,13 @@ class DeviceManager:
         )
 
     def _sandbox_device(self, name: str) -> tuple[Device, str]:
-        answers = self._pm.sandbox_devices(self._settings, self._host)
-        matches = [a for a in answers if name in (a.value.id, a.value.kind)]
+        answers = self._pipeline.sandbox_devices()
+        matches = [a for a in answers if name in (a.device.id, a.device.kind)]
         if len(matches) != 1:
-            offered = ", ".join(f"{a.value.id} ({a.value.kind})" for a in answers) or "none"
+            offered = ", ".join(f"{a.device.id} ({a.device.kind})" for a in answers) or "none"
             problem = "is ambiguous" if matches else "is not a sandbox device of this sandbox"
             raise DeviceNotFoundError(f"{problem}; the plugins offer: {offered}", device=name, field="id")
-        return matches[0].value, matches[0].plugin
+        return matches[0].device, matches[0].plugin
 
     def _register_sandbox(self, device: Device, plugin: str, user: str) -> DeviceRecord:
         key = f"sandbox {device.id}"
@@ -620,7 +503,7 @@ class DeviceManager:
             device, _ = self._sandbox_device(record.id)
         else:
             scoped = self._alloc.scoped(_build_scope(record.key))
-            device = self._pm.build_device(record.info, self._host, self._settings, scoped).value
+            device = self._pipeline.build(record.info, scoped).device
         if device.id != record.id:
             raise DeviceError(
                 f"the plugin now builds this device as {device.id!r}, not as the recorded {record.id!r}; "
@@ -631,33 +514,10 @@ class DeviceManager:
         self._objects[record.id] = device
         return device
 
-    def _requests(self, spec: OciSpec) -> Iterator[DeviceInfo]:
-        seen: set[str] = set()
-        infos = list(spec.devices)
-        for mount in spec.mounts:
-            answer = self._pm.device_from_mount(mount, self._host, self._settings)
-            if answer is not None:
-                infos.append(answer.value)
-        for info in infos:
-            if info.container_path in seen:
-                raise ConfigError("is requested twice", device=info.container_path, field="path")
-            seen.add(info.container_path)
-            yield info
-
     # --- internals: rendering ------------------------------------------------------------------
     def _target(self, books: _Notes, *, live: bool) -> RenderTarget:
-        hypervisor = self._settings.hypervisor
-        if hypervisor == QEMU:
-            topology = None
-            if live:
-                base = PcieTopology.for_settings(self._settings)
-                topology = _LiveTopology(
-                    machine=base.machine, pcie=base.pcie, pci=base.pci, pool=_PortPool(self._free_ports)
-                )
-            return _ManagedQemuTarget(self._settings, books=books, live=topology)
-        if hypervisor == CLOUD_HYPERVISOR:
-            return _ManagedClhTarget(self._settings, books=books)
-        return _ManagedFirecrackerTarget(self._settings, books=books)
+        live_ports = self._free_ports if live else None
+        return self._pipeline.target(RenderContext(notes=books, live_ports=live_ports))
 
     def _free_ports(self) -> list[PortRecord]:
         held = {bus for r in self._records.values() if r.attachment is not None for bus in r.attachment.buses}
@@ -699,7 +559,7 @@ class DeviceManager:
         books = _Notes(seed=self._seed_notes())
         target = self._target(books, live=True)
         attach = self._render(record, target, books, hotplug=True)
-        buses = target.live.pool.taken if isinstance(target, _ManagedQemuTarget) and target.live else []
+        buses = list(target.ports_taken)
         commands = self._hot_commands(record, attach)
         if commands and self.hotplugger is not None and isinstance(attach, QemuAttach):
             self.hotplugger.check_ready(attach, device=record.name)
@@ -868,18 +728,6 @@ def _planned(record: DeviceRecord, device: Device, attach: AttachOptions) -> Pla
         host_path=record.host_path,
         attach=attach,
     )
-
-
-def _spare_ports(target: RenderTarget, hot_names: set[str]) -> tuple[PortRecord, ...]:
-    """The hot-plug ports of a boot plan that no cold-plugged device uses."""
-    if not isinstance(target, QemuTarget) or target.transport != PCI:
-        return ()
-    out: list[PortRecord] = []
-    for port in target.topology.ports():
-        kind = _PORT_KINDS.get(port.kind)
-        if kind is not None and all(user in hot_names for user in port.users):
-            out.append(PortRecord(id=port.id, kind=kind))
-    return tuple(out)
 
 
 __all__ = [

@@ -34,10 +34,27 @@ class OciMount:
         return "ro" in self.options
 
 
+def _str_dict(value: Mapping[str, str]) -> dict[str, str]:
+    return dict(value)
+
+
+def _document(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return dict(value or {})
+
+
 @attrs.frozen(kw_only=True)
 class OciSpec:
+    """The parts of a ``config.json`` vmdev reads, plus the document itself.
+
+    ``annotations`` are the spec's ``annotations`` (input sources such as CDI read theirs);
+    ``document`` is the whole decoded spec, for plugins that hand an edited spec back to the
+    runtime (it is not validated beyond the parts above).
+    """
+
     devices: tuple[DeviceInfo, ...] = ()
     mounts: tuple[OciMount, ...] = ()
+    annotations: Mapping[str, str] = attrs.field(factory=dict, converter=_str_dict)
+    document: Mapping[str, Any] = attrs.field(factory=dict, converter=_document, eq=False, repr=False)
 
 
 def load_spec(path: str | Path) -> OciSpec:
@@ -68,7 +85,21 @@ def parse_spec(document: Any) -> OciSpec:
             devices.append(_device(node, rules))
     mounts_node = root.child("mounts", list, "an array", required=False)
     mounts = [_mount(node) for node in (mounts_node.items() if mounts_node else [])]
-    return OciSpec(devices=tuple(devices), mounts=tuple(mounts))
+    return OciSpec(
+        devices=tuple(devices), mounts=tuple(mounts), annotations=_annotations(root), document=document
+    )
+
+
+def _annotations(root: _Node) -> dict[str, str]:
+    node = root.child("annotations", dict, "an object", required=False)
+    if node is None:
+        return {}
+    out: dict[str, str] = {}
+    for key, value in node.value.items():
+        if not isinstance(value, str):
+            raise _Node(value, f"{node.path}[{key!r}]", "").error("", "must be a string")
+        out[key] = value
+    return out
 
 
 def _device(node: _Node, rules: list[_Node]) -> DeviceInfo:

@@ -1,42 +1,30 @@
 """Planning: from an OCI spec and sandbox settings to devices and hypervisor options.
 
-``plan()`` is stateless: it resolves every requested device, lets the plugins
-build and render them, and merges the renderings into one result per
-hypervisor. It never talks to a hypervisor.
+``plan()`` is stateless: it collects every requested device, lets the plugins
+resolve, build and render them, and the backend merges the renderings into its
+part of the plan. It never talks to a hypervisor. :class:`Pipeline` is the one
+implementation of those steps; the device manager drives it too.
 """
 
 from __future__ import annotations
 
 import shlex
 from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from typing import Any
 
 import attrs
 
-from vmdev.errors import ConfigError, InvalidIdError, UnsupportedError
+from vmdev.backend import Backend, BackendPlan, RenderContext
+from vmdev.errors import ConfigError, InvalidIdError, PluginError, UnsupportedError
 from vmdev.host import HostContext
 from vmdev.models import Device, DeviceInfo
 from vmdev.oci import OciSpec
 from vmdev.plugins import PluginManager, get_plugin_manager
-from vmdev.qemu import MemoryNeeds, OptValue, QemuAttach, QmpCommand, check_id, keyvals, opts
+from vmdev.qemu import check_id
 from vmdev.resources import Allocator
 from vmdev.serialize import to_json
-from vmdev.settings import CLOUD_HYPERVISOR, FIRECRACKER, QEMU, SandboxSettings
-from vmdev.targets import (
-    MAX_ROOT_PORTS,
-    ApiRequest,
-    AttachOptions,
-    ClhAttach,
-    FirecrackerAttach,
-    QemuTarget,
-    RenderTarget,
-    make_target,
-)
-
-#: id of the shared guest-RAM backend created when a device needs shared memory
-SHARED_RAM_ID: Final = "vmdev-ram"
-#: vmdev's settings key: the PCIe root ports a QEMU plan has at least, for devices hot-plugged later
-SPARE_ROOT_PORTS_KEY: Final = "hotplug_root_ports"
+from vmdev.settings import SandboxSettings
+from vmdev.targets import AttachOptions, RenderTarget
 
 
 @attrs.frozen(kw_only=True)
@@ -61,6 +49,11 @@ class PlannedDevice:
     def hotplug(self) -> bool:
         return self.attach.hotplugged
 
+    @property
+    def name(self) -> str:
+        """What error messages call this device."""
+        return self.container_path or self.id
+
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "container_path": self.container_path,
@@ -77,66 +70,173 @@ class PlannedDevice:
         return out
 
 
-@attrs.frozen(kw_only=True)
-class QemuPlan:
-    argv: tuple[str, ...]
-    hotplug: tuple[QmpCommand, ...]
-    unplug: tuple[QmpCommand, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "argv": list(self.argv),
-            "hotplug": [c.to_json() for c in self.hotplug],
-            "unplug": [c.to_json() for c in self.unplug],
-        }
-
-
-@attrs.frozen(kw_only=True)
-class ApiPlan:
-    """Cloud Hypervisor or Firecracker: boot configuration and hot-plug requests."""
-
-    config: Mapping[str, Any]
-    requests: tuple[ApiRequest, ...]
-    hotplug: tuple[ApiRequest, ...]
-    unplug: tuple[ApiRequest, ...]
-    config_key: str
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if self.config_key:
-            out[self.config_key] = to_json(dict(self.config))
-        else:
-            out["requests"] = [r.to_json() for r in self.requests]
-        out["hotplug"] = [r.to_json() for r in self.hotplug]
-        out["unplug"] = [r.to_json() for r in self.unplug]
-        return out
+def _extras(value: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(value)
 
 
 @attrs.frozen(kw_only=True)
 class Plan:
+    """A planned sandbox: its devices, the backend's part (``backend``, printed under the
+    backend's ``plan_key``) and the sections plugins added (``extras``, ``finish_plan``)."""
+
     settings: SandboxSettings
     devices: tuple[PlannedDevice, ...]
-    qemu: QemuPlan | None = None
-    cloud_hypervisor: ApiPlan | None = None
-    firecracker: ApiPlan | None = None
+    backend: BackendPlan
+    plan_key: str
+    extras: Mapping[str, Any] = attrs.field(factory=dict, converter=_extras)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "hypervisor": self.settings.hypervisor,
             "devices": [d.to_json() for d in self.devices],
+            self.plan_key: dict(self.backend.to_json()),
         }
-        if self.qemu is not None:
-            out["qemu"] = self.qemu.to_json()
-        if self.cloud_hypervisor is not None:
-            out["cloud_hypervisor"] = self.cloud_hypervisor.to_json()
-        if self.firecracker is not None:
-            out["firecracker"] = self.firecracker.to_json()
+        out.update(to_json(dict(self.extras)))
         return out
 
+    def part(self, plan_key: str) -> Any:
+        """The backend's part if this plan is for the backend printed as ``plan_key``, else None."""
+        return self.backend if plan_key == self.plan_key else None
+
+    # conveniences for the built-in backends' parts
+    @property
+    def qemu(self) -> Any:
+        return self.part("qemu")
+
+    @property
+    def cloud_hypervisor(self) -> Any:
+        return self.part("cloud_hypervisor")
+
+    @property
+    def firecracker(self) -> Any:
+        return self.part("firecracker")
+
     def argv_text(self) -> str:
-        if self.qemu is None:
-            raise UnsupportedError(f"argv is QEMU's; this plan is for {self.settings.hypervisor}")
-        return shlex.join(self.qemu.argv)
+        argv = getattr(self.backend, "argv", None)
+        if argv is None:
+            raise UnsupportedError(
+                f"this plan is for {self.settings.hypervisor}, which takes no command-line arguments",
+                field="format",
+            )
+        return shlex.join(argv)
+
+
+# --- the pipeline ------------------------------------------------------------------------------------
+@attrs.frozen(kw_only=True)
+class Request:
+    """One device request and where it came from (``""``: the OCI spec's ``linux.devices``)."""
+
+    info: DeviceInfo
+    source: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class Built:
+    """A built device before rendering."""
+
+    device: Device
+    plugin: str
+    container_path: str | None
+    host_path: str
+
+    @property
+    def name(self) -> str:
+        return self.container_path or self.device.id
+
+
+@attrs.frozen
+class Pipeline:
+    """Request collection, resolution, building, id checks and rendering: written once, driven
+    by :func:`plan` (a stateless plan) and by the device manager (a sandbox's books).
+
+    ``settings`` must be prepared (:meth:`PluginManager.prepare_settings`).
+    """
+
+    pm: PluginManager
+    settings: SandboxSettings
+    host: HostContext
+
+    @classmethod
+    def start(
+        cls, settings: SandboxSettings, host: HostContext | None = None, plugins: PluginManager | None = None
+    ) -> Pipeline:
+        pm = plugins or get_plugin_manager()
+        return cls(pm, pm.prepare_settings(settings), host or HostContext())
+
+    @property
+    def backend(self) -> Backend:
+        return self.pm.backend(self.settings.hypervisor)
+
+    def requests(self, spec: OciSpec) -> list[Request]:
+        """The OCI spec's devices, then its mounts that plugins turn into devices, then the
+        input-source plugins' requests; one container path may be requested once."""
+        out = [Request(info=info) for info in spec.devices]
+        for mount in spec.mounts:
+            answer = self.pm.device_from_mount(mount, self.host, self.settings)
+            if answer is not None:
+                out.append(Request(info=answer.value, source=answer.plugin))
+        for answer in self.pm.device_requests(spec, self.settings, self.host):
+            out.append(Request(info=answer.value, source=answer.plugin))
+        seen: set[str] = set()
+        for request in out:
+            if request.info.container_path in seen:
+                raise ConfigError("is requested twice", device=request.info.container_path, field="path")
+            seen.add(request.info.container_path)
+        return out
+
+    def resolve(self, info: DeviceInfo) -> DeviceInfo:
+        return attrs.evolve(info, host_path=self.pm.resolve_host_path(info, self.host, self.settings))
+
+    def build(self, info: DeviceInfo, alloc: Allocator) -> Built:
+        """Build a resolved request; its id is checked."""
+        answer = self.pm.build_device(info, self.host, self.settings, alloc)
+        check_id(answer.value.id, device=info.name, field="id")
+        return Built(device=answer.value, plugin=answer.plugin, container_path=info.container_path,
+                     host_path=info.host_path)
+
+    def sandbox_devices(self) -> list[Built]:
+        out = []
+        for answer in self.pm.sandbox_devices(self.settings, self.host):
+            device = answer.value
+            check_id(device.id, device=device.id, field="id")
+            out.append(Built(device=device, plugin=answer.plugin, container_path=None,
+                             host_path=str(getattr(device, "host_path", "") or "")))
+        return out
+
+    def target(self, context: RenderContext | None = None) -> RenderTarget:
+        return self.backend.target(self.settings, context or RenderContext())
+
+    def render(self, built: Built, target: RenderTarget, *, hotplug: bool) -> PlannedDevice:
+        attach = self.pm.attach_options(built.device, target, hotplug, name=built.name)
+        return PlannedDevice(device=built.device, plugin=built.plugin, container_path=built.container_path,
+                             host_path=built.host_path, attach=attach)
+
+    def assemble(
+        self, target: RenderTarget, devices: tuple[PlannedDevice, ...], spec: OciSpec | None = None
+    ) -> Plan:
+        backend = self.backend
+        result = Plan(settings=self.settings, devices=devices, plan_key=backend.plan_key,
+                      backend=backend.assemble(self.settings, target, devices))
+        if spec is None:
+            return result
+        extras = self.pm.finish_plan(result, spec, self.settings)
+        clash = set(extras) & set(result.to_json())
+        if clash:
+            raise PluginError(f"a plugin's plan section {sorted(clash)[0]!r} is a name the plan has already")
+        return attrs.evolve(result, extras=extras) if extras else result
+
+
+def check_unique_ids(built: Iterable[Built]) -> None:
+    """Two devices of one plan must not share an id."""
+    seen: dict[str, str] = {}
+    for item in built:
+        if item.device.id in seen:
+            raise InvalidIdError(
+                f"id {item.device.id!r} is already used by {seen[item.device.id]}",
+                device=item.name,
+                field="id",
+            )
+        seen[item.device.id] = item.name
 
 
 def plan(
@@ -147,171 +247,28 @@ def plan(
     plugins: PluginManager | None = None,
 ) -> Plan:
     """Plan every device of ``spec`` plus the sandbox's own devices for ``settings``."""
-    settings = settings or SandboxSettings()
-    host = host or HostContext()
-    pm = plugins or get_plugin_manager()
-    pm.check_settings(settings)
-
-    requests: list[tuple[DeviceInfo, str]] = [(info, "") for info in spec.devices]
-    for mount in spec.mounts:
-        answer = pm.device_from_mount(mount, host, settings)
-        if answer is not None:
-            requests.append((answer.value, answer.plugin))
-    _check_unique_paths(info for info, _ in requests)
-
-    built: list[tuple[Device, str, str | None, str]] = []
+    pipeline = Pipeline.start(settings or SandboxSettings(), host, plugins)
     alloc = Allocator()
-    for info, _ in requests:
-        host_path = pm.resolve_host_path(info, host)
-        resolved = attrs.evolve(info, host_path=host_path)
-        answer = pm.build_device(resolved, host, settings, alloc)
-        built.append((answer.value, answer.plugin, info.container_path, host_path))
-    for answer in pm.sandbox_devices(settings, host):
-        device = answer.value
-        built.append((device, answer.plugin, None, str(getattr(device, "host_path", "") or "")))
-
-    target = make_target(settings)
-    planned: list[PlannedDevice] = []
-    seen_ids: dict[str, str] = {}
-    for device, plugin, container_path, host_path in built:
-        name = container_path or device.id
-        check_id(device.id, device=name, field="id")
-        if device.id in seen_ids:
-            raise InvalidIdError(
-                f"id {device.id!r} is already used by {seen_ids[device.id]}", device=name, field="id"
-            )
-        seen_ids[device.id] = name
-        attach = pm.attach_options(device, target, settings.hotplug, name=name)
-        planned.append(
-            PlannedDevice(
-                device=device,
-                plugin=plugin,
-                container_path=container_path,
-                host_path=host_path,
-                attach=attach,
-            )
-        )
-    return assemble(settings, target, tuple(planned))
+    built = [pipeline.build(pipeline.resolve(r.info), alloc) for r in pipeline.requests(spec)]
+    built += pipeline.sandbox_devices()
+    check_unique_ids(built)
+    target = pipeline.target()
+    planned = tuple(pipeline.render(b, target, hotplug=pipeline.settings.hotplug) for b in built)
+    return pipeline.assemble(target, planned, spec)
 
 
-def _check_unique_paths(infos: Iterable[DeviceInfo]) -> None:
-    seen: set[str] = set()
-    for info in infos:
-        if info.container_path in seen:
-            raise ConfigError("is requested twice", device=info.container_path, field="path")
-        seen.add(info.container_path)
+def assemble(settings: SandboxSettings, target: RenderTarget, devices: tuple[PlannedDevice, ...],
+             *, plugins: PluginManager | None = None) -> Plan:
+    """Merge rendered devices into one plan with the settings' backend (what :func:`plan` does after
+    rendering), for callers that render the devices themselves."""
+    pm = plugins or get_plugin_manager()
+    backend = pm.backend(settings.hypervisor)
+    return Plan(settings=settings, devices=devices, plan_key=backend.plan_key,
+                backend=backend.assemble(settings, target, devices))
 
 
 def spare_root_ports(settings: SandboxSettings) -> int:
-    """The ``hotplug_root_ports`` setting (``[vmdev]`` table): how many PCIe root ports a QEMU plan
-    has at least, the planned devices' ports included, so that devices can be hot-plugged into
-    the running VM later (``vmdev attach``). 0 when unset. Kata's ``pcie_root_port`` does the same
-    for VFIO root ports only and belongs to the VFIO plugin; a plan has the larger of the two."""
-    value = settings.option(SPARE_ROOT_PORTS_KEY, 0)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ROOT_PORTS:
-        raise ConfigError(
-            f"must be a number of PCIe root ports from 0 to {MAX_ROOT_PORTS}, got {value!r}",
-            field=SPARE_ROOT_PORTS_KEY,
-        )
-    return value
+    """Moved to :func:`vmdev.backends.qemu.spare_root_ports` (QEMU's setting)."""
+    from vmdev.backends.qemu import spare_root_ports as qemu_spare_root_ports
 
-
-def assemble(settings: SandboxSettings, target: RenderTarget, devices: tuple[PlannedDevice, ...]) -> Plan:
-    """Merge rendered devices into one plan (what :func:`plan` does after rendering).
-
-    For callers that render the devices themselves, such as the device manager, which keeps
-    a sandbox's allocations between plans.
-    """
-    if settings.hypervisor == QEMU:
-        assert isinstance(target, QemuTarget)
-        return Plan(settings=settings, devices=devices, qemu=_qemu_plan(settings, target, devices))
-    if settings.hypervisor == CLOUD_HYPERVISOR:
-        return Plan(settings=settings, devices=devices, cloud_hypervisor=_clh_plan(devices))
-    assert settings.hypervisor == FIRECRACKER
-    return Plan(settings=settings, devices=devices, firecracker=_fc_plan(devices))
-
-
-def _qemu_plan(settings: SandboxSettings, target: QemuTarget, devices: tuple[PlannedDevice, ...]) -> QemuPlan:
-    attaches = [(d, d.attach) for d in devices if isinstance(d.attach, QemuAttach)]
-    machine: dict[str, Any] = {}
-    owner: dict[str, str] = {}
-    shared: dict[str, tuple[str, ...]] = {}
-    memory = MemoryNeeds()
-    for planned, attach in attaches:
-        for key, value in attach.machine.items():
-            if key in machine and machine[key] != value:
-                raise UnsupportedError(
-                    f"needs -machine {key}={value}, but {owner[key]} needs {key}={machine[key]}",
-                    device=planned.container_path or planned.id,
-                    field="machine",
-                )
-            machine[key] = value
-            owner[key] = planned.container_path or planned.id
-        for key, args in attach.shared_args.items():
-            shared.setdefault(key, args)
-        memory = MemoryNeeds(
-            slots=memory.slots + attach.memory.slots,
-            maxmem_extra_mib=memory.maxmem_extra_mib + attach.memory.maxmem_extra_mib,
-            shared=memory.shared or attach.memory.shared,
-        )
-    mem = settings.memory_mib
-    argv: list[str] = []
-    if memory.shared:
-        machine["memory-backend"] = SHARED_RAM_ID
-    argv += ["-machine", opts(settings.machine_type, machine)]
-    size: dict[str, Any] = {}
-    if memory.slots:
-        size = {"slots": memory.slots, "maxmem": f"{mem + max(memory.maxmem_extra_mib, 1)}M"}
-    argv += ["-m", f"{mem}M" + ("," + keyvals(size) if size else "")]
-    if memory.shared:
-        backend: dict[str, OptValue | None] = {"id": SHARED_RAM_ID, "size": f"{mem}M", "share": True}
-        argv += ["-object", opts("memory-backend-memfd", backend)]
-    for args in shared.values():
-        argv += list(args)
-    spare = spare_root_ports(settings)
-    if spare:
-        target.topology.ensure_root_ports(spare, device="sandbox", field=SPARE_ROOT_PORTS_KEY)
-    argv += target.topology_args()
-    for _, attach in attaches:
-        argv += list(attach.args)
-    hotplug = [c for _, a in attaches for c in a.hotplug]
-    unplug = [c for _, a in reversed(attaches) for c in a.unplug]
-    return QemuPlan(argv=tuple(argv), hotplug=tuple(hotplug), unplug=tuple(unplug))
-
-
-def _clh_plan(devices: tuple[PlannedDevice, ...]) -> ApiPlan:
-    config: dict[str, Any] = {}
-    hotplug: list[ApiRequest] = []
-    unplug: list[ApiRequest] = []
-    for planned in devices:
-        attach = planned.attach
-        assert isinstance(attach, ClhAttach)
-        for key, value in attach.vm_config.items():
-            if isinstance(value, list | tuple):
-                config.setdefault(key, []).extend(value)
-            elif key in config and config[key] != value:
-                raise UnsupportedError(
-                    f"VmConfig.{key} is already set by another device",
-                    device=planned.container_path or planned.id,
-                    field=key,
-                )
-            else:
-                config[key] = value
-        hotplug += attach.hotplug
-        unplug[:0] = attach.unplug
-    return ApiPlan(config=config, requests=(), hotplug=tuple(hotplug), unplug=tuple(unplug),
-                   config_key="vm_config")
-
-
-def _fc_plan(devices: tuple[PlannedDevice, ...]) -> ApiPlan:
-    requests: list[ApiRequest] = []
-    hotplug: list[ApiRequest] = []
-    unplug: list[ApiRequest] = []
-    for planned in devices:
-        attach = planned.attach
-        assert isinstance(attach, FirecrackerAttach)
-        requests += attach.requests
-        hotplug += attach.hotplug
-        unplug[:0] = attach.unplug
-    return ApiPlan(config={}, requests=tuple(requests), hotplug=tuple(hotplug), unplug=tuple(unplug),
-                   config_key="")
+    return qemu_spare_root_ports(settings)

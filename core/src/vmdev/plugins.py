@@ -27,6 +27,8 @@ import re
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
+from difflib import get_close_matches
 from functools import partial
 from typing import Any, Final, TypeVar
 
@@ -41,9 +43,11 @@ if sys.version_info >= (3, 12):
 else:  # the backport has EntryPoints.select and Distribution.entry_points on 3.10/3.11
     import importlib_metadata
 
+from vmdev.backend import Backend, BackendSet, RegisteredBackend
+from vmdev.declared import DeclaredSetting, Setting, parse_settings
 from vmdev.host import HostContext
 from vmdev.models import Device, DeviceInfo
-from vmdev.oci import OciMount
+from vmdev.oci import OciMount, OciSpec
 from vmdev.resources import Allocator
 from vmdev.settings import SandboxSettings
 from vmdev.targets import AttachOptions, RenderTarget
@@ -58,7 +62,15 @@ ENV_TRACE: Final = "VMDEV_TRACE_PLUGINS"
 BUILTIN_PLUGINS: Final = (
     ("vmdev.host_path", "vmdev.defaults.host_path"),
     ("vmdev.generic", "vmdev.defaults.generic"),
+    ("vmdev.backend.qemu", "vmdev.backends.qemu"),
+    ("vmdev.backend.cloud-hypervisor", "vmdev.backends.clh"),
+    ("vmdev.backend.firecracker", "vmdev.backends.firecracker"),
 )
+
+#: the plugin whose hook implementation is running (``register`` callbacks read it)
+_running: ContextVar[str] = ContextVar("vmdev_running_plugin", default="")
+#: the answers of the hook call under way: (plugin, value) for each non-None result
+_answers: ContextVar[list[tuple[str, Any]] | None] = ContextVar("vmdev_hook_answers", default=None)
 
 log = logging.getLogger("vmdev.plugins")
 trace_log = logging.getLogger("vmdev.trace")
@@ -146,6 +158,8 @@ class PluginManager:
         self._extra = list(plugins)
         self._origin: dict[str, tuple[str, str]] = {}
         self._loaded = False
+        self._backends: BackendSet | None = None
+        self._declared: list[DeclaredSetting] | None = None
         if self.policy.trace and not logging.getLogger("vmdev").hasHandlers():
             handler = logging.StreamHandler()
             handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
@@ -165,7 +179,28 @@ class PluginManager:
             self.register(plugin, name=name)
         for entry_point, dist_name, version in self._selected_entry_points():
             self._register_lazy(entry_point.name, entry_point.load, dist_name, version)
+        self._check_pending()
         return self
+
+    def _check_pending(self) -> None:
+        """Refuse hook implementations that match no hook (pluggy's ``check_pending``), naming the
+        plugin and the hook, with the nearest real hook name."""
+        known = [name for name in dir(hookspecs) if getattr(getattr(hookspecs, name), "vmdev_spec", None)]
+        for hook_name in dir(self._pm.hook):
+            caller = getattr(self._pm.hook, hook_name)
+            if hook_name.startswith("_") or not hasattr(caller, "has_spec") or caller.has_spec():
+                continue
+            for impl in caller.get_hookimpls():
+                if impl.optionalhook:
+                    continue
+                near = get_close_matches(hook_name, known, n=1)
+                hint = f" (did you mean {near[0]}?)" if near else ""
+                raise PluginError(
+                    f"plugin {impl.plugin_name!r} implements {hook_name!r}, which is not a vmdev "
+                    f"hook{hint}; see docs/plugin-hooks.md",
+                    field="hooks",
+                )
+        self._pm.check_pending()
 
     def register(self, plugin: object, *, name: str, distribution: str = "", version: str = "") -> None:
         """Register a plugin object or module directly (subject to the disable list)."""
@@ -175,6 +210,19 @@ class PluginManager:
             return
         self._pm.register(plugin, name=name)
         self._origin[name] = (distribution, version)
+        self._instrument(plugin, name)
+
+    def _instrument(self, plugin: object, name: str) -> None:
+        """Wrap each of ``plugin``'s (non-wrapper) hook implementations so that the facade knows
+        who answered, the trace shows it, and an unexpected exception names the plugin. Calls
+        still go through ``pm.hook``, so wrappers, pluggy's tracing and monitoring all apply."""
+        for caller in self._pm.get_hookcallers(plugin) or ():
+            for impl in caller.get_hookimpls():
+                if impl.plugin is plugin and not (impl.wrapper or impl.hookwrapper):
+                    # HookImpl.function is typed Final but is a plain slot; pluggy calls whatever
+                    # it holds with the arguments named by impl.argnames (computed before this)
+                    wrapped = _answering(impl.function, name, caller.name, self.policy.trace)
+                    object.__setattr__(impl, "function", wrapped)
 
     def _register_lazy(
         self, name: str, load: Callable[[], object], distribution: str, version: str
@@ -233,36 +281,154 @@ class PluginManager:
 
     # --- calling ---------------------------------------------------------------------------
     def _call(self, hook: str, *, first: bool, subject: str = "", **kwargs: Any) -> list[Answer]:
-        """Call ``hook``'s implementations in pluggy's order, keeping who answered what.
+        """Call ``hook`` through ``pm.hook`` (so wrappers, tracing and monitoring apply) and say who
+        answered what: every answer in order, or the first-result hook's answer.
 
-        Exceptions other than :class:`VmdevError` become a :class:`PluginError`
-        naming the plugin, so a buggy plugin produces one clear line.
+        Exceptions other than :class:`VmdevError` become a :class:`PluginError` naming the
+        plugin (see :func:`_answering`); it is given the device the call was about.
         """
         self.load()
-        answers: list[Answer] = []
-        caller = getattr(self._pm.hook, hook)
-        trace = self.policy.trace
-        for impl in reversed(caller.get_hookimpls()):
-            args = [kwargs[name] for name in impl.argnames]
-            try:
-                value = impl.function(*args)
-            except VmdevError:
-                raise
-            except Exception as exc:
-                raise PluginError(
-                    f"plugin {impl.plugin_name!r} failed in {hook}: {type(exc).__name__}: {exc}",
-                    device=subject,
-                ) from exc
-            if trace:
-                trace_log.debug("%s[%s](%s) -> %r", hook, impl.plugin_name, _kw(kwargs), value)
-            if value is None:
-                continue
-            answers.append(Answer(value=value, plugin=impl.plugin_name))
-            if first:
-                break
-        if trace:
-            trace_log.debug("%s result: %r", hook, [a.value for a in answers])
+        token = _answers.set([])
+        try:
+            result = getattr(self._pm.hook, hook)(**kwargs)
+            answered = _answers.get() or []
+        except PluginError as exc:
+            if subject and not exc.device:
+                raise PluginError(exc.message, device=subject, field=exc.field) from exc.__cause__
+            raise
+        finally:
+            _answers.reset(token)
+        if first:
+            answers = [] if result is None else [Answer(value=result, plugin=_who(answered, result))]
+        else:
+            answers = [Answer(value=v, plugin=_who(answered, v)) for v in result]
+        if self.policy.trace:
+            trace_log.debug("%s result: %r", hook, [(a.plugin, a.value) for a in answers])
         return answers
+
+    # --- backends and settings -------------------------------------------------------------
+    def backends(self) -> BackendSet:
+        """Every installed backend (``register_backends``), by name."""
+        if self._backends is None:
+            found: dict[str, RegisteredBackend] = {}
+
+            def register(backend: Backend) -> None:
+                plugin = _running.get()
+                if not isinstance(backend, Backend):
+                    raise PluginError(
+                        f"plugin {plugin!r} registered {type(backend).__name__}, not a vmdev.backend.Backend",
+                        field="register_backends",
+                    )
+                if backend.name in found:
+                    raise PluginError(
+                        f"plugins {found[backend.name].plugin!r} and {plugin!r} both register a backend "
+                        f"called {backend.name!r}",
+                        field="register_backends",
+                    )
+                dist = self._origin.get(plugin, ("", ""))[0]
+                found[backend.name] = RegisteredBackend(backend=backend, plugin=plugin, distribution=dist)
+
+            self._call("register_backends", first=False, register=register)
+            self._backends = BackendSet(found)
+        return self._backends
+
+    def backend(self, name: str) -> Backend:
+        """The backend called ``name``; a one-line error listing the installed ones if none is."""
+        return self.backends().get(name).backend
+
+    def declared_settings(self) -> list[DeclaredSetting]:
+        """Every settings key the loaded plugins declare (``register_settings``)."""
+        if self._declared is None:
+            found: dict[str, DeclaredSetting] = {}
+
+            def register(setting: Setting) -> None:
+                plugin = _running.get()
+                if not isinstance(setting, Setting):
+                    raise PluginError(
+                        f"plugin {plugin!r} registered {type(setting).__name__}, "
+                        "not a vmdev.declared.Setting",
+                        field="register_settings",
+                    )
+                if setting.name in found:
+                    raise PluginError(
+                        f"plugins {found[setting.name].plugin!r} and {plugin!r} both declare the "
+                        f"settings key {setting.name!r}",
+                        field="register_settings",
+                    )
+                found[setting.name] = DeclaredSetting(setting=setting, plugin=plugin)
+
+            self._call("register_settings", first=False, register=register)
+            self._declared = list(found.values())
+        return list(self._declared)
+
+    def prepare_settings(self, settings: SandboxSettings) -> SandboxSettings:
+        """``settings`` with every declared key parsed and typed (``settings.value(key)``), after
+        checking that its hypervisor is an installed backend and running ``check_settings``."""
+        self.backends().get(settings.hypervisor)
+        tables = {"hypervisor": settings.options, "runtime": settings.runtime}
+        prepared = attrs.evolve(settings, values=parse_settings(self.declared_settings(), tables))
+        self.check_settings(prepared)
+        return prepared
+
+    def device_requests(self, spec: OciSpec, settings: SandboxSettings, host: HostContext) -> list[Answer]:
+        """The requests of the input-source plugins, each with the plugin that found it."""
+        out: list[Answer] = []
+        for answer in self._call("device_requests", first=False, spec=spec, settings=settings, host=host):
+            if not isinstance(answer.value, Sequence):
+                raise PluginError(
+                    f"plugin {answer.plugin!r} returned {type(answer.value).__name__} from "
+                    "device_requests, not a sequence"
+                )
+            for info in answer.value:
+                out.append(Answer(value=_typed(Answer(value=info, plugin=answer.plugin), DeviceInfo,
+                                                "device_requests", ""), plugin=answer.plugin))
+        return out
+
+    def finish_plan(self, plan: Any, spec: OciSpec, settings: SandboxSettings) -> dict[str, Any]:
+        """The extra plan sections of every plugin, checked for clashes."""
+        sections: dict[str, Any] = {}
+        owner: dict[str, str] = {}
+        for answer in self._call("finish_plan", first=False, plan=plan, spec=spec, settings=settings):
+            if not isinstance(answer.value, Mapping):
+                raise PluginError(
+                    f"plugin {answer.plugin!r} returned {type(answer.value).__name__} from finish_plan, "
+                    "not a mapping"
+                )
+            for name, value in answer.value.items():
+                if name in sections:
+                    raise PluginError(
+                        f"plugins {owner[name]!r} and {answer.plugin!r} both add the plan section {name!r}"
+                    )
+                sections[name], owner[name] = value, answer.plugin
+        return sections
+
+    def device_from_state(self, kind: str, data: Mapping[str, Any], plugin: str, *, name: str) -> Device:
+        """The device ``plugin`` built, rebuilt from its saved form without touching the host."""
+        answers = self._call(
+            "device_from_state", first=True, subject=name, kind=kind, data=data, plugin=plugin
+        )
+        if not answers:
+            raise PluginError(
+                f"no plugin rebuilds saved {kind} devices (plugin {plugin!r} has no device_from_state "
+                "hook, or is not installed)",
+                device=name,
+                field="kind",
+            )
+        device: Device = _typed(answers[0], Device, "device_from_state", name)
+        return device
+
+    def host_facts(self, device: Device, host: HostContext, *, name: str) -> dict[str, str]:
+        """What the device's family says it was built from on the host (may be empty)."""
+        answers = self._call("host_facts", first=True, subject=name, device=device, host=host)
+        if not answers:
+            return {}
+        facts = answers[0].value
+        if not isinstance(facts, Mapping) or not all(isinstance(v, str) for v in facts.values()):
+            raise PluginError(
+                f"plugin {answers[0].plugin!r} returned {facts!r} from host_facts, not a mapping of strings",
+                device=name,
+            )
+        return {str(k): v for k, v in facts.items()}
 
     def register_commands(self, cli: Any) -> None:
         self._call("register_commands", first=False, cli=cli)
@@ -270,8 +436,13 @@ class PluginManager:
     def check_settings(self, settings: SandboxSettings) -> None:
         self._call("check_settings", first=False, settings=settings)
 
-    def resolve_host_path(self, info: DeviceInfo, host: HostContext) -> str:
-        answers = self._call("resolve_host_path", first=True, subject=info.name, info=info, host=host)
+    def resolve_host_path(
+        self, info: DeviceInfo, host: HostContext, settings: SandboxSettings | None = None
+    ) -> str:
+        answers = self._call(
+            "resolve_host_path", first=True, subject=info.name, info=info, host=host,
+            settings=settings if settings is not None else SandboxSettings(),
+        )
         if not answers:
             raise UnclaimedDeviceError("no plugin resolved its host path", device=info.name)
         path: str = _typed(answers[0], str, "resolve_host_path", info.name)
@@ -329,7 +500,10 @@ class PluginManager:
         )
         if not answers:
             raise PluginError(
-                f"no plugin renders {device.kind} devices for {target.hypervisor}", device=name
+                f"no plugin renders {device.kind} devices for the {target.hypervisor} backend (neither "
+                f"the plugin that built it nor the backend's plugin answered attach_options)",
+                device=name,
+                field="hypervisor",
             )
         value: AttachOptions = _typed(answers[0], target.attach_type, "attach_options", name)
         return value
@@ -349,6 +523,41 @@ def _typed(answer: Answer, kind: Any, hook: str, device: str) -> Any:
             device=device,
         )
     return answer.value
+
+
+def _answering(function: Callable[..., Any], plugin: str, hook: str, trace: bool) -> Callable[..., Any]:
+    """``function`` (a plugin's hook implementation) reporting its answer to the facade, with
+    :data:`_running` set to ``plugin`` while it runs, and a non-vmdev exception turned into a
+    :class:`PluginError` naming the plugin and the hook."""
+
+    def implementation(*args: Any, **kwargs: Any) -> Any:
+        token = _running.set(plugin)
+        try:
+            value = function(*args, **kwargs)
+        except VmdevError:
+            raise
+        except Exception as exc:
+            raise PluginError(f"plugin {plugin!r} failed in {hook}: {type(exc).__name__}: {exc}") from exc
+        finally:
+            _running.reset(token)
+        if trace:
+            shown = ", ".join([*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
+            trace_log.debug("%s[%s](%s) -> %r", hook, plugin, shown, value)
+        answers = _answers.get()
+        if answers is not None and value is not None:
+            answers.append((plugin, value))
+        return value
+
+    implementation.__wrapped__ = function  # type: ignore[attr-defined]
+    return implementation
+
+
+def _who(answered: Sequence[tuple[str, Any]], value: Any) -> str:
+    """The plugin whose answer ``value`` is (a hook wrapper may have replaced it)."""
+    for plugin, answer in reversed(answered):
+        if answer is value:
+            return str(plugin)
+    return "(a hook wrapper)"
 
 
 def _kw(kwargs: Mapping[str, Any]) -> str:

@@ -17,6 +17,10 @@ from vmdev.errors import DeviceError
 
 #: separates a scope from the owner key in :meth:`Allocator.scoped` views
 SCOPE_SEPARATOR: Final = "|"
+#: Kata's sandbox-wide disk index (its ``BlockIndexMap``): every disk-like device of a sandbox,
+#: whichever family builds it, draws from this one pool so that indexes (and the guest names derived
+#: from them) never collide
+DISK_INDEX_POOL: Final = "block.index"
 
 
 class ResourceExhaustedError(DeviceError):

@@ -18,20 +18,18 @@ import click
 
 from vmdev.errors import ConfigError
 from vmdev.models import DeviceInfo
-from vmdev.settings import QEMU, load_settings
+from vmdev.settings import load_settings
 
 if TYPE_CHECKING:
     from vmdev.manager import DeviceManager
     from vmdev.state import DeviceRecord, SandboxState, StateFile
 
-from vmdev.cliutil import F, errors_as_one_line, host_context
+from vmdev.cliutil import F, SettingsCommand, errors_as_one_line, flag_overrides, host_context
 
 # --- the sandbox device manager: vmdev attach / detach / status ----------------------------------------
 _SETTINGS_FLAGS: dict[str, str] = {
     "machine_type": "machine_type",
     "memory": "default_memory",
-    "block_driver": "block_device_driver",
-    "entropy_source": "entropy_source",
 }
 
 
@@ -54,7 +52,6 @@ _device_options = _options(
     click.option("--sandbox-device", help="A sandbox device by id or kind (rng0, rng)."),
     click.option("--container", "user", default="", help="The container that uses the device."),
     click.option("--sysfs-root", type=click.Path(file_okay=False), help="Instead of /sys."),
-    click.option("--vhost-user-store", type=click.Path(file_okay=False), help="Enable this store."),
     click.argument("container_path", required=False),
 )
 #: where the sandbox is (its state file and QMP socket), and the settings of a new one
@@ -68,8 +65,6 @@ _sandbox_options = _options(
     click.option("--config", "config_file", type=click.Path(dir_okay=False),
                  help="Settings TOML of a new sandbox (Kata's configuration.toml works)."),
     click.option("--machine-type", help="QEMU machine type of a new sandbox (default q35)."),
-    click.option("--block-driver", help="block_device_driver of a new sandbox"),
-    click.option("--entropy-source", help="entropy_source of a new sandbox"),
     click.option("--memory", type=click.IntRange(min=1), help="Guest memory of a new sandbox in MiB."),
     click.option("--json", "as_json", is_flag=True, help="Print JSON."),
 )
@@ -148,7 +143,6 @@ class _Sandbox:
     config_file: str | None
     overrides: Mapping[str, Any]
     sysfs_root: str | None
-    vhost_user_store: str | None
 
     @property
     def file(self) -> StateFile:
@@ -162,7 +156,7 @@ class _Sandbox:
         from vmdev.state import SandboxState
 
         given = self.config_file is not None or any(v is not None for v in self.overrides.values())
-        settings = load_settings(self.config_file, hypervisor=QEMU, overrides=self.overrides)
+        settings = load_settings(self.config_file, overrides=self.overrides)
         if not self.file.exists():
             return SandboxState(settings=settings)
         state = self.file.load()
@@ -188,7 +182,7 @@ class _Sandbox:
             try:
                 manager = DeviceManager(
                     state=state,
-                    host=host_context(self.sysfs_root, self.vhost_user_store, state.settings),
+                    host=host_context(self.sysfs_root),
                     hotplugger=QmpHotPlugger(
                         session, command_timeout=self.timeout, unplug_timeout=self.timeout
                     ),
@@ -243,13 +237,12 @@ def _sandbox(kwargs: dict[str, Any]) -> _Sandbox:
         qmp_socket=kwargs.pop("qmp_socket"),
         timeout=kwargs.pop("timeout"),
         config_file=kwargs.pop("config_file"),
-        overrides={key: kwargs.pop(flag) for flag, key in _SETTINGS_FLAGS.items()},
+        overrides={**{key: kwargs.pop(flag) for flag, key in _SETTINGS_FLAGS.items()}, **flag_overrides()},
         sysfs_root=kwargs.pop("sysfs_root"),
-        vhost_user_store=kwargs.pop("vhost_user_store"),
     )
 
 
-@click.command("attach")
+@click.command("attach", cls=SettingsCommand)
 @_sandbox_options
 @_device_options
 @errors_as_one_line
@@ -271,7 +264,7 @@ def attach_cmd(**kwargs: Any) -> None:
     _echo_record(record, "attached", as_json, {"id": record.id, "plugged": record.attach_count == 1})
 
 
-@click.command("detach")
+@click.command("detach", cls=SettingsCommand)
 @_sandbox_options
 @_device_options
 @click.option("--id", "device_id", help="The device's id (instead of its description).")

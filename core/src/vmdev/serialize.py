@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import cattrs
 from cattrs.gen import make_dict_unstructure_fn, override
 
 from vmdev.models import PciPath
+
+T = TypeVar("T")
 
 
 def _make_converter() -> cattrs.Converter:
@@ -49,3 +51,15 @@ def _plain(value: Any) -> Any:
     if isinstance(value, tuple | list):
         return [_plain(v) for v in value]
     return value
+
+
+def from_json(cls: type[T], data: Any) -> T:
+    """Structure ``data`` (as :func:`to_json` made it) back into ``cls``: for a family's
+    ``device_from_state`` hook. Trailing-underscore fields are read from their JSON names
+    (``class`` -> ``class_``). Errors propagate (the caller names the device)."""
+    if attrs.has(cls) and isinstance(data, Mapping):
+        renamed = {f.name.rstrip("_"): f.name for f in attrs.fields(cls) if f.name.endswith("_")}
+        data = {renamed.get(key, key): value for key, value in data.items()}
+        known = {f.name for f in attrs.fields(cls) if f.init}
+        data = {key: value for key, value in data.items() if key in known}
+    return converter.structure(data, cls)

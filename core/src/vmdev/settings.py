@@ -1,12 +1,13 @@
 """Sandbox settings: the hypervisor, the machine and every plugin's options.
 
 Settings can be read from a Kata ``configuration.toml`` unchanged: the section
-of the selected hypervisor (``[hypervisor.qemu]``, ``[hypervisor.clh]`` or
-``[hypervisor.firecracker]``) is taken as the option table. The core
-interprets only the hypervisor-neutral keys (``machine_type``,
-``default_memory``); every other key (``block_device_driver``,
-``entropy_source``, ...) is kept in :attr:`SandboxSettings.options` for the
-plugin that owns it. A ``[vmdev]`` table holds vmdev's own keys (``hotplug``).
+of the selected hypervisor (``[hypervisor.qemu]``, ``[hypervisor.clh]``, ... as
+each backend declares its Kata sections) is taken as the option table, and
+``[runtime]`` is kept beside it. The core interprets only the
+hypervisor-neutral keys (``machine_type``, ``default_memory``, ``hotplug``);
+every other key is declared by the plugin that owns it
+(:mod:`vmdev.declared`) and parsed once, typed, before planning. A ``[vmdev]``
+table holds vmdev's own keys (``hotplug``).
 """
 
 from __future__ import annotations
@@ -15,39 +16,43 @@ import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
 from vmdev.errors import ConfigError
+
+if TYPE_CHECKING:
+    from vmdev.plugins import PluginManager
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
-QEMU: Final = "qemu"
+#: the backend used when neither a flag nor the configuration file names one
+DEFAULT_HYPERVISOR: Final = "qemu"
+#: the names of the core's built-in backends (vmdev.backends); any installed backend's name is valid
+QEMU: Final = DEFAULT_HYPERVISOR
 CLOUD_HYPERVISOR: Final = "cloud-hypervisor"
 FIRECRACKER: Final = "firecracker"
-HYPERVISORS: Final = (QEMU, CLOUD_HYPERVISOR, FIRECRACKER)
-
-#: The Kata configuration.toml section of each hypervisor.
-KATA_SECTIONS: Final = {QEMU: "qemu", CLOUD_HYPERVISOR: "clh", FIRECRACKER: "firecracker"}
 
 DEFAULT_MACHINE_TYPE: Final = "q35"
 DEFAULT_MEMORY_MIB: Final = 2048
 
 _MACHINE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_BACKEND_RE = re.compile(r"[a-z][a-z0-9-]*")
 _MISSING = object()
 
 
 def _check_hypervisor(inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
-    if value not in HYPERVISORS:
-        raise ConfigError(f"{value!r} is not one of {', '.join(HYPERVISORS)}", field="hypervisor")
+    # which backends exist is the plugins' business (checked when settings are prepared)
+    if not isinstance(value, str) or not _BACKEND_RE.fullmatch(value):
+        raise ConfigError(f"{value!r} is not a backend name", field="hypervisor")
 
 
 def _check_machine(inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
-    if not _MACHINE_RE.fullmatch(value):
+    if not isinstance(value, str) or not _MACHINE_RE.fullmatch(value):
         raise ConfigError(f"{value!r} is not a machine type name", field="machine_type")
 
 
@@ -56,17 +61,43 @@ def _check_memory(inst: Any, attribute: attrs.Attribute[Any], value: int) -> Non
         raise ConfigError(f"must be a positive number of MiB, got {value!r}", field="default_memory")
 
 
+def _any_dict(value: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(value)
+
+
 @attrs.frozen(kw_only=True)
 class SandboxSettings:
-    """What the sandbox looks like. Immutable; use :meth:`with_options` to derive."""
+    """What the sandbox looks like. Immutable; use :meth:`with_options` to derive.
 
-    hypervisor: str = attrs.field(default=QEMU, validator=_check_hypervisor)
+    ``options`` are the raw keys of the hypervisor section (with ``[vmdev]`` and overrides
+    merged in) and ``runtime`` those of Kata's ``[runtime]`` table. ``values`` holds the typed
+    value of every key the loaded plugins declare, filled by
+    :meth:`vmdev.plugins.PluginManager.prepare_settings` (which :func:`vmdev.plan` and the
+    device manager call first); hooks read them with :meth:`value`.
+    """
+
+    hypervisor: str = attrs.field(default=DEFAULT_HYPERVISOR, validator=_check_hypervisor)
     machine_type: str = attrs.field(default=DEFAULT_MACHINE_TYPE, validator=_check_machine)
     memory_mib: int = attrs.field(default=DEFAULT_MEMORY_MIB, validator=_check_memory)
     #: hot-plug devices into a running VM instead of cold-plugging them at boot
     hotplug: bool = False
     #: every other key of the hypervisor section, for the plugins
-    options: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
+    options: Mapping[str, Any] = attrs.field(factory=dict, converter=_any_dict)
+    #: Kata's [runtime] table
+    runtime: Mapping[str, Any] = attrs.field(factory=dict, converter=_any_dict)
+    #: typed values of the declared keys (derived from the above; see prepare_settings)
+    values: Mapping[str, Any] = attrs.field(factory=dict, converter=_any_dict, eq=False, repr=False)
+
+    def value(self, key: str) -> Any:
+        """The typed value of a declared settings key (its default when the file has none)."""
+        try:
+            return self.values[key]
+        except KeyError:
+            raise ConfigError(
+                "is not a declared settings key of the loaded plugins (or the settings were not "
+                "prepared: call PluginManager.prepare_settings first)",
+                field=key,
+            ) from None
 
     def option(self, key: str, default: Any = None) -> Any:
         return self.options.get(key, default)
@@ -79,10 +110,11 @@ class SandboxSettings:
         return value
 
     def with_options(self, **changes: Any) -> SandboxSettings:
-        """A copy with option keys changed (``None`` values are ignored)."""
+        """A copy with option keys changed (``None`` values are ignored); typed values are
+        dropped and must be prepared again."""
         merged = dict(self.options)
         merged.update({k: v for k, v in changes.items() if v is not None})
-        return attrs.evolve(self, options=merged)
+        return attrs.evolve(self, options=merged, values={})
 
     @property
     def is_microvm(self) -> bool:
@@ -101,28 +133,36 @@ class SandboxSettings:
 def load_settings(
     path: str | Path | None,
     *,
-    hypervisor: str = QEMU,
+    hypervisor: str | None = None,
     overrides: Mapping[str, Any] | None = None,
+    plugins: PluginManager | None = None,
 ) -> SandboxSettings:
     """Read settings from a TOML file (Kata's keys accepted as they are), then apply overrides.
 
-    ``overrides`` use TOML key names (``machine_type``, ``default_memory``,
-    ``hotplug``, ``block_device_driver``...); ``None`` values are ignored so
-    that unset command-line flags leave the file's values alone.
+    The hypervisor is ``hypervisor`` when given, else the one the file is for: a Kata
+    configuration has exactly one ``[hypervisor.X]`` section, and the installed backend that
+    reads ``X`` is taken (``plugins`` supplies the backends; the environment's plugin manager
+    by default). A flag that contradicts the file, or a file for a hypervisor no installed
+    backend reads, is a one-line error naming both. A file with several sections (a vmdev file
+    for several hypervisors) gives ``qemu``'s unless told otherwise. Without a file: ``qemu``.
+
+    ``overrides`` use TOML key names (``machine_type``, ``default_memory``, ``hotplug``,
+    ``block_device_driver``...); ``None`` values are ignored so that unset command-line flags
+    leave the file's values alone.
     """
-    section: dict[str, Any] = {}
-    own: dict[str, Any] = {}
-    if path is not None:
-        document = _read_toml(Path(path))
-        section = _table(document, ("hypervisor", KATA_SECTIONS.get(hypervisor, hypervisor)))
-        own = _table(document, ("vmdev",))
+    document: dict[str, Any] = _read_toml(Path(path)) if path is not None else {}
+    section_name, section = _hypervisor_section(document, hypervisor, plugins, str(path or ""))
+    own = _table(document, ("vmdev",))
+    runtime = _table(document, ("runtime",))
     merged = {**section, **own, **{k: v for k, v in (overrides or {}).items() if v is not None}}
     machine = merged.pop("machine_type", _MISSING)
     memory = merged.pop("default_memory", _MISSING)
     hotplug = merged.pop("hotplug", False)
     if not isinstance(hotplug, bool):
         raise ConfigError(f"must be true or false, got {hotplug!r}", field="hotplug")
-    kwargs: dict[str, Any] = {"hypervisor": hypervisor, "hotplug": hotplug, "options": merged}
+    kwargs: dict[str, Any] = {
+        "hypervisor": section_name, "hotplug": hotplug, "options": merged, "runtime": runtime
+    }
     if machine is not _MISSING and machine != "":
         if not isinstance(machine, str):
             raise ConfigError(f"must be a string, got {machine!r}", field="machine_type")
@@ -130,6 +170,50 @@ def load_settings(
     if memory is not _MISSING and memory != 0:
         kwargs["memory_mib"] = memory
     return SandboxSettings(**kwargs)
+
+
+def _hypervisor_section(
+    document: Mapping[str, Any], hypervisor: str | None, plugins: PluginManager | None, source: str
+) -> tuple[str, dict[str, Any]]:
+    """The backend name and its section of the file (see :func:`load_settings`)."""
+    tables = _table(document, ("hypervisor",))
+    if hypervisor is None and not tables:
+        return DEFAULT_HYPERVISOR, {}
+    from vmdev.plugins import get_plugin_manager
+
+    backends = (plugins or get_plugin_manager()).backends()
+    if hypervisor is not None:
+        wanted = backends.get(hypervisor)
+        sections = [s for s in tables if s in wanted.backend.kata_sections or s == hypervisor]
+        if tables and not sections:
+            raise ConfigError(
+                f"the file configures [hypervisor.{', hypervisor.'.join(sorted(tables))}], not "
+                f"{hypervisor} (whose sections are {', '.join(wanted.backend.kata_sections)}); "
+                "drop --hypervisor or use a file for it",
+                device=source,
+                field="hypervisor",
+            )
+        return hypervisor, _table(document, ("hypervisor", sections[0])) if sections else {}
+    if len(tables) > 1 and DEFAULT_HYPERVISOR in tables:
+        # a vmdev file for several hypervisors (Kata's own files have one section): qemu unless told
+        return DEFAULT_HYPERVISOR, _table(document, ("hypervisor", DEFAULT_HYPERVISOR))
+    if len(tables) > 1:
+        raise ConfigError(
+            f"the file has several hypervisor sections ({', '.join(sorted(tables))}); choose one "
+            "with --hypervisor",
+            device=source,
+            field="hypervisor",
+        )
+    (section,) = tables
+    found = backends.for_section(section)
+    if found is None:
+        raise ConfigError(
+            f"the file is for hypervisor {section!r} ([hypervisor.{section}]), and no installed "
+            f"backend reads it (installed: {', '.join(backends.names())})",
+            device=source,
+            field="hypervisor",
+        )
+    return found.name, _table(document, ("hypervisor", section))
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
