@@ -67,6 +67,19 @@ def host(fake_host: FakeHost, tmp_path: Path) -> Host:
 
 
 Planner = Callable[..., Plan]
+Prepared = Callable[..., SandboxSettings]
+
+
+@pytest.fixture
+def prepared(vmdev_plugins: Any) -> Prepared:
+    """``prepared(**settings)``: SandboxSettings whose declared keys the core parsed (with only the
+    core and vmdev-block loaded), as every hook receives them."""
+    pm = vmdev_plugins("vmdev-block")
+
+    def prepared(**settings: Any) -> SandboxSettings:
+        return pm.prepare_settings(SandboxSettings(**settings))
+
+    return prepared
 
 
 @pytest.fixture

@@ -93,9 +93,9 @@ def test_vhost_user_majors_are_left_alone_when_the_store_is_on(host: Any, vmdev_
     assert only(plan(oci, SandboxSettings(), host=host.fake.context(), plugins=pm))["host_path"] == "/dev/vhostblk0"
 
 
-def test_character_devices_are_not_claimed(host: Any) -> None:
+def test_character_devices_are_not_claimed(host: Any, prepared: Any) -> None:
     info = DeviceInfo(container_path="/dev/null", dev_type="c", major=1, minor=3, host_path="/dev/null")
-    assert build_block_device(info, host.fake.context(), SandboxSettings(), Allocator()) is None
+    assert build_block_device(info, host.fake.context(), prepared(), Allocator()) is None
 
 
 def test_missing_host_node_is_an_error(host: Any, run: Any) -> None:
@@ -105,16 +105,16 @@ def test_missing_host_node_is_an_error(host: Any, run: Any) -> None:
     assert (exc.value.device, exc.value.field) == ("/dev/xvdq", "path")
 
 
-def test_per_device_block_driver_option(host: Any) -> None:
+def test_per_device_block_driver_option(host: Any, prepared: Any) -> None:
     host.disk(8, 16, "sdb")
     info = DeviceInfo(container_path="/dev/xvdb", dev_type="b", major=8, minor=16, host_path="/dev/sdb",
                       driver_options={"block-driver": "virtio-blk"})
-    device = build_block_device(info, host.fake.context(), SandboxSettings(), Allocator())
+    device = build_block_device(info, host.fake.context(), prepared(), Allocator())
     assert device is not None and device.driver == "virtio-blk"
     bad = DeviceInfo(container_path="/dev/xvdb", dev_type="b", major=8, minor=16, host_path="/dev/sdb",
                      driver_options={"block-driver": "ide"})
     with pytest.raises(DeviceError, match=r"'ide' is not a block driver") as exc:
-        build_block_device(bad, host.fake.context(), SandboxSettings(), Allocator())
+        build_block_device(bad, host.fake.context(), prepared(), Allocator())
     assert exc.value.field == "block-driver"
 
 
@@ -239,15 +239,15 @@ def test_resolve_host_path_keeps_a_given_source(host: Any) -> None:
     assert resolve_host_path(block_file, HostContext()) is None  # the core returns it
 
 
-def test_a_directory_is_not_a_disk(host: Any) -> None:
+def test_a_directory_is_not_a_disk(host: Any, prepared: Any) -> None:
     info = DeviceInfo(container_path="/d", dev_type="b", major=-1, minor=0, host_path=str(host.tmp))
     with pytest.raises(DeviceError, match="is neither a block device nor a regular file") as exc:
-        build_block_device(info, host.fake.context(), SandboxSettings(), Allocator())
+        build_block_device(info, host.fake.context(), prepared(), Allocator())
     assert (exc.value.device, exc.value.field) == ("/d", "path")
 
 
-def test_a_block_file_needs_a_host_path(host: Any) -> None:
+def test_a_block_file_needs_a_host_path(host: Any, prepared: Any) -> None:
     info = DeviceInfo(container_path="/d", dev_type="b", major=-1, minor=0)
     with pytest.raises(DeviceError, match="no host path") as exc:
-        build_block_device(info, host.fake.context(), SandboxSettings(), Allocator())
+        build_block_device(info, host.fake.context(), prepared(), Allocator())
     assert exc.value.field == "path"

@@ -271,34 +271,32 @@ def test_indexes_follow_plan_order_across_drivers(host: Any, run: Any) -> None:
     assert [(d["index"], d["scsi_addr"], d["nvdimm_id"]) for d in drives] == [(0, "0:0", ""), (1, "0:1", ""), (2, "", "0")]
 
 
-def test_index_and_devno_limits(host: Any) -> None:
+def test_index_and_devno_limits(host: Any, prepared: Any) -> None:
     from vmdev.errors import DeviceError
     from vmdev.models import DeviceInfo
     from vmdev.resources import Allocator
-    from vmdev.settings import SandboxSettings
     from vmdev_block.device import build_block_device
     from vmdev_block.drive import BLOCK_INDEX_POOL, ccw_devno
 
     host.disk(8, 16, "sdb")
     info = DeviceInfo(container_path="/dev/xvdb", dev_type="b", major=8, minor=16, host_path="/dev/sdb")
     alloc = Allocator.restore({BLOCK_INDEX_POOL: {str(i): f"other{i}" for i in range(65534)}})
-    device = build_block_device(info, host.fake.context(), SandboxSettings(), alloc)
+    device = build_block_device(info, host.fake.context(), prepared(), alloc)
     assert device is not None and device.drive.scsi_addr == "255:254"  # index 65534, the last one
-    again = build_block_device(info, host.fake.context(), SandboxSettings(), alloc)
+    again = build_block_device(info, host.fake.context(), prepared(), alloc)
     assert again is not None and again.drive.index == 65534  # the same owner keeps its index
     second = DeviceInfo(container_path="/dev/xvdc", dev_type="b", major=8, minor=16, host_path="/dev/sdb")
     with pytest.raises(DeviceError, match=r"no free block\.index left") as exc:
-        build_block_device(second, host.fake.context(), SandboxSettings(), alloc)
+        build_block_device(second, host.fake.context(), prepared(), alloc)
     assert (exc.value.device, exc.value.field) == ("/dev/xvdc", "block.index")
     assert ccw_devno(0xEFFF, device="/d") == 0xFFFF
     with pytest.raises(DeviceError, match="no CCW device number left"):
         ccw_devno(0xF000, device="/d")
 
 
-def test_freed_indexes_are_reused_smallest_first(host: Any) -> None:
+def test_freed_indexes_are_reused_smallest_first(host: Any, prepared: Any) -> None:
     from vmdev.models import DeviceInfo
     from vmdev.resources import Allocator
-    from vmdev.settings import SandboxSettings
     from vmdev_block.device import build_block_device
 
     host.disk(8, 16, "sdb")
@@ -306,29 +304,28 @@ def test_freed_indexes_are_reused_smallest_first(host: Any) -> None:
     built = {}
     for path in ("/dev/a", "/dev/b", "/dev/c"):
         info = DeviceInfo(container_path=path, dev_type="b", major=8, minor=16, host_path="/dev/sdb")
-        built[path] = build_block_device(info, host.fake.context(), SandboxSettings(), alloc)
+        built[path] = build_block_device(info, host.fake.context(), prepared(), alloc)
     assert [d.drive.scsi_addr for d in built.values()] == ["0:0", "0:1", "0:2"]
     alloc.release("/dev/b|/dev/sdb")  # the device manager detached /dev/b
     info = DeviceInfo(container_path="/dev/d", dev_type="b", major=8, minor=16, host_path="/dev/sdb")
-    device = build_block_device(info, host.fake.context(), SandboxSettings(), alloc)
+    device = build_block_device(info, host.fake.context(), prepared(), alloc)
     assert device is not None and device.drive.scsi_addr == "0:1"
 
 
-def test_other_devices_are_not_rendered(host: Any) -> None:
+def test_other_devices_are_not_rendered(host: Any, prepared: Any) -> None:
     from vmdev.backends.qemu import QemuTarget
     from vmdev.models import GenericDevice
     from vmdev.resources import Allocator
-    from vmdev.settings import SandboxSettings
     from vmdev.targets import RenderTarget
     from vmdev_block.plugin import attach_options
 
     null = GenericDevice(id="null", container_path="/dev/null", host_path="/dev/null", dev_type="c", major=1, minor=3)
-    assert attach_options(null, QemuTarget(SandboxSettings()), False) is None
+    assert attach_options(null, QemuTarget(prepared()), False) is None
     host.disk(8, 16, "sdb")
     from vmdev.models import DeviceInfo
     from vmdev_block.device import build_block_device
 
     info = DeviceInfo(container_path="/dev/xvdb", dev_type="b", major=8, minor=16, host_path="/dev/sdb")
-    device = build_block_device(info, host.fake.context(), SandboxSettings(), Allocator())
+    device = build_block_device(info, host.fake.context(), prepared(), Allocator())
     assert device is not None
-    assert attach_options(device, RenderTarget(SandboxSettings()), False) is None  # an unknown hypervisor
+    assert attach_options(device, RenderTarget(prepared()), False) is None  # an unknown hypervisor

@@ -2,97 +2,151 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from vmdev.errors import ConfigError, DeviceError
-from vmdev.settings import SandboxSettings, load_settings
-from vmdev_block.config import block_settings
+from vmdev.settings import load_settings
 from vmdev_block.naming import scsi_address, scsi_id_lun, virt_drive_name
+from vmdev_block.settings import block_settings
+
+KEYS = ("block_device_driver", "block_device_aio", "block_device_cache_set", "block_device_cache_direct",
+        "block_device_cache_noflush", "disable_block_device_use")
 
 
 def test_the_plugin_is_found_through_its_entry_point(vmdev_plugins: Any) -> None:
     info = {i.name: i for i in vmdev_plugins("vmdev-block").list_plugins()}["block"]
     assert info.distribution == "vmdev-block"
     assert info.hooks == (
-        "attach_options", "build_device", "check_settings", "device_from_mount", "resolve_host_path",
+        "attach_options", "build_device", "check_settings", "device_from_mount", "register_settings",
+        "resolve_host_path",
     )
+
+
+def test_every_key_the_plugin_reads_is_declared_as_katas(vmdev_plugins: Any) -> None:
+    declared = {d.setting.name: d for d in vmdev_plugins("vmdev-block").declared_settings() if d.plugin == "block"}
+    assert sorted(declared) == sorted(KEYS)
+    for name, entry in declared.items():
+        setting = entry.setting
+        assert (setting.kata_key, setting.section) == (name, "hypervisor")
+        assert setting.description
+    driver = declared["block_device_driver"].setting
+    assert (driver.type, driver.default, driver.flag) == ("string", "", "--block-driver")
+    assert [declared[k].setting.type for k in KEYS[2:]] == ["boolean"] * 4
 
 
 @pytest.mark.parametrize(
     ("hypervisor", "driver"),
     [("qemu", "virtio-scsi"), ("cloud-hypervisor", "virtio-blk"), ("firecracker", "virtio-mmio")],
 )
-def test_default_driver_per_hypervisor(hypervisor: str, driver: str) -> None:
-    assert block_settings(SandboxSettings(hypervisor=hypervisor)).driver == driver
-    assert block_settings(SandboxSettings(hypervisor=hypervisor, options={"block_device_driver": ""})).driver == driver
+def test_default_driver_per_hypervisor(prepared: Any, hypervisor: str, driver: str) -> None:
+    assert block_settings(prepared(hypervisor=hypervisor)).driver == driver
+    assert block_settings(prepared(hypervisor=hypervisor, options={"block_device_driver": ""})).driver == driver
 
 
-def test_defaults() -> None:
-    config = block_settings(SandboxSettings())
+def test_defaults(prepared: Any) -> None:
+    config = block_settings(prepared())
     assert (config.aio, config.aio_explicit, config.disabled, config.direct, config.no_flush) == (
         "io_uring", False, False, None, None)
 
 
-def test_unknown_driver_uses_katas_text() -> None:
+def test_unknown_driver_uses_katas_text(prepared: Any) -> None:
     with pytest.raises(ConfigError) as exc:
-        block_settings(SandboxSettings(options={"block_device_driver": "ide"}))
+        prepared(options={"block_device_driver": "ide"})
     assert str(exc.value) == (
         "block_device_driver: Invalid hypervisor block storage driver ide specified "
         "(supported drivers: [virtio-scsi virtio-blk virtio-mmio nvdimm virtio-blk-ccw])"
     )
 
 
-def test_unknown_aio_uses_katas_text() -> None:
+@pytest.mark.parametrize(("name", "driver"), [("virtio-blk-pci", "virtio-blk"), ("virtio-blk-mmio", "virtio-mmio")])
+def test_runtime_rs_driver_names_are_aliases(prepared: Any, name: str, driver: str) -> None:
+    settings = prepared(options={"block_device_driver": name})
+    assert (settings.value("block_device_driver"), block_settings(settings).driver) == (driver, driver)
+
+
+def test_a_driver_that_is_not_a_string_is_one_line_naming_the_key(prepared: Any) -> None:
     with pytest.raises(ConfigError) as exc:
-        block_settings(SandboxSettings(options={"block_device_aio": "posix"}))
+        prepared(options={"block_device_driver": 3})
+    assert str(exc.value) == "block_device_driver: must be a string, got 3"
+
+
+def test_unknown_aio_uses_katas_text(prepared: Any) -> None:
+    with pytest.raises(ConfigError) as exc:
+        prepared(options={"block_device_aio": "posix"})
     assert str(exc.value) == (
         "block_device_aio: Invalid hypervisor block storage I/O mechanism posix specified "
         "(supported AIO: [io_uring native threads])"
     )
 
 
-@pytest.mark.parametrize(
-    "key", ["disable_block_device_use", "block_device_cache_set", "block_device_cache_direct",
-            "block_device_cache_noflush"],
-)
-def test_boolean_keys_must_be_booleans(key: str) -> None:
-    with pytest.raises(ConfigError, match=r"must be true or false") as exc:
-        block_settings(SandboxSettings(options={key: "yes"}))
+@pytest.mark.parametrize("key", KEYS[2:])
+def test_boolean_keys_must_be_booleans(prepared: Any, key: str) -> None:
+    with pytest.raises(ConfigError, match=r"must be true or false, got 'yes'") as exc:
+        prepared(options={key: "yes"})
     assert exc.value.field == key
 
 
-def test_native_aio_turns_direct_io_on() -> None:
-    config = block_settings(SandboxSettings(options={"block_device_aio": "native"}))
+def test_native_aio_turns_direct_io_on(prepared: Any) -> None:
+    config = block_settings(prepared(options={"block_device_aio": "native"}))
     assert (config.direct, config.no_flush, config.aio_explicit) == (True, None, True)
 
 
-def test_native_aio_with_direct_io_off_is_refused() -> None:
+def test_native_aio_with_direct_io_off_is_refused(prepared: Any) -> None:
     options = {"block_device_aio": "native", "block_device_cache_set": True, "block_device_cache_direct": False}
     with pytest.raises(ConfigError, match=r"native AIO needs cache.direct=on") as exc:
-        block_settings(SandboxSettings(options=options))
+        prepared(options=options)
     assert exc.value.field == "block_device_aio"
+    assert block_settings(prepared(options={**options, "block_device_aio": "threads"})).direct is False
 
 
-def test_cache_keys_only_count_when_cache_set() -> None:
+def test_cache_keys_only_count_when_cache_set(prepared: Any) -> None:
     loose = {"block_device_cache_direct": True, "block_device_cache_noflush": True}
-    assert block_settings(SandboxSettings(options=loose)).direct is None
-    config = block_settings(SandboxSettings(options={**loose, "block_device_cache_set": True}))
+    assert block_settings(prepared(options=loose)).direct is None
+    config = block_settings(prepared(options={**loose, "block_device_cache_set": True}))
     assert (config.direct, config.no_flush) == (True, True)
 
 
-def test_kata_configuration_file(tmp_path: Path) -> None:
+def test_kata_configuration_file(tmp_path: Path, vmdev_plugins: Any) -> None:
     toml = tmp_path / "configuration.toml"
     toml.write_text(
         '[hypervisor.qemu]\nblock_device_driver = "virtio-blk"\nblock_device_aio = "threads"\n'
         "block_device_cache_set = true\nblock_device_cache_direct = true\nblock_device_cache_noflush = false\n"
         "disable_block_device_use = true\n"
     )
-    config = block_settings(load_settings(toml))
+    pm = vmdev_plugins("vmdev-block")
+    config = block_settings(pm.prepare_settings(load_settings(toml, plugins=pm)))
     assert (config.driver, config.aio, config.direct, config.no_flush, config.disabled) == (
         "virtio-blk", "threads", True, False, True)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "VMDEV_PLUGINS": "vmdev-block"}
+    return subprocess.run([sys.executable, "-m", "vmdev", *args], capture_output=True, text=True, env=env,
+                          check=False)
+
+
+def test_the_block_driver_flag_sets_the_key_and_takes_aliases(tmp_path: Path) -> None:
+    image = tmp_path / "disk.img"
+    image.write_bytes(b"\0" * 4096)
+    mount = {"destination": "/disk", "source": str(image), "type": "bind",
+             "options": ["io.katacontainers.fs-opt.block_device=file"]}
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"mounts": [mount]}))
+    done = _cli("plan", "--block-driver", "virtio-blk-pci", str(config))
+    assert done.returncode == 0, done.stderr
+    (device,) = json.loads(done.stdout)["devices"]
+    assert (device["driver"], device["drive"]["virt_path"]) == ("virtio-blk", "/dev/vda")
+    bad = _cli("plan", "--block-driver", "ide", str(config))
+    assert (bad.returncode, bad.stdout) == (1, "")
+    assert bad.stderr == ("vmdev: error: block_device_driver: Invalid hypervisor block storage driver ide "
+                          "specified (supported drivers: [virtio-scsi virtio-blk virtio-mmio nvdimm virtio-blk-ccw])\n")
 
 
 @pytest.mark.parametrize(

@@ -24,8 +24,8 @@ from vmdev.host import HostContext
 from vmdev.models import DeviceInfo
 from vmdev.oci import OciMount
 from vmdev.settings import SandboxSettings
-from vmdev_block.config import block_settings
 from vmdev_block.pmem import NotPersistentMemoryError, pmem_device_info
+from vmdev_block.settings import block_settings
 
 log = logging.getLogger("vmdev.block")
 

@@ -12,10 +12,13 @@ nothing beyond the standard library and vmdev, and touch the host only when a ho
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from vmdev import hookimpl
 from vmdev.backends.clh import ClhTarget
 from vmdev.backends.firecracker import FirecrackerTarget
 from vmdev.backends.qemu import QemuTarget
+from vmdev.declared import Setting
 from vmdev.host import HostContext
 from vmdev.models import Device, DeviceInfo
 from vmdev.oci import OciMount
@@ -23,15 +26,21 @@ from vmdev.resources import Allocator
 from vmdev.settings import SandboxSettings
 from vmdev.targets import AttachOptions, RenderTarget
 from vmdev_block import mounts
-from vmdev_block.config import block_settings
 from vmdev_block.device import BlockDevice, build_block_device
 from vmdev_block.render_api import render_clh, render_firecracker
 from vmdev_block.render_qemu import render_qemu
+from vmdev_block.settings import SETTINGS, block_settings, check_rules
+
+
+@hookimpl
+def register_settings(register: Callable[[Setting], None]) -> None:
+    for setting in SETTINGS:
+        register(setting)
 
 
 @hookimpl
 def check_settings(settings: SandboxSettings) -> None:
-    block_settings(settings)
+    check_rules(settings)
 
 
 @hookimpl

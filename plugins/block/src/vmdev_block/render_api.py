@@ -22,10 +22,10 @@ from vmdev.backends.clh import ClhAttach
 from vmdev.backends.firecracker import FirecrackerAttach
 from vmdev.errors import UnsupportedError
 from vmdev.targets import ApiRequest
-from vmdev_block.config import KEY_AIO, KEY_DRIVER, BlockSettings
 from vmdev_block.constants import AIO_IO_URING, AIO_NATIVE, NVDIMM, VIRTIO_BLOCK, VIRTIO_MMIO
 from vmdev_block.device import BlockDevice
 from vmdev_block.drive import BlockDrive
+from vmdev_block.settings import KEY_AIO, KEY_DRIVER, BlockSettings
 
 CLH_API: Final = "/api/v1"
 #: Firecracker ``io_engine`` for each AIO mode it can honour

@@ -28,7 +28,6 @@ from vmdev.backends.qemu import QemuTarget
 from vmdev.errors import UnsupportedError
 from vmdev.qemu import MemoryNeeds, OptValue, QemuAttach, QmpCommand, keyvals, opts
 from vmdev.targets import CCW, MMIO, PCI
-from vmdev_block.config import KEY_DRIVER, BlockSettings
 from vmdev_block.constants import (
     NVDIMM,
     SCSI_CONTROLLER_ID,
@@ -40,6 +39,7 @@ from vmdev_block.constants import (
 from vmdev_block.device import BlockDevice
 from vmdev_block.drive import BlockDrive, ccw_devno
 from vmdev_block.naming import scsi_id_lun
+from vmdev_block.settings import KEY_DRIVER, BlockSettings
 
 MIB: Final = 1024 * 1024
 #: QEMU device id of a disk: ``virtio-<drive id>`` (Kata's naming)
