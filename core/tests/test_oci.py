@@ -94,3 +94,60 @@ def test_load_spec_errors_name_the_file(tmp_path: Path) -> None:
     good = tmp_path / "good.json"
     good.write_text(json.dumps(spec({"path": "/dev/null", "type": "c", "major": 1, "minor": 3})))
     assert load_spec(good).devices[0].container_path == "/dev/null"
+
+
+# --- real engines' specs and hostile input (issues 10 and 11) -------------------------------------
+def test_podman_file_mode_with_type_bits_keeps_the_permission_bits() -> None:
+    # podman writes the whole st_mode: 8630 = S_IFCHR | 0o666 for /dev/fuse
+    (dev,) = parse_spec(spec({"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 8630})).devices
+    assert dev.file_mode == 0o666
+    (blk,) = parse_spec(spec({"path": "/dev/loop0", "type": "b", "major": 7, "minor": 0, "fileMode": 0o60660})).devices
+    assert blk.file_mode == 0o660
+
+
+@pytest.mark.parametrize(("mode", "dev_type", "says"), [
+    (0o20666, "b", "a character device"), (0o60660, "c", "a block device"), (0o100644, "c", "a regular file"),
+    (0o10644, "b", "a FIFO"),
+])
+def test_file_mode_type_bits_that_contradict_type_are_an_error(mode: int, dev_type: str, says: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_spec(spec({"path": "/dev/x", "type": dev_type, "major": 1, "minor": 1, "fileMode": mode}))
+    assert exc.value.field == "$.linux.devices[0].fileMode"
+    assert exc.value.message == f"0o{mode:o} says {says}, but type is {dev_type!r}"
+
+
+@pytest.mark.parametrize(("document", "field"), [
+    (spec({"path": "/dev/\ud800", "type": "c", "major": 1, "minor": 3}), "$.linux.devices[0].path"),
+    (spec({"path": "/dev/a\nb", "type": "c", "major": 1, "minor": 3}), "$.linux.devices[0].path"),
+    (spec({"path": "/dev/a\x00b", "type": "c", "major": 1, "minor": 3}), "$.linux.devices[0].path"),
+    ({"mounts": [{"destination": "/d\ud800"}]}, "$.mounts[0].destination"),
+    ({"mounts": [{"destination": "/d", "source": "/s\x1b[2J"}]}, "$.mounts[0].source"),
+    ({"mounts": [{"destination": "/d", "options": ["ro\udcff"]}]}, "$.mounts[0].options[0]"),
+    ({"annotations": {"cdi.k8s.io/x": "\ud800"}}, '$.annotations["cdi.k8s.io/x"]'),
+])
+def test_strings_that_cannot_be_written_or_paths_with_controls_are_refused(document: Any, field: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_spec(document)
+    assert exc.value.field == field
+    assert "\n" not in str(exc.value) and str(exc.value).encode("utf-8")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ('{"linux": {"devices": [{"path": "/dev/a", "type": "c", "major": ' + "9" * 4301 + ', "minor": 1}]}}',
+     "an integer of 4301 digits"),
+    ('{"x": NaN}', "NaN is not JSON"),
+    (b"\xff\xfe{}", "can't decode byte 0xff"),
+])
+def test_hostile_json_is_one_clear_error(tmp_path: Path, text: str | bytes, message: str) -> None:
+    path = tmp_path / "config.json"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(ConfigError, match="not valid JSON") as exc:
+        load_spec(path)
+    assert message in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_annotations_are_kept_for_input_sources() -> None:
+    parsed = parse_spec({"annotations": {"cdi.k8s.io/gpu": "nvidia.com/gpu=0"}})
+    assert parsed.annotations == {"cdi.k8s.io/gpu": "nvidia.com/gpu=0"}
+    assert parsed.document == {"annotations": {"cdi.k8s.io/gpu": "nvidia.com/gpu=0"}}

@@ -84,3 +84,15 @@ def test_str_option_type_checks() -> None:
     with pytest.raises(ConfigError, match="must be a string") as exc:
         s.str_option("entropy_source", "/dev/urandom")
     assert exc.value.field == "entropy_source"
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"[hypervisor.qemu]\nmachine_type = \"q35\xff\"\n", "is not UTF-8 (TOML must be): invalid start byte at byte"),
+    (b"[hypervisor.qemu]\ndefault_memory = " + b"9" * 5000 + b"\n", "invalid TOML: Exceeds the limit"),
+])
+def test_hostile_toml_is_one_clear_error(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as exc:
+        load_settings(path)
+    assert message in str(exc.value) and "\n" not in str(exc.value)

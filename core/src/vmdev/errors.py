@@ -7,19 +7,38 @@ line that a user can act on: ``/dev/loop0: major: no such device``.
 
 from __future__ import annotations
 
+import re
+from typing import Final
+
+#: what would break a message over lines, or cannot be printed: C0/C1 controls, DEL, the Unicode
+#: line and paragraph separators, and lone surrogates (a str that no codec can write)
+_UNPRINTABLE: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def one_line(text: str) -> str:
+    """``text`` with every character that could end a log line or fail to print escaped as Python
+    would write it (``\\n``, ``\\x1b``, ``\\udc80``); everything else is kept, so paths stay readable."""
+    return _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], text)
+
 
 class VmdevError(Exception):
-    """Base class. ``device`` and ``field`` may be empty when not applicable."""
+    """Base class. ``device`` and ``field`` may be empty when not applicable.
+
+    ``str()`` is always one printable line: the device (a container path, which the container
+    chose), the field and the message are passed through :func:`one_line`, so a runtime that logs
+    errors line by line cannot be fed forged lines, whatever a message quotes.
+    """
 
     def __init__(self, message: str, *, device: str = "", field: str = "") -> None:
         self.message = message
         self.device = device
         self.field = field
-        super().__init__(self.__str__())
+        super().__init__(message)
 
     def __str__(self) -> str:
-        where = ": ".join(part for part in (self.device, self.field) if part)
-        return f"{where}: {self.message}" if where else self.message
+        where = ": ".join(one_line(part) for part in (self.device, self.field) if part)
+        message = one_line(self.message)
+        return f"{where}: {message}" if where else message
 
 
 class ConfigError(VmdevError):

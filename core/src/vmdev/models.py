@@ -11,6 +11,7 @@ lives in the plugins.
 from __future__ import annotations
 
 import enum
+import json
 import re
 from collections.abc import Mapping
 from typing import Any, ClassVar, Final, Protocol, runtime_checkable
@@ -138,6 +139,18 @@ def _major_minor(inst: Any, attribute: attrs.Attribute[Any], value: int) -> None
         raise _device_error(inst, attribute, f"must be -1 or a device number >= 0, got {value}")
 
 
+def path_text(inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    """A path vmdev may pass on: a string without NUL, control characters or lone surrogates
+    (the OCI reader refuses the same, so the Python API and the CLI agree)."""
+    if not isinstance(value, str):
+        raise _device_error(inst, attribute, f"must be a string, got {type(value).__name__}")
+    for ch in value:
+        if ord(ch) < 0x20 or ord(ch) == 0x7F:
+            raise _device_error(inst, attribute, f"{json.dumps(value)} contains a control character")
+        if "\ud800" <= ch <= "\udfff":
+            raise _device_error(inst, attribute, f"{json.dumps(value)} contains a lone surrogate")
+
+
 def _str_mapping(value: Mapping[str, str] | None) -> Mapping[str, str]:
     return dict(value or {})
 
@@ -173,11 +186,11 @@ class PciPath:
 class DeviceInfo:
     """One device request: an OCI ``linux.devices`` entry or a device derived from a mount."""
 
-    container_path: str
+    container_path: str = attrs.field(validator=path_text)
     dev_type: str = attrs.field(validator=_one_of(*OCI_DEVICE_TYPES))
     major: int = attrs.field(validator=_major_minor)
     minor: int = attrs.field(validator=_major_minor)
-    host_path: str = ""
+    host_path: str = attrs.field(default="", validator=path_text)
     id: str = ""
     file_mode: int | None = None
     uid: int | None = None

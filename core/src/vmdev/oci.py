@@ -9,9 +9,10 @@ reported with its JSON path, e.g. ``$.linux.devices[1].major``.
 from __future__ import annotations
 
 import json
+import stat
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
@@ -57,16 +58,45 @@ class OciSpec:
     document: Mapping[str, Any] = attrs.field(factory=dict, converter=_document, eq=False, repr=False)
 
 
+#: the largest OCI spec read (real specs are a few KiB; a privileged one with every host device ~100 KiB)
+MAX_SPEC_BYTES: Final = 16 * 1024 * 1024
+#: integers in a spec have at most this many digits (uint64 has 20)
+MAX_INT_DIGITS: Final = 24
+
+
 def load_spec(path: str | Path) -> OciSpec:
     """Read and validate a ``config.json`` file."""
     path = Path(path)
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        with path.open("rb") as handle:
+            data = handle.read(MAX_SPEC_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read OCI spec: {exc.strerror}", device=str(path)) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"not valid JSON: {exc}", device=str(path)) from None
-    return parse_spec(document)
+    if len(data) > MAX_SPEC_BYTES:
+        raise ConfigError(f"is larger than {MAX_SPEC_BYTES} bytes: not an OCI spec", device=str(path))
+    return parse_spec(decode_json(data, source=str(path)))
+
+
+def _json_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {len(text)} digits")
+    return int(text)
+
+
+def _json_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def decode_json(data: bytes | str, *, source: str) -> Any:
+    """Decode JSON strictly: UTF-8, no NaN/Infinity, integers of sane size, nesting Python can
+    follow; every problem one :class:`ConfigError` naming ``source``."""
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        return json.loads(text, parse_int=_json_int, parse_constant=_json_constant)
+    except RecursionError:
+        raise ConfigError("not valid JSON: nested too deeply", device=source) from None
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise ConfigError(f"not valid JSON: {exc}", device=source) from None
 
 
 def parse_spec(document: Any) -> OciSpec:
@@ -96,8 +126,10 @@ def _annotations(root: _Node) -> dict[str, str]:
         return {}
     out: dict[str, str] = {}
     for key, value in node.value.items():
-        if not isinstance(value, str):
-            raise _Node(value, f"{node.path}[{key!r}]", "").error("", "must be a string")
+        entry = _Node(value, f"{node.path}[{json.dumps(key)}]", "")
+        entry.expect(str, "a string")
+        _Node(key, entry.path, "").check_text(path=False)
+        entry.check_text(path=False)
         out[key] = value
     return out
 
@@ -119,7 +151,7 @@ def _device(node: _Node, rules: list[_Node]) -> DeviceInfo:
     needs_numbers = dev_type.value != "p"
     major = _int(node, "major", required=needs_numbers, low=0)
     minor = _int(node, "minor", required=needs_numbers, low=0)
-    file_mode = _int(node, "fileMode", required=False, low=0, high=0o7777)
+    file_mode = _file_mode(node, dev_type.value)
     uid = _int(node, "uid", required=False, low=0)
     gid = _int(node, "gid", required=False, low=0)
     read_only = _read_only(rules, dev_type.value, major or 0, minor or 0)
@@ -133,6 +165,27 @@ def _device(node: _Node, rules: list[_Node]) -> DeviceInfo:
         gid=gid,
         read_only=read_only,
     )
+
+
+#: the file-type bits of st_mode that go with each OCI device type (podman writes the whole st_mode)
+_TYPE_BITS = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
+_TYPE_NAMES = {stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", stat.S_IFIFO: "a FIFO",
+               stat.S_IFREG: "a regular file", stat.S_IFDIR: "a directory", stat.S_IFLNK: "a symlink",
+               stat.S_IFSOCK: "a socket"}
+
+
+def _file_mode(node: _Node, dev_type: str) -> int | None:
+    """``fileMode`` as engines write it: permission bits, or (podman) the whole ``st_mode`` with
+    its file-type bits, which must then agree with ``type``. The permission bits are kept (Kata
+    copies the value unchecked and hands the type bits on to the agent)."""
+    mode = _int(node, "fileMode", required=False, low=0, high=0o177777)
+    if mode is None:
+        return None
+    kind = stat.S_IFMT(mode)
+    if kind and kind != _TYPE_BITS[dev_type]:
+        what = _TYPE_NAMES.get(kind, f"file type 0o{kind:o}")
+        raise node.error("fileMode", f"0o{mode:o} says {what}, but type is {dev_type!r}")
+    return stat.S_IMODE(mode)
 
 
 def _read_only(rules: list[_Node], dev_type: str, major: int, minor: int) -> bool:
@@ -164,6 +217,7 @@ def _mount(node: _Node) -> OciMount:
     opts: list[str] = []
     for option in options.items() if options else []:
         option.expect(str, "a string")
+        option.check_text(path=False)
         opts.append(option.value)
     return OciMount(
         destination=destination.value,
@@ -183,6 +237,10 @@ def _int(node: _Node, key: str, *, required: bool, low: int, high: int = 2**32 -
         raise child.error("", f"must be between {low} and {high}, got {child.value}")
     value: int = child.value
     return value
+
+
+#: keys whose strings are paths
+_PATH_KEYS: Final = frozenset({"path", "destination", "source"})
 
 
 @attrs.frozen
@@ -211,7 +269,18 @@ class _Node:
             return None
         node = _Node(self.value[key], f"{self.path}.{key}", self.device)
         node.expect(kind, what)
+        if kind is str:
+            node.check_text(path=key in _PATH_KEYS)
         return node
+
+    def check_text(self, *, path: bool) -> None:
+        """Strings must be writable (no lone surrogates, legal in JSON); paths also free of NUL
+        and control characters, which no kernel path or QEMU option should carry."""
+        text: str = self.value
+        if any("\ud800" <= ch <= "\udfff" for ch in text):
+            raise self.error("", f"{json.dumps(text)} contains a lone surrogate (not a character)")
+        if path and any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
+            raise self.error("", f"{json.dumps(text)} contains a control character")
 
     def items(self) -> list[_Node]:
         return [_Node(v, f"{self.path}[{i}]", self.device) for i, v in enumerate(self.value)]

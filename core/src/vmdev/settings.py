@@ -225,6 +225,11 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read settings file: {exc.strerror}", device=str(path)) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML: {exc}", device=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"is not UTF-8 (TOML must be): {exc.reason} at byte {exc.start}",
+                          device=str(path)) from None
+    except (ValueError, RecursionError) as exc:  # e.g. an integer of thousands of digits
+        raise ConfigError(f"invalid TOML: {exc}", device=str(path)) from None
 
 
 def _table(document: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
