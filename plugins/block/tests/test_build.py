@@ -15,7 +15,7 @@ from vmdev.models import DeviceInfo
 from vmdev.planner import plan
 from vmdev.resources import Allocator
 from vmdev.settings import SandboxSettings
-from vmdev_block import hostprobe
+from vmdev_block import host as block_host
 from vmdev_block.device import build_block_device
 
 MIB = 1024 * 1024
@@ -68,7 +68,7 @@ def test_read_only_detected_with_blkroget(host: Any, run: Any, monkeypatch: pyte
         seen.append(str(path))
         return True
 
-    monkeypatch.setattr(hostprobe, "blkroget", blkroget)
+    monkeypatch.setattr(block_host, "blkroget", blkroget)
     dev = only(run(host.spec([host.device("/dev/xvdb", 8, 16)])))
     assert (dev["read_only"], dev["read_only_detected"]) == (True, True)
     assert seen == [str(host.fake.dev / "sdb")]
@@ -76,9 +76,9 @@ def test_read_only_detected_with_blkroget(host: Any, run: Any, monkeypatch: pyte
 
 def test_blkroget_failure_counts_as_writable(host: Any, run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     host.disk(8, 16, "sdb")  # a fake node: the real ioctl fails
-    monkeypatch.setattr(hostprobe.fcntl, "ioctl", lambda *a: (_ for _ in ()).throw(OSError(25, "Inappropriate ioctl")))
+    monkeypatch.setattr(block_host.fcntl, "ioctl", lambda *a: (_ for _ in ()).throw(OSError(25, "Inappropriate ioctl")))
     assert only(run(host.spec([host.device("/dev/xvdb", 8, 16)])))["read_only"] is False
-    monkeypatch.setattr(hostprobe.fcntl, "ioctl", lambda *a: struct.pack("i", 0))
+    monkeypatch.setattr(block_host.fcntl, "ioctl", lambda *a: struct.pack("i", 0))
     assert only(run(host.spec([host.device("/dev/xvdb", 8, 16)])))["read_only"] is False
 
 

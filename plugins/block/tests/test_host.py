@@ -11,17 +11,22 @@ from typing import Any
 import pytest
 
 from vmdev.errors import DeviceError
+from vmdev.models import DeviceInfo
+from vmdev.resources import Allocator
 from vmdev.testing import FakeHost
-from vmdev_block import hostprobe, pmem
-from vmdev_block.hostprobe import block_size, loop_backing_file, mount_fstype, parse_mounts, probe_read_only
-from vmdev_block.pmem import (
-    PFN_INFO_OFFSET,
+from vmdev_block import host as block_host
+from vmdev_block import pmem
+from vmdev_block.device import build_block_device
+from vmdev_block.host import (
     NotPersistentMemoryError,
-    fletcher64,
-    pfn_info_block,
+    block_size,
+    loop_backing_file,
+    mount_fstype,
+    parse_mounts,
     pmem_device_info,
-    read_pfn_info,
+    probe_read_only,
 )
+from vmdev_block.pmem import PFN_INFO_OFFSET, fletcher64, pfn_info_block, read_pfn_info
 from vmdev_block.testing import loop_device
 
 MIB = 1024 * 1024
@@ -57,7 +62,7 @@ def test_blkroget_reads_the_flag_through_the_dev_root(
         calls.append((fd, request))
         return struct.pack("i", 1)
 
-    monkeypatch.setattr(hostprobe.fcntl, "ioctl", ioctl)
+    monkeypatch.setattr(block_host.fcntl, "ioctl", ioctl)
     assert probe_read_only(fake_host.context(), "/dev/sdb", device="/dev/xvda") is True
     assert [request for _, request in calls] == [0x125E]
 
@@ -210,3 +215,82 @@ def test_pmem_module_reads_only_what_it_is_given(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr("builtins.open", spy)
     assert pmem.read_pfn_info(image) is None
     assert opened == [image]
+
+
+# --- host facts (recorded at build, compared when a saved sandbox is used again) -----------------
+
+
+def _built(host: Any, prepared: Any, info: DeviceInfo, **settings: Any) -> Any:
+    device = build_block_device(info, host.fake.context(), prepared(**settings), Allocator())
+    assert device is not None
+    return device
+
+
+def _facts(host: Any, vmdev_plugins: Any, device: Any) -> dict[str, str]:
+    facts: dict[str, str] = vmdev_plugins("vmdev-block").host_facts(device, host.fake.context(), name="d")
+    return facts
+
+
+def test_a_loop_device_is_known_by_its_backing_file_and_read_only_flag(
+    host: Any, prepared: Any, vmdev_plugins: Any
+) -> None:
+    first, second = host.image("first.img"), host.image("second.img")
+    node = host.loop(0, first)
+    device = _built(host, prepared, DeviceInfo(container_path="/dev/xvda", dev_type="b", major=7, minor=0,
+                                               host_path=node))
+    assert _facts(host, vmdev_plugins, device) == {"backing_file": str(first), "read_only": "false"}
+    loop_device(host.fake, 7, 0, second)  # the loop node now shows another file
+    assert _facts(host, vmdev_plugins, device)["backing_file"] == str(second)
+
+
+def test_the_read_only_flag_is_a_fact_only_when_it_was_probed(
+    host: Any, prepared: Any, vmdev_plugins: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = host.disk(8, 16, "sdb")
+    requested = DeviceInfo(container_path="/a", dev_type="b", major=8, minor=16, host_path=node, read_only=True)
+    assert _facts(host, vmdev_plugins, _built(host, prepared, requested)) == {}  # a plain disk asked read-only
+    flag = [True]
+    monkeypatch.setattr(block_host, "blkroget", lambda path: flag[0])
+    detected = _built(host, prepared, DeviceInfo(container_path="/b", dev_type="b", major=8, minor=16, host_path=node))
+    assert detected.read_only_detected
+    assert _facts(host, vmdev_plugins, detected) == {"read_only": "true"}
+    flag[0] = False  # blockdev --setrw on the host
+    assert _facts(host, vmdev_plugins, detected) == {"read_only": "false"}
+
+
+def test_persistent_memory_is_known_by_its_size_and_pfn_block(host: Any, prepared: Any, vmdev_plugins: Any) -> None:
+    source, backing = host.pmem_mount(5)
+    info = pmem_device_info(str(source), "/pmem", host.fake.context())
+    device = _built(host, prepared, info)
+    assert _facts(host, vmdev_plugins, device) == {"size": str(16 * MIB), "pfn_info": "valid"}
+    with open(backing, "r+b") as image:
+        image.seek(PFN_INFO_OFFSET + 100)
+        image.write(b"x")
+    assert _facts(host, vmdev_plugins, device)["pfn_info"] == "bad checksum"
+    backing.write_bytes(b"\0" * 4096)
+    assert _facts(host, vmdev_plugins, device) == {"size": "4096", "pfn_info": "missing"}
+    backing.unlink()
+    assert _facts(host, vmdev_plugins, device) == {"size": "", "pfn_info": "missing"}
+
+
+def test_an_nvdimm_disk_is_known_by_its_size(host: Any, prepared: Any, vmdev_plugins: Any) -> None:
+    node = host.disk(8, 16, "sdb", size=32 * MIB)
+    info = DeviceInfo(container_path="/dev/xvdb", dev_type="b", major=8, minor=16, host_path=node, read_only=True)
+    device = _built(host, prepared, info, options={"block_device_driver": "nvdimm"})
+    assert _facts(host, vmdev_plugins, device) == {"size": str(32 * MIB)}
+    host.fake.write("dev/block/8:16/size", f"{64 * MIB // 512}\n")
+    assert _facts(host, vmdev_plugins, device) == {"size": str(64 * MIB)}
+
+
+def test_a_block_file_has_no_facts_and_other_devices_are_not_answered(
+    host: Any, prepared: Any, vmdev_plugins: Any
+) -> None:
+    from vmdev.models import GenericDevice
+    from vmdev_block.plugin import host_facts
+
+    image = host.image("disk.img")
+    device = _built(host, prepared, DeviceInfo(container_path="/d", dev_type="b", major=-1, minor=0,
+                                               host_path=str(image)))
+    assert _facts(host, vmdev_plugins, device) == {}
+    null = GenericDevice(id="null", container_path="/dev/null", host_path="/dev/null", dev_type="c", major=1, minor=3)
+    assert host_facts(null, host.fake.context()) is None

@@ -27,7 +27,7 @@ from vmdev.resources import Allocator
 from vmdev.settings import SandboxSettings
 from vmdev_block.constants import BLOCK_DRIVER_OPT, BLOCK_DRIVERS, DEVICE_BLOCK, FS_TYPE_OPT, NVDIMM
 from vmdev_block.drive import BlockDrive, DriveRequest, allocate_drive
-from vmdev_block.hostprobe import block_size, loop_backing_file, probe_read_only
+from vmdev_block.host import block_size, loop_backing_file, probe_read_only
 from vmdev_block.settings import BlockSettings, block_settings
 
 #: ``drive-`` + 14 hex digits = 20 characters: the whole id fits virtio-blk's 20-byte serial

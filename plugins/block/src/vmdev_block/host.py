@@ -1,8 +1,18 @@
-"""What the block plugin reads from the host: loop devices, sizes, read-only flags, mounts.
+"""What the block plugin reads from the host: loop devices, sizes, read-only flags, mounts, pmem.
 
 Everything goes through the :class:`~vmdev.host.HostContext` (sysfs, ``/dev``, ``/proc`` roots and
 its ``stat``) so tests can point it at a fake tree; only the ``BLKROGET`` ioctl needs a real device
 node (a fake node is a regular file: the probe fails and counts as "not read-only", as in Kata).
+
+Persistent memory (:func:`pmem_device_info`, Kata's ``PmemDeviceInfo(source, destination)``): the
+file system at ``source`` lives on a loop device (``st_dev`` of ``source``, not ``st_rdev``); its
+backing file, given to the guest as an NVDIMM, must carry a PFN info block (:mod:`vmdev_block.pmem`)
+at byte 4096. The file-system type comes from ``/proc/mounts`` (``ext4`` when it cannot be found).
+A block whose checksum is wrong is accepted with a warning: the guest kernel then sees a raw
+namespace whose ``/dev/pmem0`` starts at byte 0 of the file instead of at ``dataoff``.
+
+:func:`host_facts` says which of these facts decided a built device's options, so that the device
+manager can tell when the host changed under a saved sandbox.
 """
 
 from __future__ import annotations
@@ -11,15 +21,27 @@ import fcntl
 import logging
 import os
 import struct
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
+from vmdev.errors import DeviceError
 from vmdev.host import HostContext
+from vmdev.models import DeviceInfo
+from vmdev_block.constants import FS_TYPE_OPT, NVDIMM
+from vmdev_block.pmem import PFN_INFO_OFFSET, PfnInfo, read_pfn_info
+
+if TYPE_CHECKING:
+    from vmdev_block.device import BlockDevice
 
 log = logging.getLogger("vmdev.block")
 
 #: ``_IO(0x12, 94)``: get the read-only flag of a block device (an int)
 BLKROGET: Final = 0x125E
 SECTOR_SIZE: Final = 512
+DEFAULT_FSTYPE: Final = "ext4"
+
+
+class NotPersistentMemoryError(DeviceError):
+    """The mount is not a persistent-memory image (not on a loop device, or no PFN signature)."""
 
 
 def sysfs_block_dir(major: int, minor: int) -> str:
@@ -109,3 +131,111 @@ def mount_fstype(host: HostContext, mount_point: str) -> str | None:
     found = [fstype for _, point, fstype in parse_mounts(text) if point == mount_point]
     return found[-1] if found else None
 
+
+# --- persistent memory -----------------------------------------------------------------------
+def pmem_device_info(
+    source: str, destination: str, host: HostContext, *, read_only: bool = False
+) -> DeviceInfo:
+    """The persistent-memory request for a mount of ``source`` at ``destination``.
+
+    Raises :class:`NotPersistentMemoryError` when ``source`` is not on a loop device or the
+    backing file has no PFN signature (Kata: ``backing file %v has not PFN signature``), and
+    :class:`DeviceError` when ``source`` cannot be stat'ed.
+    """
+    try:
+        st_dev = host.stat(source).st_dev
+    except OSError as exc:
+        raise DeviceError(
+            f"stat {source} failed: {exc.strerror}", device=destination, field="source"
+        ) from None
+    major, minor = os.major(st_dev), os.minor(st_dev)
+    backing = loop_backing_file(host, major, minor)
+    if backing is None:
+        raise NotPersistentMemoryError(
+            f"{source} is not on a loop device ({major}:{minor} has no loop/backing_file)",
+            device=destination,
+            field="source",
+        )
+    info = read_pfn_info(backing)
+    if info is None:
+        raise NotPersistentMemoryError(
+            f"backing file {backing} has not PFN signature (no NVDIMM_PFN_INFO at byte {PFN_INFO_OFFSET})",
+            device=destination,
+            field="source",
+        )
+    if not info.checksum_ok:
+        log.warning(
+            "%s: the PFN info block of %s has a bad checksum: the guest kernel will ignore it and "
+            "see a raw namespace (no DAX page map, data from byte 0)",
+            destination,
+            backing,
+        )
+    return DeviceInfo(
+        container_path=destination,
+        dev_type="b",
+        major=major,
+        minor=minor,
+        host_path=backing,
+        pmem=True,
+        read_only=read_only,
+        driver_options={FS_TYPE_OPT: _fstype(host, source, destination)},
+    )
+
+
+def _fstype(host: HostContext, source: str, destination: str) -> str:
+    fstype = mount_fstype(host, source)
+    if fstype is None:
+        log.warning("%s: mount %s not found in %s; assuming %s", destination, source,
+                    host.proc_path("mounts"), DEFAULT_FSTYPE)
+        return DEFAULT_FSTYPE
+    return fstype
+
+
+# --- host facts ----------------------------------------------------------------------------------
+#: ``pfn_info`` fact values
+PFN_VALID: Final = "valid"
+PFN_BAD_CHECKSUM: Final = "bad checksum"
+PFN_MISSING: Final = "missing"
+
+
+def pfn_state(info: PfnInfo | None) -> str:
+    if info is None:
+        return PFN_MISSING
+    return PFN_VALID if info.checksum_ok else PFN_BAD_CHECKSUM
+
+
+def current_size(device: BlockDevice, host: HostContext) -> int | None:
+    """What the device's host side measures now: sysfs ``size`` of a node, ``st_size`` of a file."""
+    if device.host_device:
+        return block_size(host, device.major, device.minor)
+    try:
+        return host.stat(str(host.dev_path(device.host_path))).st_size
+    except OSError:
+        return None
+
+
+def host_facts(device: BlockDevice, host: HostContext) -> dict[str, str]:
+    """The host facts that decided ``device``'s options, beyond its node's type and major:minor.
+
+    * ``backing_file``: a loop device's backing file (the plan shows it; another file behind the
+      same loop node is another disk);
+    * ``read_only``: the ``BLKROGET`` flag of a node, when the request did not ask for read-only
+      itself (``"true"``/``"false"``; a failing probe counts as writable, as when it was built);
+    * ``size``: the bytes an nvdimm maps (QEMU's ``size`` and ``maxmem``, Cloud Hypervisor's pmem
+      ``size``), ``""`` when it cannot be measured;
+    * ``pfn_info``: the PFN info block of a persistent-memory image (``valid``, ``bad checksum``
+      or ``missing``), which made a mount persistent memory.
+    """
+    facts: dict[str, str] = {}
+    if device.backing_file:
+        facts["backing_file"] = loop_backing_file(host, device.major, device.minor) or ""
+    requested_read_only = device.read_only and not device.read_only_detected
+    if device.host_device and not requested_read_only:
+        probed = probe_read_only(host, device.host_path, device=device.container_path)
+        facts["read_only"] = "true" if probed else "false"
+    if device.driver == NVDIMM:
+        size = current_size(device, host)
+        facts["size"] = "" if size is None else str(size)
+    if device.pmem:
+        facts["pfn_info"] = pfn_state(read_pfn_info(device.host_path))
+    return facts

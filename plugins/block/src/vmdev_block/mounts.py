@@ -24,7 +24,7 @@ from vmdev.host import HostContext
 from vmdev.models import DeviceInfo
 from vmdev.oci import OciMount
 from vmdev.settings import SandboxSettings
-from vmdev_block.pmem import NotPersistentMemoryError, pmem_device_info
+from vmdev_block.host import NotPersistentMemoryError, pmem_device_info
 from vmdev_block.settings import block_settings
 
 log = logging.getLogger("vmdev.block")

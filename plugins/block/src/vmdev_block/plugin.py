@@ -12,7 +12,7 @@ nothing beyond the standard library and vmdev, and touch the host only when a ho
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from vmdev import hookimpl
 from vmdev.backends.clh import ClhTarget
@@ -27,6 +27,7 @@ from vmdev.settings import SandboxSettings
 from vmdev.targets import AttachOptions, RenderTarget
 from vmdev_block import mounts
 from vmdev_block.device import BlockDevice, build_block_device
+from vmdev_block.host import host_facts as probe_host_facts
 from vmdev_block.render_api import render_clh, render_firecracker
 from vmdev_block.render_qemu import render_qemu
 from vmdev_block.settings import SETTINGS, block_settings, check_rules
@@ -67,6 +68,15 @@ def build_device(
     info: DeviceInfo, host: HostContext, settings: SandboxSettings, alloc: Allocator
 ) -> Device | None:
     return build_block_device(info, host, settings, alloc)
+
+
+@hookimpl
+def host_facts(device: Device, host: HostContext) -> Mapping[str, str] | None:
+    """A loop device's backing file, a probed read-only flag, an nvdimm's size, a pmem image's
+    PFN info block: what the device's options were decided from (see vmdev_block.host)."""
+    if not isinstance(device, BlockDevice):
+        return None
+    return probe_host_facts(device, host)
 
 
 @hookimpl

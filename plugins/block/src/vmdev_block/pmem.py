@@ -1,14 +1,13 @@
-"""Persistent memory: a mount on a loop device whose backing file carries a PFN info block.
+"""The PFN info block of a persistent-memory image: read it, check it, write one.
 
-Kata's ``PmemDeviceInfo(source, destination)``: the file system at ``source`` lives on a loop
-device (``st_dev`` of ``source``, not ``st_rdev``); its backing file, given to the guest as an
-NVDIMM, must carry the ``NVDIMM_PFN_INFO`` signature at byte 4096 (the info block the guest
-kernel reads to set up DAX). The file-system type comes from ``/proc/mounts`` (``ext4`` when it
-cannot be found).
+A persistent-memory image carries the Linux kernel's ``NVDIMM_PFN_INFO`` block at byte 4096 (the
+info block the guest kernel reads to set up DAX; ``struct nd_pfn_sb``). The pmem probe
+(:func:`vmdev_block.host.pmem_device_info`, Kata's ``PmemDeviceInfo``) reads it with
+:func:`read_pfn_info`; image builders (tests, Kata's ``nsdax``) write one with
+:func:`pfn_info_block`. Nothing here looks at the host beyond the file it is given.
 
 Beyond Kata: the whole 16-byte kernel signature (with its NUL) is required, and the info block's
-Fletcher-64 checksum is verified; a block the guest kernel would reject is reported (the guest then
-sees a raw namespace whose ``/dev/pmem0`` starts at byte 0 of the file instead of at ``dataoff``).
+Fletcher-64 checksum is verified (:attr:`PfnInfo.checksum_ok`).
 """
 
 from __future__ import annotations
@@ -20,25 +19,14 @@ from typing import Final
 
 import attrs
 
-from vmdev.errors import DeviceError
-from vmdev.host import HostContext
-from vmdev.models import DeviceInfo
-from vmdev_block.constants import FS_TYPE_OPT
-from vmdev_block.hostprobe import loop_backing_file, mount_fstype
-
 log = logging.getLogger("vmdev.block")
 
 PFN_INFO_OFFSET: Final = 4096
 PFN_SIGNATURE: Final = b"NVDIMM_PFN_INFO\0"
 PFN_INFO_SIZE: Final = 4096
-DEFAULT_FSTYPE: Final = "ext4"
 #: ``struct nd_pfn_sb`` up to ``align`` (little endian), see Linux drivers/nvdimm/pfn.h
 _PFN_HEAD: Final = struct.Struct("<16s16s16sIHHQQIIII")
 _CHECKSUM_OFFSET: Final = PFN_INFO_SIZE - 8
-
-
-class NotPersistentMemoryError(DeviceError):
-    """The mount is not a persistent-memory image (not on a loop device, or no PFN signature)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -126,61 +114,3 @@ def read_pfn_info(path: str | os.PathLike[str]) -> PfnInfo | None:
         align=fields[11],
         checksum_ok=stored == pfn_checksum(block),
     )
-
-
-def pmem_device_info(
-    source: str, destination: str, host: HostContext, *, read_only: bool = False
-) -> DeviceInfo:
-    """The persistent-memory request for a mount of ``source`` at ``destination``.
-
-    Raises :class:`NotPersistentMemoryError` when ``source`` is not on a loop device or the
-    backing file has no PFN signature (Kata: ``backing file %v has not PFN signature``), and
-    :class:`DeviceError` when ``source`` cannot be stat'ed.
-    """
-    try:
-        st_dev = host.stat(source).st_dev
-    except OSError as exc:
-        raise DeviceError(
-            f"stat {source} failed: {exc.strerror}", device=destination, field="source"
-        ) from None
-    major, minor = os.major(st_dev), os.minor(st_dev)
-    backing = loop_backing_file(host, major, minor)
-    if backing is None:
-        raise NotPersistentMemoryError(
-            f"{source} is not on a loop device ({major}:{minor} has no loop/backing_file)",
-            device=destination,
-            field="source",
-        )
-    info = read_pfn_info(backing)
-    if info is None:
-        raise NotPersistentMemoryError(
-            f"backing file {backing} has not PFN signature (no NVDIMM_PFN_INFO at byte {PFN_INFO_OFFSET})",
-            device=destination,
-            field="source",
-        )
-    if not info.checksum_ok:
-        log.warning(
-            "%s: the PFN info block of %s has a bad checksum: the guest kernel will ignore it and "
-            "see a raw namespace (no DAX page map, data from byte 0)",
-            destination,
-            backing,
-        )
-    return DeviceInfo(
-        container_path=destination,
-        dev_type="b",
-        major=major,
-        minor=minor,
-        host_path=backing,
-        pmem=True,
-        read_only=read_only,
-        driver_options={FS_TYPE_OPT: _fstype(host, source, destination)},
-    )
-
-
-def _fstype(host: HostContext, source: str, destination: str) -> str:
-    fstype = mount_fstype(host, source)
-    if fstype is None:
-        log.warning("%s: mount %s not found in %s; assuming %s", destination, source,
-                    host.proc_path("mounts"), DEFAULT_FSTYPE)
-        return DEFAULT_FSTYPE
-    return fstype
