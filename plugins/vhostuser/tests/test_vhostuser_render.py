@@ -161,7 +161,6 @@ def test_net_cold_plug_and_msix_opt_in(run: Any) -> None:
 @pytest.mark.parametrize(
     ("entries", "field", "message"),
     [
-        ({"socket": "/s"}, "vhost_user_net", "must be a list of tables"),
         ([{"socket": "/s", "mac": "01:00:5e:00:00:01"}], "vhost_user_net[0].mac", "multicast"),
         ([{"socket": "/s", "mac": "00:00:00:00:00:00"}], "vhost_user_net[0].mac", "not a usable MAC"),
         ([{"socket": "/s", "mac": "52:54:00:12:34"}], "vhost_user_net[0].mac", "must be a MAC address"),
@@ -188,6 +187,13 @@ def test_bad_net_settings(run: Any, entries: Any, field: str, message: str) -> N
         run(options={"vhost_user_net": entries})
     assert message in exc.value.message
     assert (exc.value.device, exc.value.field) == ("vhost-user-net", field)
+
+
+@pytest.mark.parametrize("entries", [{"socket": "/s"}, ["/s"], "/s"])
+def test_net_settings_must_be_a_list_of_tables(run: Any, entries: Any) -> None:
+    with pytest.raises(ConfigError) as exc:
+        run(options={"vhost_user_net": entries})
+    assert str(exc.value) == f"vhost_user_net: must be a list of tables, got {entries!r}"
 
 
 def test_virtio_fs_cold_plug(run: Any) -> None:
@@ -227,7 +233,7 @@ def test_other_shared_fs_kinds_are_not_vhost_user(run: Any, kind: str) -> None:
         ({**FS, "virtio_fs_tag": "t" * 37}, "virtio_fs_tag", "longer than the 36 bytes"),
         ({**FS, "virtio_fs_tag": ""}, "virtio_fs_tag", "non-empty"),
         ({**FS, "virtio_fs_cache": "sometimes"}, "virtio_fs_cache", "'sometimes' is not one of"),
-        ({**FS, "virtio_fs_cache_size": -1}, "virtio_fs_cache_size", "between 0 and"),
+        ({**FS, "virtio_fs_cache_size": -1}, "virtio_fs_cache_size", "from 0 to"),
         ({**FS, "virtio_fs_socket": "rel.sock"}, "virtio_fs_socket", "absolute socket path"),
         ({"vhost_user_reconnect_timeout_sec": "5"}, "vhost_user_reconnect_timeout_sec", "integer"),
         ({"enable_vhost_user_store": "yes"}, "enable_vhost_user_store", "true or false"),
@@ -421,12 +427,9 @@ class GreedyBlockPlugin:
 def test_store_devices_are_ours_even_next_to_a_block_plugin(
     fake_host: FakeHost, store: Any, vmdev_plugins: Any
 ) -> None:
-    from vmdev.host import VhostUserStore
-
     store.device("b0", 241, 0)
     fake_host.block_device(8, 0, "sda")
     pm = vmdev_plugins("vmdev-vhostuser", extra=[("block", GreedyBlockPlugin())])
-    host = fake_host.context(vhost_user_store=VhostUserStore(enabled=True, path=store.root))
     spec = parse_spec({"linux": {"devices": [blk(), blk("/dev/sda", 8, 0)]}})
-    result = plan(spec, SandboxSettings(), host=host, plugins=pm)
+    result = plan(spec, SandboxSettings(options=store.options()), host=store.context(), plugins=pm)
     assert [(d.plugin, d.kind) for d in result.devices] == [("vhostuser", "vhost-user"), ("block", "generic")]

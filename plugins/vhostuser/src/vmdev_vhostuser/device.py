@@ -1,25 +1,50 @@
-"""Building :class:`VhostUserDeviceAttrs` from store requests and from the sandbox settings."""
+"""The vhost-user device model, and building it from store requests, the settings or saved state.
+
+:class:`VhostUserDeviceAttrs` is Kata's ``config.VhostUserDeviceAttrs`` in Python spelling (it
+lived in ``vmdev.models`` before issue 9; its fields, and so every plan's JSON, are unchanged).
+Every kind shares one model; ``type`` says which (Kata's ``DeviceType`` values, which are the QEMU
+PCI driver names).
+"""
 
 from __future__ import annotations
 
-from typing import Final
+import re
+from collections.abc import Mapping
+from typing import Any, ClassVar, Final
 
-from vmdev.errors import DeviceError
-from vmdev.models import (
-    BLOCK_INDEX_POOL,
-    MAX_BLOCK_INDEX,
-    VHOST_USER_BLK,
-    VHOST_USER_FS,
-    VHOST_USER_NET,
-    VHOST_USER_RECONNECT_TIMEOUT_OPT,
-    VHOST_USER_SCSI,
-    DeviceInfo,
-    VhostUserDeviceAttrs,
-)
+import attrs
+
+from vmdev.errors import DeviceError, UnsupportedError
+from vmdev.models import DeviceInfo, PciPath
 from vmdev.qemu import make_id
 from vmdev.resources import Allocator
-from vmdev_vhostuser.host import STORE_MAJORS
-from vmdev_vhostuser.settings import NetInterface, SharedFs, VhostUserConfig, parse_reconnect
+from vmdev.serialize import from_json
+from vmdev_vhostuser.settings import UINT32_MAX, NetInterface, SharedFs
+
+#: the device kind (``Device.kind``) of every vhost-user device
+VHOST_USER_KIND: Final = "vhost-user"
+
+# --- device types (Kata config.DeviceType) ---------------------------------------------------------
+VHOST_USER_SCSI: Final = "vhost-user-scsi-pci"
+VHOST_USER_NET: Final = "virtio-net-pci"
+VHOST_USER_BLK: Final = "vhost-user-blk-pci"
+VHOST_USER_FS: Final = "vhost-user-fs-pci"
+VHOST_USER_TYPES: Final = (VHOST_USER_SCSI, VHOST_USER_NET, VHOST_USER_BLK, VHOST_USER_FS)
+
+# --- the store's pseudo majors (Kata's config.VhostUserBlkMajor/VhostUserSCSIMajor) ----------------
+VHOST_USER_BLK_MAJOR: Final = 241
+VHOST_USER_SCSI_MAJOR: Final = 242
+#: pseudo major -> vhost-user device type
+STORE_MAJORS: Final = {VHOST_USER_BLK_MAJOR: VHOST_USER_BLK, VHOST_USER_SCSI_MAJOR: VHOST_USER_SCSI}
+
+#: driver option (DeviceInfo.driver_options): this device's reconnect timeout, decimal seconds
+VHOST_USER_RECONNECT_TIMEOUT_OPT: Final = "vhost-user-reconnect-timeout"
+
+#: Kata's sandbox-wide block index pool, shared with the block family's drives so that their
+#: indexes never collide; the same string as the core's ``vmdev.resources.DISK_INDEX_POOL``
+DISK_INDEX_POOL: Final = "block.index"
+#: Kata's maxBlockIndex
+MAX_DISK_INDEX: Final = 65535
 
 #: id prefixes per device type
 ID_PREFIX: Final = {
@@ -32,11 +57,62 @@ ID_PREFIX: Final = {
 RECONNECTING_TYPES: Final = (VHOST_USER_BLK, VHOST_USER_NET)
 
 
-def store_device(info: DeviceInfo, config: VhostUserConfig, alloc: Allocator) -> VhostUserDeviceAttrs:
+def _error(inst: Any, attribute: attrs.Attribute[Any], message: str) -> DeviceError:
+    device = getattr(inst, "container_path", "") or getattr(inst, "dev_id", "") or type(inst).__name__
+    return DeviceError(message, device=str(device), field=attribute.name)
+
+
+def _vhost_user_type(inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    if value not in VHOST_USER_TYPES:
+        raise _error(inst, attribute, f"{value!r} is not one of {', '.join(VHOST_USER_TYPES)}")
+
+
+def _uint32(inst: Any, attribute: attrs.Attribute[Any], value: int) -> None:
+    if not 0 <= value <= UINT32_MAX:
+        raise _error(inst, attribute, f"must be between 0 and {UINT32_MAX}, got {value}")
+
+
+@attrs.frozen(kw_only=True)
+class VhostUserDeviceAttrs:
+    """A vhost-user device: its socket, kind and per-kind settings."""
+
+    kind: ClassVar[str] = VHOST_USER_KIND
+    dev_id: str
+    socket_path: str
+    type: str = attrs.field(validator=_vhost_user_type)
+    mac_address: str = ""
+    tag: str = ""
+    cache: str = ""
+    cache_size: int = attrs.field(default=0, validator=_uint32)
+    queue_size: int = attrs.field(default=0, validator=_uint32)
+    reconnect_time: int = attrs.field(default=0, validator=_uint32)
+    pci_path: PciPath = attrs.field(factory=PciPath)
+    index: int = -1
+    #: the container path of the request it was built from ("" for sandbox devices); errors name it
+    container_path: str = ""
+
+    @property
+    def id(self) -> str:
+        return self.dev_id
+
+    @property
+    def name(self) -> str:
+        """What error messages call this device: its container path, else its id."""
+        return self.container_path or self.dev_id
+
+    @property
+    def from_store(self) -> bool:
+        """Built from a store request (blk, scsi), not from the sandbox settings (fs, net)."""
+        return bool(self.container_path)
+
+
+# --- building ----------------------------------------------------------------------------------------
+def store_device(info: DeviceInfo, reconnect_time: int, alloc: Allocator) -> VhostUserDeviceAttrs:
     """The device for a resolved store request (``info.host_path`` is its socket).
 
-    A vhost-user-blk disk takes Kata's sandbox block index (shared with the block plugin's
-    drives, so the two never collide); other kinds keep ``index = -1``.
+    ``reconnect_time`` is the sandbox's ``vhost_user_reconnect_timeout_sec``. A vhost-user-blk
+    disk takes Kata's sandbox block index (shared with the block plugin's drives, so the two
+    never collide); other kinds keep ``index = -1``.
     """
     kind = STORE_MAJORS[info.major]
     if info.read_only:
@@ -50,21 +126,21 @@ def store_device(info: DeviceInfo, config: VhostUserConfig, alloc: Allocator) ->
     key = f"{info.container_path}|{info.host_path}"
     index = -1
     if kind == VHOST_USER_BLK:
-        index = alloc.take(BLOCK_INDEX_POOL, key, limit=MAX_BLOCK_INDEX, device=info.container_path)
+        index = alloc.take(DISK_INDEX_POOL, key, limit=MAX_DISK_INDEX, device=info.container_path)
     return VhostUserDeviceAttrs(
         dev_id=make_id(ID_PREFIX[kind], key),
         socket_path=info.host_path,
         type=kind,
-        reconnect_time=_reconnect(info, kind, config),
+        reconnect_time=_reconnect(info, kind, reconnect_time),
         container_path=info.container_path,
         index=index,
     )
 
 
-def _reconnect(info: DeviceInfo, kind: str, config: VhostUserConfig) -> int:
+def _reconnect(info: DeviceInfo, kind: str, sandbox_value: int) -> int:
     option = info.driver_options.get(VHOST_USER_RECONNECT_TIMEOUT_OPT)
     if option is None:
-        return config.reconnect_time if kind in RECONNECTING_TYPES else 0
+        return sandbox_value if kind in RECONNECTING_TYPES else 0
     seconds = parse_reconnect(option, device=info.container_path, field=VHOST_USER_RECONNECT_TIMEOUT_OPT)
     if seconds and kind not in RECONNECTING_TYPES:
         raise DeviceError(
@@ -74,6 +150,21 @@ def _reconnect(info: DeviceInfo, kind: str, config: VhostUserConfig) -> int:
             field=VHOST_USER_RECONNECT_TIMEOUT_OPT,
         )
     return seconds
+
+
+def parse_reconnect(value: str, *, device: str, field: str) -> int:
+    """A reconnect timeout in seconds from a driver option (a decimal string).
+
+    Kata wraps ``-1`` to 4294967295 and turns garbage into 0 with a warning; both are errors here.
+    """
+    number = int(value.strip()) if re.fullmatch(r"[0-9]+", value.strip()) else None
+    if number is None or number > UINT32_MAX:
+        raise DeviceError(
+            f"must be a whole number of seconds between 0 and {UINT32_MAX}, got {value!r}",
+            device=device,
+            field=field,
+        )
+    return number
 
 
 def fs_device(share: SharedFs) -> VhostUserDeviceAttrs:
@@ -89,18 +180,41 @@ def fs_device(share: SharedFs) -> VhostUserDeviceAttrs:
     )
 
 
-def net_device(interface: NetInterface, config: VhostUserConfig) -> VhostUserDeviceAttrs:
+def net_device(interface: NetInterface, reconnect_time: int) -> VhostUserDeviceAttrs:
     """One vhost-user network interface."""
     return VhostUserDeviceAttrs(
         dev_id=make_id(ID_PREFIX[VHOST_USER_NET], f"{interface.socket}|{interface.mac}"),
         socket_path=interface.socket,
         type=VHOST_USER_NET,
         mac_address=interface.mac,
-        reconnect_time=config.reconnect_time,
+        reconnect_time=reconnect_time,
     )
 
 
-def sandbox_devices(config: VhostUserConfig) -> list[VhostUserDeviceAttrs]:
+def sandbox_devices(
+    share: SharedFs | None, interfaces: tuple[NetInterface, ...], reconnect_time: int
+) -> list[VhostUserDeviceAttrs]:
     """The shared file system (if a vhost-user one is configured), then every network interface."""
-    devices = [fs_device(config.shared_fs)] if config.shared_fs is not None else []
-    return devices + [net_device(interface, config) for interface in config.net]
+    devices = [fs_device(share)] if share is not None else []
+    return devices + [net_device(interface, reconnect_time) for interface in interfaces]
+
+
+def from_state(kind: str, data: Mapping[str, object]) -> VhostUserDeviceAttrs | None:
+    """The device saved as ``data`` (``vmdev.serialize.to_json`` of it), or None for other kinds.
+
+    Nothing is looked up on the host: the saved device is the device (whether its socket is
+    still there is :func:`vmdev_vhostuser.host.host_facts`' business).
+    """
+    if kind != VHOST_USER_KIND:
+        return None
+    return from_json(VhostUserDeviceAttrs, data)
+
+
+def refuse_reconnect(device: VhostUserDeviceAttrs, hypervisor: str) -> None:
+    """Cloud Hypervisor and Firecracker have no reconnect timeout: a non-zero one is refused."""
+    if device.reconnect_time:
+        raise UnsupportedError(
+            f"{hypervisor} has no vhost-user reconnect timeout ({device.reconnect_time} s were asked)",
+            device=device.name,
+            field="reconnect_time",
+        )

@@ -1,56 +1,69 @@
-"""The vmdev-vhostuser plugin: vhost-user blk, scsi, net and fs devices.
+"""The vmdev-vhostuser plugin: vhost-user blk, scsi, net and fs devices (hook implementations only).
 
+* Settings: every key is declared (:mod:`vmdev_vhostuser.settings`) and read typed.
 * Store requests: with the vhost-user store enabled (``enable_vhost_user_store``,
-  ``vhost_user_store_path`` or ``--vhost-user-store``), a ``b`` device with major 241
+  ``vhost_user_store_path`` or ``--vhost-user-store DIR``), a ``b`` device with major 241
   (vhost-user-blk) or 242 (vhost-user-scsi) is resolved through the store to its socket and built
-  here, before any other plugin (``tryfirst``) sees it.
+  here, before any other plugin (``tryfirst``) sees it (:mod:`vmdev_vhostuser.host`).
 * Sandbox devices: the virtio-fs share (``shared_fs = "virtio-fs"`` with ``virtio_fs_socket``) and
   every ``vhost_user_net`` interface.
-* Rendering: QEMU (``-chardev socket`` + device, shared guest RAM, or QMP hot plug), Cloud
-  Hypervisor and Firecracker (see ``render_clh``).
+* Rendering: QEMU, Cloud Hypervisor and Firecracker (``render_<backend>``).
+* Saved sandboxes: devices are rebuilt from their saved form; the host facts of a store device
+  are its socket and its store node.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from vmdev import hookimpl
+from vmdev.backends.clh import ClhTarget
+from vmdev.backends.firecracker import FirecrackerTarget
+from vmdev.backends.qemu import QemuTarget
+from vmdev.declared import Setting
 from vmdev.host import HostContext
-from vmdev.models import Device, DeviceInfo, VhostUserDeviceAttrs
+from vmdev.models import Device, DeviceInfo
 from vmdev.resources import Allocator
 from vmdev.settings import SandboxSettings
-from vmdev.targets import AttachOptions, ClhTarget, FirecrackerTarget, QemuTarget, RenderTarget
-from vmdev_vhostuser import render_clh, render_qemu
-from vmdev_vhostuser.device import sandbox_devices as build_sandbox_devices
-from vmdev_vhostuser.device import store_device
-from vmdev_vhostuser.host import is_store_request, store_socket
-from vmdev_vhostuser.settings import read_config
+from vmdev.targets import AttachOptions, RenderTarget
+from vmdev_vhostuser import device as devices
+from vmdev_vhostuser import host as store
+from vmdev_vhostuser import render_clh, render_firecracker, render_qemu
+from vmdev_vhostuser import settings as keys
+from vmdev_vhostuser.device import VhostUserDeviceAttrs
+
+
+@hookimpl
+def register_settings(register: Callable[[Setting], None]) -> None:
+    for setting in keys.declared_settings():
+        register(setting)
 
 
 @hookimpl
 def check_settings(settings: SandboxSettings) -> None:
-    read_config(settings)
+    keys.check_settings(settings)
 
 
 @hookimpl(tryfirst=True)
-def resolve_host_path(info: DeviceInfo, host: HostContext) -> str | None:
-    if not info.container_path or not is_store_request(info, host):
+def resolve_host_path(info: DeviceInfo, host: HostContext, settings: SandboxSettings) -> str | None:
+    vhost_user_store = store.VhostUserStore.from_settings(settings)
+    if not info.container_path or not vhost_user_store.claims(info):
         return None  # the core's default reports an empty container path
-    return store_socket(info, host)
+    return vhost_user_store.socket_for(info, host)
 
 
 @hookimpl(tryfirst=True)
-def build_device(
-    info: DeviceInfo, host: HostContext, settings: SandboxSettings, alloc: Allocator
-) -> Device | None:
-    if not is_store_request(info, host):
+def build_device(info: DeviceInfo, settings: SandboxSettings, alloc: Allocator) -> Device | None:
+    if not store.VhostUserStore.from_settings(settings).claims(info):
         return None
-    return store_device(info, read_config(settings), alloc)
+    return devices.store_device(info, keys.reconnect_timeout(settings), alloc)
 
 
 @hookimpl
-def sandbox_devices(settings: SandboxSettings, host: HostContext) -> Sequence[Device]:
-    return build_sandbox_devices(read_config(settings))
+def sandbox_devices(settings: SandboxSettings) -> Sequence[Device]:
+    return devices.sandbox_devices(
+        keys.shared_fs(settings), keys.net_interfaces(settings), keys.reconnect_timeout(settings)
+    )
 
 
 @hookimpl
@@ -60,7 +73,19 @@ def attach_options(device: Device, target: RenderTarget, hotplug: bool) -> Attac
     if isinstance(target, QemuTarget):
         return render_qemu.render(device, target, hotplug)
     if isinstance(target, ClhTarget):
-        return render_clh.render_clh(device, target, hotplug)
+        return render_clh.render(device, target, hotplug)
     if isinstance(target, FirecrackerTarget):
-        return render_clh.render_firecracker(device, target)
+        return render_firecracker.render(device, target)
     return None
+
+
+@hookimpl
+def device_from_state(kind: str, data: Mapping[str, object]) -> Device | None:
+    return devices.from_state(kind, data)
+
+
+@hookimpl
+def host_facts(device: Device, host: HostContext) -> Mapping[str, str] | None:
+    if not isinstance(device, VhostUserDeviceAttrs):
+        return None
+    return store.host_facts(device, host)

@@ -1,19 +1,26 @@
-"""Cloud Hypervisor and Firecracker payloads (field names from their OpenAPI / swagger specs).
+"""Cloud Hypervisor: ``VmConfig`` fragments, or ``vm.add-*`` requests when hot plugging.
 
-Cloud Hypervisor: ``disks`` (``vhost_user``/``vhost_socket``), ``fs``, ``net`` (``vhost_user``,
-``vhost_socket``, ``vhost_mode``) and ``generic_vhost_user`` (vhost-user-scsi: virtio device id 8)
-in the boot ``VmConfig``, or the matching ``vm.add-*`` request when hot plugging; every one needs
-``memory.shared``. Firecracker: vhost-user-blk drives (``socket``), pre-boot only; it has no
-vhost-user net, scsi or fs device.
+Field names from Cloud Hypervisor's OpenAPI spec: ``disks`` (``vhost_user``/``vhost_socket``),
+``fs``, ``net`` (``vhost_user``, ``vhost_socket``, ``vhost_mode``) and ``generic_vhost_user``
+(vhost-user-scsi: virtio device id 8). Every device needs ``memory.shared`` (the backend process
+maps the guest RAM). Cloud Hypervisor has no reconnect timeout and no virtio-fs DAX window.
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
 
+from vmdev.backends.clh import ClhAttach, ClhTarget
 from vmdev.errors import UnsupportedError
-from vmdev.models import VHOST_USER_BLK, VHOST_USER_FS, VHOST_USER_NET, VHOST_USER_SCSI, VhostUserDeviceAttrs
-from vmdev.targets import ApiRequest, ClhAttach, ClhTarget, FirecrackerAttach, FirecrackerTarget
+from vmdev.targets import ApiRequest
+from vmdev_vhostuser.device import (
+    VHOST_USER_BLK,
+    VHOST_USER_FS,
+    VHOST_USER_NET,
+    VHOST_USER_SCSI,
+    VhostUserDeviceAttrs,
+    refuse_reconnect,
+)
 from vmdev_vhostuser.settings import FS_CACHE_SIZE_KEY
 
 CLH_API: Final = "/api/v1"
@@ -31,11 +38,10 @@ CLH_KEYS: Final = {
 }
 
 
-def render_clh(device: VhostUserDeviceAttrs, target: ClhTarget, hotplug: bool) -> ClhAttach:
-    name = device.container_path or device.id
-    _no_reconnect(device, name, "Cloud Hypervisor")
+def render(device: VhostUserDeviceAttrs, target: ClhTarget, hotplug: bool) -> ClhAttach:
+    refuse_reconnect(device, "Cloud Hypervisor")
     key, endpoint = CLH_KEYS[device.type]
-    body = _clh_body(device, name)
+    body = _body(device)
     memory = {"memory": {"size": target.settings.memory_mib * MIB, "shared": True}}
     details = {"vm_config_key": key}
     if not hotplug:
@@ -49,7 +55,7 @@ def render_clh(device: VhostUserDeviceAttrs, target: ClhTarget, hotplug: bool) -
     )
 
 
-def _clh_body(device: VhostUserDeviceAttrs, name: str) -> dict[str, Any]:
+def _body(device: VhostUserDeviceAttrs) -> dict[str, Any]:
     if device.type == VHOST_USER_BLK:
         return {"id": device.id, "vhost_user": True, "vhost_socket": device.socket_path}
     if device.type == VHOST_USER_NET:
@@ -71,7 +77,7 @@ def _clh_body(device: VhostUserDeviceAttrs, name: str) -> dict[str, Any]:
         raise UnsupportedError(
             f"Cloud Hypervisor's virtio-fs has no DAX window; {device.cache_size} MiB were asked: "
             f"set {FS_CACHE_SIZE_KEY} = 0",
-            device=name,
+            device=device.name,
             field=FS_CACHE_SIZE_KEY,
         )
     return {
@@ -81,24 +87,3 @@ def _clh_body(device: VhostUserDeviceAttrs, name: str) -> dict[str, Any]:
         "num_queues": 1,
         "queue_size": device.queue_size,
     }
-
-
-def render_firecracker(device: VhostUserDeviceAttrs, target: FirecrackerTarget) -> FirecrackerAttach:
-    """Pre-boot ``PUT /drives/{id}``; Firecracker cannot hot-plug, so this is always cold plug."""
-    name = device.container_path or device.id
-    if device.type != VHOST_USER_BLK:
-        raise UnsupportedError(
-            f"Firecracker has no {device.type} device (only vhost-user-blk drives)", device=name, field="type"
-        )
-    _no_reconnect(device, name, "Firecracker")
-    body = {"drive_id": device.id, "is_root_device": False, "socket": device.socket_path}
-    return FirecrackerAttach(requests=[ApiRequest("PUT", f"/drives/{device.id}", body)])
-
-
-def _no_reconnect(device: VhostUserDeviceAttrs, name: str, hypervisor: str) -> None:
-    if device.reconnect_time:
-        raise UnsupportedError(
-            f"{hypervisor} has no vhost-user reconnect timeout ({device.reconnect_time} s were asked)",
-            device=name,
-            field="reconnect_time",
-        )

@@ -10,11 +10,18 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from vmdev.backends.qemu import QemuTarget
 from vmdev.errors import UnsupportedError
-from vmdev.models import VHOST_USER_BLK, VHOST_USER_FS, VHOST_USER_NET, VHOST_USER_SCSI, VhostUserDeviceAttrs
 from vmdev.qemu import MemoryNeeds, OptValue, QemuAttach, QmpCommand, check_id, opts
-from vmdev.targets import CCW, MMIO, PCI, QemuTarget
-from vmdev_vhostuser.settings import FS_CACHE_SIZE_KEY, read_config
+from vmdev.targets import CCW, MMIO, PCI
+from vmdev_vhostuser.device import (
+    VHOST_USER_BLK,
+    VHOST_USER_FS,
+    VHOST_USER_NET,
+    VHOST_USER_SCSI,
+    VhostUserDeviceAttrs,
+)
+from vmdev_vhostuser.settings import FS_CACHE_SIZE_KEY, net_interfaces
 
 #: QEMU device per vhost-user type and transport
 DRIVERS: Final[dict[str, dict[str, str]]] = {
@@ -27,7 +34,7 @@ SHARED_MEMORY: Final = MemoryNeeds(shared=True)
 
 
 def render(device: VhostUserDeviceAttrs, target: QemuTarget, hotplug: bool) -> QemuAttach:
-    name = device.container_path or device.id
+    name = device.name
     driver = _driver(device, target, name)
     chardev = check_id(f"chr-{device.id}", device=name)
     netdev = check_id(f"netdev-{device.id}", device=name) if device.type == VHOST_USER_NET else ""
@@ -93,7 +100,7 @@ def _device_props(
 
 
 def _msix(device: VhostUserDeviceAttrs, target: QemuTarget) -> bool:
-    for interface in read_config(target.settings).net:
+    for interface in net_interfaces(target.settings):
         if (interface.socket, interface.mac) == (device.socket_path, device.mac_address):
             return interface.msix
     return False

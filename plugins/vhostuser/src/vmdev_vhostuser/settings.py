@@ -1,10 +1,21 @@
-"""The sandbox settings this plugin owns, read and validated into one immutable value.
+"""The settings keys this plugin owns: declared once, read typed with ``settings.value(key)``.
+
+Every key is a :class:`vmdev.declared.Setting` (:func:`declared_settings`, registered by the
+plugin's ``register_settings`` hook): the core parses and type-checks it once, before any hook
+runs, and a wrong type is one ``ConfigError`` line naming the key (issue 9: ``vhost_user_store_path
+= 5`` used to end in an internal ``TypeError``). The ``check`` of a key adds this family's rules
+for its value; :func:`check_settings` keeps the one rule across keys (a vhost-user ``shared_fs``
+needs ``virtio_fs_socket``). The functions below hand the typed values to the rest of the plugin,
+so the command line and the Python API read the same values (issue 9: ``enable_vhost_user_store``
+in a configuration file was ignored by ``vmdev.plan()``).
 
 Kata's keys are kept where Kata has them (``enable_vhost_user_store``, ``vhost_user_store_path``,
 ``vhost_user_reconnect_timeout_sec``, ``shared_fs``, ``virtio_fs_cache``, ``virtio_fs_cache_size``,
 ``virtio_fs_queue_size``). Kata starts virtiofsd and finds vhost-user network sockets itself; vmdev
 starts nothing, so the sockets are settings of their own: ``virtio_fs_socket`` (with
-``virtio_fs_tag``) and the ``vhost_user_net`` list of ``{socket, mac}`` tables.
+``virtio_fs_tag``) and the ``vhost_user_net`` list of ``{socket, mac, msix}`` tables. Where Kata
+defaults ``shared_fs`` to ``virtio-fs`` (and starts the daemon), an unset ``shared_fs`` adds no
+device here.
 """
 
 from __future__ import annotations
@@ -15,8 +26,8 @@ from typing import Any, Final
 
 import attrs
 
-from vmdev.errors import ConfigError, DeviceError, VmdevError
-from vmdev.models import NO_SHARED_FS, VIRTIO_9P, VIRTIO_FS, VIRTIO_FS_NYDUS
+from vmdev.declared import BOOLEAN, INTEGER, STRING, TABLES, Setting
+from vmdev.errors import ConfigError, VmdevError
 from vmdev.settings import SandboxSettings
 
 STORE_ENABLED_KEY: Final = "enable_vhost_user_store"
@@ -29,10 +40,23 @@ FS_QUEUE_SIZE_KEY: Final = "virtio_fs_queue_size"
 FS_CACHE_KEY: Final = "virtio_fs_cache"
 FS_CACHE_SIZE_KEY: Final = "virtio_fs_cache_size"
 NET_KEY: Final = "vhost_user_net"
+#: the command-line flag of the store (it also sets enable_vhost_user_store = true)
+STORE_FLAG: Final = "--vhost-user-store"
 
+#: Kata's defaultVhostUserStorePath
+DEFAULT_VHOST_USER_STORE_PATH: Final = "/var/run/kata-containers/vhost-user/"
+#: Kata's defaultVhostUserReconnectTimeOut (0: no reconnection)
+DEFAULT_VHOST_USER_RECONNECT_TIMEOUT: Final = 0
+
+# --- shared file systems (shared_fs), Kata's config.SharedFS values ----------------------------
+VIRTIO_9P: Final = "virtio-9p"
+VIRTIO_FS: Final = "virtio-fs"
+VIRTIO_FS_NYDUS: Final = "virtio-fs-nydus"
+NO_SHARED_FS: Final = "none"
 SHARED_FS_KINDS: Final = (VIRTIO_FS, VIRTIO_FS_NYDUS, VIRTIO_9P, NO_SHARED_FS)
 #: the shared-fs kinds served by a vhost-user-fs daemon (virtiofsd, nydusd)
 VHOST_USER_FS_KINDS: Final = (VIRTIO_FS, VIRTIO_FS_NYDUS)
+
 DEFAULT_FS_TAG: Final = "kataShared"
 DEFAULT_FS_QUEUE_SIZE: Final = 1024
 #: virtqueues hold at most 1024 entries (QEMU's VIRTQUEUE_MAX_SIZE)
@@ -49,7 +73,6 @@ NET_ENTRY_KEYS: Final = ("socket", "mac", "msix")
 #: where errors about the sandbox-level devices point
 FS_DEVICE: Final = "virtio-fs"
 NET_DEVICE: Final = "vhost-user-net"
-STORE_DEVICE: Final = "vhost-user-store"
 
 _MAC_RE: Final = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
 
@@ -75,172 +98,179 @@ class SharedFs:
     cache_size_mib: int = 0
 
 
-def _net_tuple(value: Any) -> tuple[NetInterface, ...]:
-    return tuple(value)
+# --- the declarations --------------------------------------------------------------------------
+def declared_settings() -> list[Setting]:
+    """Every key this plugin reads (``vmdev settings`` lists them)."""
+    return [
+        Setting(
+            name=STORE_ENABLED_KEY, type=BOOLEAN, default=False, kata_key=STORE_ENABLED_KEY,
+            description="resolve block devices with majors 241 (vhost-user-blk) and 242 (vhost-user-scsi) "
+            "through the vhost-user store",
+        ),
+        Setting(
+            name=STORE_PATH_KEY, type=STRING, default=DEFAULT_VHOST_USER_STORE_PATH, kata_key=STORE_PATH_KEY,
+            check=_check_store_path, flag=STORE_FLAG, flag_sets={STORE_ENABLED_KEY: True},
+            flag_help="Enable the vhost-user store in this directory",
+            description="the vhost-user store: block/devices/<name> nodes and block/sockets/<name> sockets "
+            "(absolute; empty for the default)",
+        ),
+        Setting(
+            name=RECONNECT_KEY, type=INTEGER, default=DEFAULT_VHOST_USER_RECONNECT_TIMEOUT,
+            minimum=0, maximum=UINT32_MAX, kata_key=RECONNECT_KEY,
+            description="seconds between reconnection attempts of vhost-user-blk and vhost-user-net "
+            "sockets (QEMU reconnect=); 0 = off",
+        ),
+        Setting(
+            name=SHARED_FS_KEY, type=STRING, default="", choices=SHARED_FS_KINDS, kata_key=SHARED_FS_KEY,
+            description="virtio-fs and virtio-fs-nydus add the vhost-user-fs device (with "
+            f"{FS_SOCKET_KEY}); unset, virtio-9p and none add none",
+        ),
+        Setting(
+            name=FS_SOCKET_KEY, type=STRING, default="", check=_check_fs_socket,
+            description="the vhost-user socket of the running virtiofsd or nydusd (required with a "
+            "virtio-fs shared_fs)",
+        ),
+        Setting(
+            name=FS_TAG_KEY, type=STRING, default=DEFAULT_FS_TAG, check=_check_fs_tag,
+            description=f"the virtio-fs mount tag (at most {MAX_TAG_BYTES} bytes)",
+        ),
+        Setting(
+            name=FS_QUEUE_SIZE_KEY, type=INTEGER, default=0, check=_check_queue_size,
+            kata_key=FS_QUEUE_SIZE_KEY,
+            description=f"virtio-fs virtqueue size: a power of two from 2 to {MAX_QUEUE_SIZE}; "
+            f"0 for {DEFAULT_FS_QUEUE_SIZE}",
+        ),
+        Setting(
+            name=FS_CACHE_KEY, type=STRING, default="", check=_check_fs_cache, kata_key=FS_CACHE_KEY,
+            description=f"the daemon's cache mode ({', '.join(FS_CACHE_MODES)}); recorded in the plan "
+            "for whoever starts the daemon, not a QEMU option",
+        ),
+        Setting(
+            name=FS_CACHE_SIZE_KEY, type=INTEGER, default=0, minimum=0, maximum=UINT32_MAX,
+            kata_key=FS_CACHE_SIZE_KEY,
+            description="DAX window in MiB; any non-zero value is refused by QEMU and Cloud "
+            "Hypervisor rendering (neither has one upstream)",
+        ),
+        Setting(
+            name=NET_KEY, type=TABLES, default=(), check=_check_net,
+            description="vhost-user network interfaces: tables of socket (absolute, required), mac "
+            "(unicast, required) and msix (default false)",
+        ),
+    ]
 
 
-@attrs.frozen(kw_only=True)
-class VhostUserConfig:
-    """Everything the plugin reads from the settings, validated."""
-
-    store_enabled: bool = False
-    reconnect_time: int = 0
-    shared_fs: SharedFs | None = None
-    net: tuple[NetInterface, ...] = attrs.field(default=(), converter=_net_tuple)
+def check_settings(settings: SandboxSettings) -> None:
+    """The rule across keys: a vhost-user ``shared_fs`` needs its daemon's socket."""
+    shared_fs(settings)
 
 
-def read_config(settings: SandboxSettings) -> VhostUserConfig:
-    """Read and check this plugin's keys; :class:`ConfigError` names the first bad key."""
-    enabled = settings.option(STORE_ENABLED_KEY, False)
-    if not isinstance(enabled, bool):
-        raise ConfigError(
-            f"must be true or false, got {enabled!r}", device=STORE_DEVICE, field=STORE_ENABLED_KEY
-        )
-    store_path = settings.option(STORE_PATH_KEY, "")
-    if not isinstance(store_path, str) or (store_path and not store_path.startswith("/")):
-        raise ConfigError(
-            f"must be an absolute directory path, got {store_path!r}",
-            device=STORE_DEVICE,
-            field=STORE_PATH_KEY,
-        )
-    return VhostUserConfig(
-        store_enabled=enabled,
-        reconnect_time=_uint32_setting(settings, RECONNECT_KEY, "vhost-user"),
-        shared_fs=_shared_fs(settings),
-        net=_net_interfaces(settings),
-    )
+# --- the typed values --------------------------------------------------------------------------
+def store_enabled(settings: SandboxSettings) -> bool:
+    return bool(settings.value(STORE_ENABLED_KEY))
 
 
-def parse_reconnect(value: object, *, device: str, field: str) -> int:
-    """A reconnect timeout in seconds from a driver option (decimal string) or a setting (integer).
-
-    Kata wraps ``-1`` to 4294967295 and turns garbage into 0 with a warning; both are errors here.
-    """
-    number: int | None = None
-    if isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    elif isinstance(value, str) and re.fullmatch(r"[0-9]+", value.strip()):
-        number = int(value.strip())
-    if number is None or not 0 <= number <= UINT32_MAX:
-        raise DeviceError(
-            f"must be a whole number of seconds between 0 and {UINT32_MAX}, got {value!r}",
-            device=device,
-            field=field,
-        )
-    return number
+def store_path(settings: SandboxSettings) -> str:
+    """The store directory; an empty value means Kata's default, as in Kata."""
+    return str(settings.value(STORE_PATH_KEY)) or DEFAULT_VHOST_USER_STORE_PATH
 
 
-def check_socket_path(path: str, *, device: str, field: str, error: type[VmdevError] = DeviceError) -> str:
-    """An absolute UNIX socket path that fits ``sun_path``; else ``error`` naming device and field."""
-    if not path or not path.startswith("/"):
-        raise error(f"must be an absolute socket path, got {path!r}", device=device, field=field)
-    if "\0" in path or any(ord(ch) < 0x20 for ch in path):
-        raise error(f"socket path {path!r} contains control characters", device=device, field=field)
-    size = len(path.encode("utf-8", "surrogateescape"))
-    if size > MAX_SOCKET_PATH_BYTES:
-        raise error(
-            f"socket path {path} is {size} bytes long; UNIX sockets allow at most {MAX_SOCKET_PATH_BYTES}",
-            device=device,
-            field=field,
-        )
-    return path
+def reconnect_timeout(settings: SandboxSettings) -> int:
+    return int(settings.value(RECONNECT_KEY))
 
 
-def _uint32_setting(settings: SandboxSettings, key: str, device: str) -> int:
-    value = settings.option(key, 0)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= UINT32_MAX:
-        raise ConfigError(
-            f"must be an integer between 0 and {UINT32_MAX}, got {value!r}", device=device, field=key
-        )
-    return value
-
-
-def _shared_fs(settings: SandboxSettings) -> SharedFs | None:
-    kind = settings.option(SHARED_FS_KEY)
-    if kind is None:
-        return None
-    if kind not in SHARED_FS_KINDS:
-        raise ConfigError(
-            f"{kind!r} is not one of {', '.join(SHARED_FS_KINDS)}", device=FS_DEVICE, field=SHARED_FS_KEY
-        )
+def shared_fs(settings: SandboxSettings) -> SharedFs | None:
+    """The vhost-user file system share, or None when ``shared_fs`` asks for none."""
+    kind = settings.value(SHARED_FS_KEY)
     if kind not in VHOST_USER_FS_KINDS:
         return None
-    socket = settings.option(FS_SOCKET_KEY)
-    if not isinstance(socket, str) or not socket:
+    socket = str(settings.value(FS_SOCKET_KEY))
+    if not socket:
         raise ConfigError(
             f"shared_fs = {kind!r} needs the vhost-user socket of its daemon (virtiofsd or nydusd) "
             f"in {FS_SOCKET_KEY}",
             device=FS_DEVICE,
             field=FS_SOCKET_KEY,
         )
-    check_socket_path(socket, device=FS_DEVICE, field=FS_SOCKET_KEY, error=ConfigError)
+    size = int(settings.value(FS_QUEUE_SIZE_KEY))
     return SharedFs(
         socket=socket,
-        tag=_fs_tag(settings),
-        queue_size=_fs_queue_size(settings),
-        cache=_fs_cache(settings),
-        cache_size_mib=_uint32_setting(settings, FS_CACHE_SIZE_KEY, FS_DEVICE),
+        tag=str(settings.value(FS_TAG_KEY)),
+        queue_size=size or DEFAULT_FS_QUEUE_SIZE,
+        cache=str(settings.value(FS_CACHE_KEY)),
+        cache_size_mib=int(settings.value(FS_CACHE_SIZE_KEY)),
     )
 
 
-def _fs_tag(settings: SandboxSettings) -> str:
-    tag = settings.option(FS_TAG_KEY, DEFAULT_FS_TAG)
-    if not isinstance(tag, str) or not tag or any(ord(ch) < 0x20 for ch in tag):
-        raise ConfigError(
-            f"must be a non-empty printable string, got {tag!r}", device=FS_DEVICE, field=FS_TAG_KEY
-        )
+def net_interfaces(settings: SandboxSettings) -> tuple[NetInterface, ...]:
+    return _net_interfaces(settings.value(NET_KEY))
+
+
+# --- sockets -----------------------------------------------------------------------------------
+def socket_path_problem(path: str) -> str | None:
+    """Why ``path`` cannot be a UNIX socket path (not absolute, control characters, longer than
+    ``sun_path``), or None."""
+    if not path or not path.startswith("/"):
+        return f"must be an absolute socket path, got {path!r}"
+    if "\0" in path or any(ord(ch) < 0x20 for ch in path):
+        return f"socket path {path!r} contains control characters"
+    size = len(path.encode("utf-8", "surrogateescape"))
+    if size > MAX_SOCKET_PATH_BYTES:
+        return f"socket path {path} is {size} bytes long; UNIX sockets allow at most {MAX_SOCKET_PATH_BYTES}"
+    return None
+
+
+def check_socket_path(path: str, *, device: str, field: str, error: type[VmdevError]) -> str:
+    """``path`` if it can be a UNIX socket path; else ``error`` naming device and field."""
+    problem = socket_path_problem(path)
+    if problem is not None:
+        raise error(problem, device=device, field=field)
+    return path
+
+
+# --- the checks of single keys (ValueError: the core names the key) ----------------------------
+def _check_store_path(value: str) -> None:
+    if value and not value.startswith("/"):
+        raise ValueError(f"must be an absolute directory path, got {value!r}")
+
+
+def _check_fs_socket(value: str) -> None:
+    problem = socket_path_problem(value) if value else None
+    if problem is not None:
+        raise ValueError(problem)
+
+
+def _check_fs_tag(tag: str) -> None:
+    if not tag or any(ord(ch) < 0x20 for ch in tag):
+        raise ValueError(f"must be a non-empty printable string, got {tag!r}")
     if len(tag.encode("utf-8")) > MAX_TAG_BYTES:
-        raise ConfigError(
-            f"{tag!r} is longer than the {MAX_TAG_BYTES} bytes a virtio-fs tag can hold",
-            device=FS_DEVICE,
-            field=FS_TAG_KEY,
-        )
-    return tag
+        raise ValueError(f"{tag!r} is longer than the {MAX_TAG_BYTES} bytes a virtio-fs tag can hold")
 
 
-def _fs_queue_size(settings: SandboxSettings) -> int:
-    size = settings.option(FS_QUEUE_SIZE_KEY, 0)
-    if isinstance(size, bool) or not isinstance(size, int):
-        raise ConfigError(f"must be an integer, got {size!r}", device=FS_DEVICE, field=FS_QUEUE_SIZE_KEY)
-    if size == 0:
-        return DEFAULT_FS_QUEUE_SIZE
-    if not 2 <= size <= MAX_QUEUE_SIZE or size & (size - 1):
-        raise ConfigError(
+def _check_queue_size(size: int) -> None:
+    if size != 0 and (not 2 <= size <= MAX_QUEUE_SIZE or size & (size - 1)):
+        raise ValueError(
             f"must be a power of two between 2 and {MAX_QUEUE_SIZE} "
-            f"(0 for {DEFAULT_FS_QUEUE_SIZE}), got {size}",
-            device=FS_DEVICE,
-            field=FS_QUEUE_SIZE_KEY,
+            f"(0 for {DEFAULT_FS_QUEUE_SIZE}), got {size}"
         )
-    return size
 
 
-def _fs_cache(settings: SandboxSettings) -> str:
-    cache = settings.option(FS_CACHE_KEY, "")
-    if cache != "" and cache not in FS_CACHE_MODES:
-        raise ConfigError(
-            f"{cache!r} is not one of {', '.join(FS_CACHE_MODES)}", device=FS_DEVICE, field=FS_CACHE_KEY
-        )
-    return str(cache)
+def _check_fs_cache(cache: str) -> None:
+    if cache and cache not in FS_CACHE_MODES:
+        raise ValueError(f"{cache!r} is not one of {', '.join(FS_CACHE_MODES)}")
 
 
-def _net_interfaces(settings: SandboxSettings) -> tuple[NetInterface, ...]:
-    entries = settings.option(NET_KEY, [])
-    if not isinstance(entries, list | tuple):
-        raise ConfigError(
-            "must be a list of tables with socket and mac (TOML: [[hypervisor.qemu.vhost_user_net]])",
-            device=NET_DEVICE,
-            field=NET_KEY,
-        )
+def _check_net(entries: tuple[Mapping[str, Any], ...]) -> None:
+    _net_interfaces(entries)
+
+
+# --- vhost_user_net: errors name the entry and its key (vhost_user_net[1].mac) ----------------
+def _net_interfaces(entries: tuple[Mapping[str, Any], ...]) -> tuple[NetInterface, ...]:
     interfaces = tuple(_net_interface(entry, f"{NET_KEY}[{index}]") for index, entry in enumerate(entries))
     _check_unique(interfaces)
     return interfaces
 
 
-def _net_interface(entry: object, where: str) -> NetInterface:
-    if not isinstance(entry, Mapping):
-        raise ConfigError(
-            f"must be a table with socket and mac, got {entry!r}", device=NET_DEVICE, field=where
-        )
+def _net_interface(entry: Mapping[str, Any], where: str) -> NetInterface:
     unknown = sorted(set(entry) - set(NET_ENTRY_KEYS))
     if unknown:
         raise ConfigError(
