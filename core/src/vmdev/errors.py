@@ -53,6 +53,12 @@ class ResolveError(VmdevError):
     """The host path of a device could not be resolved."""
 
 
+class HostReadError(ResolveError):
+    """A host file (sysfs, ``/dev``, ``/proc``) could not be read as expected: unreadable, not a
+    regular file (a FIFO, a directory, a loop of symlinks), too large or not UTF-8. ``field``
+    names the file."""
+
+
 class DeviceError(VmdevError):
     """A device request cannot be turned into a device (bad value, wrong host state)."""
 

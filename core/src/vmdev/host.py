@@ -8,23 +8,36 @@ point ``sysfs_root`` (and ``dev_root``/``proc_root``) at it.
 
 from __future__ import annotations
 
+import json
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
+from typing import Final
 
 import attrs
 
+from vmdev.errors import HostReadError
 from vmdev.models import DEFAULT_VHOST_USER_STORE_PATH
 
 StatFunc = Callable[[str], os.stat_result]
+
+
+#: the most a host attribute file may hold (sysfs attributes are at most a page; uevent files and
+#: /proc/self/mountinfo of a busy host stay far below)
+MAX_READ: Final = 1 << 20
 
 
 @attrs.frozen
 class SysfsReader:
     """Reads a sysfs-like tree below ``root``. Paths are relative to the root.
 
-    Missing files are ``None``/empty results, never exceptions: absence is a
-    normal answer in sysfs. Other I/O errors propagate.
+    Missing files are ``None``/empty results, never exceptions: absence is a normal answer in
+    sysfs. Every other problem is a :class:`~vmdev.errors.HostReadError` naming the file: a file
+    that is not a regular file is never opened (a FIFO would block, a device node could have side
+    effects), symlink loops and permission errors are reported, reads stop at ``MAX_READ`` bytes,
+    and text is decoded as strict UTF-8 (bytes are never replaced: a path read here is the
+    host's path, or an error).
     """
 
     root: Path = attrs.field(converter=Path)
@@ -34,14 +47,19 @@ class SysfsReader:
         return self.root / os.fspath(relative).lstrip("/")
 
     def exists(self, relative: str | os.PathLike[str]) -> bool:
-        return self.path(relative).exists()
+        try:
+            return self.path(relative).exists()
+        except OSError as exc:  # a loop of symlinks, a name too long
+            raise _read_error(self.path(relative), exc) from None
+
+    def read_bytes(self, relative: str | os.PathLike[str], *, limit: int = MAX_READ) -> bytes | None:
+        """The file's bytes (a regular file only), or None when it does not exist."""
+        return read_regular(self.path(relative), limit=limit)
 
     def read_text(self, relative: str | os.PathLike[str]) -> str | None:
-        """The file's content, or None when it does not exist."""
-        try:
-            return self.path(relative).read_text(encoding="utf-8", errors="replace")
-        except (FileNotFoundError, NotADirectoryError):
-            return None
+        """The file's content as UTF-8 text, or None when it does not exist."""
+        data = self.read_bytes(relative)
+        return None if data is None else decode_text(data, self.path(relative))
 
     def read_line(self, relative: str | os.PathLike[str]) -> str | None:
         """The first line, stripped (sysfs attribute files hold one value)."""
@@ -54,12 +72,16 @@ class SysfsReader:
             return sorted(os.listdir(self.path(relative)))
         except (FileNotFoundError, NotADirectoryError):
             return []
+        except OSError as exc:
+            raise _read_error(self.path(relative), exc) from None
 
     def size(self, relative: str | os.PathLike[str]) -> int | None:
         try:
             return self.path(relative).stat().st_size
         except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as exc:
+            raise _read_error(self.path(relative), exc) from None
 
     def resolve(self, relative: str | os.PathLike[str]) -> str | None:
         """Follow symlinks; the result is relative to the root (``/devices/pci0000:00/...``).
@@ -67,20 +89,76 @@ class SysfsReader:
         None when the target does not exist or lies outside the tree.
         """
         target = self.path(relative)
-        if not target.exists():
+        try:
+            real = Path(os.path.realpath(target, strict=True))
+            root = Path(os.path.realpath(self.root))
+        except (FileNotFoundError, NotADirectoryError):
             return None
-        real = Path(os.path.realpath(target))
-        root = Path(os.path.realpath(self.root))
+        except OSError as exc:
+            raise _read_error(target, exc) from None
         if real != root and root not in real.parents:
             return None
         return "/" + str(real.relative_to(root)) if real != root else "/"
 
     def link_name(self, relative: str | os.PathLike[str]) -> str | None:
-        """The last component of a symlink's target (``driver`` -> ``vfio-pci``), or None."""
+        """The last component of a symlink's target (``driver`` -> the driver's name), or None."""
         try:
             return os.path.basename(os.readlink(self.path(relative)))
         except (FileNotFoundError, NotADirectoryError, OSError):
             return None
+
+
+def read_regular(path: Path, *, limit: int = MAX_READ) -> bytes | None:
+    """The bytes of the regular file ``path`` (at most ``limit``), None when it does not exist.
+
+    The file is checked before it is opened and opened non-blocking, so a FIFO or a device node
+    named where a file was expected is an error, never a hang."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise HostReadError(f"{_quoted(path)} is not a regular file", field=str(path))
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise _read_error(path, exc) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise HostReadError(f"{_quoted(path)} is not a regular file", field=str(path))
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, min(65536, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise _read_error(path, exc) from None
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise HostReadError(f"{_quoted(path)} holds more than {limit} bytes", field=str(path))
+    return b"".join(chunks)
+
+
+def decode_text(data: bytes, path: Path) -> str:
+    """``data`` as strict UTF-8: host paths are taken byte for byte, or refused."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HostReadError(
+            f"{_quoted(path)} is not UTF-8 text (byte {exc.start}: {data[exc.start:exc.start + 1]!r})",
+            field=str(path),
+        ) from None
+
+
+def _quoted(path: Path) -> str:
+    return json.dumps(os.fsdecode(path))
+
+
+def _read_error(path: Path, exc: OSError) -> HostReadError:
+    reason = exc.strerror or type(exc).__name__
+    return HostReadError(f"cannot read {_quoted(path)}: {reason}", field=str(path))
 
 
 @attrs.frozen(kw_only=True)

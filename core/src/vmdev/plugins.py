@@ -292,9 +292,9 @@ class PluginManager:
         try:
             result = getattr(self._pm.hook, hook)(**kwargs)
             answered = _answers.get() or []
-        except PluginError as exc:
+        except VmdevError as exc:
             if subject and not exc.device:
-                raise PluginError(exc.message, device=subject, field=exc.field) from exc.__cause__
+                exc.device = subject  # the plugin did not say which device: the call was about this one
             raise
         finally:
             _answers.reset(token)
