@@ -7,6 +7,7 @@ import stat
 import struct
 from typing import Any
 
+import attrs
 import pytest
 
 from vmdev.errors import DeviceError, UnclaimedDeviceError
@@ -111,6 +112,9 @@ def test_per_device_block_driver_option(host: Any, prepared: Any) -> None:
                       driver_options={"block-driver": "virtio-blk"})
     device = build_block_device(info, host.fake.context(), prepared(), Allocator())
     assert device is not None and device.driver == "virtio-blk"
+    runtime_rs = attrs.evolve(info, driver_options={"block-driver": "virtio-blk-mmio"})
+    device = build_block_device(runtime_rs, host.fake.context(), prepared(), Allocator())
+    assert device is not None and device.driver == "virtio-mmio"  # runtime-rs' name for it
     bad = DeviceInfo(container_path="/dev/xvdb", dev_type="b", major=8, minor=16, host_path="/dev/sdb",
                      driver_options={"block-driver": "ide"})
     with pytest.raises(DeviceError, match=r"'ide' is not a block driver") as exc:

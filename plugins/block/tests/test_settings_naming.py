@@ -24,8 +24,8 @@ def test_the_plugin_is_found_through_its_entry_point(vmdev_plugins: Any) -> None
     info = {i.name: i for i in vmdev_plugins("vmdev-block").list_plugins()}["block"]
     assert info.distribution == "vmdev-block"
     assert info.hooks == (
-        "attach_options", "build_device", "check_settings", "device_from_mount", "host_facts",
-        "register_settings", "resolve_host_path",
+        "attach_options", "build_device", "check_settings", "device_from_mount", "device_from_state",
+        "host_facts", "register_settings", "resolve_host_path",
     )
 
 

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from typing import Final
 
+from vmdev.resources import DISK_INDEX_POOL
+
+#: the plugin's name: its entry point in pyproject.toml (saved devices name the plugin that built them)
+PLUGIN_NAME: Final = "block"
 #: the ``kind`` of the block plugin's devices (Kata's ``config.DeviceBlock``)
 DEVICE_BLOCK: Final = "block"
 
@@ -42,8 +46,8 @@ MAX_SCSI_DEVICES: Final = 65535
 #: the number of block indexes of a sandbox (Kata's ``maxBlockIndex``)
 MAX_BLOCK_INDEX: Final = 65535
 #: allocator pool of Kata's sandbox block index, shared by every disk-like device (block drives,
-#: nvdimm, vhost-user-blk) so their indexes never collide; the core's ``DISK_INDEX_POOL``
-BLOCK_INDEX_POOL: Final = "block.index"
+#: nvdimm, vhost-user-blk) so their indexes never collide: the core's ``DISK_INDEX_POOL``
+BLOCK_INDEX_POOL: Final = DISK_INDEX_POOL
 #: allocator pool of nvdimm numbers: the ``N`` of the guest's ``/dev/pmemN``
 NVDIMM_POOL: Final = "block.nvdimm"
 #: QEMU id of the one virtio-scsi controller a sandbox's SCSI disks share

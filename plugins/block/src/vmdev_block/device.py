@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import ClassVar, Final
+from collections.abc import Mapping
+from typing import Any, ClassVar, Final
 
 import attrs
 
@@ -24,8 +25,17 @@ from vmdev.host import HostContext
 from vmdev.models import DeviceInfo
 from vmdev.qemu import make_id
 from vmdev.resources import Allocator
+from vmdev.serialize import from_json
 from vmdev.settings import SandboxSettings
-from vmdev_block.constants import BLOCK_DRIVER_OPT, BLOCK_DRIVERS, DEVICE_BLOCK, FS_TYPE_OPT, NVDIMM
+from vmdev_block.constants import (
+    BLOCK_DRIVER_OPT,
+    BLOCK_DRIVERS,
+    DEVICE_BLOCK,
+    DRIVER_ALIASES,
+    FS_TYPE_OPT,
+    NVDIMM,
+    PLUGIN_NAME,
+)
 from vmdev_block.drive import BlockDrive, DriveRequest, allocate_drive
 from vmdev_block.host import block_size, loop_backing_file, probe_read_only
 from vmdev_block.settings import BlockSettings, block_settings
@@ -40,6 +50,15 @@ VHOST_USER_MAJORS: Final = (241, 242)
 VHOST_USER_STORE_KEY: Final = "enable_vhost_user_store"
 
 
+def _a_driver(inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    if value not in BLOCK_DRIVERS:
+        raise DeviceError(
+            f"{value!r} is not a block driver (one of {', '.join(BLOCK_DRIVERS)})",
+            device=inst.container_path,
+            field=attribute.name,
+        )
+
+
 @attrs.frozen(kw_only=True)
 class BlockDevice:
     """A disk or persistent-memory device for the guest, as requested and found on the host."""
@@ -51,7 +70,7 @@ class BlockDevice:
     #: what the hypervisor opens: a device node, an image file or a pmem backing file
     host_path: str
     #: the block driver (``virtio-scsi``, ``virtio-blk``, ``virtio-mmio``, ``nvdimm``, ``virtio-blk-ccw``)
-    driver: str
+    driver: str = attrs.field(validator=_a_driver)
     major: int
     minor: int
     #: ``host_path`` is a block device node (QEMU's ``host_device`` driver) rather than a file
@@ -93,12 +112,13 @@ def requested_driver(info: DeviceInfo, config: BlockSettings) -> str:
     """The device's ``block-driver`` option, else the sandbox's; persistent memory is nvdimm."""
     if info.pmem:
         return NVDIMM
-    value = info.driver_options.get(BLOCK_DRIVER_OPT, "")
+    given = info.driver_options.get(BLOCK_DRIVER_OPT, "")
+    value = DRIVER_ALIASES.get(given, given)
     if not value:
         return config.driver
     if value not in BLOCK_DRIVERS:
         raise DeviceError(
-            f"{value!r} is not a block driver (one of {', '.join(BLOCK_DRIVERS)})",
+            f"{given!r} is not a block driver (one of {', '.join(BLOCK_DRIVERS)})",
             device=info.name,
             field=BLOCK_DRIVER_OPT,
         )
@@ -167,3 +187,30 @@ def _check_nvdimm_size(path: str, size: int | None, name: str) -> None:
             device=name,
             field="size",
         )
+
+
+def device_from_state(kind: str, data: Mapping[str, object], plugin: str) -> BlockDevice | None:
+    """The :class:`BlockDevice` this plugin built, rebuilt from its saved JSON without touching
+    the host (its indexes and the host facts it was built from are in ``data``), or None when
+    the saved device is not one of ours. A malformed record is a :class:`DeviceError` naming
+    the device and what is wrong."""
+    if kind != DEVICE_BLOCK or plugin != PLUGIN_NAME:
+        return None
+    try:
+        return from_json(BlockDevice, data)
+    except Exception as exc:
+        name = data.get("container_path") or data.get("id") or "a saved block device"
+        raise DeviceError(f"cannot be read back from the saved state: {_cause(exc)}", device=str(name),
+                          field="state") from exc
+
+
+def _cause(exc: BaseException) -> str:
+    """The first root cause in cattrs' exception groups, in one line."""
+    while getattr(exc, "exceptions", None):
+        exc = exc.exceptions[0]  # type: ignore[attr-defined]
+    if isinstance(exc, KeyError):
+        return f"no {exc.args[0]!r} field"
+    if isinstance(exc, DeviceError):
+        return f"{exc.field}: {exc.message}"
+    return f"{type(exc).__name__}: {exc}"
+

@@ -27,6 +27,7 @@ from vmdev.settings import SandboxSettings
 from vmdev.targets import AttachOptions, RenderTarget
 from vmdev_block import mounts
 from vmdev_block.device import BlockDevice, build_block_device
+from vmdev_block.device import device_from_state as rebuild_device
 from vmdev_block.host import host_facts as probe_host_facts
 from vmdev_block.render_api import render_clh, render_firecracker
 from vmdev_block.render_qemu import render_qemu
@@ -68,6 +69,11 @@ def build_device(
     info: DeviceInfo, host: HostContext, settings: SandboxSettings, alloc: Allocator
 ) -> Device | None:
     return build_block_device(info, host, settings, alloc)
+
+
+@hookimpl
+def device_from_state(kind: str, data: Mapping[str, object], plugin: str) -> Device | None:
+    return rebuild_device(kind, data, plugin)
 
 
 @hookimpl
