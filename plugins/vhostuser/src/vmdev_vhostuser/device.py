@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Final
 
 import attrs
 
-from vmdev.errors import DeviceError, UnsupportedError
+from vmdev.errors import DeviceError, UnsupportedError, VmdevError
 from vmdev.models import DeviceInfo, PciPath
 from vmdev.qemu import make_id
 from vmdev.resources import Allocator
@@ -207,7 +207,24 @@ def from_state(kind: str, data: Mapping[str, object]) -> VhostUserDeviceAttrs | 
     """
     if kind != VHOST_USER_KIND:
         return None
-    return from_json(VhostUserDeviceAttrs, data)
+    try:
+        return from_json(VhostUserDeviceAttrs, data)
+    except Exception as exc:
+        # cattrs groups what the validators raised; the DeviceError naming the field is the news
+        found = _vmdev_error(exc)
+        if found is None:
+            raise
+        raise found from None
+
+
+def _vmdev_error(exc: BaseException) -> VmdevError | None:
+    if isinstance(exc, VmdevError):
+        return exc
+    for inner in getattr(exc, "exceptions", ()):
+        found = _vmdev_error(inner)
+        if found is not None:
+            return found
+    return None
 
 
 def refuse_reconnect(device: VhostUserDeviceAttrs, hypervisor: str) -> None:
