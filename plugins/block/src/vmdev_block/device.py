@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Final
 
 import attrs
 
-from vmdev.errors import DeviceError
+from vmdev.errors import DeviceError, UnsupportedError
 from vmdev.host import HostContext
 from vmdev.models import DeviceInfo
 from vmdev.qemu import make_id
@@ -38,7 +38,7 @@ from vmdev_block.constants import (
 )
 from vmdev_block.drive import BlockDrive, DriveRequest, allocate_drive
 from vmdev_block.host import block_size, loop_backing_file, probe_read_only
-from vmdev_block.settings import BlockSettings, block_settings
+from vmdev_block.settings import KEY_DRIVER, BlockSettings, block_settings
 
 #: ``drive-`` + 14 hex digits = 20 characters: the whole id fits virtio-blk's 20-byte serial
 DRIVE_ID_DIGITS: Final = 14
@@ -90,6 +90,15 @@ class BlockDevice:
     cold_plug: bool = False
     #: where the drive sits in the guest: index, SCSI address, /dev/vdX, nvdimm number ...
     drive: BlockDrive
+
+
+def unsupported_driver(device: BlockDevice, hypervisor: str, only: str) -> UnsupportedError:
+    """A driver the hypervisor cannot attach: the error names ``block_device_driver``."""
+    return UnsupportedError(
+        f"{hypervisor} cannot attach a {device.driver} disk (it supports {only}; set {KEY_DRIVER})",
+        device=device.container_path,
+        field=KEY_DRIVER,
+    )
 
 
 def vhost_user_store_enabled(settings: SandboxSettings) -> bool:

@@ -29,7 +29,8 @@ from vmdev_block import mounts
 from vmdev_block.device import BlockDevice, build_block_device
 from vmdev_block.device import device_from_state as rebuild_device
 from vmdev_block.host import host_facts as probe_host_facts
-from vmdev_block.render_api import render_clh, render_firecracker
+from vmdev_block.render_clh import render_clh
+from vmdev_block.render_firecracker import render_firecracker
 from vmdev_block.render_qemu import render_qemu
 from vmdev_block.settings import SETTINGS, block_settings, check_rules
 
@@ -87,14 +88,13 @@ def host_facts(device: Device, host: HostContext) -> Mapping[str, str] | None:
 
 @hookimpl
 def attach_options(device: Device, target: RenderTarget, hotplug: bool) -> AttachOptions | None:
+    """QEMU, Cloud Hypervisor and Firecracker; another backend's target is declined (None)."""
     if not isinstance(device, BlockDevice):
         return None
-    config = block_settings(target.settings)
-    drive = device.drive
     if isinstance(target, QemuTarget):
-        return render_qemu(device, drive, target, hotplug, config)
+        return render_qemu(device, device.drive, target, hotplug, block_settings(target.settings))
     if isinstance(target, ClhTarget):
-        return render_clh(device, drive, hotplug, config)
+        return render_clh(device, device.drive, hotplug, block_settings(target.settings))
     if isinstance(target, FirecrackerTarget):
-        return render_firecracker(device, drive, config)
+        return render_firecracker(device, device.drive, block_settings(target.settings))
     return None
