@@ -1,1 +1,52 @@
-"""vmdev-block: disks and persistent memory for the sandbox VM (entry point ``vmdev_block.plugin``)."""
+"""vmdev-block: disks and persistent memory for the sandbox VM (entry point ``vmdev_block.plugin``).
+
+The block family's names that the core held before the open core (issue 9) are importable from
+here: ``from vmdev_block import BlockDrive, VIRTIO_BLOCK, pmem_device_info``.
+"""
+
+from vmdev_block.constants import (
+    AIO_IO_URING,
+    AIO_NATIVE,
+    AIO_THREADS,
+    BLOCK_AIO_MODES,
+    BLOCK_DRIVER_OPT,
+    BLOCK_DRIVERS,
+    BLOCK_INDEX_POOL,
+    DEVICE_BLOCK,
+    FS_TYPE_OPT,
+    MAX_BLOCK_INDEX,
+    MAX_SCSI_DEVICES,
+    NVDIMM,
+    SCSI_CONTROLLER_ID,
+    VIRTIO_BLOCK,
+    VIRTIO_BLOCK_CCW,
+    VIRTIO_MMIO,
+    VIRTIO_SCSI,
+)
+from vmdev_block.device import BlockDevice
+from vmdev_block.drive import BlockDrive
+from vmdev_block.host import NotPersistentMemoryError, pmem_device_info
+
+__all__ = [
+    "AIO_IO_URING",
+    "AIO_NATIVE",
+    "AIO_THREADS",
+    "BLOCK_AIO_MODES",
+    "BLOCK_DRIVERS",
+    "BLOCK_DRIVER_OPT",
+    "BLOCK_INDEX_POOL",
+    "DEVICE_BLOCK",
+    "FS_TYPE_OPT",
+    "MAX_BLOCK_INDEX",
+    "MAX_SCSI_DEVICES",
+    "NVDIMM",
+    "SCSI_CONTROLLER_ID",
+    "VIRTIO_BLOCK",
+    "VIRTIO_BLOCK_CCW",
+    "VIRTIO_MMIO",
+    "VIRTIO_SCSI",
+    "BlockDevice",
+    "BlockDrive",
+    "NotPersistentMemoryError",
+    "pmem_device_info",
+]
