@@ -221,3 +221,14 @@ def test_no_family_name_is_imported_from_the_core(path: Path) -> None:
     wrong = [f"{path.name}:{line}: {name} from {module}" for module, name, line in _core_imports(path)
              if name not in CORE_GENERIC[module]]
     assert wrong == []
+
+
+def test_the_readme_lists_every_declared_key_with_its_default(pm: PluginManager) -> None:
+    text = (TESTS.parent / "README.md").read_text()
+    table = text.split("## Settings keys", 1)[1].split("\n## ", 1)[0]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines()
+            if line.startswith("| `")]
+    documented = {row[0].strip("`"): (row[1], json.loads(row[2].strip("`"))) for row in rows}
+    declared = {d.setting.name: (d.setting.type, json.loads(json.dumps(d.setting.default, default=list)))
+                for d in pm.declared_settings() if d.plugin == "vhostuser"}
+    assert documented == declared

@@ -13,6 +13,7 @@ from vmdev.planner import plan
 from vmdev.qemu import split_opts
 from vmdev.settings import SandboxSettings, load_settings
 from vmdev.testing import FakeHost
+from vmdev_vhostuser import VhostUserDeviceAttrs
 
 
 def blk(path: str = "/dev/vhu0", major: int = 241, minor: int = 0) -> dict[str, Any]:
@@ -392,17 +393,15 @@ def test_kata_configuration_file(tmp_path: Any, fake_host: FakeHost, vmdev_plugi
         '[hypervisor.qemu]\nshared_fs = "virtio-fs"\nvirtio_fs_socket = "/run/vfs.sock"\nvirtio_fs_queue_size = 256\n'
         '[[hypervisor.qemu.vhost_user_net]]\nsocket = "/run/n.sock"\nmac = "52:54:00:00:00:01"\n'
     )
-    result = plan(
-        parse_spec({}),
-        load_settings(config),
-        host=fake_host.context(),
-        plugins=vmdev_plugins("vmdev-vhostuser"),
-    )
-    assert [(d.device.type, d.device.socket_path) for d in result.devices] == [
+    pm = vmdev_plugins("vmdev-vhostuser")
+    result = plan(parse_spec({}), load_settings(config, plugins=pm), host=fake_host.context(), plugins=pm)
+    devices = [d.device for d in result.devices if isinstance(d.device, VhostUserDeviceAttrs)]
+    assert len(devices) == len(result.devices)
+    assert [(d.type, d.socket_path) for d in devices] == [
         ("vhost-user-fs-pci", "/run/vfs.sock"),
         ("virtio-net-pci", "/run/n.sock"),
     ]
-    assert result.devices[0].device.queue_size == 256
+    assert devices[0].queue_size == 256
 
 
 class GreedyBlockPlugin:
