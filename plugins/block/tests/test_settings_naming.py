@@ -181,3 +181,27 @@ def test_scsi_address_limits() -> None:
         scsi_id_lun(-1)
     with pytest.raises(DeviceError, match=r"Index cannot be greater than 65535"):
         scsi_id_lun(65536)
+
+
+KATA_CONFIGS = Path(__file__).resolve().parents[3] / "tests" / "realworld" / "kata"
+
+
+def test_every_shipped_kata_configuration_gives_a_block_driver(prepared: Any) -> None:
+    """Kata 4.1.0's configuration files as its Makefiles render them (Go runtime and runtime-rs):
+    every hypervisor section's block keys parse, and runtime-rs' driver names mean ours."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    files = sorted(KATA_CONFIGS.glob("*/*/configuration*.toml"))
+    assert len(files) >= 40, KATA_CONFIGS
+    seen: dict[str, str] = {}
+    for path in files:
+        for section in tomllib.loads(path.read_text())["hypervisor"].values():
+            config = block_settings(prepared(options=section))
+            given = section.get("block_device_driver", "")
+            seen[given] = config.driver
+            assert config.aio == "io_uring", path.name
+    assert seen == {"": "virtio-scsi", "virtio-scsi": "virtio-scsi", "virtio-blk": "virtio-blk",
+                    "virtio-blk-pci": "virtio-blk", "virtio-blk-mmio": "virtio-mmio",
+                    "virtio-mmio": "virtio-mmio", "virtio-blk-ccw": "virtio-blk-ccw"}

@@ -101,7 +101,9 @@ SETTINGS: Final = (
         kata_key=KEY_AIO,
         check=_check_aio,
     ),
-    _flag(KEY_CACHE_SET, "render the cache keys below (QEMU cache.direct and cache.no-flush)"),
+    _flag(KEY_CACHE_SET, "apply block_device_cache_direct and block_device_cache_noflush (QEMU "
+          "cache.direct and cache.no-flush, Cloud Hypervisor direct, Firecracker cache_type); else the "
+          "hypervisor's defaults"),
     _flag(KEY_CACHE_DIRECT, "with block_device_cache_set: open disks with O_DIRECT (cache.direct)"),
     _flag(KEY_CACHE_NOFLUSH, "with block_device_cache_set: ignore the guest's flushes (cache.no-flush)"),
     _flag(KEY_DISABLE, "never turn mounts into block devices (OCI block devices still are)"),
