@@ -232,3 +232,20 @@ def test_the_readme_lists_every_declared_key_with_its_default(pm: PluginManager)
     declared = {d.setting.name: (d.setting.type, json.loads(json.dumps(d.setting.default, default=list)))
                 for d in pm.declared_settings() if d.plugin == "vhostuser"}
     assert documented == declared
+
+
+def test_the_device_manager_saves_a_store_device_that_device_from_state_rebuilds(
+    pm: PluginManager, store: Any
+) -> None:
+    from vmdev.manager import DeviceManager
+
+    socket = store.device("b0", 241, 0)
+    manager = DeviceManager(store.settings(pm), host=store.context(), plugins=pm)
+    record = manager.new_device(DeviceInfo(container_path="/dev/b", dev_type="b", major=241, minor=0))
+    assert (record.kind, record.plugin, record.host_path) == ("vhost-user", "vhostuser", str(socket))
+    saved = manager.snapshot().device(record.id)
+    assert saved is not None
+    rebuilt = pm.device_from_state(saved.kind, saved.device, saved.plugin, name=saved.name)
+    assert isinstance(rebuilt, VhostUserDeviceAttrs)
+    assert (rebuilt.id, rebuilt.socket_path, rebuilt.index) == (record.id, str(socket), 0)
+    assert list(manager.allocator.in_use("block.index")) == [0]  # the sandbox's books hold its index
