@@ -10,4 +10,13 @@ from vmdev_libvirt.domain import LibvirtPlan
 from vmdev_libvirt.target import NAME, LibvirtAttach, LibvirtTarget, alias
 from vmdev_libvirt.xmltree import element, pci_address, to_xml
 
-__all__ = ["NAME", "LibvirtAttach", "LibvirtPlan", "LibvirtTarget", "alias", "element", "pci_address", "to_xml"]
+__all__ = [
+    "NAME",
+    "LibvirtAttach",
+    "LibvirtPlan",
+    "LibvirtTarget",
+    "alias",
+    "element",
+    "pci_address",
+    "to_xml",
+]

@@ -163,12 +163,14 @@ def _numa(vcpus: int, mib: int) -> ET.Element:
 
 def _devices(settings: SandboxSettings, target: LibvirtTarget, devices: Sequence[ET.Element]) -> ET.Element:
     emulator: str = keys.value(settings, keys.EMULATOR)
+    binary = element("emulator", text=check_text(emulator, device="domain", field=keys.EMULATOR)) \
+        if emulator else None
     root = None
     if target.pcie and not target.ccw:
         root = element("controller", {"type": "pci", "index": 0, "model": "pcie-root"})
     return element(
         "devices", {},
-        element("emulator", text=check_text(emulator, device="domain", field=keys.EMULATOR)) if emulator else None,
+        binary,
         element("controller", {"type": "usb", "model": "none"}),
         root,
         *devices,

@@ -50,7 +50,7 @@ KIB: Final = 1024
 
 
 def drive_name(prefix: str, index: int, *, device: str) -> str:
-    """``vda``, ..., ``vdz``, ``vdaa``, ... (Kata's spreadsheet-column naming) for ``prefix`` ``vd``/``sd``."""
+    """``vda``, ..., ``vdz``, ``vdaa``, ... for ``prefix`` ``vd`` (or ``sd``): Kata's naming."""
     if index < 0:
         raise DeviceError("a drive index cannot be negative", device=device, field="index")
     letters: list[str] = []
@@ -67,7 +67,7 @@ def render(device: Any, target: LibvirtTarget, hotplug: bool) -> LibvirtAttach:
     if driver == NVDIMM:
         return _nvdimm(device, hot, name)
     _check_transport(driver, target, name)
-    disk = _disk(device, target, name, driver)
+    disk, target_dev = _disk(device, target, name, driver)
     controllers: dict[str, ET.Element] = {}
     if driver == VIRTIO_SCSI:
         controllers[SCSI_CONTROLLER] = element(
@@ -75,8 +75,7 @@ def render(device: Any, target: LibvirtTarget, hotplug: bool) -> LibvirtAttach:
             element("alias", {"name": alias(SCSI_CONTROLLER)}),
             target.shared_address(SCSI_CONTROLLER, name, field=KEY_DRIVER),
         )
-    details = {"libvirt_element": "disk", "target_dev": disk.find("target").get("dev"),  # type: ignore[union-attr]
-               "serial": str(device.drive.id)}
+    details = {"libvirt_element": "disk", "target_dev": target_dev, "serial": str(device.drive.id)}
     return LibvirtAttach(devices=[disk], controllers=controllers, hotplugged=hot, details=details)
 
 
@@ -98,10 +97,11 @@ def _check_transport(driver: str, target: LibvirtTarget, name: str) -> None:
         )
 
 
-def _disk(device: Any, target: LibvirtTarget, name: str, driver: str) -> ET.Element:
+def _disk(device: Any, target: LibvirtTarget, name: str, driver: str) -> tuple[ET.Element, str]:
     drive = device.drive
     source_attr = "dev" if device.host_device else "file"
     source = check_text(str(device.host_path), device=name, field="host_path")
+    address: ET.Element | None
     if driver == VIRTIO_SCSI:
         target_dev = drive_name("sd", drive.index, device=name)
         guest = element("target", {"dev": target_dev, "bus": "scsi"})
@@ -113,7 +113,7 @@ def _disk(device: Any, target: LibvirtTarget, name: str, driver: str) -> ET.Elem
         target_dev = virt_path.rsplit("/", 1)[-1] if virt_path else drive_name("vd", drive.index, device=name)
         guest = element("target", {"dev": target_dev, "bus": "virtio"})
         address = _ccw_address(drive.dev_no, name) if driver == VIRTIO_BLOCK_CCW else target.address(name)
-    return element(
+    disk = element(
         "disk", {"type": "block" if device.host_device else "file", "device": "disk"},
         element("driver", _driver_attrs(target.settings, drive.discard_unmap, name, device.format or "raw")),
         element("source", {source_attr: source}),
@@ -123,6 +123,7 @@ def _disk(device: Any, target: LibvirtTarget, name: str, driver: str) -> ET.Elem
         element("alias", {"name": alias(str(drive.id))}),
         address,
     )
+    return disk, target_dev
 
 
 def _ccw_address(dev_no: str, name: str) -> ET.Element:

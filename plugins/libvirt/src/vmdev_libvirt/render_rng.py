@@ -15,8 +15,11 @@ from vmdev_libvirt.xmltree import check_text, element
 def render(device: Any, target: LibvirtTarget, hotplug: bool) -> LibvirtAttach:
     name = str(device.id)
     source = str(device.filename)
-    backend = element("backend", {"model": "random"}, text=check_text(source, device=name, field="entropy_source")) \
-        if source else element("backend", {"model": "builtin"})
+    if source:
+        backend = element("backend", {"model": "random"},
+                          text=check_text(source, device=name, field="entropy_source"))
+    else:
+        backend = element("backend", {"model": "builtin"})
     rng = element("rng", {"model": "virtio"}, backend, element("alias", {"name": alias(name)}),
                   target.address(name))
     return LibvirtAttach(devices=[rng], hotplugged=hotplug, details={"libvirt_element": "rng"})

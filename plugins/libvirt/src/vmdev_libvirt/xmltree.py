@@ -45,7 +45,7 @@ def check_text(value: str, *, device: str, field: str) -> str:
     bad = _ILLEGAL.search(value)
     if bad is not None:
         raise UnsupportedError(
-            f"{value!r} cannot be written in libvirt XML (character {bad.group()!r} is not allowed in XML 1.0)",
+            f"{value!r} cannot be written in libvirt XML ({bad.group()!r} is not allowed in XML 1.0)",
             device=device,
             field=field,
         )
