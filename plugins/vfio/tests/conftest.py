@@ -30,14 +30,21 @@ def l1_iommufd_host(fake_host: FakeHost) -> FakeHost:
 def make_plan(vmdev_plugins: Any) -> Callable[..., Plan]:
     """``make_plan(host, *devices, **settings)`` with only the core and vmdev-vfio loaded.
 
-    Settings keys that are not SandboxSettings fields become options (Kata's keys)."""
+    Settings keys that are not SandboxSettings fields become options of the hypervisor section
+    (Kata's keys), except those Kata reads from ``[runtime]`` (``vfio_mode``)."""
     pm = vmdev_plugins("vmdev-vfio")
-    fields = {"hypervisor", "machine_type", "memory_mib", "hotplug"}
 
     def run(host: FakeHost, *devices: dict[str, Any], **settings: Any) -> Plan:
-        options = {k: v for k, v in settings.items() if k not in fields}
-        base = {k: v for k, v in settings.items() if k in fields}
         spec = parse_spec({"linux": {"devices": list(devices)}})
-        return plan(spec, SandboxSettings(**base, options=options), host=host.context(), plugins=pm)
+        return plan(spec, sandbox_settings(settings), host=host.context(), plugins=pm)
 
     return run
+
+
+def sandbox_settings(settings: dict[str, Any]) -> SandboxSettings:
+    fields = {"hypervisor", "machine_type", "memory_mib", "hotplug"}
+    runtime_keys = {"vfio_mode"}
+    options = {k: v for k, v in settings.items() if k not in fields | runtime_keys}
+    runtime = {k: v for k, v in settings.items() if k in runtime_keys}
+    base = {k: v for k, v in settings.items() if k in fields}
+    return SandboxSettings(**base, options=options, runtime=runtime)

@@ -8,11 +8,17 @@ from typing import Any
 import pytest
 
 from vmdev.errors import DeviceError
-from vmdev.models import VFIODev, VFIODeviceType
 from vmdev.testing import FakeHost
-from vmdev_vfio.device import Backend, VFIODevice
-from vmdev_vfio.sysfs import Windows, bridge_kind, parse_resources
-from vmdev_vfio.testing import build_l1_host, cdev_request, group_request
+from vmdev_vfio.device import VfioBackend, VFIODev, VFIODevice, VFIODeviceType
+from vmdev_vfio.host import Windows, bridge_kind, parse_resources
+from vmdev_vfio.testing import (
+    ap_matrix_device,
+    build_l1_host,
+    cdev_request,
+    group_request,
+    iommu_group_member,
+    mdev_device,
+)
 
 
 def vfio_device(result: Any) -> VFIODevice:
@@ -25,7 +31,7 @@ def test_the_plugin_is_found_through_its_entry_point(vmdev_plugins) -> None:
     info = {i.name: i for i in vmdev_plugins("vmdev-vfio").list_plugins()}["vfio"]
     assert info.distribution == "vmdev-vfio"
     assert info.hooks == ("attach_options", "build_device", "check_settings", "register_commands",
-                          "sandbox_devices")
+                          "register_settings", "sandbox_devices")
 
 
 def test_multi_function_group_behind_a_pci_bridge(l1_host: FakeHost, make_plan) -> None:
@@ -33,7 +39,7 @@ def test_multi_function_group_behind_a_pci_bridge(l1_host: FakeHost, make_plan) 
     device = vfio_device(result)
     (planned,) = result.devices
     assert (planned.host_path, planned.plugin) == ("/dev/vfio/5", "vfio")
-    assert (device.backend, device.iommu_group) == (Backend.GROUP, "5")
+    assert (device.backend, device.iommu_group) == (VfioBackend.GROUP, "5")
     assert [(s.bdf, s.class_, s.reason) for s in device.skipped] == [("0000:00:06.0", "0x060400", "PCI-to-PCI bridge")]
     edu, testdev = device.functions
     assert edu == VFIODev(
@@ -163,7 +169,7 @@ def test_a_block_device_under_dev_vfio_is_refused(l1_host: FakeHost, make_plan) 
 
 def test_an_entry_that_is_neither_bdf_nor_uuid(fake_host: FakeHost, make_plan) -> None:
     fake_host.write("devices/platform/foo/uevent")
-    fake_host.iommu_group_member(4, "foo.0", "devices/platform/foo")
+    iommu_group_member(fake_host, 4, "foo.0", "devices/platform/foo")
     with pytest.raises(DeviceError, match=r"neither a PCI address .* nor a mediated device UUID"):
         make_plan(fake_host, {"path": "/dev/vfio/4", "type": "c", "major": 500, "minor": 4})
 
@@ -172,7 +178,7 @@ def test_mediated_device(fake_host: FakeHost, make_plan) -> None:
     uuid = "f79944e4-5a3d-11e8-99ce-479cbab002e4"
     fake_host.pci_function("0000:00:02.0", vendor="0x8086", device="0x5916", class_code="0x030000",
                            driver="i915", iommu_group=0, config_size=4096)
-    node = fake_host.mdev_device(uuid, "0000:00:02.0", iommu_group=12)
+    node = mdev_device(fake_host, uuid, "0000:00:02.0", iommu_group=12)
     fake_host.char_device(246, 4, "vfio/12")
     (function,) = vfio_device(make_plan(fake_host, {"path": "/dev/vfio/12", "type": "c", "major": 246,
                                                     "minor": 4})).functions
@@ -187,7 +193,7 @@ def test_mediated_device(fake_host: FakeHost, make_plan) -> None:
 
 def test_ap_matrix_device(fake_host: FakeHost, make_plan) -> None:
     uuid = "4b1c9b37-3a0c-4c7b-8d86-6e3c3a8d2b9e"
-    node = fake_host.ap_matrix_device(uuid, ["05.001f", "06.0020"], iommu_group=0)
+    node = ap_matrix_device(fake_host, uuid, ["05.001f", "06.0020"], iommu_group=0)
     fake_host.char_device(246, 0, "vfio/0")
     result = make_plan(fake_host, {"path": "/dev/vfio/0", "type": "c", "major": 246, "minor": 0},
                        machine_type="s390-ccw-virtio")
@@ -199,7 +205,7 @@ def test_ap_matrix_device(fake_host: FakeHost, make_plan) -> None:
 
 @pytest.mark.parametrize(("queues", "message"), [([], "is empty: assign AP queues"), (["5.1f"], "holds '5.1f'")])
 def test_ap_matrix_errors(fake_host: FakeHost, make_plan, queues: list[str], message: str) -> None:
-    fake_host.ap_matrix_device("4b1c9b37-3a0c-4c7b-8d86-6e3c3a8d2b9e", queues, iommu_group=0)
+    ap_matrix_device(fake_host, "4b1c9b37-3a0c-4c7b-8d86-6e3c3a8d2b9e", queues, iommu_group=0)
     with pytest.raises(DeviceError, match=message) as exc:
         make_plan(fake_host, {"path": "/dev/vfio/0", "type": "c", "major": 500, "minor": 0},
                   machine_type="s390-ccw-virtio")
@@ -211,7 +217,7 @@ def test_iommufd_cdev_is_exactly_one_function(l1_iommufd_host: FakeHost, make_pl
     device = vfio_device(result)
     assert result.devices[0].host_path == "/dev/vfio/devices/vfio2"  # resolved through /sys/dev/char/249:2
     (function,) = device.functions
-    assert (device.backend, device.iommu_group) == (Backend.IOMMUFD, "5")
+    assert (device.backend, device.iommu_group) == (VfioBackend.IOMMUFD, "5")
     assert (function.bdf, function.devfs_dev, function.iommufd_id, function.id) == (
         "0000:03:01.0", "/dev/vfio/devices/vfio2", "2", f"{device.id}-2")
 

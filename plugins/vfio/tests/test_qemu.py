@@ -9,7 +9,7 @@ import pytest
 from vmdev.errors import UnsupportedError
 from vmdev.qemu import split_opts
 from vmdev.testing import FakeHost
-from vmdev_vfio.testing import cdev_request, group_request
+from vmdev_vfio.testing import ap_matrix_device, cdev_request, group_request, mdev_device
 
 
 def devices_args(result: Any, prefix: str = "") -> list[list[str]]:
@@ -250,14 +250,14 @@ def test_large_bars_reserve_the_hot_plug_ports_windows(fake_host: FakeHost, make
 def test_mediated_device_uses_sysfsdev_and_commas_are_escaped(fake_host: FakeHost, make_plan) -> None:
     fake_host.pci_function("0000:00:02.0", class_code="0x030000", driver="i915", iommu_group=0)
     uuid = "f79944e4-5a3d-11e8-99ce-479cbab002e4"
-    node = fake_host.mdev_device(uuid, "0000:00:02.0", iommu_group=12)
+    node = mdev_device(fake_host, uuid, "0000:00:02.0", iommu_group=12)
     fake_host.char_device(246, 4, "vfio/12")
     result = make_plan(fake_host, {"path": "/dev/vfio/12", "type": "c", "major": 246, "minor": 4})
     ((head, sysfsdev, _ident),) = devices_args(result, "vfio-pci")
     assert (head, sysfsdev) == ("vfio-pci", f"sysfsdev={node}")
     comma = FakeHost(fake_host.root.parent / "a,b")
     comma.pci_function("0000:00:02.0", class_code="0x030000", driver="i915", iommu_group=0)
-    comma.mdev_device(uuid, "0000:00:02.0", iommu_group=12)
+    mdev_device(comma, uuid, "0000:00:02.0", iommu_group=12)
     comma.char_device(246, 4, "vfio/12")
     argv = list(make_plan(comma, {"path": "/dev/vfio/12", "type": "c", "major": 246, "minor": 4}).qemu.argv)
     rendered = argv[-1]
@@ -265,7 +265,7 @@ def test_mediated_device_uses_sysfsdev_and_commas_are_escaped(fake_host: FakeHos
 
 
 def ap_request(host: FakeHost) -> tuple[dict[str, Any], str]:
-    node = host.ap_matrix_device("4b1c9b37-3a0c-4c7b-8d86-6e3c3a8d2b9e", ["05.001f"], iommu_group=0)
+    node = ap_matrix_device(host, "4b1c9b37-3a0c-4c7b-8d86-6e3c3a8d2b9e", ["05.001f"], iommu_group=0)
     host.char_device(246, 0, "vfio/0")
     return {"path": "/dev/vfio/0", "type": "c", "major": 246, "minor": 0}, str(node)
 

@@ -1,9 +1,12 @@
-"""From a ``/dev/vfio`` request to a typed device: every function of the group, or the cdev's one.
+"""The VFIO models, and from a ``/dev/vfio`` request to a typed device.
 
 A request names either a legacy VFIO group ``/dev/vfio/<group>`` (all functions of the IOMMU
 group are passed, bridges skipped) or an IOMMUFD device cdev ``/dev/vfio/devices/vfio<N>``
 (exactly one function; QEMU then also opens ``/dev/iommu``). ``/dev/vfio/vfio``, the group
 API's control node, is no device to pass: it is declined and stays a plain container device.
+
+:class:`VFIODev` is Kata's ``config.VFIODev`` (one function, mediated or AP device, with the
+fields Kata persists); :class:`VFIODevice` is one request: the functions it passes and how.
 """
 
 from __future__ import annotations
@@ -11,35 +14,99 @@ from __future__ import annotations
 import enum
 import posixpath
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import attrs
 
-from vmdev.errors import DeviceError
+from vmdev.errors import DeviceError, UnsupportedError
 from vmdev.host import HostContext
-from vmdev.models import DEVICE_VFIO, DeviceInfo, PCIePort, VFIODev, VFIODeviceType, VFIOMode
+from vmdev.models import DeviceInfo, PCIePort, PciPath
 from vmdev.qemu import make_id
-from vmdev_vfio.config import VfioConfig
-from vmdev_vfio.sysfs import (
+from vmdev.targets import RenderTarget
+from vmdev_vfio.host import (
     GroupMember,
     PciFunction,
+    VFIODeviceType,
     Windows,
     cdev_function,
     group_members,
 )
 
+if TYPE_CHECKING:
+    from vmdev_vfio.settings import VfioConfig
+
+#: Kata's ``config.DeviceVFIO``: the kind of every VFIO request
+DEVICE_VFIO: Final = "vfio"
 VFIO_DIR: Final = "/dev/vfio/"
 CONTROL_NODE: Final = "/dev/vfio/vfio"
 CDEV_DIR: Final = "/dev/vfio/devices/"
 IOMMU_NODE: Final = "/dev/iommu"
 ID_PREFIX: Final = "vfio"
+BACKEND_NOTE: Final = "vfio.backend"
+FUNCTION_NOTE: Final = "vfio.function:"
+
+__all__ = [
+    "DEVICE_VFIO",
+    "SkippedFunction",
+    "VFIODev",
+    "VFIODevice",
+    "VFIODeviceType",
+    "VFIOMode",
+    "VfioBackend",
+    "build",
+    "check_plan_rules",
+    "claims",
+]
 
 
-class Backend(str, enum.Enum):
-    """How QEMU reaches the devices: the legacy group/container API or IOMMUFD."""
+class VFIOMode(str, enum.Enum):
+    """``vfio_mode``: who binds passed-through devices in the guest."""
+
+    VFIO = "vfio"
+    GUEST_KERNEL = "guest-kernel"
+
+
+class VfioBackend(str, enum.Enum):
+    """How the hypervisor reaches the devices: the legacy group/container API or IOMMUFD."""
 
     GROUP = "group"
     IOMMUFD = "iommufd"
+
+
+def _strs(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+@attrs.frozen(kw_only=True)
+class VFIODev:
+    """One PCI function, mediated device or AP matrix device passed through with VFIO
+    (Kata's ``config.VFIODev``)."""
+
+    kind: ClassVar[str] = DEVICE_VFIO
+    id: str
+    type: VFIODeviceType = VFIODeviceType.NORMAL
+    bdf: str = ""
+    sysfs_dev: str = ""
+    devfs_dev: str = ""
+    vendor_id: str = ""
+    device_id: str = ""
+    class_: str = ""
+    bus: str = ""
+    guest_pci_path: PciPath = attrs.field(factory=PciPath)
+    numa_node: int = -1
+    is_pcie: bool = False
+    ap_devices: tuple[str, ...] = attrs.field(default=(), converter=_strs)
+    port: PCIePort = PCIePort.NO_PORT
+    host_path: str = ""
+
+    @property
+    def iommufd_id(self) -> str:
+        """``99`` for ``/dev/vfio/devices/vfio99``, else ``""`` (Kata's ``IOMMUFDID``)."""
+        prefix = "/dev/vfio/devices"
+        if not self.devfs_dev.startswith(prefix):
+            return ""
+        base = self.devfs_dev.rsplit("/", 1)[-1]
+        return base[len("vfio") :] if base.startswith("vfio") else base
 
 
 def _funcs(value: Iterable[VFIODev]) -> tuple[VFIODev, ...]:
@@ -76,7 +143,7 @@ class VFIODevice:
     id: str
     container_path: str
     host_path: str
-    backend: Backend
+    backend: VfioBackend
     iommu_group: str
     functions: tuple[VFIODev, ...] = attrs.field(converter=_funcs, validator=_non_empty)
     skipped: tuple[SkippedFunction, ...] = attrs.field(default=(), converter=_skips)
@@ -105,6 +172,7 @@ class VFIODevice:
         return "vfio-pci" if self.vfio_mode is VFIOMode.VFIO else "vfio-pci-gk"
 
 
+# --- building -------------------------------------------------------------------------------------
 def claims(host_path: str) -> bool:
     """A ``/dev/vfio`` path that is a device to pass (everything but the control node)."""
     return host_path.startswith(VFIO_DIR) and host_path != CONTROL_NODE
@@ -161,7 +229,7 @@ def _from_group(path: str, host: HostContext, name: str, common: dict[str, Any])
             continue
         if member.type is VFIODeviceType.NORMAL and function is not None:
             _require_vfio_driver(function, group, name)
-        functions.append(_vfio_dev(member, common, path, Backend.GROUP))
+        functions.append(_vfio_dev(member, common, path, VfioBackend.GROUP))
         if function is not None:
             windows = windows + function.windows
             drivers[function.bdf] = function.driver
@@ -170,7 +238,7 @@ def _from_group(path: str, host: HostContext, name: str, common: dict[str, Any])
         raise DeviceError(
             f"IOMMU group {group} holds no function to pass, only {what}", device=name, field="host_path"
         )
-    return VFIODevice(backend=Backend.GROUP, iommu_group=group, functions=functions, skipped=skipped,
+    return VFIODevice(backend=VfioBackend.GROUP, iommu_group=group, functions=functions, skipped=skipped,
                       windows=windows, drivers=drivers, **common)
 
 
@@ -192,8 +260,8 @@ def _from_cdev(path: str, host: HostContext, name: str, common: dict[str, Any]) 
         )
     member = GroupMember(index=int(node[len("vfio"):]), name=function.bdf, type=VFIODeviceType.NORMAL,
                          sysfs_dev=function.sysfs_dev, function=function)
-    dev = _vfio_dev(member, common, path, Backend.IOMMUFD)
-    return VFIODevice(backend=Backend.IOMMUFD, iommu_group=function.iommu_group, functions=[dev],
+    dev = _vfio_dev(member, common, path, VfioBackend.IOMMUFD)
+    return VFIODevice(backend=VfioBackend.IOMMUFD, iommu_group=function.iommu_group, functions=[dev],
                       windows=function.windows, drivers={function.bdf: function.driver}, **common)
 
 
@@ -213,7 +281,9 @@ def _require_vfio_driver(function: PciFunction, group: str, name: str) -> None:
     )
 
 
-def _vfio_dev(member: GroupMember, common: Mapping[str, Any], host_path: str, backend: Backend) -> VFIODev:
+def _vfio_dev(
+    member: GroupMember, common: Mapping[str, Any], host_path: str, backend: VfioBackend
+) -> VFIODev:
     function = member.function
     facts: dict[str, Any] = {}
     if function is not None:
@@ -231,8 +301,32 @@ def _vfio_dev(member: GroupMember, common: Mapping[str, Any], host_path: str, ba
         id=f"{common['id']}-{member.index}",
         type=member.type,
         sysfs_dev=member.sysfs_dev,
-        devfs_dev=host_path if backend is Backend.IOMMUFD else "",
+        devfs_dev=host_path if backend is VfioBackend.IOMMUFD else "",
         port=common["port"],
         host_path="" if member.type is VFIODeviceType.AP else host_path,
         **facts,
     )
+
+
+# --- rules across the devices of one plan ---------------------------------------------------------
+def check_plan_rules(device: VFIODevice, target: RenderTarget) -> None:
+    """One VFIO backend kind per sandbox, and no function passed twice (any hypervisor)."""
+    name = device.container_path
+    notes = target.record(BACKEND_NOTE, name, device.backend.value)
+    other = next(((d, b) for d, b in notes.items() if b != device.backend.value), None)
+    if other is not None:
+        raise UnsupportedError(
+            f"{device.host_path} uses the VFIO {device.backend.value} backend but {other[0]} uses the "
+            f"{other[1]} backend; one sandbox uses one: only groups (/dev/vfio/<group>) or only "
+            "IOMMUFD cdevs (/dev/vfio/devices/vfio<N>)",
+            device=name,
+            field="host_path",
+        )
+    for function in device.functions:
+        owners = target.record(FUNCTION_NOTE + function.sysfs_dev, name, name)
+        first = next(iter(owners))
+        if first != name:
+            what = function.bdf if function.type is VFIODeviceType.NORMAL else function.sysfs_dev
+            raise UnsupportedError(
+                f"{what} is passed twice: {first} already passes it", device=name, field="host_path"
+            )

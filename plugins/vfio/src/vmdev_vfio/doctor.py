@@ -20,12 +20,12 @@ from typing import Any, Final
 import attrs
 import click
 
-from vmdev.cliutil import errors_as_one_line, host_context
+from vmdev.cliutil import errors_as_one_line
 from vmdev.errors import VmdevError
 from vmdev.host import HostContext
-from vmdev.models import VFIODeviceType
-from vmdev_vfio import sysfs as vfio_sysfs
+from vmdev_vfio import host as vfio_host
 from vmdev_vfio.device import CDEV_DIR, CONTROL_NODE, IOMMU_NODE, VFIO_DIR
+from vmdev_vfio.host import VFIODeviceType
 
 #: drivers a group may hold and stay viable (the kernel's vfio_dev_driver_allowed)
 VIABLE_DRIVERS: Final = ("pci-stub", "pcieport")
@@ -98,7 +98,7 @@ def _iommu_check(host: HostContext) -> Check:
 
 
 def _driver_loaded_check(host: HostContext) -> Check:
-    if host.sysfs.exists(f"bus/pci/drivers/{vfio_sysfs.VFIO_PCI}"):
+    if host.sysfs.exists(f"bus/pci/drivers/{vfio_host.VFIO_PCI}"):
         return Check("vfio-pci", True, "the vfio-pci driver is loaded")
     return Check("vfio-pci", False, "the vfio-pci driver is not loaded: modprobe vfio-pci")
 
@@ -106,7 +106,7 @@ def _driver_loaded_check(host: HostContext) -> Check:
 def _group_checks(path: str, host: HostContext) -> list[Check]:
     group = path[len(VFIO_DIR):]
     try:
-        members = vfio_sysfs.group_members(host, group, device=path)
+        members = vfio_host.group_members(host, group, device=path)
     except VmdevError as exc:
         return [Check("group", False, exc.message), _node_check(host, path, "node"),
                 _node_check(host, CONTROL_NODE, "control")]
@@ -124,16 +124,16 @@ def _group_checks(path: str, host: HostContext) -> list[Check]:
 def _cdev_checks(path: str, host: HostContext) -> list[Check]:
     name = path[len(CDEV_DIR):]
     try:
-        function = vfio_sysfs.cdev_function(host, name, device=path)
+        function = vfio_host.cdev_function(host, name, device=path)
     except VmdevError as exc:
         return [Check("cdev", False, exc.message), _node_check(host, path, "node"),
                 _node_check(host, IOMMU_NODE, "iommufd")]
     checks = [Check("cdev", True, f"{name} is {function.bdf}, IOMMU group {function.iommu_group or '?'}")]
     checks.append(_function_check(function))
-    group_functions: list[vfio_sysfs.PciFunction] = []
+    group_functions: list[vfio_host.PciFunction] = []
     if function.iommu_group:
         try:
-            members = vfio_sysfs.group_members(host, function.iommu_group, device=path)
+            members = vfio_host.group_members(host, function.iommu_group, device=path)
             group_functions = [m.function for m in members if m.function is not None]
         except VmdevError as exc:
             checks.append(Check("viable", False, exc.message))
@@ -143,7 +143,7 @@ def _cdev_checks(path: str, host: HostContext) -> list[Check]:
     return checks
 
 
-def _member_check(member: vfio_sysfs.GroupMember) -> Check:
+def _member_check(member: vfio_host.GroupMember) -> Check:
     if member.type is VFIODeviceType.AP:
         return Check(member.name, True, f"AP matrix device, queues {', '.join(member.ap_devices)}")
     if member.type is VFIODeviceType.MEDIATED:
@@ -153,7 +153,7 @@ def _member_check(member: vfio_sysfs.GroupMember) -> Check:
     return _function_check(member.function)
 
 
-def _function_check(function: vfio_sysfs.PciFunction) -> Check:
+def _function_check(function: vfio_host.PciFunction) -> Check:
     ids = f"{function.vendor_id}:{function.device_id} class {function.class_}"
     kind = "PCIe" if function.is_pcie else "PCI"
     if function.bridge:
@@ -165,7 +165,7 @@ def _function_check(function: vfio_sysfs.PciFunction) -> Check:
                  f"(echo vfio-pci > {function.sysfs_dev}/driver_override, then unbind and drivers_probe)")
 
 
-def _viable_check(group: str, functions: list[vfio_sysfs.PciFunction]) -> Check:
+def _viable_check(group: str, functions: list[vfio_host.PciFunction]) -> Check:
     busy = [f for f in functions
             if f.driver and not f.vfio_bound and f.driver not in VIABLE_DRIVERS and not f.bridge]
     if busy:
@@ -210,9 +210,7 @@ def doctor_command(
 
     Without PATHS, every group and cdev under /dev/vfio. Exits 1 when one is not ready.
     """
-    host = host_context(sysfs_root, None, None)
-    if dev_root is not None:
-        host = attrs.evolve(host, dev_root=Path(dev_root))
+    host = HostContext(sysfs_root=Path(sysfs_root or "/sys"), dev_root=Path(dev_root or "/dev"))
     targets = list(paths) or vfio_nodes(host)
     diagnoses = [diagnose(path, host) for path in targets]
     if not diagnoses:

@@ -15,6 +15,7 @@ Layout (Linux 6.1 to 6.12, see the plugin's README):
 
 from __future__ import annotations
 
+import enum
 import re
 from typing import Final
 
@@ -22,7 +23,7 @@ import attrs
 
 from vmdev.errors import DeviceError
 from vmdev.host import HostContext
-from vmdev.models import PCI_CONFIG_SPACE_SIZE, PCI_DOMAIN, VFIODeviceType
+from vmdev.models import PCI_DOMAIN
 
 BDF_RE: Final = re.compile(r"[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]")
 SHORT_BDF_RE: Final = re.compile(r"[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]")
@@ -40,6 +41,17 @@ _IORESOURCE_MEM: Final = 0x200
 _IORESOURCE_PREFETCH: Final = 0x2000
 _IORESOURCE_MEM_64: Final = 0x100000
 _BAR_LINES: Final = 6
+#: a conventional PCI function's config space; a PCIe function's (4 KiB) is larger
+PCI_CONFIG_SPACE_SIZE: Final = 256
+
+
+class VFIODeviceType(enum.IntEnum):
+    """What an IOMMU group entry is (Kata's ``GetVFIODeviceType``; numbers as Kata persists them)."""
+
+    ERROR = 0
+    NORMAL = 1
+    MEDIATED = 2
+    AP = 3
 
 
 @attrs.frozen(kw_only=True)
@@ -275,4 +287,5 @@ def cdev_function(host: HostContext, name: str, *, device: str) -> PciFunction:
             field="host_path",
         )
     return read_function(host, bdfs[-1], device=device)
+
 

@@ -1,17 +1,19 @@
-"""Cloud Hypervisor (``VmConfig.devices`` / ``vm.add-device``) and Firecracker (no VFIO)."""
+"""Cloud Hypervisor: one ``DeviceConfig`` per function (``VmConfig.devices`` / ``vm.add-device``)."""
 
 from __future__ import annotations
 
 from typing import Any, Final
 
+from vmdev.backends.clh import ClhAttach, ClhTarget
 from vmdev.errors import UnsupportedError
-from vmdev.targets import ApiRequest, ClhAttach
-from vmdev_vfio.device import Backend, VFIODevice
+from vmdev.targets import ApiRequest
+from vmdev_vfio.device import VfioBackend, VFIODevice
+from vmdev_vfio.settings import read_config
 
 CLH_API: Final = "/api/v1"
 
 
-def render_clh(device: VFIODevice, hotplug: bool, iommu: bool) -> ClhAttach:
+def render(device: VFIODevice, target: ClhTarget, hotplug: bool) -> ClhAttach:
     """One ``DeviceConfig`` per function: ``path`` is the function's sysfs directory.
 
     Cloud Hypervisor has one flat PCI segment: the port settings only matter to QEMU.
@@ -24,9 +26,10 @@ def render_clh(device: VFIODevice, hotplug: bool, iommu: bool) -> ClhAttach:
             device=device.container_path,
             field="host_path",
         )
+    iommu = read_config(target.settings).iommu
     configs = [{"id": f.id, "path": f.sysfs_dev, "iommu": iommu} for f in device.functions]
     details: dict[str, Any] = {"agent_type": device.agent_type}
-    if device.backend is Backend.IOMMUFD:
+    if device.backend is VfioBackend.IOMMUFD:
         details["note"] = "Cloud Hypervisor opens the function through its VFIO group"
     if hotplug and not device.cold_plug:
         return ClhAttach(
@@ -37,11 +40,3 @@ def render_clh(device: VFIODevice, hotplug: bool, iommu: bool) -> ClhAttach:
             details=details,
         )
     return ClhAttach(vm_config={"devices": configs}, details=details)
-
-
-def refuse_firecracker(device: VFIODevice) -> UnsupportedError:
-    return UnsupportedError(
-        "Firecracker has no VFIO (PCI passthrough) support; use QEMU or Cloud Hypervisor",
-        device=device.container_path,
-        field="hypervisor",
-    )

@@ -11,9 +11,11 @@ Placement of one request's functions (they always stay together):
 * ``no-port``: straight onto the root bus (QEMU picks the slots): cold plug only on q35,
   where ``pcie.0`` cannot take hot-plugged devices.
 
-An IOMMUFD cdev request adds one ``-object iommufd,id=iommufd0`` per sandbox (or one QMP
-``object-add``, by the first hot-plugged cdev request, which also removes it last); the group
-and cdev kinds never mix in one sandbox.
+IOMMUFD cdev requests share one ``iommufd`` object, ``iommufd0``, per sandbox. Cold plug: each
+request gives it as a shared option (``-object iommufd,id=iommufd0``, once on the command line).
+Hot plug: the first cdev request adds it (``object-add``) and removes it last (``object-del``).
+
+``pcie_root_port`` / ``pcie_switch_port`` spares (:mod:`vmdev_vfio.ports`) are rendered here too.
 """
 
 from __future__ import annotations
@@ -21,43 +23,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
+from vmdev.backends.qemu import QemuTarget
 from vmdev.errors import UnsupportedError
-from vmdev.models import PCIePort, VFIODev, VFIODeviceType
+from vmdev.models import PCIePort
 from vmdev.pcie import SLOT_FUNCTIONS
 from vmdev.qemu import OptValue, QemuAttach, QmpCommand, opts
-from vmdev.targets import CCW, MMIO, QemuTarget, RenderTarget
-from vmdev_vfio.device import Backend, VFIODevice
-from vmdev_vfio.sysfs import Windows
+from vmdev.targets import CCW, MMIO
+from vmdev_vfio.device import VfioBackend, VFIODev, VFIODevice, VFIODeviceType
+from vmdev_vfio.host import Windows
+from vmdev_vfio.ports import PortReservation
+from vmdev_vfio.settings import ROOT_PORTS_KEY, SWITCH_PORTS_KEY
 
 IOMMUFD_ID: Final = "iommufd0"
-BACKEND_NOTE: Final = "vfio.backend"
-FUNCTION_NOTE: Final = "vfio.function:"
 IOMMUFD_NOTE: Final = "vfio.iommufd-object"
+#: the shared object's hot-plug pair
+IOMMUFD_ADD: Final = QmpCommand("object-add", {"qom-type": "iommufd", "id": IOMMUFD_ID})
+IOMMUFD_DEL: Final = QmpCommand("object-del", {"id": IOMMUFD_ID})
 #: firmware sizes a hot-plug port's memory windows to this by default (SeaBIOS, OVMF)
 DEFAULT_WINDOW: Final = 2 * 1024 * 1024
-
-
-def check_plan_rules(device: VFIODevice, target: RenderTarget) -> None:
-    """Rules across the devices of one plan: one backend kind, no function passed twice."""
-    name = device.container_path
-    notes = target.record(BACKEND_NOTE, name, device.backend.value)
-    other = next(((d, b) for d, b in notes.items() if b != device.backend.value), None)
-    if other is not None:
-        raise UnsupportedError(
-            f"{device.host_path} uses the VFIO {device.backend.value} backend but {other[0]} uses the "
-            f"{other[1]} backend; one sandbox uses one: only groups (/dev/vfio/<group>) or only "
-            "IOMMUFD cdevs (/dev/vfio/devices/vfio<N>)",
-            device=name,
-            field="host_path",
-        )
-    for function in device.functions:
-        owners = target.record(FUNCTION_NOTE + function.sysfs_dev, name, name)
-        first = next(iter(owners))
-        if first != name:
-            what = function.bdf if function.type is VFIODeviceType.NORMAL else function.sysfs_dev
-            raise UnsupportedError(
-                f"{what} is passed twice: {first} already passes it", device=name, field="host_path"
-            )
 
 
 def render(device: VFIODevice, target: QemuTarget, hotplug: bool) -> QemuAttach:
@@ -75,6 +58,16 @@ def render(device: VFIODevice, target: QemuTarget, hotplug: bool) -> QemuAttach:
     if hot:
         return _hotplug(device, target, places)
     return _coldplug(device, places)
+
+
+def render_ports(device: PortReservation, target: QemuTarget) -> QemuAttach:
+    """The spare ports: pad the topology to the configured count and list the unused ones."""
+    topology = target.topology
+    if device.port is PCIePort.ROOT_PORT:
+        spare = topology.ensure_root_ports(device.count, device=device.id, field=ROOT_PORTS_KEY)
+    else:
+        spare = topology.ensure_switch_ports(device.count, device=device.id, field=SWITCH_PORTS_KEY)
+    return QemuAttach(details={"spare": list(spare)})
 
 
 # --- placement -----------------------------------------------------------------------------
@@ -142,7 +135,7 @@ def _props(function: VFIODev, device: VFIODevice, place: Place) -> dict[str, Opt
     props.update({"id": function.id, "bus": bus, "addr": addr})
     if multifunction:
         props["multifunction"] = True
-    if device.backend is Backend.IOMMUFD:
+    if device.backend is VfioBackend.IOMMUFD:
         props["iommufd"] = IOMMUFD_ID
     return props
 
@@ -152,7 +145,7 @@ def _coldplug(device: VFIODevice, places: list[Place]) -> QemuAttach:
     for function, place in zip(device.functions, places, strict=True):
         args += ["-device", opts("vfio-pci", _props(function, device, place))]
     shared = {IOMMUFD_ID: ("-object", opts("iommufd", {"id": IOMMUFD_ID}))} \
-        if device.backend is Backend.IOMMUFD else {}
+        if device.backend is VfioBackend.IOMMUFD else {}
     return QemuAttach(args=args, shared_args=shared, details=_details(device, places))
 
 
@@ -166,12 +159,19 @@ def _hotplug(device: VFIODevice, target: QemuTarget, places: list[Place]) -> Qem
         dels = [QmpCommand("device_del", {"id": device.functions[0].id})]  # removes the whole slot
     else:
         dels = [QmpCommand("device_del", {"id": f.id}) for f in reversed(device.functions)]
-    if device.backend is Backend.IOMMUFD and len(target.record(IOMMUFD_NOTE, device.container_path, "")) == 1:
-        adds.insert(0, QmpCommand("object-add", {"qom-type": "iommufd", "id": IOMMUFD_ID}))
-        dels.append(QmpCommand("object-del", {"id": IOMMUFD_ID}))
+    if _adds_iommufd_object(device, target):
+        adds.insert(0, IOMMUFD_ADD)
+        dels.append(IOMMUFD_DEL)
     details = _details(device, places)
     details["unplug_removes"] = [f.id for f in device.functions]
     return QemuAttach(hotplug=adds, unplug=dels, hotplugged=True, details=details)
+
+
+def _adds_iommufd_object(device: VFIODevice, target: QemuTarget) -> bool:
+    """The plan's first cdev request carries the shared object's pair."""
+    if device.backend is not VfioBackend.IOMMUFD:
+        return False
+    return len(target.record(IOMMUFD_NOTE, device.container_path, "")) == 1
 
 
 def _qmp(function: VFIODev, device: VFIODevice, place: Place) -> dict[str, Any]:
@@ -226,6 +226,6 @@ def _details(device: VFIODevice, places: list[Place]) -> dict[str, Any]:
         for f, (bus, addr, _) in zip(device.functions, places, strict=True)
     ]
     details: dict[str, Any] = {"placement": placement, "agent_type": device.agent_type}
-    if device.backend is Backend.IOMMUFD:
+    if device.backend is VfioBackend.IOMMUFD:
         details["requires"] = "QEMU >= 9.0 (-object iommufd) and /dev/iommu"
     return details

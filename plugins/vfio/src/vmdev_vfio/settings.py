@@ -1,32 +1,41 @@
-"""The VFIO settings (Kata's keys) and their validation.
+"""The VFIO settings keys, declared once (Kata's names), and the rules across them.
 
-Keys, read from the hypervisor section of a Kata ``configuration.toml`` or from ``[vmdev]``:
+The core parses every key below from these declarations before any hook runs (a wrong type or
+value is a one-line ``ConfigError`` naming the key); this module only turns the typed values
+into a :class:`VfioConfig` and checks what no single key can say.
 
 ``hot_plug_vfio`` / ``cold_plug_vfio``
-    ``no-port`` (default), ``root-port``, ``switch-port`` or ``bridge-port``: where VFIO
-    functions go. At most one of the two may name a port. ``cold_plug_vfio`` makes every VFIO
-    device cold-plugged (present at boot) on that kind of port; ``hot_plug_vfio`` places them
-    on that kind of port and hot-plugs them when the plan is made for hot plug.
+    ``no-port`` (default; ``""`` means the same), ``root-port``, ``switch-port`` or
+    ``bridge-port``: where VFIO functions go. At most one of the two may name a port.
+    ``cold_plug_vfio`` makes every VFIO device cold-plugged (present at boot) on that kind of
+    port; ``hot_plug_vfio`` places them on that kind of port and hot-plugs them when the plan
+    is made for hot plug.
 ``pcie_root_port`` / ``pcie_switch_port``
     at least this many root ports (switch downstream ports) exist when the port kind in use is
-    ``root-port`` (``switch-port``): spares for devices hot-plugged later. 0 to 16.
+    ``root-port`` (``switch-port``): spares for devices hot-plugged later. 0 to 16 (Kata caps
+    larger values silently; vmdev refuses them).
 ``vfio_mode``
     ``guest-kernel`` (default: the guest's own drivers bind the devices) or ``vfio`` (the
-    container drives the devices through VFIO inside the guest). Kata keeps it in
-    ``[runtime]``; vmdev reads it from the hypervisor section or ``[vmdev]``.
+    container drives the devices through VFIO inside the guest). Read from ``[runtime]``, as
+    Kata does. vmdev used to read it from the hypervisor section or ``[vmdev]``; that spelling
+    is refused with a message saying where the key goes (it would otherwise be ignored
+    silently and change what the guest does with the devices).
 ``enable_iommu``
     Cloud Hypervisor only: put the devices behind the guest's virtual IOMMU.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Final
 
 import attrs
 
+from vmdev.declared import BOOLEAN, INTEGER, RUNTIME, STRING, Setting
 from vmdev.errors import ConfigError
-from vmdev.models import MAX_PCIE_ROOT_PORT, MAX_PCIE_SWITCH_PORT, PCIePort, VFIOMode
+from vmdev.models import MAX_PCIE_ROOT_PORT, MAX_PCIE_SWITCH_PORT, PCIePort
 from vmdev.settings import CLOUD_HYPERVISOR, QEMU, SandboxSettings
+from vmdev_vfio.device import VFIOMode
 
 HOT_PLUG_KEY: Final = "hot_plug_vfio"
 COLD_PLUG_KEY: Final = "cold_plug_vfio"
@@ -34,12 +43,58 @@ ROOT_PORTS_KEY: Final = "pcie_root_port"
 SWITCH_PORTS_KEY: Final = "pcie_switch_port"
 MODE_KEY: Final = "vfio_mode"
 IOMMU_KEY: Final = "enable_iommu"
-PORT_CHOICES: Final = "no-port, bridge-port, root-port, switch-port"
+#: the port kinds in Kata's order of its error message
+PORT_CHOICES: Final = tuple(p.value for p in (PCIePort.NO_PORT, PCIePort.BRIDGE_PORT, PCIePort.ROOT_PORT,
+                                               PCIePort.SWITCH_PORT))
 CLH_PORTS: Final = (PCIePort.NO_PORT, PCIePort.ROOT_PORT)
+
+_PORT_HELP: Final = "no-port (the root bus), root-port, switch-port or bridge-port"
+
+SETTINGS: Final = (
+    Setting(
+        name=HOT_PLUG_KEY, type=STRING, default=PCIePort.NO_PORT.value, kata_key=HOT_PLUG_KEY,
+        choices=PORT_CHOICES, aliases={"": PCIePort.NO_PORT.value},
+        description=f"where VFIO devices go, hot-plugged when the plan is for hot plug: {_PORT_HELP}",
+    ),
+    Setting(
+        name=COLD_PLUG_KEY, type=STRING, default=PCIePort.NO_PORT.value, kata_key=COLD_PLUG_KEY,
+        choices=PORT_CHOICES, aliases={"": PCIePort.NO_PORT.value},
+        description=f"where VFIO devices go, always present at boot: {_PORT_HELP}; at most one of "
+        f"{HOT_PLUG_KEY} and {COLD_PLUG_KEY} names a port",
+    ),
+    Setting(
+        name=ROOT_PORTS_KEY, type=INTEGER, default=0, kata_key=ROOT_PORTS_KEY, minimum=0,
+        maximum=MAX_PCIE_ROOT_PORT,
+        description="PCIe root ports kept ready (spares included) when VFIO devices go on root ports",
+    ),
+    Setting(
+        name=SWITCH_PORTS_KEY, type=INTEGER, default=0, kata_key=SWITCH_PORTS_KEY, minimum=0,
+        maximum=MAX_PCIE_SWITCH_PORT,
+        description="PCIe switch downstream ports kept ready (spares included) when VFIO devices go on "
+        "switch ports",
+    ),
+    Setting(
+        name=MODE_KEY, type=STRING, default=VFIOMode.GUEST_KERNEL.value, kata_key=MODE_KEY, section=RUNTIME,
+        choices=tuple(m.value for m in (VFIOMode.VFIO, VFIOMode.GUEST_KERNEL)),
+        description="who drives VFIO devices in the guest: guest-kernel (its drivers) or vfio (the "
+        "container, through VFIO)",
+    ),
+    Setting(
+        name=IOMMU_KEY, type=BOOLEAN, default=False, kata_key=IOMMU_KEY,
+        description="Cloud Hypervisor: put VFIO devices behind the guest's virtual IOMMU",
+    ),
+)
+
+
+def register(register: Callable[[Setting], None]) -> None:
+    for setting in SETTINGS:
+        register(setting)
 
 
 @attrs.frozen(kw_only=True)
 class VfioConfig:
+    """The VFIO settings of one sandbox, typed."""
+
     hot_plug: PCIePort = PCIePort.NO_PORT
     cold_plug: PCIePort = PCIePort.NO_PORT
     root_ports: int = 0
@@ -68,64 +123,24 @@ class VfioConfig:
 
 
 def read_config(settings: SandboxSettings) -> VfioConfig:
-    """The VFIO settings, type-checked and validated as Kata validates them (with its
-    messages, minus its quirks: the values are named in the right order)."""
-    config = VfioConfig(
-        hot_plug=_port(settings, HOT_PLUG_KEY),
-        cold_plug=_port(settings, COLD_PLUG_KEY),
-        root_ports=_count(settings, ROOT_PORTS_KEY, MAX_PCIE_ROOT_PORT),
-        switch_ports=_count(settings, SWITCH_PORTS_KEY, MAX_PCIE_SWITCH_PORT),
-        mode=_mode(settings),
-        iommu=_bool(settings, IOMMU_KEY),
+    """The VFIO settings from the core's typed values (``settings`` must be prepared)."""
+    return VfioConfig(
+        hot_plug=PCIePort(settings.value(HOT_PLUG_KEY)),
+        cold_plug=PCIePort(settings.value(COLD_PLUG_KEY)),
+        root_ports=settings.value(ROOT_PORTS_KEY),
+        switch_ports=settings.value(SWITCH_PORTS_KEY),
+        mode=VFIOMode(settings.value(MODE_KEY)),
+        iommu=settings.value(IOMMU_KEY),
     )
-    if settings.hypervisor in (QEMU, CLOUD_HYPERVISOR):
-        _check_ports(config, settings)
-    return config
 
 
-def _port(settings: SandboxSettings, key: str) -> PCIePort:
-    value: Any = settings.option(key, "")
-    if not isinstance(value, str):
-        raise ConfigError(f"must be a string, got {value!r}", field=key)
-    if value == "":
-        return PCIePort.NO_PORT
-    try:
-        return PCIePort(value)
-    except ValueError:
-        raise ConfigError(
-            f"invalid {key}={value} setting, allowed values {PORT_CHOICES}", field=key
-        ) from None
-
-
-def _count(settings: SandboxSettings, key: str, maximum: int) -> int:
-    value: Any = settings.option(key, 0)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
-        raise ConfigError(
-            f"must be a number of ports from 0 to {maximum} (QEMU's I/O space fits {maximum}), "
-            f"got {value!r}",
-            field=key,
-        )
-    return value
-
-
-def _mode(settings: SandboxSettings) -> VFIOMode:
-    value: Any = settings.option(MODE_KEY, VFIOMode.GUEST_KERNEL.value)
-    try:
-        return VFIOMode(value)
-    except ValueError:
-        raise ConfigError(
-            f"Unknown VFIO mode {value} (known: vfio, guest-kernel)", field=MODE_KEY
-        ) from None
-
-
-def _bool(settings: SandboxSettings, key: str) -> bool:
-    value: Any = settings.option(key, False)
-    if not isinstance(value, bool):
-        raise ConfigError(f"must be true or false, got {value!r}", field=key)
-    return value
-
-
-def _check_ports(config: VfioConfig, settings: SandboxSettings) -> None:
+def check_rules(settings: SandboxSettings) -> None:
+    """The rules across keys, as Kata checks them (with its messages, minus its quirks: the
+    values are named in the right order), and ``vfio_mode`` in the wrong table."""
+    _check_mode_table(settings)
+    if settings.hypervisor not in (QEMU, CLOUD_HYPERVISOR):
+        return  # Kata checks the port keys for QEMU and Cloud Hypervisor only
+    config = read_config(settings)
     hot, cold = config.hot_plug, config.cold_plug
     if hot is not PCIePort.NO_PORT and cold is not PCIePort.NO_PORT:
         raise ConfigError(
@@ -138,3 +153,14 @@ def _check_ports(config: VfioConfig, settings: SandboxSettings) -> None:
                 raise ConfigError(
                     f"only {what}=no-port or root-port supported on CLH, got {port.value}", field=key
                 )
+
+
+def _check_mode_table(settings: SandboxSettings) -> None:
+    """``vfio_mode`` given where vmdev used to read it (the hypervisor section or ``[vmdev]``)
+    would be ignored: say where it goes instead of changing the guest's drivers silently."""
+    if MODE_KEY in settings.options:
+        raise ConfigError(
+            f"is read from Kata's [runtime] table; move {MODE_KEY} = {settings.options[MODE_KEY]!r} there "
+            "(the hypervisor section and [vmdev] no longer set it)",
+            field=MODE_KEY,
+        )

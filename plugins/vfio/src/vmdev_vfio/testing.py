@@ -1,14 +1,22 @@
-"""Test helpers: fake hosts copied from real kernels' VFIO sysfs (Debian 6.1, IOMMUFD 6.12).
+"""Test helpers: VFIO's fake-host builders and hosts copied from real kernels' sysfs.
 
-The machine: QEMU q35 with an emulated VT-d, an e1000e at 00:03.0, virtio-net behind the root
-port 00:04.0, edu behind the root port 00:05.0, and a conventional pci-bridge 00:06.0 carrying
-an edu (03:01.0) and a pci-testdev (03:02.0): one three-device IOMMU group. Every id, class,
-config-space size, BAR and device number below was read from that machine's sysfs.
+The builders add what the kernel shows for VFIO to a core :class:`vmdev.testing.FakeHost`
+(which builds the generic parts: PCI functions, character devices, files and links):
+:func:`iommu_group_member`, :func:`mdev_device`, :func:`ap_matrix_device` and :func:`vfio_cdev`.
+
+The L1 machine, as Debian 6.1 and an IOMMUFD 6.12 kernel see it: QEMU q35 with an emulated
+VT-d, an e1000e at 00:03.0, virtio-net behind the root port 00:04.0, edu behind the root port
+00:05.0, and a conventional pci-bridge 00:06.0 carrying an edu (03:01.0) and a pci-testdev
+(03:02.0): one three-device IOMMU group. Every id, class, config-space size, BAR and device
+number below was read from that machine's sysfs.
 """
 
 from __future__ import annotations
 
+import os
 import stat
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from vmdev.testing import FakeHost
@@ -45,6 +53,59 @@ L1_GROUP_NODES = {2: (246, 0), 5: (246, 2), 7: (246, 3), 8: (246, 1)}
 L1_CDEVS = {0: "0000:00:03.0", 1: "0000:02:00.0", 2: "0000:03:01.0", 3: "0000:03:02.0", 4: "0000:01:00.0"}
 
 
+def iommu_group_member(host: FakeHost, group: int, name: str, node: str) -> None:
+    """Put the device at sysfs ``node`` into IOMMU group ``group`` under ``name``
+    (the group's ``devices/<name>`` link and the device's ``iommu_group`` link)."""
+    directory = f"kernel/iommu_groups/{group}"
+    (host.sysfs / directory / "devices").mkdir(parents=True, exist_ok=True)
+    host.symlink(f"{node}/iommu_group", f"/{directory}")
+    host.symlink(f"{directory}/devices/{name}", f"/{node}")
+
+
+def mdev_device(
+    host: FakeHost, uuid: str, parent_bdf: str, *, iommu_group: int, driver: str = "vfio_mdev"
+) -> Path:
+    """A mediated device below PCI function ``parent_bdf`` (create that first), as
+    ``/sys/bus/mdev/devices/<uuid>`` with its own IOMMU group and driver link."""
+    parent = host.sysfs / "bus" / "pci" / "devices" / parent_bdf
+    node = os.path.relpath(os.path.realpath(parent), os.path.realpath(host.sysfs)) + f"/{uuid}"
+    (host.sysfs / node).mkdir(parents=True, exist_ok=True)
+    host.symlink(f"bus/mdev/devices/{uuid}", f"/{node}")
+    (host.sysfs / f"bus/mdev/drivers/{driver}").mkdir(parents=True, exist_ok=True)
+    host.symlink(f"{node}/driver", f"/bus/mdev/drivers/{driver}")
+    iommu_group_member(host, iommu_group, uuid, node)
+    return host.sysfs / node
+
+
+def ap_matrix_device(host: FakeHost, uuid: str, queues: Iterable[str], *, iommu_group: int) -> Path:
+    """An s390x AP matrix mdev ``devices/vfio_ap/matrix/<uuid>`` whose ``matrix`` file
+    lists ``queues`` (APQNs such as ``05.001f``), in IOMMU group ``iommu_group``."""
+    node = f"devices/vfio_ap/matrix/{uuid}"
+    host.write(f"{node}/matrix", "".join(f"{queue}\n" for queue in queues))
+    host.symlink(f"bus/mdev/devices/{uuid}", f"/{node}")
+    iommu_group_member(host, iommu_group, uuid, node)
+    return host.sysfs / node
+
+
+def vfio_cdev(host: FakeHost, number: int, bdf: str, *, major: int | None = 249) -> Path:
+    """``class/vfio-dev/vfio<number>`` for PCI function ``bdf`` (create it first), as the
+    kernel makes it when the function is bound to vfio-pci. With ``major`` (IOMMUFD
+    kernels) it has ``dev`` and a uevent naming ``vfio/devices/vfio<number>``; with None
+    it has neither (kernels without ``CONFIG_VFIO_DEVICE_CDEV``)."""
+    function = os.path.relpath(os.path.realpath(host.sysfs / "bus" / "pci" / "devices" / bdf),
+                               os.path.realpath(host.sysfs))
+    node = f"{function}/vfio-dev/vfio{number}"
+    uevent = ""
+    if major is not None:
+        host.write(f"{node}/dev", f"{major}:{number}\n")
+        uevent = f"MAJOR={major}\nMINOR={number}\nDEVNAME=vfio/devices/vfio{number}\n"
+        host.symlink(f"dev/char/{major}:{number}", f"/{node}")
+    host.write(f"{node}/uevent", uevent)
+    host.symlink(f"{node}/device", f"/{function}")
+    host.symlink(f"class/vfio-dev/vfio{number}", f"/{node}")
+    return host.sysfs / node
+
+
 def resource_text(bars: list[tuple[int, int, int]]) -> str:
     rows = list(bars) + [(0, 0, 0)] * (13 - len(bars))
     return "".join(f"0x{s:016x} 0x{e:016x} 0x{f:016x}\n" for s, e, f in rows)
@@ -64,7 +125,7 @@ def build_l1_host(host: FakeHost, *, iommufd: bool = False) -> FakeHost:
     host.char_device(10, 196, "vfio/vfio")
     host.fake_stat(str(host.dev / "vfio/vfio"), mode=stat.S_IFCHR | 0o666, rdev=(10, 196))
     for number, bdf in L1_CDEVS.items():
-        host.vfio_cdev(number, bdf, major=249 if iommufd else None)
+        vfio_cdev(host, number, bdf, major=249 if iommufd else None)
         if iommufd:
             host.dev_file(f"vfio/devices/vfio{number}")
             host.fake_stat(str(host.dev / f"vfio/devices/vfio{number}"), mode=stat.S_IFCHR | 0o600,
@@ -84,3 +145,4 @@ def group_request(group: int, path: str | None = None, major: int = 246) -> dict
 def cdev_request(number: int, path: str | None = None) -> dict[str, Any]:
     """The OCI device entry for ``/dev/vfio/devices/vfio<number>`` (IOMMUFD kernel)."""
     return {"path": path or f"/dev/vfio/devices/vfio{number}", "type": "c", "major": 249, "minor": number}
+
