@@ -78,11 +78,13 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         path.write_text(json.dumps(_records, indent=1, sort_keys=True) + "\n")
         return
     expected = json.loads(path.read_text())
-    diffs = [k for k in sorted(set(expected) | set(_records)) if expected.get(k) != _records.get(k)]
-    missing = [k for k in diffs if k not in _records]
-    changed = [k for k in diffs if k in _records]
+    missing = sorted(k for k in expected if k not in _records)
+    changed = sorted(k for k in expected if k in _records and expected[k] != _records[k])
+    new = sorted(k for k in _records if k not in expected)
     report = Path(directory) / (session.config.getoption("--golden-suite") + ".diff.txt")
-    report.write_text("\n".join(["changed:", *changed, "not produced any more:", *missing]) + "\n")
-    print(f"\ngolden: {len(expected)} recorded tests, {len(changed)} changed, {len(missing)} not produced")
-    if diffs:
+    report.write_text("\n".join(["changed:", *changed, "not produced any more:", *missing,
+                                 "new (not in the corpus, not compared):", *new]) + "\n")
+    print(f"\ngolden: {len(expected)} recorded tests, {len(changed)} changed, {len(missing)} not produced, "
+          f"{len(new)} new tests not compared")
+    if changed or missing:
         session.exitstatus = 1

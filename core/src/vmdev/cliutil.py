@@ -99,6 +99,7 @@ def _plugin_flag_options() -> list[click.Parameter]:
             default=None,
             multiple=setting.type == STRINGS,
             type=_click_type(setting.type),
+            metavar=setting.flag_metavar or None,
             expose_value=False,
             callback=store,
             help=(setting.flag_help or setting.description) + f" (settings key {setting.name})",

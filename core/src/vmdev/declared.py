@@ -60,7 +60,8 @@ class Setting:
     ``choices`` limits a string key to these values; ``aliases`` maps other spellings to one of
     them (runtime-rs' ``virtio-blk-pci`` for ``virtio-blk``). ``minimum``/``maximum`` bound an
     integer or number. ``check`` is called with the parsed value and raises ``ValueError`` with
-    a message for anything else that is wrong. ``flag`` (``--block-driver``) adds a command-line
+    a message for anything else that is wrong (or a ``ConfigError`` whose ``field`` names a part of
+    the value, such as ``vhost_user_net[1].mac``). ``flag`` (``--block-driver``) adds a command-line
     option to every command that takes settings; ``flag_sets`` are other keys the flag sets
     as well (``--vhost-user-store DIR`` also sets ``enable_vhost_user_store = true``). A list
     key's flag is repeatable.
@@ -79,6 +80,7 @@ class Setting:
     check: Callable[[Any], None] | None = attrs.field(default=None, eq=False)
     flag: str = ""
     flag_help: str = ""
+    flag_metavar: str = ""
     flag_sets: Mapping[str, Any] = attrs.field(factory=dict, converter=_any_dict)
 
     def parse(self, raw: Any) -> Any:
@@ -123,13 +125,17 @@ def _string(setting: Setting, raw: Any) -> str:
     return value
 
 
+def _number_text(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
 def _bounded(setting: Setting, value: float) -> None:
     low = setting.minimum
     high = setting.maximum if setting.maximum is not None else MAX_INTEGER
     if (low is not None and value < low) or value > high:
-        shown_low = "" if low is None else f"{low:g} "
-        raise ValueError(f"must be a number from {shown_low}to {high:g}, got {_shown(value)}".replace(
-            "from to", "up to"))
+        top = _number_text(high)
+        span = f"up to {top}" if low is None else f"from {_number_text(low)} to {top}"
+        raise ValueError(f"must be a number {span}, got {_shown(value)}")
 
 
 def _integer(setting: Setting, raw: Any) -> int:

@@ -441,7 +441,7 @@ class PluginManager:
     ) -> str:
         answers = self._call(
             "resolve_host_path", first=True, subject=info.name, info=info, host=host,
-            settings=settings if settings is not None else SandboxSettings(),
+            settings=settings if settings is not None else self.prepare_settings(SandboxSettings()),
         )
         if not answers:
             raise UnclaimedDeviceError("no plugin resolved its host path", device=info.name)

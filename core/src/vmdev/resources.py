@@ -21,6 +21,8 @@ SCOPE_SEPARATOR: Final = "|"
 #: whichever family builds it, draws from this one pool so that indexes (and the guest names derived
 #: from them) never collide
 DISK_INDEX_POOL: Final = "block.index"
+#: how many disk indexes a sandbox has (Kata's maxBlockIndex)
+MAX_DISK_INDEX: Final = 65535
 
 
 class ResourceExhaustedError(DeviceError):
