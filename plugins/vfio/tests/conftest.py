@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from vmdev.oci import parse_spec
-from vmdev.planner import Plan, plan
+from vmdev.planner import Pipeline, Plan, plan
 from vmdev.settings import SandboxSettings
 from vmdev.testing import FakeHost
 from vmdev_vfio.testing import build_l1_host
@@ -37,6 +37,18 @@ def make_plan(vmdev_plugins: Any) -> Callable[..., Plan]:
     def run(host: FakeHost, *devices: dict[str, Any], **settings: Any) -> Plan:
         spec = parse_spec({"linux": {"devices": list(devices)}})
         return plan(spec, sandbox_settings(settings), host=host.context(), plugins=pm)
+
+    return run
+
+
+@pytest.fixture
+def start(vmdev_plugins: Any) -> Callable[..., Pipeline]:
+    """``start(host, **settings)``: the core's pipeline with only vmdev-vfio loaded, to build and
+    render devices one by one (without making a Plan)."""
+    pm = vmdev_plugins("vmdev-vfio")
+
+    def run(host: FakeHost, **settings: Any) -> Pipeline:
+        return Pipeline.start(sandbox_settings(settings), host.context(), pm)
 
     return run
 

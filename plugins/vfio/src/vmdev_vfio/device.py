@@ -7,6 +7,7 @@ API's control node, is no device to pass: it is declined and stays a plain conta
 
 :class:`VFIODev` is Kata's ``config.VFIODev`` (one function, mediated or AP device, with the
 fields Kata persists); :class:`VFIODevice` is one request: the functions it passes and how.
+A saved device is rebuilt with :func:`from_state` without looking at the host.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from vmdev.errors import DeviceError, UnsupportedError
 from vmdev.host import HostContext
 from vmdev.models import DeviceInfo, PCIePort, PciPath
 from vmdev.qemu import make_id
+from vmdev.serialize import from_json
 from vmdev.targets import RenderTarget
 from vmdev_vfio.host import (
     GroupMember,
@@ -56,6 +58,7 @@ __all__ = [
     "build",
     "check_plan_rules",
     "claims",
+    "from_state",
 ]
 
 
@@ -170,6 +173,29 @@ class VFIODevice:
         if self.is_ap:
             return "vfio-ap-cold" if self.cold_plug and self.vfio_mode is VFIOMode.VFIO else "vfio-ap"
         return "vfio-pci" if self.vfio_mode is VFIOMode.VFIO else "vfio-pci-gk"
+
+
+# --- saved state ----------------------------------------------------------------------------------
+def from_state(data: Mapping[str, Any]) -> VFIODevice:
+    """A saved :class:`VFIODevice` (``vmdev.serialize.to_json`` of it) rebuilt as it was; the
+    host is not looked at. ``from_json`` reads the JSON name ``class`` back into ``class_`` only
+    on the top level, so the nested functions and skipped bridges get their Python names here."""
+    nested = {key: [_python_names(item, key) for item in _items(data, key)]
+              for key in ("functions", "skipped")}
+    return from_json(VFIODevice, {**data, **nested})
+
+
+def _items(data: Mapping[str, Any], key: str) -> list[Any]:
+    value = data.get(key, ())
+    if not isinstance(value, list | tuple):
+        raise DeviceError(f"saved {key} is not a list", device=str(data.get("container_path", "")), field=key)
+    return list(value)
+
+
+def _python_names(item: Any, key: str) -> Any:
+    if not isinstance(item, Mapping):
+        raise DeviceError(f"saved {key} holds {type(item).__name__}, not a table", field=key)
+    return {("class_" if name == "class" else name): value for name, value in item.items()}
 
 
 # --- building -------------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """What the host's sysfs says about VFIO devices: groups, cdevs, functions, mdevs, AP queues.
 
 Everything is read through :class:`vmdev.host.HostContext`, so tests point it at a fake tree.
+:func:`host_facts` re-reads what decided a built device's options, for the device manager to
+compare later (host drift).
 Layout (Linux 6.1 to 6.12, see the plugin's README):
 
 * ``kernel/iommu_groups/<g>/devices/<name>``: links to every device of group ``g``; the name
@@ -17,13 +19,16 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import attrs
 
 from vmdev.errors import DeviceError
 from vmdev.host import HostContext
 from vmdev.models import PCI_DOMAIN
+
+if TYPE_CHECKING:
+    from vmdev_vfio.device import VFIODevice
 
 BDF_RE: Final = re.compile(r"[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]")
 SHORT_BDF_RE: Final = re.compile(r"[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]")
@@ -289,3 +294,53 @@ def cdev_function(host: HostContext, name: str, *, device: str) -> PciFunction:
     return read_function(host, bdfs[-1], device=device)
 
 
+
+# --- host facts (drift) ------------------------------------------------------------------------
+def host_facts(device: VFIODevice, host: HostContext) -> dict[str, str]:
+    """What decided ``device``'s options, read again: the members of its IOMMU group, the
+    function behind a cdev, where a mediated or AP device resolves and an AP device's queues,
+    and each PCI function's (a mediated device's parent's) driver, IOMMU group, vendor:device,
+    class and NUMA node. Never raises: what is gone reads as ``""``, which the device manager
+    reports as drift."""
+    group = device.iommu_group
+    facts: dict[str, str] = {}
+    if group:
+        members = host.sysfs.list_dir(f"kernel/iommu_groups/{group}/devices")
+        facts[f"iommu_group {group} devices"] = " ".join(members)
+    for function in device.functions:
+        if function.devfs_dev:
+            facts.update(_cdev_facts(host, function.devfs_dev.rsplit("/", 1)[-1]))
+        if function.type is not VFIODeviceType.NORMAL:
+            facts.update(_mdev_facts(host, group, function.sysfs_dev.rstrip("/").rsplit("/", 1)[-1],
+                                     ap=function.type is VFIODeviceType.AP))
+        if function.bdf:
+            facts.update(_function_facts(host, function.bdf))
+    return facts
+
+
+def _cdev_facts(host: HostContext, node: str) -> dict[str, str]:
+    resolved = host.sysfs.resolve(f"class/vfio-dev/{node}/device") or ""
+    return {f"{node} function": (BDF_RE.findall(resolved) or [""])[-1]}
+
+
+def _mdev_facts(host: HostContext, group: str, name: str, *, ap: bool) -> dict[str, str]:
+    resolved = host.sysfs.resolve(f"kernel/iommu_groups/{group}/devices/{name}") or ""
+    facts = {f"{name} device": resolved}
+    if ap:
+        queues = host.sysfs.read_text(f"{resolved}/matrix") if resolved else None
+        facts[f"{name} matrix"] = " ".join((queues or "").split())
+    return facts
+
+
+def _function_facts(host: HostContext, bdf: str) -> dict[str, str]:
+    base = f"bus/pci/devices/{bdf}"
+    sysfs = host.sysfs
+    vendor, device = sysfs.read_line(f"{base}/vendor") or "", sysfs.read_line(f"{base}/device") or ""
+    numa = sysfs.read_line(f"{base}/numa_node")
+    return {
+        f"{bdf} driver": sysfs.link_name(f"{base}/driver") or "",
+        f"{bdf} iommu_group": sysfs.link_name(f"{base}/iommu_group") or "",
+        f"{bdf} vendor:device": f"{vendor}:{device}" if vendor or device else "",
+        f"{bdf} class": sysfs.read_line(f"{base}/class") or "",
+        f"{bdf} numa_node": "" if numa is None else str(_numa_node(numa)),
+    }

@@ -6,9 +6,9 @@ Hook implementations only; each delegates to one module of the family's template
   ``pcie_switch_port``, ``vfio_mode`` from ``[runtime]``, ``enable_iommu``) and the rules across them;
 * ``device.py``: the models (``VFIODev``, ``VFIODevice``), building a device from
   ``/dev/vfio/<group>`` (every function of the IOMMU group) or ``/dev/vfio/devices/vfio<N>`` (one
-  function, IOMMUFD), the rules across a plan's VFIO devices;
+  function, IOMMUFD), rebuilding it from saved state, the rules across a plan's VFIO devices;
   ``/dev/vfio/vfio`` is declined and stays a plain container device;
-* ``host.py``: what sysfs says (groups, functions, mdevs, AP queues, cdevs);
+* ``host.py``: what sysfs says (groups, functions, mdevs, AP queues, cdevs) and the host facts;
 * ``ports.py``: the spare ports ``pcie_root_port``/``pcie_switch_port`` keep (a sandbox device);
 * ``render_qemu.py``, ``render_clh.py``, ``render_firecracker.py`` (which refuses: no VFIO there);
 * ``doctor.py``: ``vmdev doctor``, is this host ready to pass a given ``/dev/vfio`` path?
@@ -31,6 +31,7 @@ from vmdev.models import Device, DeviceInfo
 from vmdev.settings import SandboxSettings
 from vmdev.targets import AttachOptions, RenderTarget
 from vmdev_vfio import device as vfio_device
+from vmdev_vfio import host as vfio_host
 from vmdev_vfio import ports, render_clh, render_firecracker, render_qemu
 from vmdev_vfio import settings as vfio_settings
 from vmdev_vfio.device import VFIODevice
@@ -66,6 +67,23 @@ def build_device(info: DeviceInfo, host: HostContext, settings: SandboxSettings)
 @hookimpl
 def sandbox_devices(settings: SandboxSettings, host: HostContext) -> Sequence[Device]:
     return ports.reservation(settings, vfio_settings.read_config(settings))
+
+
+@hookimpl
+def device_from_state(kind: str, data: Mapping[str, Any]) -> Device | None:
+    if kind == vfio_device.DEVICE_VFIO:
+        return vfio_device.from_state(data)
+    if kind == ports.PORTS_KIND:
+        return ports.from_state(data)
+    return None
+
+
+@hookimpl
+def host_facts(device: Device, host: HostContext) -> Mapping[str, str] | None:
+    if isinstance(device, VFIODevice):
+        return vfio_host.host_facts(device, host)
+    # the spare ports have nothing on the host behind them
+    return {} if isinstance(device, ports.PortReservation) else None
 
 
 @hookimpl

@@ -9,11 +9,13 @@ lists the ports no device uses (``spare``) so a runtime knows where later hot pl
 
 from __future__ import annotations
 
-from typing import ClassVar, Final
+from collections.abc import Mapping
+from typing import Any, ClassVar, Final
 
 import attrs
 
 from vmdev.models import PCIePort
+from vmdev.serialize import from_json
 from vmdev.settings import QEMU, SandboxSettings
 from vmdev_vfio.settings import VfioConfig
 
@@ -37,3 +39,7 @@ def reservation(settings: SandboxSettings, config: VfioConfig) -> list[PortReser
         return []
     return [PortReservation(port=port, count=count)]
 
+
+def from_state(data: Mapping[str, Any]) -> PortReservation:
+    """A saved reservation rebuilt as it was."""
+    return from_json(PortReservation, data)

@@ -19,6 +19,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from vmdev.models import Device
+from vmdev.oci import parse_spec
+from vmdev.planner import Pipeline
+from vmdev.resources import Allocator
 from vmdev.testing import FakeHost
 
 MEM = 0x40200
@@ -146,3 +150,11 @@ def cdev_request(number: int, path: str | None = None) -> dict[str, Any]:
     """The OCI device entry for ``/dev/vfio/devices/vfio<number>`` (IOMMUFD kernel)."""
     return {"path": path or f"/dev/vfio/devices/vfio{number}", "type": "c", "major": 249, "minor": number}
 
+
+def build_all(pipeline: Pipeline, *requests: dict[str, Any]) -> list[Device]:
+    """The devices ``pipeline`` builds for the OCI device entries ``requests``, then the
+    sandbox's own (as a plan builds them, without rendering)."""
+    alloc = Allocator()
+    infos = parse_spec({"linux": {"devices": list(requests)}}).devices
+    built = [pipeline.build(pipeline.resolve(info), alloc) for info in infos] + pipeline.sandbox_devices()
+    return [b.device for b in built]
