@@ -77,7 +77,8 @@ def prepared(vmdev_plugins: Any) -> Prepared:
     pm = vmdev_plugins("vmdev-block")
 
     def prepared(**settings: Any) -> SandboxSettings:
-        return pm.prepare_settings(SandboxSettings(**settings))
+        ready: SandboxSettings = pm.prepare_settings(SandboxSettings(**settings))
+        return ready
 
     return prepared
 

@@ -25,7 +25,8 @@ FILE_OPT = "io.katacontainers.fs-opt.block_device=file"
 
 def only(result: Any) -> dict[str, Any]:
     (dev,) = [d for d in result.to_json()["devices"] if d["kind"] == "block"]
-    return dev
+    found: dict[str, Any] = dev
+    return found
 
 
 def test_oci_block_device(host: Any, run: Any) -> None:
@@ -77,9 +78,9 @@ def test_read_only_detected_with_blkroget(host: Any, run: Any, monkeypatch: pyte
 
 def test_blkroget_failure_counts_as_writable(host: Any, run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     host.disk(8, 16, "sdb")  # a fake node: the real ioctl fails
-    monkeypatch.setattr(block_host.fcntl, "ioctl", lambda *a: (_ for _ in ()).throw(OSError(25, "Inappropriate ioctl")))
+    monkeypatch.setattr("vmdev_block.host.fcntl.ioctl", lambda *a: (_ for _ in ()).throw(OSError(25, "Inappropriate ioctl")))
     assert only(run(host.spec([host.device("/dev/xvdb", 8, 16)])))["read_only"] is False
-    monkeypatch.setattr(block_host.fcntl, "ioctl", lambda *a: struct.pack("i", 0))
+    monkeypatch.setattr("vmdev_block.host.fcntl.ioctl", lambda *a: struct.pack("i", 0))
     assert only(run(host.spec([host.device("/dev/xvdb", 8, 16)])))["read_only"] is False
 
 

@@ -62,7 +62,7 @@ def test_blkroget_reads_the_flag_through_the_dev_root(
         calls.append((fd, request))
         return struct.pack("i", 1)
 
-    monkeypatch.setattr(block_host.fcntl, "ioctl", ioctl)
+    monkeypatch.setattr("vmdev_block.host.fcntl.ioctl", ioctl)
     assert probe_read_only(fake_host.context(), "/dev/sdb", device="/dev/xvda") is True
     assert [request for _, request in calls] == [0x125E]
 

@@ -275,8 +275,9 @@ def test_index_and_devno_limits(host: Any, prepared: Any) -> None:
     from vmdev.errors import DeviceError
     from vmdev.models import DeviceInfo
     from vmdev.resources import Allocator
+    from vmdev_block.constants import BLOCK_INDEX_POOL
     from vmdev_block.device import build_block_device
-    from vmdev_block.drive import BLOCK_INDEX_POOL, ccw_devno
+    from vmdev_block.drive import ccw_devno
 
     host.disk(8, 16, "sdb")
     info = DeviceInfo(container_path="/dev/xvdb", dev_type="b", major=8, minor=16, host_path="/dev/sdb")
@@ -305,7 +306,7 @@ def test_freed_indexes_are_reused_smallest_first(host: Any, prepared: Any) -> No
     for path in ("/dev/a", "/dev/b", "/dev/c"):
         info = DeviceInfo(container_path=path, dev_type="b", major=8, minor=16, host_path="/dev/sdb")
         built[path] = build_block_device(info, host.fake.context(), prepared(), alloc)
-    assert [d.drive.scsi_addr for d in built.values()] == ["0:0", "0:1", "0:2"]
+    assert [d.drive.scsi_addr if d else None for d in built.values()] == ["0:0", "0:1", "0:2"]
     alloc.release("/dev/b|/dev/sdb")  # the device manager detached /dev/b
     info = DeviceInfo(container_path="/dev/d", dev_type="b", major=8, minor=16, host_path="/dev/sdb")
     device = build_block_device(info, host.fake.context(), prepared(), alloc)

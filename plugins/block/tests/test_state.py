@@ -14,6 +14,7 @@ from vmdev.planner import Pipeline
 from vmdev.resources import Allocator
 from vmdev.serialize import to_json
 from vmdev_block import host as block_host
+from vmdev_block.device import BlockDevice
 from vmdev_block.host import pmem_device_info
 
 FILE_OPT = "io.katacontainers.fs-opt.block_device=file"
@@ -54,6 +55,7 @@ def test_every_kind_of_block_device_round_trips_without_the_host(
     alloc = Allocator()
     alloc.take("block.index", "someone else", limit=10)  # so the device's index is not 0
     built = pipeline.build(pipeline.resolve(info), alloc)
+    assert isinstance(built.device, BlockDevice)
     target = pipeline.target()
     saved = pipeline.render(built, target, hotplug=False).to_json()  # what a plan or the state shows
     shutil.rmtree(host.fake.root)  # the host is gone: rebuilding must not need it
@@ -74,6 +76,7 @@ def test_a_drive_with_a_pci_path_round_trips(vmdev_plugins: Any, host: Any, prep
     pm = vmdev_plugins("vmdev-block")
     info, _ = _requests(host)["virtio-scsi disk"]
     device = Pipeline(pm, prepared(), host.fake.context()).build(info, Allocator()).device
+    assert isinstance(device, BlockDevice)
     moved = attrs.evolve(device, drive=attrs.evolve(device.drive, pci_path=PciPath.parse("02/00")))
     assert to_json(moved)["drive"]["pci_path"] == "02/00"
     assert pm.device_from_state("block", to_json(moved), "block", name="d") == moved
