@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from vmdev.backend import RenderContext
 from vmdev.errors import UnsupportedError
-from vmdev.qemu import split_opts
+from vmdev.planner import Built, Pipeline
+from vmdev.qemu import QemuAttach, split_opts
+from vmdev.state import PortRecord
 from vmdev.testing import FakeHost
-from vmdev_vfio.testing import ap_matrix_device, cdev_request, group_request, mdev_device
+from vmdev_vfio.testing import ap_matrix_device, build_all, cdev_request, group_request, mdev_device
 
 
 def devices_args(result: Any, prefix: str = "") -> list[list[str]]:
@@ -228,6 +232,38 @@ def test_iommufd_hot_plug_adds_the_object_first_and_removes_it_last(l1_iommufd_h
     assert [c["execute"] for c in hot] == ["object-add", "device_add", "device_add"]
     assert all(c["arguments"]["iommufd"] == "iommufd0" for c in hot[1:])
     assert [c["execute"] for c in unplug] == ["device_del", "device_del", "object-del"]
+
+
+def test_in_a_running_vm_every_cdev_request_carries_the_shared_iommufd_object(
+        l1_iommufd_host: FakeHost, start: Callable[..., Pipeline]) -> None:
+    # The device manager attaches and detaches them one by one: each must name the object it
+    # needs (object-add first, object-del last) so that the manager adds it for the first user
+    # and deletes it with the last one; a boot plan runs all at once and has the pair once.
+    pipeline = start(l1_iommufd_host, hotplug=True, hot_plug_vfio="root-port")
+    devices = build_all(pipeline, cdev_request(0), cdev_request(4))
+    ports = [PortRecord(id="rp0", kind="root-port"), PortRecord(id="rp1", kind="root-port")]
+
+    def attaches(context: RenderContext) -> list[QemuAttach]:
+        target = pipeline.target(context)
+        out = []
+        for device in devices:
+            attach = pipeline.render(Built(device=device, plugin="vfio", container_path=device.id, host_path=""),
+                                     target, hotplug=True).attach
+            assert isinstance(attach, QemuAttach)
+            out.append(attach)
+        return out
+
+    add = {"execute": "object-add", "arguments": {"qom-type": "iommufd", "id": "iommufd0"}}
+    delete = {"execute": "object-del", "arguments": {"id": "iommufd0"}}
+    live = attaches(RenderContext(live_ports=lambda: ports))
+    for attach in live:
+        assert (qmp(attach.hotplug)[0], qmp(attach.unplug)[-1]) == (add, delete)
+        assert [c.execute for c in attach.hotplug] == ["object-add", "device_add"]
+        assert attach.hotplug[1].arguments["iommufd"] == "iommufd0"
+    assert [c.arguments["bus"] for a in live for c in a.hotplug[1:]] == ["rp0", "rp1"]
+    boot = attaches(RenderContext())
+    assert [[c.execute for c in a.hotplug] for a in boot] == [["object-add", "device_add"], ["device_add"]]
+    assert [[c.execute for c in a.unplug] for a in boot] == [["device_del", "object-del"], ["device_del"]]
 
 
 def test_large_bars_reserve_the_hot_plug_ports_windows(fake_host: FakeHost, make_plan) -> None:

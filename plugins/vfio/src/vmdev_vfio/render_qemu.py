@@ -13,7 +13,13 @@ Placement of one request's functions (they always stay together):
 
 IOMMUFD cdev requests share one ``iommufd`` object, ``iommufd0``, per sandbox. Cold plug: each
 request gives it as a shared option (``-object iommufd,id=iommufd0``, once on the command line).
-Hot plug: the first cdev request adds it (``object-add``) and removes it last (``object-del``).
+Hot plug: the object is a shared hot-plug object, rendered the same way wherever it appears:
+``object-add {"qom-type": "iommufd", "id": "iommufd0"}`` first in ``hotplug`` and
+``object-del {"id": "iommufd0"}`` last in ``unplug``. In a boot plan (all hot plugs run in
+order, all unplugs in reverse) only the first cdev request carries the pair; a request
+hot-plugged into a running VM always carries it, and the device manager, which knows which
+attached devices use ``iommufd0``, adds it only when it is missing and deletes it only with its
+last user (the object cannot be deleted while a device uses it).
 
 ``pcie_root_port`` / ``pcie_switch_port`` spares (:mod:`vmdev_vfio.ports`) are rendered here too.
 """
@@ -36,7 +42,7 @@ from vmdev_vfio.settings import ROOT_PORTS_KEY, SWITCH_PORTS_KEY
 
 IOMMUFD_ID: Final = "iommufd0"
 IOMMUFD_NOTE: Final = "vfio.iommufd-object"
-#: the shared object's hot-plug pair
+#: the shared object's hot-plug pair (see the module documentation)
 IOMMUFD_ADD: Final = QmpCommand("object-add", {"qom-type": "iommufd", "id": IOMMUFD_ID})
 IOMMUFD_DEL: Final = QmpCommand("object-del", {"id": IOMMUFD_ID})
 #: firmware sizes a hot-plug port's memory windows to this by default (SeaBIOS, OVMF)
@@ -168,10 +174,12 @@ def _hotplug(device: VFIODevice, target: QemuTarget, places: list[Place]) -> Qem
 
 
 def _adds_iommufd_object(device: VFIODevice, target: QemuTarget) -> bool:
-    """The plan's first cdev request carries the shared object's pair."""
+    """A cdev request carries the shared object's pair: always in a running VM, else when it is
+    the plan's first cdev request."""
     if device.backend is not VfioBackend.IOMMUFD:
         return False
-    return len(target.record(IOMMUFD_NOTE, device.container_path, "")) == 1
+    first = len(target.record(IOMMUFD_NOTE, device.container_path, "")) == 1
+    return first or target.live
 
 
 def _qmp(function: VFIODev, device: VFIODevice, place: Place) -> dict[str, Any]:
