@@ -18,6 +18,7 @@ from collections.abc import Callable
 from vmdev import hookimpl
 from vmdev.backend import Backend, LiveConnection, LiveOption, RenderContext
 from vmdev.declared import Setting
+from vmdev.live import HotPlugger
 from vmdev.models import Device
 from vmdev.settings import SandboxSettings
 from vmdev.targets import AttachOptions, RenderTarget
@@ -31,7 +32,7 @@ def _target(settings: SandboxSettings, context: RenderContext) -> RenderTarget:
     return LibvirtTarget(settings, context)
 
 
-def _live(connection: LiveConnection) -> object:
+def _live(connection: LiveConnection) -> HotPlugger:
     from vmdev_libvirt.live import connect
 
     return connect(connection)
@@ -43,7 +44,7 @@ BACKEND = Backend(
     kata_sections=(NAME,),
     target=_target,
     assemble=assemble,
-    live=_live,  # type: ignore[arg-type]
+    live=_live,
     live_options=(
         LiveOption(name="domain", flag="--domain", metavar="NAME",
                    help="The running libvirt domain (name or UUID)."),
