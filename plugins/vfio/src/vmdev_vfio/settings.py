@@ -48,18 +48,17 @@ PORT_CHOICES: Final = tuple(p.value for p in (PCIePort.NO_PORT, PCIePort.BRIDGE_
                                                PCIePort.SWITCH_PORT))
 CLH_PORTS: Final = (PCIePort.NO_PORT, PCIePort.ROOT_PORT)
 
-_PORT_HELP: Final = "no-port (the root bus), root-port, switch-port or bridge-port"
-
 SETTINGS: Final = (
     Setting(
         name=HOT_PLUG_KEY, type=STRING, default=PCIePort.NO_PORT.value, kata_key=HOT_PLUG_KEY,
         choices=PORT_CHOICES, aliases={"": PCIePort.NO_PORT.value},
-        description=f"where VFIO devices go, hot-plugged when the plan is for hot plug: {_PORT_HELP}",
+        description="the port kind VFIO devices go on (no-port: the root bus), hot-plugged when the plan "
+        "is for hot plug",
     ),
     Setting(
         name=COLD_PLUG_KEY, type=STRING, default=PCIePort.NO_PORT.value, kata_key=COLD_PLUG_KEY,
         choices=PORT_CHOICES, aliases={"": PCIePort.NO_PORT.value},
-        description=f"where VFIO devices go, always present at boot: {_PORT_HELP}; at most one of "
+        description=f"the port kind VFIO devices go on, always present at boot; at most one of "
         f"{HOT_PLUG_KEY} and {COLD_PLUG_KEY} names a port",
     ),
     Setting(
