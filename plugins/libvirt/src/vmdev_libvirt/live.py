@@ -32,7 +32,7 @@ import subprocess
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import attrs
 
@@ -66,6 +66,12 @@ def one_line(text: str) -> str:
     generic = ("Failed to attach device", "Failed to detach device")
     useful = [line for line in lines if not line.startswith(generic)]
     return "; ".join(useful or lines) or "no message"
+
+
+class Runner(Protocol):
+    """What the driver needs of virsh (tests pass a fake domain)."""
+
+    def run(self, *args: str, stdin: str | None = None) -> str: ...
 
 
 @attrs.frozen(kw_only=True)
@@ -125,7 +131,7 @@ def _xml_of(step: Mapping[str, Any], verb: str, device: str) -> str:
 class LibvirtDriver:
     """The live driver of one running libvirt domain (see the module doc)."""
 
-    def __init__(self, virsh: Virsh, domain: str, *, unplug_timeout: float = 30.0) -> None:
+    def __init__(self, virsh: Runner, domain: str, *, unplug_timeout: float = 30.0) -> None:
         if not domain or domain.startswith("-"):
             raise LibvirtError(f"{domain!r} is not a libvirt domain name", field="domain")
         self.virsh = virsh
