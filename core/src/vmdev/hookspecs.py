@@ -194,11 +194,13 @@ def sandbox_devices(settings: SandboxSettings, host: HostContext) -> Sequence[De
 def attach_options(device: Device, target: RenderTarget, hotplug: bool) -> AttachOptions | None:
     """Render ``device`` for ``target``'s hypervisor, or return None to decline.
 
-    Stops at the first non-None result. Only the plugin that built the device
-    should answer. ``target`` is a :class:`vmdev.targets.QemuTarget`,
-    :class:`~vmdev.targets.ClhTarget` or :class:`~vmdev.targets.FirecrackerTarget`;
-    return the matching attach type (:class:`vmdev.qemu.QemuAttach`,
-    :class:`~vmdev.targets.ClhAttach`, :class:`~vmdev.targets.FirecrackerAttach`).
+    Stops at the first non-None result. The plugin that built the device answers,
+    or a backend's plugin for the families it knows how to render on its backend.
+    ``target`` is the chosen backend's target (for the built-ins
+    :class:`vmdev.backends.qemu.QemuTarget`, :class:`vmdev.backends.clh.ClhTarget`,
+    :class:`vmdev.backends.firecracker.FirecrackerTarget`); return its
+    ``target.attach_type`` (:class:`vmdev.qemu.QemuAttach`, ``ClhAttach``,
+    ``FirecrackerAttach``), or None for a target you do not know.
     When ``hotplug`` is true, render the hot-plug commands if the hypervisor
     can hot-plug this device (set ``hotplugged=True``), else cold-plug it.
     Build every QEMU option with :func:`vmdev.qemu.opts` so values are escaped.

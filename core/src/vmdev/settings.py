@@ -88,11 +88,16 @@ class SandboxSettings:
     #: typed values of the declared keys (derived from the above; see prepare_settings)
     values: Mapping[str, Any] = attrs.field(factory=dict, converter=_any_dict, eq=False, repr=False)
 
-    def value(self, key: str) -> Any:
-        """The typed value of a declared settings key (its default when the file has none)."""
+    def value(self, key: str, default: Any = _MISSING) -> Any:
+        """The typed value of a declared settings key (its default when the file has none).
+
+        ``default`` is for keys another plugin declares and may not be installed: it is returned
+        when no loaded plugin declares ``key``; without it that is an error."""
         try:
             return self.values[key]
         except KeyError:
+            if default is not _MISSING:
+                return default
             raise ConfigError(
                 "is not a declared settings key of the loaded plugins (or the settings were not "
                 "prepared: call PluginManager.prepare_settings first)",
