@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from acme_vmdev_stratovirt import families
-from acme_vmdev_stratovirt.target import StratoVirtTarget
 from click.testing import CliRunner
 
+from acme_vmdev_stratovirt import families
+from acme_vmdev_stratovirt.target import StratoVirtTarget
 from vmdev.cli import main
 from vmdev.errors import ConfigError, PluginError, UnsupportedError
 from vmdev.manager import DeviceManager
