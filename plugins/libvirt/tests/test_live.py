@@ -191,3 +191,28 @@ def test_virsh_errors_become_one_line() -> None:
 def test_a_domain_name_that_looks_like_an_option_is_refused() -> None:
     with pytest.raises(LibvirtError):
         LibvirtDriver(FakeVirsh(), "--all")
+
+
+def test_the_connection_uri_is_the_flag_then_the_setting_then_libvirts_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import attrs
+
+    from vmdev.backend import LiveConnection
+    from vmdev.settings import SandboxSettings
+    from vmdev_libvirt.live import connection_uri
+
+    monkeypatch.delenv("LIBVIRT_DEFAULT_URI", raising=False)
+    assert connection_uri(LiveConnection(options={"domain": "sb"})) == "qemu:///system"
+    monkeypatch.setenv("LIBVIRT_DEFAULT_URI", "qemu:///session")
+    assert connection_uri(LiveConnection(options={"domain": "sb"})) == "qemu:///session"
+
+    @attrs.frozen(kw_only=True)
+    class WithSettings(LiveConnection):
+        settings: SandboxSettings
+
+    carried = WithSettings(options={"domain": "sb"},
+                           settings=SandboxSettings(hypervisor="libvirt", options={"libvirt_uri": "test:///default"}))
+    assert connection_uri(carried) == "test:///default"
+    flagged = WithSettings(options={"domain": "sb", "connect": "qemu+ssh://h/system"}, settings=carried.settings)
+    assert connection_uri(flagged) == "qemu+ssh://h/system"

@@ -41,7 +41,7 @@ from vmdev.backends.qemu import ROOT_PORT
 from vmdev.errors import UnsupportedError, VmdevError
 from vmdev.live import DetachTimeoutError, HotplugError, Progress
 from vmdev.state import PortRecord
-from vmdev_libvirt.settings import DEFAULT_URI
+from vmdev_libvirt.settings import DEFAULT_URI, LIBVIRT_URI
 from vmdev_libvirt.target import LibvirtAttach, port_id
 
 VIRSH: Final = "virsh"
@@ -303,12 +303,24 @@ class LibvirtDriver:
         """Nothing to let go: every virsh call connects on its own."""
 
 
+def connection_uri(connection: LiveConnection) -> str:
+    """``--connect URI``; else the sandbox's ``libvirt_uri`` setting when the connection carries the
+    sandbox's settings (``connection.settings``); else ``$LIBVIRT_DEFAULT_URI`` (virsh's own
+    default); else ``qemu:///system``."""
+    given = connection.options.get("connect")
+    if given:
+        return given
+    settings = getattr(connection, "settings", None)
+    configured = settings.options.get(LIBVIRT_URI) if settings is not None else None
+    if isinstance(configured, str) and configured:
+        return configured
+    return os.environ.get("LIBVIRT_DEFAULT_URI") or DEFAULT_URI
+
+
 def connect(connection: LiveConnection) -> LibvirtDriver:
-    """The driver for ``--domain NAME`` (``--connect URI``, else ``$LIBVIRT_DEFAULT_URI``, else
-    ``qemu:///system``); the domain must be running."""
-    options = connection.options
-    uri = options.get("connect") or os.environ.get("LIBVIRT_DEFAULT_URI") or DEFAULT_URI
-    domain = options.get("domain", "")
+    """The driver for ``--domain NAME`` at :func:`connection_uri`; the domain must be running."""
+    uri = connection_uri(connection)
+    domain = connection.options.get("domain", "")
     virsh = Virsh(uri=uri, timeout=connection.timeout)
     driver = LibvirtDriver(virsh, domain, unplug_timeout=connection.timeout)
     state = virsh.run("domstate", "--domain", domain).strip()

@@ -49,7 +49,7 @@ BACKEND = Backend(
         LiveOption(name="domain", flag="--domain", metavar="NAME",
                    help="The running libvirt domain (name or UUID)."),
         LiveOption(name="connect", flag="--connect", metavar="URI", required=False,
-                   help="libvirt connection URI (default: the libvirt_uri setting, qemu:///system)."),
+                   help="libvirt connection URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///system)."),
     ),
 )
 

@@ -9,8 +9,9 @@ section; a ``[vmdev]`` table wins over it as for every backend):
   boot (``<os><kernel>/<initrd>/<cmdline>``), ``<loader type='rom'>``, ``<emulator>`` and
   ``<memoryBacking><hugepages/>``. Unlike Kata, ``default_vcpus`` must be 1 or more (Kata turns 0
   and negative numbers into the host's core count; a plan does not depend on the planning host).
-* vmdev's own: ``libvirt_uri`` (the connection ``vmdev attach`` uses unless ``--connect`` is
-  given), ``libvirt_managed_hostdevs`` (whether libvirt may bind PCI functions to vfio-pci itself:
+* vmdev's own: ``libvirt_uri`` (the connection of ``vmdev attach``/``detach`` unless
+  ``--connect`` is given; read by the live driver when the core hands it the sandbox's settings),
+  ``libvirt_managed_hostdevs`` (whether libvirt may bind PCI functions to vfio-pci itself:
   ``managed='yes'``; vmdev's default is ``no``, as Kata expects the host to be prepared),
   ``libvirt_domain_type`` (``kvm``, or ``qemu`` for TCG) and ``libvirt_domain_name``.
 
@@ -52,7 +53,8 @@ def _domain_name(value: str) -> None:
 SETTINGS: Final = (
     Setting(
         name=LIBVIRT_URI, type=STRING, default=DEFAULT_URI,
-        description="the libvirt connection URI of vmdev attach/detach unless --connect is given",
+        description="the libvirt connection URI of vmdev attach/detach unless --connect is given "
+        "(when the core passes the sandbox's settings to the live driver)",
     ),
     Setting(
         name=MANAGED_HOSTDEVS, type=BOOLEAN, default=False,
