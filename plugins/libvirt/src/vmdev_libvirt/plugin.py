@@ -14,11 +14,11 @@ Hook implementations only:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from vmdev import hookimpl
 from vmdev.backend import Backend, LiveConnection, LiveOption, RenderContext
 from vmdev.declared import Setting
-from vmdev.live import HotPlugger
 from vmdev.models import Device
 from vmdev.settings import SandboxSettings
 from vmdev.targets import AttachOptions, RenderTarget
@@ -26,6 +26,9 @@ from vmdev_libvirt.domain import assemble
 from vmdev_libvirt.families import renderer
 from vmdev_libvirt.settings import SETTINGS
 from vmdev_libvirt.target import NAME, LibvirtTarget
+
+if TYPE_CHECKING:
+    from vmdev.live import HotPlugger
 
 
 def _target(settings: SandboxSettings, context: RenderContext) -> RenderTarget:
