@@ -8,7 +8,7 @@ hooks read the typed value with ``settings.value(name)``. A wrong value is one
 :class:`~vmdev.errors.ConfigError` line naming the key, never an internal error in the plugin that
 reads it later.
 
-Kata reads most keys from ``[hypervisor.<name>]`` and a few from ``[runtime]`` (``vfio_mode``); a
+Kata reads most keys from ``[hypervisor.<name>]`` and a few from ``[runtime]``; a
 :class:`Setting` says which (``section``). vmdev's own keys may also be given in a ``[vmdev]``
 table, which wins over the Kata sections.
 """
@@ -58,12 +58,12 @@ class Setting:
     """One settings key a plugin owns.
 
     ``choices`` limits a string key to these values; ``aliases`` maps other spellings to one of
-    them (runtime-rs' ``virtio-blk-pci`` for ``virtio-blk``). ``minimum``/``maximum`` bound an
+    them (runtime-rs spells some of Kata's values differently). ``minimum``/``maximum`` bound an
     integer or number. ``check`` is called with the parsed value and raises ``ValueError`` with
     a message for anything else that is wrong (or a ``ConfigError`` whose ``field`` names a part of
-    the value, such as ``vhost_user_net[1].mac``). ``flag`` (``--block-driver``) adds a command-line
+    the value, such as ``interfaces[1].mac``). ``flag`` (``--widget-mode``) adds a command-line
     option to every command that takes settings; ``flag_sets`` are other keys the flag sets
-    as well (``--vhost-user-store DIR`` also sets ``enable_vhost_user_store = true``). A list
+    as well (a ``--store DIR`` flag may also set ``enable_store = true``). A list
     key's flag is repeatable.
     """
 

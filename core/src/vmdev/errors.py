@@ -2,7 +2,7 @@
 
 Every error carries the device it is about (normally the container path, or a
 sandbox device's id) and the field that is wrong, so a runtime can print one
-line that a user can act on: ``/dev/loop0: major: no such device``.
+line that a user can act on: ``/dev/sdb: major: no such device``.
 """
 
 from __future__ import annotations

@@ -135,7 +135,7 @@ def resolve_host_path(info: DeviceInfo, host: HostContext, settings: SandboxSett
     caller gave (``""`` for OCI devices). The core's default implementation
     runs last and follows Kata's ``GetHostPath``: it resolves ``major:minor``
     through ``<sysfs>/dev/{char,block}/MAJ:MIN/uevent``. A plugin answers first
-    for devices it knows better (the vhost-user store, for instance). Raise
+    for devices it knows better (a store of sockets for pseudo majors, for instance). Raise
     :class:`vmdev.errors.ResolveError` naming the device and field when the
     device cannot be resolved.
     """
@@ -184,7 +184,7 @@ def sandbox_devices(settings: SandboxSettings, host: HostContext) -> Sequence[De
     """Return the devices this plugin adds to every sandbox (no OCI request names them).
 
     Called on every plugin; the results are concatenated in plugin order. The
-    RNG plugin, for example, returns the sandbox's ``RNGDev``. Return an empty
+    entropy plugin, for example, returns the sandbox's random-number device. Return an empty
     sequence (or None) when the settings ask for none; raise
     :class:`vmdev.errors.ConfigError` for settings that cannot be honoured.
     """

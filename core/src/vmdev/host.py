@@ -18,7 +18,6 @@ from typing import Final
 import attrs
 
 from vmdev.errors import HostReadError
-from vmdev.models import DEFAULT_VHOST_USER_STORE_PATH
 
 StatFunc = Callable[[str], os.stat_result]
 
@@ -162,22 +161,14 @@ def _read_error(path: Path, exc: OSError) -> HostReadError:
 
 
 @attrs.frozen(kw_only=True)
-class VhostUserStore:
-    """Kata's ``enable_vhost_user_store`` and ``vhost_user_store_path``."""
-
-    enabled: bool = False
-    path: Path = attrs.field(default=Path(DEFAULT_VHOST_USER_STORE_PATH), converter=Path)
-
-
-@attrs.frozen(kw_only=True)
 class HostContext:
     """Where and how vmdev looks at the host. Immutable; build a new one to change it."""
 
     sysfs_root: Path = attrs.field(default=Path("/sys"), converter=Path)
     dev_root: Path = attrs.field(default=Path("/dev"), converter=Path)
     proc_root: Path = attrs.field(default=Path("/proc"), converter=Path)
-    vhost_user_store: VhostUserStore = attrs.field(factory=VhostUserStore)
-    #: stat(2) for device nodes and store entries; tests replace it (Kata's GetVhostUserNodeStat).
+    #: stat(2) for device nodes and other host files the families check (Kata's node-stat seam,
+    #: see docs/seed-names.md); tests replace it (``FakeHost.fake_stat``).
     stat: StatFunc = os.stat
 
     @property

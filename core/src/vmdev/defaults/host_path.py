@@ -1,4 +1,4 @@
-"""Default host-path resolution: Kata's ``GetHostPath`` without the vhost-user store branch.
+"""Default host-path resolution: Kata's ``GetHostPath`` (its store branch is a family plugin's).
 
 1. An empty container path is an error.
 2. Major ``-1`` (a regular file used as a disk) returns the given host path.
