@@ -15,6 +15,7 @@ from vmdev.models import DeviceInfo, PCIePort
 from vmdev.qemu import QmpCommand
 from vmdev.settings import SandboxSettings
 from vmdev.state import (
+    OLDEST_STATE_VERSION,
     STATE_VERSION,
     Attachment,
     AttachPhase,
@@ -51,7 +52,8 @@ def sample() -> SandboxState:
                                                                               "valid": ["/dev/urandom", ""]}),
         devices=[
             DeviceRecord(id="drive-1", key="block 8:16", kind="block", plugin="block", container_path="/dev/xvdb",
-                         host_path="/dev/sdb", info=info, device={"id": "drive-1", "index": 3}, ref_count=2,
+                         host_path="/dev/sdb", info=info, device={"id": "drive-1", "index": 3},
+                         facts={"node.type": "block", "node.rdev": "8:16"}, ref_count=2,
                          attach_count=1, users=["c1", "c2"], attachment=attached),
             DeviceRecord(id="rng0", key="sandbox rng0", kind="rng", plugin="rng", container_path=None,
                          host_path="/dev/urandom", ref_count=1),
@@ -89,15 +91,62 @@ def test_a_state_round_trips_through_its_json() -> None:
          "$.devices[0].attachment.phase", "expected AttachPhase"),
         (lambda d: d["devices"][0]["info"].update(dev_type="x"), StateCorruptError, "$.devices[0].info",
          "dev_type: 'x' is not one of"),
-        (lambda d: d["settings"].update(hypervisor="xen"), StateCorruptError, "$.settings", "not one of qemu"),
+        (lambda d: d["settings"].update(hypervisor="Xen 4"), StateCorruptError, "$.settings",
+         "'Xen 4' is not a backend name"),
+        (lambda d: d.update(version=OLDEST_STATE_VERSION - 1), StateCorruptError, "version", "invalid state version"),
+        (lambda d: d["devices"][0]["attachment"].update(hotplug=["device_add"]), StateCorruptError,
+         "$.devices[0].attachment.hotplug[0]", "invalid value, expected Mapping"),
     ],
 )
-def test_a_newer_or_invalid_state_is_a_clear_error(change: Any, error: type, field: str, message: str) -> None:
+def test_a_newer_or_invalid_state_is_a_clear_error(
+    change: Any, error: type[StateError], field: str, message: str
+) -> None:
     document = json.loads(encode(sample()))
     change(document)
     with pytest.raises(error, match=message) as exc:
         from_document(document, source="/run/s.json")
     assert exc.value.device == "/run/s.json" and exc.value.field == field
+
+
+def test_steps_are_kept_as_the_json_the_backend_rendered() -> None:
+    (record, _) = sample().devices
+    assert record.attachment is not None
+    assert record.attachment.hotplug[1] == {"execute": "device_add",
+                                            "arguments": {"driver": "scsi-hd", "id": "virtio-drive-1", "lun": 3}}
+    api = Attachment(phase=AttachPhase.ATTACHED, hotplug=[{"method": "PUT", "path": "/api/v1/vm.add-disk"}])
+    assert decode(encode(SandboxState(settings=SandboxSettings(), devices=[
+        DeviceRecord(id="d0", key="k", kind="k", plugin="p", container_path=None, host_path="", attachment=api)
+    ]))).devices[0].attachment == api
+
+
+def test_the_derived_typed_settings_values_are_not_saved() -> None:
+    settings = SandboxSettings(options={"hotplug_root_ports": 2}, values={"hotplug_root_ports": 2})
+    document = json.loads(encode(SandboxState(settings=settings)))
+    assert "values" not in document["settings"] and document["settings"]["options"] == {"hotplug_root_ports": 2}
+    document["settings"]["values"] = {"hotplug_root_ports": 9}  # as an interim vmdev wrote it: ignored
+    assert from_document(document).settings.values == {}
+
+
+def test_a_version_1_state_still_loads_with_no_host_facts_recorded() -> None:
+    v1 = {
+        "format": "vmdev-sandbox-state", "version": 1,
+        "settings": {"hypervisor": "qemu", "machine_type": "q35", "memory_mib": 2048, "hotplug": False,
+                     "options": {"hotplug_root_ports": 2}},
+        "devices": [{"id": "drive-1", "key": "file /img", "kind": "block", "plugin": "block",
+                     "container_path": "/dev/xvdb", "host_path": "/img", "info": None, "device": {"id": "drive-1"},
+                     "ref_count": 1, "attach_count": 1, "users": ["c1"],
+                     "attachment": {"phase": "attached", "resident": False,
+                                    "hotplug": [{"execute": "blockdev-add", "arguments": {"node-name": "drive-1"}}],
+                                    "unplug": [{"execute": "blockdev-del", "arguments": {"node-name": "drive-1"}}],
+                                    "steps_done": 1, "buses": ["rp0"], "leftovers": [], "notes": {},
+                                    "details": {}, "error": "", "pid": 0, "since": 1.0}}],
+        "allocations": {}, "ports": [{"id": "rp1", "kind": "root-port"}],
+    }
+    state = from_document(v1)
+    (record,) = state.devices
+    assert record.facts == {} and record.attachment is not None and record.attachment.shared == ()
+    assert record.attachment.unplug == ({"execute": "blockdev-del", "arguments": {"node-name": "drive-1"}},)
+    assert json.loads(encode(state))["version"] == STATE_VERSION == 2  # saved again in the current layout
 
 
 def test_garbage_is_not_a_state() -> None:

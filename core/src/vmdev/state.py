@@ -2,7 +2,13 @@
 
 A :class:`SandboxState` is what the device manager (:mod:`vmdev.manager`) saves between two
 invocations of ``vmdev attach``/``detach``/``status``: versioned JSON (cattrs), written
-atomically by :class:`StateFile`:
+atomically by :class:`StateFile`. It names no hypervisor's vocabulary: an attachment keeps the live
+steps its backend rendered as JSON (QMP commands for QEMU, ``{"attach": xml}`` for a libvirt
+backend), a device its saved form (rebuilt by its family's ``device_from_state`` hook) and the
+host facts it was built from. The settings are saved as written, never their derived typed
+``values`` (the device manager prepares them again when it loads the sandbox).
+
+Writing:
 
 1. the JSON goes to a temporary file in the same directory (``O_EXCL``, mode 0600),
 2. which is flushed to the disk (``fsync``),
@@ -13,7 +19,9 @@ A process killed at any point leaves either the previous state or the new one, n
 an interrupted write leaves only a temporary file, which the next save of another process
 removes. A state file written by a newer vmdev (a higher ``version``) or one that is not a
 valid state is refused with :class:`StateVersionError` / :class:`StateCorruptError`, never
-guessed at. :meth:`StateFile.locked` serialises the load-act-save cycles of several processes.
+guessed at. Older layouts still load: version 1 (steps as QMP commands, no host facts) reads as
+version 2 with no facts recorded. :meth:`StateFile.locked` serialises the load-act-save cycles of
+several processes.
 """
 
 from __future__ import annotations
@@ -32,18 +40,21 @@ from typing import Any, Final
 
 import attrs
 import cattrs
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from vmdev._convert import any_dict
 from vmdev.errors import VmdevError
 from vmdev.models import DeviceInfo, PCIePort
-from vmdev.qemu import QmpCommand, check_id
+from vmdev.qemu import check_id
 from vmdev.serialize import converter as _base_converter
 from vmdev.settings import SandboxSettings
 
 #: the ``format`` key of every state file
 STATE_FORMAT: Final = "vmdev-sandbox-state"
 #: the newest state layout this vmdev reads and the one it writes
-STATE_VERSION: Final = 1
+STATE_VERSION: Final = 2
+#: the oldest layout it still reads (version 1: no host facts, no shared objects)
+OLDEST_STATE_VERSION: Final = 1
 #: attach and reference counts saturate here (Kata: the largest uint); going past is an error
 MAX_COUNT: Final = 2**32 - 1
 #: how long :meth:`StateFile.locked` waits for another process's lock
@@ -94,8 +105,28 @@ def _qemu_id(inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
     check_id(value, field=attribute.name)
 
 
-def _cmds(value: Any) -> tuple[QmpCommand, ...]:
-    return tuple(value)
+#: one live step as its backend rendered it, in JSON (``{"execute": ..., "arguments": {...}}`` for QMP)
+Step = Mapping[str, Any]
+
+
+def _step(value: Any) -> dict[str, Any]:
+    """A step as JSON: a mapping, or an object with ``to_json()`` (a ``QmpCommand``)."""
+    to_json = getattr(value, "to_json", None)
+    data = to_json() if callable(to_json) else value
+    if not isinstance(data, Mapping):
+        raise StateCorruptError(
+            f"a live step must be a JSON object, got {type(data).__name__}", field="steps"
+        )
+    return dict(data)
+
+
+def steps_json(value: Any) -> tuple[dict[str, Any], ...]:
+    """Live steps as JSON objects (see :func:`_step`); for the attachment's fields."""
+    return tuple(_step(item) for item in value)
+
+
+def _facts(value: Mapping[str, str]) -> dict[str, str]:
+    return dict(value)
 
 
 def _strs(value: Any) -> tuple[str, ...]:
@@ -113,15 +144,19 @@ class Attachment:
     phase: AttachPhase
     #: stays in the VM while its attach count is 0: cold-plugged at boot, or impossible to unplug
     resident: bool = False
-    #: the QMP commands that plug it, in order, and those that unplug it
-    hotplug: tuple[QmpCommand, ...] = attrs.field(default=(), converter=_cmds)
-    unplug: tuple[QmpCommand, ...] = attrs.field(default=(), converter=_cmds)
-    #: hot-plug steps QEMU completed (attaching, failed) or unplug steps completed (detaching)
+    #: the live steps that plugged it, in order (as run: objects other devices had created already
+    #: are left out), and those that unplug it; JSON as the backend rendered them
+    hotplug: tuple[Step, ...] = attrs.field(default=(), converter=steps_json)
+    unplug: tuple[Step, ...] = attrs.field(default=(), converter=steps_json)
+    #: hot-plug steps the VM completed (attaching, failed) or unplug steps completed (detaching)
     steps_done: int = attrs.field(default=0, validator=_non_negative)
     #: the hot-plug ports (buses) the device took
     buses: tuple[str, ...] = attrs.field(default=(), converter=_strs)
-    #: undo commands of a failed attach that may still have something to remove in the VM
-    leftovers: tuple[QmpCommand, ...] = attrs.field(default=(), converter=_cmds)
+    #: undo steps of a failed attach that may still have something to remove in the VM
+    leftovers: tuple[Step, ...] = attrs.field(default=(), converter=steps_json)
+    #: objects in the VM this device uses that other devices' steps created (shared hot-plug
+    #: objects: they stay while any user is attached)
+    shared: tuple[str, ...] = attrs.field(default=(), converter=_strs)
     #: notes the plugin recorded while rendering (``RenderTarget.record``), by key then device
     notes: Mapping[str, Mapping[str, str]] = attrs.field(factory=dict, converter=_notes)
     #: the plugin's ``details`` of the rendering (JSON)
@@ -149,8 +184,11 @@ class DeviceRecord:
     host_path: str
     #: the request it was built from, host path resolved (None for sandbox devices)
     info: DeviceInfo | None = None
-    #: the built device as JSON (for status and tools; the manager rebuilds the object)
+    #: the built device as JSON (its family's ``device_from_state`` rebuilds it after a reload)
     device: Mapping[str, Any] = attrs.field(factory=dict, converter=any_dict)
+    #: the host facts it was built from (``node.type``, ``node.rdev`` and its family's): compared
+    #: when the saved sandbox is used again
+    facts: Mapping[str, str] = attrs.field(factory=dict, converter=_facts)
     #: how many containers reference it (``new_device`` adds one, ``remove`` takes one)
     ref_count: int = attrs.field(default=0, validator=_count)
     #: how many times it is attached (the first attach plugs it, the last detach unplugs it)
@@ -232,6 +270,10 @@ def _strict(kind: type) -> Callable[[Any, Any], Any]:
     return structure
 
 
+#: what the state keeps of the settings: everything but the typed ``values`` (derived from the rest)
+_DERIVED_SETTINGS: Final = ("values",)
+
+
 def _make_converter() -> cattrs.Converter:
     conv = _base_converter.copy()
     conv.register_structure_hook(Any, lambda value, _: value)
@@ -240,6 +282,22 @@ def _make_converter() -> cattrs.Converter:
     # str-based enums must not fall to the str hook above
     conv.register_structure_hook(AttachPhase, lambda value, kind: kind(value))
     conv.register_structure_hook(PCIePort, lambda value, kind: kind(value))
+    # the base converter's attrs factory unstructures nested classes with the base converter: make
+    # this one's own, so that the hooks below apply inside SandboxState too
+    def attrs_hook(cls: type[Any]) -> Any:
+        fields = attrs.fields(cls)
+        renames = {f.name: override(rename=f.name.rstrip("_")) for f in fields if f.name.endswith("_")}
+        return make_dict_unstructure_fn(cls, conv, **renames)  # type: ignore[arg-type]
+
+    conv.register_unstructure_hook_factory(attrs.has, attrs_hook)
+    settings_out = make_dict_unstructure_fn(
+        SandboxSettings, conv, **{name: override(omit=True) for name in _DERIVED_SETTINGS}  # type: ignore[arg-type]
+    )
+    settings_in = make_dict_structure_fn(
+        SandboxSettings, conv, **{name: override(omit=True) for name in _DERIVED_SETTINGS}  # type: ignore[arg-type]
+    )
+    conv.register_unstructure_hook(SandboxSettings, settings_out)
+    conv.register_structure_hook(SandboxSettings, settings_in)
     return conv
 
 
@@ -279,7 +337,7 @@ def from_document(document: Any, *, source: str = "") -> SandboxState:
             field="format",
         )
     version = document.get("version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+    if isinstance(version, bool) or not isinstance(version, int) or version < OLDEST_STATE_VERSION:
         raise StateCorruptError(f"invalid state version {version!r}", device=source, field="version")
     if version > STATE_VERSION:
         raise StateVersionError(
@@ -288,6 +346,8 @@ def from_document(document: Any, *, source: str = "") -> SandboxState:
             device=source,
             field="version",
         )
+    # version 1 differs only by what it lacks (host facts, shared objects: none recorded) and keeps
+    # QMP commands as steps, which are the same JSON objects; saved typed settings values are ignored
     body = {k: v for k, v in document.items() if k not in ("format", "version")}
     try:
         return _converter.structure(body, SandboxState)
@@ -305,7 +365,7 @@ def _describe(exc: BaseException, expected: Any) -> str:
         return f"{exc.field}: {exc.message}" if exc.field else exc.message
     if isinstance(exc, KeyError):
         return "required field missing"
-    if expected is not None and isinstance(exc, ValueError | TypeError):
+    if expected is not None and isinstance(exc, ValueError | TypeError | AttributeError):
         return f"invalid value, expected {getattr(expected, '__name__', expected)}"
     return str(exc) or type(exc).__name__
 
@@ -443,6 +503,7 @@ def process_alive(pid: int) -> bool:
 
 __all__ = [
     "MAX_COUNT",
+    "OLDEST_STATE_VERSION",
     "STATE_FORMAT",
     "STATE_VERSION",
     "AttachPhase",
@@ -451,6 +512,7 @@ __all__ = [
     "PortRecord",
     "SandboxState",
     "StateCorruptError",
+    "Step",
     "StateError",
     "StateFile",
     "StateLockedError",
@@ -460,6 +522,7 @@ __all__ = [
     "from_document",
     "process_alive",
     "record_to_json",
+    "steps_json",
     "to_document",
     "write_atomically",
 ]
