@@ -1,4 +1,6 @@
-"""Live hot plug over QMP: order, roll-back derived from the commands, unplug waits, port discovery."""
+"""Live hot plug: the backend-neutral protocol's helpers, and QEMU's driver over QMP (order, roll-back
+derived from the commands, unplug waits, port discovery, what each step creates and refers to),
+against the fake QEMU, which tracks every reference."""
 
 from __future__ import annotations
 
@@ -6,22 +8,25 @@ from pathlib import Path
 
 import pytest
 
+from vmdev import live
+from vmdev.backends.clh import ClhAttach
 from vmdev.errors import UnsupportedError
 from vmdev.fakeqmp import FakeQemu, FakeQmpServer
-from vmdev.live import (
-    DetachTimeoutError,
-    HotplugError,
+from vmdev.live import DetachTimeoutError, HotplugError, LiveSteps, StepObjects, describe_step, rendered_steps
+from vmdev.qemu import MemoryNeeds, QemuAttach, QmpCommand
+from vmdev.qmp import (
     QmpCommandError,
     QmpConnectionError,
     QmpHotPlugger,
     QmpSession,
     QmpTimeoutError,
     describe,
+    step_objects,
     undo_command,
     undo_steps,
 )
-from vmdev.qemu import MemoryNeeds, QemuAttach, QmpCommand
 from vmdev.state import PortRecord
+from vmdev.targets import ApiRequest
 
 BLOCKDEV = QmpCommand("blockdev-add", {"driver": "raw", "node-name": "drive-a", "file": {"driver": "file"}})
 DISK = QmpCommand("device_add", {"driver": "virtio-blk-pci", "id": "virtio-drive-a", "drive": "drive-a", "bus": "rp0"})
@@ -119,8 +124,8 @@ def test_a_connection_lost_mid_attach_is_uncertain_and_lists_what_may_be_left() 
     with pytest.raises(HotplugError, match="QEMU's state is unknown and nothing was rolled back") as exc:
         plug(QmpHotPlugger(qemu), BLOCKDEV, DISK)
     assert exc.value.uncertain and exc.value.steps_done == 1
-    assert exc.value.leftovers == (QmpCommand("device_del", {"id": "virtio-drive-a"}),
-                                   QmpCommand("blockdev-del", {"node-name": "drive-a"}))
+    assert exc.value.leftovers == ({"execute": "device_del", "arguments": {"id": "virtio-drive-a"}},
+                                   {"execute": "blockdev-del", "arguments": {"node-name": "drive-a"}})
 
 
 def test_an_incomplete_roll_back_says_what_is_left() -> None:
@@ -129,7 +134,7 @@ def test_an_incomplete_roll_back_says_what_is_left() -> None:
     qemu.fail("blockdev-del", "Node 'drive-a' is busy")
     with pytest.raises(HotplugError, match=r"roll-back incomplete, left in the VM: blockdev-del .*busy") as exc:
         plug(QmpHotPlugger(qemu), BLOCKDEV, DISK)
-    assert exc.value.leftovers == (QmpCommand("blockdev-del", {"node-name": "drive-a"}),)
+    assert exc.value.leftovers == ({"execute": "blockdev-del", "arguments": {"node-name": "drive-a"}},)
     assert qemu.leftovers()["nodes"] == ["drive-a"]
 
 
@@ -193,8 +198,11 @@ def test_check_ready_wants_the_boot_time_parts_a_device_needs() -> None:
     assert exc.value.field == "memory"
     qemu.add_object("vmdev-ram", "memory-backend-memfd", share=True)
     hot.check_ready(shared, device="/dev/vhost")
+    qemu.machine["nvdimm"] = False
     with pytest.raises(UnsupportedError, match=r"needs -machine nvdimm=on from boot, but .* nvdimm=off"):
         hot.check_ready(QemuAttach(hotplugged=True, machine={"nvdimm": True}), device="/pmem")
+    with pytest.raises(UnsupportedError, match="QEMU's live driver hot-plugs QEMU renderings, not ClhAttach"):
+        hot.check_ready(ClhAttach(hotplugged=True), device="/dev/x")
 
 
 def test_presence_reports_what_a_hot_plug_created() -> None:
@@ -202,6 +210,107 @@ def test_presence_reports_what_a_hot_plug_created() -> None:
     hot = QmpHotPlugger(qemu)
     plug(hot, BLOCKDEV)
     assert hot.presence([BLOCKDEV, DISK]) == [("blockdev-add drive-a", True), ("device_add virtio-drive-a", False)]
+
+
+def test_steps_may_be_the_json_the_state_keeps() -> None:
+    qemu = vm()
+    hot = QmpHotPlugger(qemu)
+    hot.plug([BLOCKDEV.to_json(), DISK.to_json()], device="/dev/vdb", progress=lambda _: None)
+    assert hot.presence([BLOCKDEV.to_json()]) == [("blockdev-add drive-a", True)]
+    hot.unplug([c.to_json() for c in DISK_UNPLUG], device="/dev/vdb", progress=lambda _: None)
+    assert qemu.leftovers()["nodes"] == []
+    with pytest.raises(UnsupportedError, match="not a QMP command"):
+        hot.plug([{"attach": "<disk/>"}], device="/dev/vdb", progress=lambda _: None)
+
+
+def test_each_step_says_what_it_creates_removes_and_refers_to() -> None:
+    assert step_objects(RNG_DEVICE.to_json()) == StepObjects(
+        creates="virtio-rng0", refers=frozenset({"virtio-rng-pci", "rng0", "rp1"}),
+        undo={"execute": "device_del", "arguments": {"id": "virtio-rng0"}})
+    assert step_objects(QmpCommand("object-del", {"id": "iommufd0"})) == StepObjects(removes="iommufd0")
+    on_scsi = step_objects(QmpCommand("device_add", {"driver": "scsi-hd", "id": "d0", "bus": "scsi0.0",
+                                                     "drive": "drive-a"}))
+    assert {"scsi0.0", "scsi0", "drive-a"} <= on_scsi.refers and on_scsi.creates == "d0"
+    assert QmpHotPlugger(vm()).step_objects(BLOCKDEV) == step_objects(BLOCKDEV)
+
+
+# --- the fake QEMU tracks every reference ---------------------------------------------------------------
+def test_the_fake_refuses_to_delete_an_object_any_property_refers_to() -> None:
+    qemu = vm()
+    hot = QmpHotPlugger(qemu)
+    cdev = QmpCommand("device_add", {"driver": "vfio-pci", "id": "vfio0", "iommufd": "iommufd0", "bus": "rp0"})
+    plug(hot, QmpCommand("object-add", {"qom-type": "iommufd", "id": "iommufd0"}), cdev)
+    assert qemu.references[("device", "vfio0")] == {("object", "iommufd0"), ("bus", "rp0")}
+    with pytest.raises(QmpCommandError, match="object 'iommufd0' is in use, can not be deleted"):
+        qemu.execute("object-del", {"id": "iommufd0"})
+    qemu.execute("device_del", {"id": "vfio0"})
+    qemu.execute("object-del", {"id": "iommufd0"})
+    assert qemu.leftovers()["objects"] == []
+
+
+@pytest.mark.parametrize(
+    ("create", "referrer", "remove", "message"),
+    [
+        (("chardev-add", {"id": "chr0", "backend": {"type": "socket"}}),
+         ("device_add", {"driver": "vhost-user-fs-pci", "id": "fs0", "chardev": "chr0", "bus": "rp0"}),
+         ("chardev-remove", {"id": "chr0"}), "Chardev 'chr0' is busy"),
+        (("blockdev-add", {"driver": "raw", "node-name": "file0"}),
+         ("blockdev-add", {"driver": "qcow2", "node-name": "top0", "file": "file0"}),
+         ("blockdev-del", {"node-name": "file0"}), "Node 'file0' is busy: node is used by node top0"),
+        (("netdev_add", {"type": "vhost-user", "id": "net0", "chardev": "none"}),
+         ("device_add", {"driver": "virtio-net-pci", "id": "nic0", "netdev": "net0", "bus": "rp0"}),
+         ("netdev_del", {"id": "net0"}), "Netdev 'net0' is in use by device nic0"),
+        (("getfd", {"fdname": "fd0"}),
+         ("object-add", {"qom-type": "iommufd", "id": "iommufd0", "fd": "fd0"}),
+         ("closefd", {"fdname": "fd0"}), "File descriptor named 'fd0' is in use by object iommufd0"),
+    ],
+)
+def test_the_fake_refuses_to_remove_anything_still_referenced(
+    create: tuple[str, dict[str, object]], referrer: tuple[str, dict[str, object]],
+    remove: tuple[str, dict[str, object]], message: str,
+) -> None:
+    qemu = vm()
+    qemu.execute(*create)
+    qemu.execute(*referrer)
+    with pytest.raises(QmpCommandError, match=message):
+        qemu.execute(*remove)
+
+
+def test_the_fake_knows_controller_buses_and_their_devices() -> None:
+    qemu = vm()
+    qemu.bus_drivers["virtio-scsi-pci"] = (".0",)
+    qemu.execute("device_add", {"driver": "virtio-scsi-pci", "id": "scsi0", "bus": "rp0"})
+    qemu.execute("blockdev-add", {"driver": "raw", "node-name": "drive-a"})
+    qemu.execute("device_add", {"driver": "scsi-hd", "id": "disk0", "bus": "scsi0.0", "drive": "drive-a"})
+    with pytest.raises(QmpCommandError, match="Device 'scsi0' has devices on its bus: device disk0"):
+        qemu.execute("device_del", {"id": "scsi0"})
+    qemu.execute("device_del", {"id": "disk0"})
+    qemu.execute("device_del", {"id": "scsi0"})
+    assert qemu.leftovers()["devices"] == []
+
+
+# --- the backend-neutral helpers -----------------------------------------------------------------------
+def test_rendered_steps_are_any_backends_hot_plug_steps_as_json() -> None:
+    add, remove = ApiRequest("PUT", "/api/v1/vm.add-disk", {"id": "d0"}), ApiRequest("PUT", "/api/v1/vm.remove-device")
+    assert rendered_steps(ClhAttach(hotplug=[add], unplug=[remove], hotplugged=True), device="d0") == LiveSteps(
+        hotplug=[add.to_json()], unplug=[remove.to_json()])
+    assert rendered_steps(QemuAttach(details={"why": "stays in the container"}), device="g0") == LiveSteps()
+    for cold in (QemuAttach(args=["-device", "x"]), ClhAttach(vm_config={"disks": [{}]})):
+        with pytest.raises(UnsupportedError, match="renders it for cold plug only") as exc:
+            rendered_steps(cold, device="/dev/x")
+        assert (exc.value.device, exc.value.field) == ("/dev/x", "hotplug")
+
+
+def test_describe_step_names_the_verb_and_its_object() -> None:
+    assert describe_step({"execute": "device_del", "arguments": {"id": "virtio-x"}}) == "device_del virtio-x"
+    assert describe_step(ApiRequest("PUT", "/api/v1/vm.remove-device", {"id": "d0"}).to_json()) == (
+        "PUT /api/v1/vm.remove-device d0")
+
+
+def test_qemus_driver_stays_importable_from_vmdev_live() -> None:
+    assert live.QmpHotPlugger is QmpHotPlugger and live.QmpSession is QmpSession
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        live.Nope  # noqa: B018
 
 
 # --- the real QMP client against a fake QEMU on a socket --------------------------------------------

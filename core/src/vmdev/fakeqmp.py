@@ -6,11 +6,24 @@ replies and events), so the real :class:`vmdev.live.QmpSession` and the ``vmdev`
 be tested without QEMU. Plugin authors can run their hot-plug command sequences against it.
 
 The model knows PCIe ports (``pcie-root-port``, ``xio3130-downstream``) with one device each,
-devices on them (or on ``pcie.0`` and ``scsi0.0``), QOM objects, block nodes, chardevs, netdevs
-and file descriptors, with QEMU's error texts for missing buses, duplicate ids, busy nodes and
-unknown objects. A ``device_del`` is acknowledged by the "guest" at once (``DEVICE_DELETED``)
-unless ``guest_acks`` is False. Failures are injected with :meth:`FakeQemu.fail` and
-:meth:`FakeQemu.disconnect_after`. Every command is recorded in :attr:`FakeQemu.log`.
+devices on them (or on ``pcie.0`` and the buses of controllers such as a SCSI controller's
+``scsi0.0``: :attr:`FakeQemu.bus_drivers`), QOM objects, block nodes, chardevs, netdevs and file
+descriptors, with QEMU's error texts for missing buses, duplicate ids, busy nodes and unknown
+objects.
+
+**References are tracked.** Every string a ``device_add``, ``object-add``, ``blockdev-add``,
+``chardev-add`` or ``netdev_add`` passes (at any depth of its arguments, its own name aside) that
+names an existing object, block node, chardev, netdev, file descriptor or bus is a reference to
+it, whatever the property is called (``drive``, ``rng``, ``chardev``, ``memdev``, ``netdev``,
+``bus``, an IOMMU backend's property...). Removing something that is referenced is refused while
+the referrer exists, as QEMU refuses deleting a busy object, so a manager that removes a shared
+object too early fails its tests. The fake is stricter than QEMU in two places: ``netdev_del``
+and ``closefd`` of a referenced netdev or descriptor, and ``device_del`` of a controller with
+devices on its bus, are refused too.
+
+A ``device_del`` is acknowledged by the "guest" at once (``DEVICE_DELETED``) unless ``guest_acks``
+is False. Failures are injected with :meth:`FakeQemu.fail` and :meth:`FakeQemu.disconnect_after`.
+Every command is recorded in :attr:`FakeQemu.log`.
 """
 
 from __future__ import annotations
@@ -26,11 +39,16 @@ from typing import Any
 
 import attrs
 
-from vmdev.live import QmpCommandError, QmpConnectionError, QmpTimeoutError
+from vmdev.qmp import QmpCommandError, QmpConnectionError, QmpTimeoutError
 
 _PORTS = {"root-port": "pcie-root-port", "switch-port": "xio3130-downstream"}
-#: device properties that name a backend
-_REFERENCES = ("drive", "rng", "chardev", "memdev", "netdev")
+#: device properties that must name an existing backend (QEMU: "can't find value")
+_LINKS = ("drive", "rng", "chardev", "memdev", "netdev")
+#: the arguments that name the created thing itself
+_OWN_NAME = ("id", "node-name", "fdname")
+#: what a reference can point to; each kind is a table of the fake
+_KINDS = ("object", "node", "chardev", "netdev", "fd", "bus")
+Ref = tuple[str, str]
 
 
 @attrs.define
@@ -60,11 +78,15 @@ class FakeQemu:
     chardevs: dict[str, dict[str, Any]] = attrs.Factory(dict)
     netdevs: dict[str, dict[str, Any]] = attrs.Factory(dict)
     fds: set[str] = attrs.Factory(set)
-    machine: dict[str, Any] = attrs.Factory(lambda: {"type": "pc-q35-7.2-machine", "nvdimm": False})
+    #: ``-machine`` properties ``qom-get /machine`` answers (others: "Property ... not found")
+    machine: dict[str, Any] = attrs.Factory(lambda: {"type": "pc-q35-7.2-machine"})
+    #: device drivers that provide child buses, by the suffixes of their buses (a SCSI controller
+    #: ``scsi0`` of driver ``D`` with ``{D: (".0",)}`` provides bus ``scsi0.0``)
+    bus_drivers: dict[str, tuple[str, ...]] = attrs.Factory(dict)
     events: list[dict[str, Any]] = attrs.Factory(list)
     pending_unplug: set[str] = attrs.Factory(set)
-    #: device id -> the backends it uses (drive, rng, chardev, memdev, netdev)
-    _device_refs: dict[str, dict[str, str]] = attrs.Factory(dict)
+    #: (kind, name) of everything created -> the (kind, name)s it references (kind "device" too)
+    references: dict[Ref, set[Ref]] = attrs.Factory(dict)
     _failures: list[_Failure] = attrs.Factory(list)
     _disconnect_after: int | None = None
     _disconnect_on: str | None = None
@@ -76,9 +98,15 @@ class FakeQemu:
         self.devices[port_id] = (_PORTS[kind], "pcie.0")
         return self
 
-    def add_device(self, dev_id: str, qom_type: str, bus: str = "pcie.0") -> FakeQemu:
-        """A device present from boot (a SCSI controller ``scsi0`` makes bus ``scsi0.0``)."""
+    def add_device(
+        self, dev_id: str, qom_type: str, bus: str = "pcie.0", *, buses: tuple[str, ...] = ()
+    ) -> FakeQemu:
+        """A device present from boot, on ``bus``; ``buses`` are the suffixes of the child buses it
+        provides (``(".0",)`` for a SCSI controller ``scsi0``: bus ``scsi0.0``)."""
         self.devices[dev_id] = (qom_type, bus)
+        if buses:
+            self.bus_drivers.setdefault(qom_type, buses)
+        self.references[("device", dev_id)] = {("bus", bus)} if bus in self._buses() else set()
         return self
 
     def add_object(self, obj_id: str, qom_type: str, **props: Any) -> FakeQemu:
@@ -180,9 +208,46 @@ class FakeQemu:
         for dev_id, (qom_type, _) in self.devices.items():
             if qom_type in _PORTS.values():
                 buses[dev_id] = dev_id
-            if qom_type.startswith("virtio-scsi"):
-                buses[f"{dev_id}.0"] = dev_id
+            for suffix in self.bus_drivers.get(qom_type, ()):
+                buses[dev_id + suffix] = dev_id
         return buses
+
+    # --- references ------------------------------------------------------------------------------
+    def _table(self, kind: str) -> Mapping[str, Any]:
+        tables: dict[str, Mapping[str, Any]] = {
+            "object": self.objects, "node": self.nodes, "chardev": self.chardevs, "netdev": self.netdevs,
+            "fd": dict.fromkeys(self.fds), "bus": self._buses(),
+        }
+        return tables[kind]
+
+    def _mentions(self, args: Mapping[str, Any]) -> set[Ref]:
+        """The existing things ``args`` name, at any depth, their own name aside."""
+        strings: set[str] = set()
+
+        def walk(value: Any) -> None:
+            if isinstance(value, str):
+                strings.add(value)
+            elif isinstance(value, Mapping):
+                for item in value.values():
+                    walk(item)
+            elif isinstance(value, list | tuple):
+                for item in value:
+                    walk(item)
+
+        for key, value in args.items():
+            if key not in _OWN_NAME:
+                walk(value)
+        return {(kind, name) for kind in _KINDS for name in strings if name in self._table(kind)}
+
+    def _created(self, kind: str, name: str, args: Mapping[str, Any]) -> None:
+        self.references[(kind, name)] = self._mentions(args)
+
+    def _referrers(self, kind: str, name: str) -> list[str]:
+        """Who refers to ``(kind, name)``: ``kind name`` of each referrer, sorted."""
+        return sorted(f"{k} {n}" for (k, n), refs in self.references.items() if (kind, name) in refs)
+
+    def _forget(self, kind: str, name: str) -> None:
+        self.references.pop((kind, name), None)
 
     def _cmd_qom_list(self, args: dict[str, Any]) -> Any:
         path = str(args.get("path", ""))
@@ -225,6 +290,7 @@ class FakeQemu:
         obj_id, qom_type = str(args.get("id", "")), str(args.get("qom-type", ""))
         if obj_id in self.objects:
             raise self._err("object-add", f"attempt to add duplicate property '{obj_id}' to object")
+        self._created("object", obj_id, args)
         self.objects[obj_id] = (qom_type, {k: v for k, v in args.items() if k not in ("id", "qom-type")})
         return {}
 
@@ -232,16 +298,17 @@ class FakeQemu:
         obj_id = str(args.get("id", ""))
         if obj_id not in self.objects:
             raise self._err("object-del", f"object '{obj_id}' not found")
-        users = [d for d, (t, _) in self.devices.items() if self._uses(d, obj_id)]
-        if users:
+        if self._referrers("object", obj_id):
             raise self._err("object-del", f"object '{obj_id}' is in use, can not be deleted")
         del self.objects[obj_id]
+        self._forget("object", obj_id)
         return {}
 
     def _cmd_blockdev_add(self, args: dict[str, Any]) -> Any:
         name = str(args.get("node-name", ""))
         if name in self.nodes:
             raise self._err("blockdev-add", f"Duplicate nodes with node-name='{name}'")
+        self._created("node", name, args)
         self.nodes[name] = dict(args)
         return {}
 
@@ -249,15 +316,18 @@ class FakeQemu:
         name = str(args.get("node-name", ""))
         if name not in self.nodes:
             raise self._err("blockdev-del", f"Failed to find node with node-name='{name}'")
-        if any(self._uses(d, name) for d in self.devices):
-            raise self._err("blockdev-del", f"Node '{name}' is busy: node is used as backing hd of 'x'")
+        users = self._referrers("node", name)
+        if users:
+            raise self._err("blockdev-del", f"Node '{name}' is busy: node is used by {users[0]}")
         del self.nodes[name]
+        self._forget("node", name)
         return {}
 
     def _cmd_chardev_add(self, args: dict[str, Any]) -> Any:
         label = str(args.get("id", ""))
         if label in self.chardevs:
             raise self._err("chardev-add", f"attempt to add duplicate property '{label}' to object")
+        self._created("chardev", label, args)
         self.chardevs[label] = dict(args)
         return {}
 
@@ -265,20 +335,29 @@ class FakeQemu:
         label = str(args.get("id", ""))
         if label not in self.chardevs:
             raise self._err("chardev-remove", f"Chardev '{label}' not found")
-        if any(self._uses(d, label) for d in self.devices):
+        if self._referrers("chardev", label):
             raise self._err("chardev-remove", f"Chardev '{label}' is busy")
         del self.chardevs[label]
+        self._forget("chardev", label)
         return {}
 
     def _cmd_netdev_add(self, args: dict[str, Any]) -> Any:
-        self.netdevs[str(args.get("id", ""))] = dict(args)
+        name = str(args.get("id", ""))
+        if name in self.netdevs:
+            raise self._err("netdev_add", f"Duplicate ID '{name}' for netdev")
+        self._created("netdev", name, args)
+        self.netdevs[name] = dict(args)
         return {}
 
     def _cmd_netdev_del(self, args: dict[str, Any]) -> Any:
         name = str(args.get("id", ""))
         if name not in self.netdevs:
             raise self._err("netdev_del", f"Device '{name}' not found", "DeviceNotFound")
+        users = self._referrers("netdev", name)
+        if users:  # stricter than QEMU, which lets the NIC lose its peer
+            raise self._err("netdev_del", f"Netdev '{name}' is in use by {users[0]}")
         del self.netdevs[name]
+        self._forget("netdev", name)
         return {}
 
     def _cmd_getfd(self, args: dict[str, Any]) -> Any:
@@ -289,11 +368,11 @@ class FakeQemu:
         name = str(args.get("fdname", ""))
         if name not in self.fds:
             raise self._err("closefd", f"File descriptor named '{name}' not found")
+        users = self._referrers("fd", name)
+        if users:  # stricter than QEMU
+            raise self._err("closefd", f"File descriptor named '{name}' is in use by {users[0]}")
         self.fds.discard(name)
         return {}
-
-    def _uses(self, dev_id: str, name: str) -> bool:
-        return name in self._device_refs.get(dev_id, {}).values()
 
     def _cmd_device_add(self, args: dict[str, Any]) -> Any:
         dev_id, driver = str(args.get("id", "")), str(args.get("driver", ""))
@@ -305,17 +384,16 @@ class FakeQemu:
             raise self._err("device_add", f"Bus '{bus}' not found")
         if bus == "pcie.0":
             raise self._err("device_add", "Bus 'pcie.0' does not support hotplugging")
-        refs: dict[str, str] = {k: str(args[k]) for k in _REFERENCES if k in args}
         tables: dict[str, Mapping[str, Any]] = {
             "drive": self.nodes, "chardev": self.chardevs, "netdev": self.netdevs
         }
-        for key, name in refs.items():
-            known = tables.get(key, self.objects)
-            if name not in known:
+        for key in _LINKS:
+            name = args.get(key)
+            if name is not None and str(name) not in tables.get(key, self.objects):
                 raise self._err("device_add", f"Property '{driver}.{key}' can't find value '{name}'")
         dev_id = dev_id or f"anon{len(self.devices)}"
+        self._created("device", dev_id, args)
         self.devices[dev_id] = (driver, bus)
-        self._device_refs[dev_id] = refs
         return {}
 
     def _cmd_device_del(self, args: dict[str, Any]) -> Any:
@@ -324,6 +402,10 @@ class FakeQemu:
             raise self._err("device_del", f"Device '{dev_id}' not found", "DeviceNotFound")
         if dev_id in self.pending_unplug:
             raise self._err("device_del", f"Device {dev_id} is already in the process of unplug")
+        children = [u for bus, owner in self._buses().items() if owner == dev_id and bus != dev_id
+                    for u in self._referrers("bus", bus)]
+        if children:  # stricter than QEMU, which would pull them out of the guest with it
+            raise self._err("device_del", f"Device '{dev_id}' has devices on its bus: {', '.join(children)}")
         if self.guest_acks:
             self._delete_device(dev_id)
         else:
@@ -332,7 +414,7 @@ class FakeQemu:
 
     def _delete_device(self, dev_id: str) -> None:
         self.devices.pop(dev_id, None)
-        self._device_refs.pop(dev_id, None)
+        self._forget("device", dev_id)
         path = f"/machine/peripheral/{dev_id}"
         self.events.append({"event": "DEVICE_DELETED", "data": {"path": path + "/virtio-backend"}})
         self.events.append({"event": "DEVICE_DELETED", "data": {"device": dev_id, "path": path}})

@@ -1,9 +1,11 @@
-"""Live hot plug into a running QEMU over QMP, with roll-back, for the device manager.
+"""QEMU's live driver: hot plug into a running QEMU over QMP, with roll-back.
 
-:class:`QmpHotPlugger` runs the QMP commands a plugin rendered (``QemuAttach.hotplug``) one
-after another. When QEMU refuses a step, the steps already done are undone in reverse order,
-and the error names the step and QEMU's answer. The undo commands are derived from the
-commands themselves, so the core needs to know nothing about device families:
+:class:`QmpHotPlugger` implements :class:`vmdev.live.HotPlugger` for the QEMU backend
+(``vmdev attach --qmp SOCKET``). It runs the QMP commands a plugin rendered (``QemuAttach.hotplug``,
+saved in the sandbox's state as their JSON) one after another. When QEMU refuses a step, the steps
+already done are undone in reverse order, and the error names the step and QEMU's answer. The undo
+commands are derived from the commands themselves, so the core needs to know nothing about device
+families:
 
 ==================  =========================================================
 done                undone with
@@ -16,16 +18,18 @@ done                undone with
 ``getfd``           ``closefd {fdname}``
 ==================  =========================================================
 
-A sequence with a step that cannot be undone (a command not in the table, a ``device_add``
-without an id) before its last step is refused before anything runs. Unplugging
+The same table tells the device manager which object each step creates or removes and what it
+refers to (:meth:`QmpHotPlugger.step_objects`), so objects several devices' steps create are
+shared. A sequence with a step that cannot be undone (a command not in the table, a
+``device_add`` without an id) before its last step is refused before anything runs. Unplugging
 (``QemuAttach.unplug``) waits for QEMU's ``DEVICE_DELETED`` after each ``device_del`` (with a
-timeout) before the backends are removed; steps whose object is already gone are skipped, so
-an interrupted detach can simply be run again.
+timeout) before the backends are removed; steps whose object is already gone are skipped, so an
+interrupted detach can simply be run again.
 
 The transport is :class:`QmpSession`, a synchronous facade over the asynchronous client of
 QEMU's own ``qemu.qmp`` package (its LGPL async API; the GPL ``legacy`` module is never used),
 imported only when a session connects. Tests pass any object with the :class:`QmpTransport`
-methods instead.
+methods instead (:class:`vmdev.fakeqmp.FakeQemu`).
 """
 
 from __future__ import annotations
@@ -36,13 +40,14 @@ import contextlib
 import re
 import threading
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
+from collections.abc import Coroutine, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeAlias, TypeVar
 
 from vmdev.backends.qemu import SHARED_RAM_ID
 from vmdev.errors import UnsupportedError, VmdevError
+from vmdev.live import DetachTimeoutError, HotplugError, Progress, StepObjects
 from vmdev.qemu import QemuAttach, QmpCommand, split_opts
-from vmdev.state import PortRecord
+from vmdev.state import PortRecord, Step
 
 if TYPE_CHECKING:
     from qemu.qmp import EventListener, QMPClient
@@ -70,7 +75,8 @@ DEFAULT_UNPLUG_TIMEOUT: Final = 30.0
 DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 
 Event = Mapping[str, Any]
-Progress = Callable[[int], None]
+#: a step as the manager passes it (JSON) or as a plugin rendered it
+AnyStep: TypeAlias = Step | QmpCommand
 
 
 # --- errors ------------------------------------------------------------------------------------------
@@ -96,35 +102,23 @@ class QmpTimeoutError(QmpError):
     """An awaited QMP event did not come in time."""
 
 
-class HotplugError(VmdevError):
-    """A hot plug or unplug did not complete.
-
-    ``steps_done`` steps had completed; ``leftovers`` are the undo commands that may still have
-    something to remove in the VM; ``uncertain`` means QEMU's state is unknown (the connection
-    broke in the middle of a step).
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        device: str = "",
-        field: str = "hotplug",
-        steps_done: int = 0,
-        leftovers: Sequence[QmpCommand] = (),
-        uncertain: bool = False,
-    ) -> None:
-        self.steps_done = steps_done
-        self.leftovers = tuple(leftovers)
-        self.uncertain = uncertain
-        super().__init__(message, device=device, field=field)
-
-
-class DetachTimeoutError(HotplugError):
-    """The guest did not release a device (no ``DEVICE_DELETED``) in time."""
-
-
 # --- commands ----------------------------------------------------------------------------------------
+#: how each removing command names its object
+REMOVES: Final[Mapping[str, str]] = {undo: key for undo, key in UNDO.values()}
+#: arguments that name the command's own object, not another one it refers to
+_OWN_NAME: Final = frozenset({"id", "node-name", "fdname"})
+
+
+def command(step: AnyStep) -> QmpCommand:
+    """``step`` as a :class:`QmpCommand` (``{"execute": ..., "arguments": {...}}`` as saved)."""
+    if isinstance(step, QmpCommand):
+        return step
+    execute, arguments = step.get("execute"), step.get("arguments", {})
+    if not isinstance(execute, str) or not isinstance(arguments, Mapping):
+        raise UnsupportedError(f"not a QMP command: {dict(step)!r}", field="hotplug")
+    return QmpCommand(execute, arguments)
+
+
 def undo_command(command: QmpCommand) -> QmpCommand | None:
     """The command that undoes ``command``, or None when it creates nothing known."""
     entry = UNDO.get(command.execute)
@@ -142,8 +136,38 @@ def undo_steps(done: Sequence[QmpCommand]) -> tuple[QmpCommand, ...]:
     return tuple(u for u in (undo_command(c) for c in reversed(done)) if u is not None)
 
 
+def step_objects(step: AnyStep) -> StepObjects:
+    """What ``step`` creates or removes (per :data:`UNDO`) and every name its arguments mention
+    (a bus ``scsi0.0`` also names its controller ``scsi0``)."""
+    cmd = command(step)
+    undo = undo_command(cmd)
+    creates = next(iter(undo.arguments.values())) if undo is not None else ""
+    key = REMOVES.get(cmd.execute)
+    removes = cmd.arguments.get(key) if key is not None else None
+    refers: set[str] = set()
+    for name, value in cmd.arguments.items():
+        if name not in _OWN_NAME:
+            refers |= _names(value)
+    refers.discard(creates)
+    return StepObjects(
+        creates=creates, removes=removes if isinstance(removes, str) else "", refers=frozenset(refers),
+        undo=undo.to_json() if undo is not None else None,
+    )
+
+
+def _names(value: Any) -> set[str]:
+    if isinstance(value, str):
+        parent, dot, bus = value.rpartition(".")
+        return {value, parent} if dot and parent and bus.isdigit() else {value}
+    if isinstance(value, Mapping):
+        return {n for item in value.values() for n in _names(item)}
+    if isinstance(value, list | tuple):
+        return {n for item in value for n in _names(item)}
+    return set()
+
+
 def describe(command: QmpCommand) -> str:
-    """``device_add (driver=virtio-blk-pci id=virtio-x bus=rp0)``: the command and what it names."""
+    """``device_add (driver=e1000e id=nic0 bus=rp0)``: the command and what it names."""
     keys = ("qom-type", "driver", "id", "node-name", "fdname", "bus")
     shown = [f"{k}={command.arguments[k]}" for k in keys if isinstance(command.arguments.get(k), str)]
     return f"{command.execute} ({' '.join(shown)})" if shown else command.execute
@@ -345,31 +369,11 @@ def _reason(exc: BaseException) -> str:
 
 
 # --- the hot plugger ---------------------------------------------------------------------------------
-class HotPlugger(Protocol):
-    """What the device manager drives to change a running VM (see :class:`QmpHotPlugger`)."""
-
-    def free_ports(self) -> Sequence[PortRecord]:
-        """The hot-plug ports of the VM with no device behind them, in a stable order."""
-
-    def check_ready(self, attach: QemuAttach, *, device: str) -> None:
-        """Raise :class:`UnsupportedError` if the VM lacks what ``attach`` needs from boot."""
-
-    def plug(self, commands: Sequence[QmpCommand], *, device: str, progress: Progress) -> None:
-        """Run ``commands`` in order; roll back and raise :class:`HotplugError` on failure.
-        ``progress(n)`` is called after the n-th step completed."""
-
-    def unplug(self, commands: Sequence[QmpCommand], *, device: str, progress: Progress) -> None:
-        """Run unplug ``commands`` in order (skipping what is gone already)."""
-
-    def cleanup(self, plugged: Sequence[QmpCommand], *, device: str) -> None:
-        """Undo whatever of ``plugged`` is still in the VM (after an interrupted attach)."""
-
-    def presence(self, commands: Sequence[QmpCommand]) -> list[tuple[str, bool]]:
-        """For each object ``commands`` create: (``command target``, present in the VM now)."""
-
-
 class QmpHotPlugger:
-    """Hot plug and unplug over a :class:`QmpTransport`, with roll-back (see the module doc)."""
+    """Hot plug and unplug over a :class:`QmpTransport`, with roll-back (see the module doc).
+
+    Steps are QMP commands as JSON (``{"execute": ..., "arguments": {...}}``, as the state saves
+    them) or :class:`~vmdev.qemu.QmpCommand` values."""
 
     def __init__(
         self,
@@ -411,7 +415,19 @@ class QmpHotPlugger:
                 free.append(PortRecord(id=dev_id, kind=kind))
         return sorted(free, key=lambda p: _natural(p.id))
 
-    def check_ready(self, attach: QemuAttach, *, device: str) -> None:
+    def close(self) -> None:
+        """Close the transport (the QMP session)."""
+        self.transport.close()
+
+    step_objects = staticmethod(step_objects)
+
+    def check_ready(self, attach: Any, *, device: str) -> None:
+        if not isinstance(attach, QemuAttach):
+            raise UnsupportedError(
+                f"QEMU's live driver hot-plugs QEMU renderings, not {type(attach).__name__}",
+                device=device,
+                field="hypervisor",
+            )
         for key, args in attach.shared_args.items():
             self._check_shared(key, args, device)
         if attach.memory.shared:
@@ -471,23 +487,24 @@ class QmpHotPlugger:
             return name not in {c.get("label") for c in self._qmp("query-chardev")}
         return False
 
-    def presence(self, commands: Sequence[QmpCommand]) -> list[tuple[str, bool]]:
+    def presence(self, steps: Sequence[AnyStep]) -> list[tuple[str, bool]]:
         out: list[tuple[str, bool]] = []
-        for command in commands:
-            undo = undo_command(command)
+        for cmd in map(command, steps):
+            undo = undo_command(cmd)
             if undo is not None and undo.execute != "closefd":
                 name = next(iter(undo.arguments.values()))
-                out.append((f"{command.execute} {name}", not self._absent(undo)))
+                out.append((f"{cmd.execute} {name}", not self._absent(undo)))
         return out
 
     # --- changing it --------------------------------------------------------------------------------
-    def plug(self, commands: Sequence[QmpCommand], *, device: str, progress: Progress) -> None:
+    def plug(self, steps: Sequence[AnyStep], *, device: str, progress: Progress) -> None:
+        commands = [command(step) for step in steps]
         self._check_undoable(commands, device)
         total = len(commands)
-        for index, command in enumerate(commands):
-            step = f"hot plug step {index + 1} of {total}, {describe(command)}"
+        for index, cmd in enumerate(commands):
+            step = f"hot plug step {index + 1} of {total}, {describe(cmd)}"
             try:
-                self._qmp(command.execute, command.arguments)
+                self._qmp(cmd.execute, cmd.arguments)
             except QmpCommandError as exc:
                 raise self._rolled_back(f"{step}, failed: QEMU: {exc.desc} ({exc.error_class})",
                                         commands[:index], device) from None
@@ -502,10 +519,10 @@ class QmpHotPlugger:
             progress(index + 1)
 
     def _check_undoable(self, commands: Sequence[QmpCommand], device: str) -> None:
-        for command in commands[:-1]:
-            if undo_command(command) is None:
+        for cmd in commands[:-1]:
+            if undo_command(cmd) is None:
                 raise UnsupportedError(
-                    f"cannot hot-plug safely: step {describe(command)} cannot be undone if a later step "
+                    f"cannot hot-plug safely: step {describe(cmd)} cannot be undone if a later step "
                     f"fails (undoable: {', '.join(sorted(UNDO))}, each naming its object)",
                     device=device,
                     field="hotplug",
@@ -565,12 +582,13 @@ class QmpHotPlugger:
                     field="qmp",
                 ) from None
 
-    def unplug(self, commands: Sequence[QmpCommand], *, device: str, progress: Progress) -> None:
+    def unplug(self, steps: Sequence[AnyStep], *, device: str, progress: Progress) -> None:
+        commands = [command(step) for step in steps]
         total = len(commands)
-        for index, command in enumerate(commands):
-            step = f"unplug step {index + 1} of {total}, {describe(command)}"
+        for index, cmd in enumerate(commands):
+            step = f"unplug step {index + 1} of {total}, {describe(cmd)}"
             try:
-                self._remove(command)
+                self._remove(cmd)
             except QmpTimeoutError as exc:
                 raise DetachTimeoutError(
                     f"{step}: {exc.message}; the device stays attached (detach again to retry)",
@@ -592,8 +610,8 @@ class QmpHotPlugger:
                 ) from None
             progress(index + 1)
 
-    def cleanup(self, plugged: Sequence[QmpCommand], *, device: str) -> None:
-        _, left, problems = self._rollback(plugged)
+    def cleanup(self, steps: Sequence[AnyStep], *, device: str) -> None:
+        _, left, problems = self._rollback([command(step) for step in steps])
         if left:
             raise HotplugError(
                 f"cannot clean up an interrupted attach: {'; '.join(problems)}",
@@ -616,10 +634,8 @@ def _natural(name: str) -> tuple[str, int, str]:
 
 __all__ = [
     "PORT_TYPES",
+    "REMOVES",
     "UNDO",
-    "DetachTimeoutError",
-    "HotPlugger",
-    "HotplugError",
     "QmpCommandError",
     "QmpConnectionError",
     "QmpError",
@@ -627,7 +643,9 @@ __all__ = [
     "QmpSession",
     "QmpTimeoutError",
     "QmpTransport",
+    "command",
     "describe",
+    "step_objects",
     "undo_command",
     "undo_steps",
 ]
