@@ -4,7 +4,8 @@
    RelaxNG schemas (virt-xml-validate) in one domain, which libvirtd also accepts (``virsh define``).
 2. One rig guest: the planned domain boots through libvirt, and the guest sees the planned disk
    (serial and marker) and the RNG; ``vmdev attach --hypervisor libvirt --domain`` hot-plugs a
-   second disk into a spare root port, which the guest sees; an attach libvirt refuses leaves
+   second disk into a spare root port, which the guest sees and ``vmdev status --domain`` finds
+   present; an attach libvirt refuses (QEMU's image lock) leaves
    nothing in the domain; ``vmdev detach`` removes the disk; ``virsh dumpxml`` (live and
    persistent) holds exactly the devices the sandbox's state file has attached.
 """
@@ -157,6 +158,9 @@ def test_a_planned_domain_boots_and_vmdev_hot_plugs_through_libvirt(
         for inactive in (False, True):
             assert f"ua-{hot_id}" in user_aliases(dumpxml(name, inactive=inactive))
         (port,) = attached["device"]["attachment"]["buses"]  # a spare root port of the boot plan
+        status = vmdev_json("status", "--state", str(state), "--domain", name)
+        (hot,) = [d for d in status["devices"] if d["id"] == hot_id]
+        assert hot["present"] == [{"object": f"disk ua-{hot_id}", "present": True}], hot
         (hot_disk,) = [d for d in dumpxml(name).iter("disk") if d.find(f"alias[@name='ua-{hot_id}']") is not None]
         assert int(hot_disk.find("address").get("bus"), 16) == int(port.removeprefix("pci."))  # type: ignore[union-attr,arg-type]
 
