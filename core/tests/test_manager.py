@@ -1,14 +1,17 @@
-"""The sandbox device manager: dedup and counts, allocations, ports, hot plug with roll-back, state.
+"""The sandbox device manager: dedup and counts, allocations, ports, hot plug with roll-back, state,
+devices rebuilt from their saved form, host drift, shared hot-plug objects, no lock across VM I/O.
 
 A vendor "disk" family (below) stands for any plugin: it draws its index from ``alloc`` (as
-vmdev-block draws drive indexes), notes what it renders with ``target.record`` and takes a
-hot-plug port from ``target.hotplug_bus``. The VM is :class:`vmdev.fakeqmp.FakeQemu` behind the real
-:class:`vmdev.live.QmpHotPlugger`.
+vmdev-block draws drive indexes), notes what it renders with ``target.record``, takes a hot-plug
+port from ``target.hotplug_bus``, rebuilds its devices from their saved form and reports a host
+fact. The VM is :class:`vmdev.fakeqmp.FakeQemu` behind the real :class:`vmdev.qmp.QmpHotPlugger`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import stat
+import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,10 +19,11 @@ import attrs
 import pytest
 
 from vmdev import hookimpl
-from vmdev.errors import ConfigError, InvalidIdError, UnsupportedError
+from vmdev.backends.clh import ClhAttach
+from vmdev.errors import ConfigError, InvalidIdError, PluginError, UnsupportedError
 from vmdev.fakeqmp import FakeQemu
 from vmdev.host import HostContext
-from vmdev.live import HotplugError, QmpHotPlugger
+from vmdev.live import HotplugError
 from vmdev.manager import (
     CountOverflowError,
     DeviceAttachedError,
@@ -27,6 +31,7 @@ from vmdev.manager import (
     DeviceManager,
     DeviceNotAttachedError,
     DeviceNotFoundError,
+    HostChangedError,
     NotAUserError,
     describe_status,
     device_key,
@@ -35,10 +40,12 @@ from vmdev.models import Device, DeviceInfo
 from vmdev.oci import parse_spec
 from vmdev.planner import plan
 from vmdev.qemu import QemuAttach, QmpCommand, make_id
+from vmdev.qmp import QmpHotPlugger
 from vmdev.resources import Allocator, ResourceExhaustedError
+from vmdev.serialize import from_json
 from vmdev.settings import SandboxSettings
 from vmdev.state import MAX_COUNT, AttachPhase, PortRecord, SandboxState, StateFile
-from vmdev.targets import RenderTarget
+from vmdev.targets import ApiRequest, RenderTarget
 from vmdev.testing import FakeHost
 
 
@@ -66,6 +73,11 @@ class DiskPlugin:
     index_limit: int = 8
     fixed_id: str | None = None
     device_add_extra: dict[str, Any] = attrs.Factory(dict)
+    #: how often build_device and device_from_state made a disk
+    built: int = 0
+    rebuilt: int = 0
+    #: whether it implements device_from_state (a family that does not cannot re-render saved devices)
+    rebuilds: bool = True
 
     @hookimpl
     def build_device(self, info: DeviceInfo, alloc: Allocator) -> Device | None:
@@ -74,14 +86,33 @@ class DiskPlugin:
         index = alloc.take("disk.index", owner=info.container_path, limit=self.index_limit,
                            device=info.container_path)
         device_id = self.fixed_id or make_id("disk", f"{info.container_path}|{info.host_path}")
+        self.built += 1
         return Disk(id=device_id, container_path=info.container_path, host_path=info.host_path, index=index)
+
+    @hookimpl
+    def device_from_state(self, kind: str, data: Mapping[str, Any]) -> Device | None:
+        saved = {"disk": Disk, "beacon": Beacon}.get(kind)
+        if saved is None or not self.rebuilds:
+            return None
+        self.rebuilt += 1
+        device: Any = from_json(saved, data)
+        return attrs.evolve(device, id=self.fixed_id) if self.fixed_id else device  # type: ignore[no-any-return]
+
+    @hookimpl
+    def host_facts(self, device: Device, host: HostContext) -> Mapping[str, str] | None:
+        """What decided the disk beyond its node: the disk's serial, as sysfs tells it."""
+        if not isinstance(device, Disk):
+            return None
+        return {"disk.serial": host.sysfs.read_line(f"class/disk/{Path(device.host_path).name}/serial") or ""}
 
     @hookimpl
     def sandbox_devices(self) -> list[Device]:
         return [Beacon()]
 
     @hookimpl
-    def attach_options(self, device: Device, target: RenderTarget, hotplug: bool) -> QemuAttach | None:
+    def attach_options(
+        self, device: Device, target: RenderTarget, hotplug: bool
+    ) -> QemuAttach | ClhAttach | None:
         if isinstance(device, Beacon):
             bus = target.hotplug_bus(device.id)  # type: ignore[attr-defined]
             return QemuAttach(
@@ -94,6 +125,10 @@ class DiskPlugin:
             )
         if not isinstance(device, Disk):
             return None
+        if target.hypervisor == "cloud-hypervisor":  # a backend without a live driver: books only
+            return ClhAttach(hotplug=[ApiRequest("PUT", "/api/v1/vm.add-disk", {"id": device.id})],
+                             unplug=[ApiRequest("PUT", "/api/v1/vm.remove-device", {"id": device.id})],
+                             hotplugged=True)
         node = device.id + "-node"
         notes = target.record("disk.paths", device.container_path, device.host_path)
         details = {"index": device.index, "peers": len(notes)}
@@ -118,6 +153,7 @@ def disk(path: str, major: int, minor: int, **kw: Any) -> DeviceInfo:
 def host(fake_host: FakeHost) -> HostContext:
     for minor, name in enumerate(("sda", "sdb", "sdc", "sdd", "sde", "sdf", "sdg", "sdh", "sdi", "sdj")):
         fake_host.block_device(8, minor * 16, name)
+        fake_host.fake_stat(str(fake_host.dev / name), mode=stat.S_IFBLK | 0o660, rdev=(8, minor * 16))
     fake_host.char_device(1, 3, "null")
     return fake_host.context()
 
@@ -375,7 +411,7 @@ def test_an_attach_interrupted_by_a_dead_process_is_cleaned_up_first(make: Make,
         record.attachment, phase=AttachPhase.ATTACHING, steps_done=1, pid=dead))
     state = attrs.evolve(manager.snapshot(), devices=[interrupted])
     assert f"process {dead} is gone" in describe_status(interrupted)
-    again = DeviceManager(state=state, host=manager._host, plugins=manager._pm,
+    again = DeviceManager(state=state, host=manager.host, plugins=manager.plugins,
                           hotplugger=QmpHotPlugger(qemu, unplug_timeout=0.01))
     assert again.attach(record.id).attach_count == 1
     deletes = [a for c, a in qemu.log if c == "device_del"]
@@ -506,7 +542,7 @@ def test_a_saved_sandbox_continues_where_it_stopped(make: Make, tmp_path: Path) 
     b = manager.add_device(disk("/dev/b", 8, 16), user="c1")
     manager.release_device(a.id, user="c1")
     manager.save(tmp_path / "state.json")
-    loaded = DeviceManager.load(tmp_path / "state.json", host=manager._host, plugins=manager._pm,
+    loaded = DeviceManager.load(tmp_path / "state.json", host=manager.host, plugins=manager.plugins,
                                hotplugger=QmpHotPlugger(qemu, unplug_timeout=0.01))
     assert loaded.snapshot() == manager.snapshot()
     c = loaded.add_device(disk("/dev/c", 8, 32))  # rebuilt from the recorded request
@@ -521,12 +557,252 @@ def test_a_saved_sandbox_keeps_its_settings(make: Make) -> None:
         DeviceManager(SandboxSettings(machine_type="pc"), state=state)
 
 
-def test_a_device_that_builds_differently_after_a_load_is_an_error(make: Make) -> None:
+def test_a_saved_device_is_rebuilt_from_its_saved_form_without_probing_the_host(
+    make: Make, fake_host: FakeHost, tmp_path: Path
+) -> None:
+    plugin = DiskPlugin()
+    manager, qemu = make(plugin)
+    record = manager.new_device(disk("/dev/xvdb", 8, 16), user="c1")
+    manager.save(tmp_path / "state.json")
+    fake_host.block_device(8, 16, "sdx")  # resolving 8:16 again would now give another host path
+    loaded, _ = make(plugin, state=StateFile(tmp_path / "state.json").load())
+    loaded.hotplugger = QmpHotPlugger(qemu, unplug_timeout=0.01)
+    attached = loaded.attach(record.id)
+    assert (plugin.built, plugin.rebuilt) == (1, 1)  # built once, then rebuilt from the saved form
+    assert attached.host_path == "/dev/sdb" and qemu.leftovers()["devices"] == [record.id]
+
+
+def test_a_device_rebuilt_under_another_id_after_a_load_is_an_error(make: Make) -> None:
     manager, _ = make(live=False)
     record = manager.new_device(disk("/dev/a", 8, 0))
     changed, _ = make(DiskPlugin(fixed_id="disk-other"), live=False, state=manager.snapshot())
-    with pytest.raises(Exception, match="now builds this device as 'disk-other'"):
+    with pytest.raises(Exception, match="rebuilds the saved device as 'disk-other', not as the recorded"):
         changed.attach(record.id)
+
+
+def test_a_family_without_device_from_state_cannot_attach_a_saved_device(make: Make) -> None:
+    manager, _ = make(live=False)
+    record = manager.new_device(disk("/dev/a", 8, 0))
+    again, _ = make(DiskPlugin(rebuilds=False), live=False, state=manager.snapshot())
+    with pytest.raises(PluginError, match=r"no plugin rebuilds saved disk devices .*'disks'") as exc:
+        again.attach(record.id)
+    assert exc.value.device == "/dev/a"
+
+
+# --- host drift ----------------------------------------------------------------------------------------
+def test_the_host_facts_of_a_device_are_recorded_when_it_is_built(make: Make) -> None:
+    manager, _ = make(live=False)
+    record = manager.new_device(disk("/dev/xvdb", 8, 16))
+    assert record.facts == {"node.type": "block", "node.rdev": "8:16", "disk.serial": ""}
+    assert manager.host_changes(record.id) == []
+
+
+def test_attaching_a_device_whose_host_node_changed_fails_naming_the_fact(
+    make: Make, fake_host: FakeHost
+) -> None:
+    manager, qemu = make()
+    record = manager.add_device(disk("/dev/xvdb", 8, 16), user="c1")
+    saved = manager.snapshot()
+    fake_host.fake_stat(str(fake_host.dev / "sdb"), mode=stat.S_IFBLK | 0o660, rdev=(8, 99))  # another disk
+    loaded, _ = make(state=saved)
+    loaded.hotplugger = QmpHotPlugger(qemu, unplug_timeout=0.01)
+    assert [c.to_json() for c in loaded.host_changes(record.id)] == [
+        {"fact": "node.rdev", "recorded": "8:16", "now": "8:99"}]
+    with pytest.raises(HostChangedError) as exc:
+        loaded.add_device(disk("/dev/xvdb", 8, 16), user="c2")
+    assert str(exc.value).startswith(
+        "/dev/xvdb: node.rdev: the host changed since this device was created: node.rdev was '8:16', now '8:99'")
+    assert "\n" not in str(exc.value)
+    assert (loaded.get(record.id).attach_count, loaded.get(record.id).users) == (1, ("c1",))  # unchanged
+    assert loaded.release_device(record.id, user="c1") is None  # leaving is always possible
+    assert qemu.leftovers()["devices"] == []
+
+
+def test_a_family_fact_that_changed_is_reported_and_refuses_the_attach(make: Make, fake_host: FakeHost) -> None:
+    manager, _ = make(live=False)
+    record = manager.new_device(disk("/dev/xvdb", 8, 16))
+    fake_host.write("class/disk/sdb/serial", "SWAPPED\n")
+    changed = manager.host_changes(record.id)
+    assert [c.describe() for c in changed] == ["disk.serial was '', now 'SWAPPED'"]
+    with pytest.raises(HostChangedError) as exc:
+        manager.attach(record.id)
+    assert (exc.value.device, exc.value.field) == ("/dev/xvdb", "disk.serial")
+
+
+# --- books only: a backend without a live driver -------------------------------------------------------
+def test_a_backend_without_a_live_driver_keeps_the_books_and_its_steps_as_json(make: Make) -> None:
+    manager, _ = make(live=False, settings=SandboxSettings(hypervisor="cloud-hypervisor"))
+    record = manager.add_device(disk("/dev/xvdb", 8, 16))
+    assert record.attach_count == 1 and record.attachment is not None
+    assert record.attachment.hotplug == ({"method": "PUT", "path": "/api/v1/vm.add-disk", "body": {"id": record.id}},)
+    assert record.attachment.unplug == (
+        {"method": "PUT", "path": "/api/v1/vm.remove-device", "body": {"id": record.id}},)
+    assert manager.release_device(record.id) is None
+
+
+# --- shared hot-plug objects ---------------------------------------------------------------------------
+@attrs.frozen
+class Accel:
+    """A passed-through function behind the IOMMUFD backend, as vmdev-vfio hot-plugs it."""
+
+    kind: ClassVar[str] = "accel"
+    id: str
+    container_path: str
+
+
+@attrs.define
+class IommufdPlugin:
+    """Renders like vmdev-vfio: every device refers to ``iommufd0``; only the first device of the
+    notes creates it (and removes it last) unless ``every_device`` renders both for each."""
+
+    every_device: bool = False
+
+    @hookimpl
+    def build_device(self, info: DeviceInfo) -> Device | None:
+        if info.dev_type != "c" or info.major != 250:
+            return None
+        return Accel(id=make_id("vfio", info.container_path), container_path=info.container_path)
+
+    @hookimpl
+    def device_from_state(self, kind: str, data: Mapping[str, Any]) -> Device | None:
+        return from_json(Accel, data) if kind == "accel" else None
+
+    @hookimpl
+    def attach_options(self, device: Device, target: RenderTarget, hotplug: bool) -> QemuAttach | None:
+        if not isinstance(device, Accel):
+            return None
+        bus = target.hotplug_bus(device.container_path)  # type: ignore[attr-defined]
+        adds = [QmpCommand("device_add", {"driver": "vfio-pci", "id": device.id, "iommufd": "iommufd0",
+                                          "bus": bus})]
+        dels = [QmpCommand("device_del", {"id": device.id})]
+        first = len(target.record("iommufd", device.container_path, "")) == 1
+        if first or self.every_device:
+            adds.insert(0, QmpCommand("object-add", {"qom-type": "iommufd", "id": "iommufd0"}))
+            dels.append(QmpCommand("object-del", {"id": "iommufd0"}))
+        return QemuAttach(hotplug=adds, unplug=dels, hotplugged=True)
+
+
+def accel(number: int) -> DeviceInfo:
+    return DeviceInfo(container_path=f"/dev/vfio/devices/vfio{number}", dev_type="c", major=250, minor=number)
+
+
+@pytest.fixture
+def iommufd_sandbox(
+    fake_host: FakeHost, vmdev_plugins: Any, tmp_path: Path
+) -> Callable[[IommufdPlugin], tuple[Callable[[], DeviceManager], FakeQemu]]:
+    """Each call of the returned factory is a new manager on the saved state (as each CLI command is)."""
+
+    def make_sandbox(plugin: IommufdPlugin) -> tuple[Callable[[], DeviceManager], FakeQemu]:
+        for number in (0, 1):
+            fake_host.char_device(250, number, f"vfio/devices/vfio{number}")
+        qemu = FakeQemu().add_port("rp0").add_port("rp1")
+        state = StateFile(tmp_path / "state.json")
+        plugins = vmdev_plugins(extra=[("accel", plugin)])
+        host = fake_host.context()
+
+        def open_sandbox() -> DeviceManager:
+            saved = state.load_or(SandboxState(settings=SandboxSettings()))
+            return DeviceManager(state=saved, host=host, plugins=plugins, journal=state.save,
+                                 hotplugger=QmpHotPlugger(qemu, unplug_timeout=0.01))
+
+        return open_sandbox, qemu
+
+    return make_sandbox
+
+
+def iommufd_ops(qemu: FakeQemu) -> list[str]:
+    return [f"{c} {a.get('id')}" for c, a in qemu.log if c in ("object-add", "object-del")]
+
+
+@pytest.mark.parametrize("every_device", [False, True], ids=["first-device-creates", "every-device-creates"])
+@pytest.mark.parametrize("first_out", ["a", "b"])
+def test_a_shared_iommufd_object_stays_until_its_last_user_is_detached(
+    iommufd_sandbox: Any, every_device: bool, first_out: str
+) -> None:
+    open_sandbox, qemu = iommufd_sandbox(IommufdPlugin(every_device=every_device))
+    a = open_sandbox().add_device(accel(0), user="c1")
+    b = open_sandbox().add_device(accel(1), user="c2")
+    assert iommufd_ops(qemu) == ["object-add iommufd0"]  # created once, with its first user
+    assert b.attachment is not None and b.attachment.shared == ("iommufd0",)
+    first, last = (a, b) if first_out == "a" else (b, a)
+    assert open_sandbox().release_device(first.id, user=first.users[0]) is None
+    assert "iommufd0" in qemu.objects and qemu.leftovers()["devices"] == [last.id]  # its user is still there
+    assert open_sandbox().release_device(last.id, user=last.users[0]) is None
+    assert iommufd_ops(qemu) == ["object-add iommufd0", "object-del iommufd0"]  # removed with its last user
+    assert qemu.leftovers() == {"devices": [], "objects": [], "nodes": [], "chardevs": [], "netdevs": []}
+    assert open_sandbox().devices() == []
+
+
+def test_the_removal_of_a_shared_object_is_handed_to_a_remaining_user(iommufd_sandbox: Any) -> None:
+    open_sandbox, _ = iommufd_sandbox(IommufdPlugin())
+    a = open_sandbox().add_device(accel(0))
+    b = open_sandbox().add_device(accel(1))
+    assert b.attachment is not None and b.attachment.unplug == ({"execute": "device_del", "arguments": {"id": b.id}},)
+    open_sandbox().release_device(a.id)
+    heir = open_sandbox().get(b.id)
+    assert heir.attachment is not None and heir.attachment.unplug == (
+        {"execute": "device_del", "arguments": {"id": b.id}},
+        {"execute": "object-del", "arguments": {"id": "iommufd0"}},
+    )
+
+
+# --- no lock across VM I/O -----------------------------------------------------------------------------
+class SlowGuest(FakeQemu):
+    """A guest that releases unplugged devices only when ``gate`` opens."""
+
+    gate: threading.Event
+
+    def wait_event(self, name: str, match: Mapping[str, Any], *, after: int, timeout: float) -> Mapping[str, Any]:
+        assert self.gate.wait(10), "the test never opened the gate"
+        return super().wait_event(name, match, after=after, timeout=timeout)
+
+
+def in_thread(work: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    out: list[Any] = []
+
+    def run() -> None:
+        try:
+            out.append(work())
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            out.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def test_a_detach_waiting_for_the_guest_holds_up_only_that_device(host: HostContext, vmdev_plugins: Any) -> None:
+    qemu = SlowGuest().add_port("rp0").add_port("rp1").add_port("rp2")
+    assert isinstance(qemu, SlowGuest)
+    qemu.gate = threading.Event()
+    manager = DeviceManager(SandboxSettings(), host=host, plugins=vmdev_plugins(extra=[("disks", DiskPlugin())]),
+                            hotplugger=QmpHotPlugger(qemu, unplug_timeout=30))
+    slow = manager.add_device(disk("/dev/a", 8, 0))
+    detaching, detached = in_thread(lambda: manager.detach(slow.id))
+    while ("device_del", {"id": slow.id}) not in qemu.log:  # the unplug waits for the guest now
+        assert detaching.is_alive()
+        threading.Event().wait(0.005)
+
+    def meanwhile() -> list[int]:
+        other = manager.add_device(disk("/dev/b", 8, 16))  # a whole hot plug of another device
+        counts = [manager.attach(other.id).attach_count, manager.detach(other.id).attach_count]
+        manager.new_device(disk("/dev/c", 8, 32))
+        assert manager.get(slow.id).attachment.phase is AttachPhase.DETACHING  # type: ignore[union-attr]
+        return [*counts, len(manager.snapshot().devices)]
+
+    worker, result = in_thread(meanwhile)
+    worker.join(5)
+    assert not worker.is_alive(), "the sandbox was blocked while the guest held a device"
+    assert result == [[2, 1, 3]]
+    again, reattached = in_thread(lambda: manager.attach(slow.id))  # the same device waits for the detach
+    again.join(0.2)
+    assert again.is_alive() and detaching.is_alive()
+    qemu.gate.set()
+    detaching.join(5)
+    again.join(5)
+    assert detached[0].attach_count == 0 and detached[0].attachment is None
+    assert reattached[0].attach_count == 1 and reattached[0].attachment.phase is AttachPhase.ATTACHED
+    assert [a["id"] for c, a in qemu.log if c == "device_add"].count(slow.id) == 2  # plugged again after
 
 
 def test_every_change_is_journaled(make: Make) -> None:

@@ -1,59 +1,79 @@
 """The sandbox device manager: one registry of a sandbox's devices, shared by its containers.
 
 :func:`vmdev.planner.plan` is stateless. A runtime also needs what Kata Containers' device
-manager and sandbox give it, and :class:`DeviceManager` is that:
+manager and sandbox give it, and :class:`DeviceManager` is that. It is three parts, none of which
+knows a device family or a hypervisor:
 
-* **devices with counts.** :meth:`~DeviceManager.new_device` resolves a request and returns
-  the sandbox's device for it, creating it or referencing the existing one (the same
-  ``major:minor`` of the same class, or the same host path for files and FIFOs): each
-  container that uses a device holds one reference. :meth:`~DeviceManager.attach` and
-  :meth:`~DeviceManager.detach` move the attach count; only the first attach plugs the device
-  into the VM and only the last detach unplugs it. :meth:`~DeviceManager.remove` drops a
-  reference and forgets the device with its last one; it is refused while the device is
-  attached. Counts saturate at :data:`vmdev.state.MAX_COUNT` with an error.
-* **allocations that outlive a plan.** A sandbox keeps one :class:`~vmdev.resources.Allocator`.
-  ``build_device`` receives a view of it scoped to the device, freed when the device is removed,
-  so plugins get the smallest free number (a drive index, a SCSI address) and numbers freed by
-  a detach and remove are reused. Hot-plug ports are the free ports of the running VM (asked
-  from the :class:`~vmdev.live.HotPlugger`), or the spare ports the boot plan recorded, one
-  device per port; a full VM is an error naming the setting that adds ports.
-* **live hot plug** through a :class:`~vmdev.live.HotPlugger` (:class:`vmdev.live.QmpHotPlugger`
-  for QEMU): failed attaches are rolled back, detaches wait for the guest. Without a hot plugger
-  the manager only keeps the books.
-* **persisted state.** :meth:`~DeviceManager.snapshot` is a :class:`~vmdev.state.SandboxState`;
-  :meth:`~DeviceManager.save`/:meth:`~DeviceManager.load` write and read it atomically, and a
-  ``journal`` callback receives every change (the CLI saves each one, so an interrupted hot plug
-  is visible in the state file).
-* **thread safety.** Every public method runs under one lock.
+* **the pipeline** (:class:`vmdev.planner.Pipeline`, the planner's own): requests, host-path
+  resolution, building (with the id checks), rendering for the sandbox's backend and assembling a
+  boot plan. The manager never re-implements a step of it.
+* **the books** (:class:`vmdev.registry.Registry`): devices by key with reference and attach
+  counts and users, the sandbox's allocator (``build_device`` gets a view scoped to the device,
+  freed with it), the spare ports of the boot plan, every attachment's phase, all persisted as a
+  :class:`~vmdev.state.SandboxState` (the ``journal`` gets every change). One lock guards them;
+  it is **never held while the VM is talked to**.
+* **the backend's live driver** (:class:`vmdev.live.HotPlugger`, from ``Backend.live``; QEMU's
+  is :class:`vmdev.qmp.QmpHotPlugger`): hot plug with roll-back, unplug waiting for the guest,
+  free hot-plug ports. Without one the manager keeps the books only.
 
-Attachments are recorded as :class:`~vmdev.state.Attachment`: the QMP commands that plugged the
-device (and unplug it), the ports it took, and its phase. A device that stays in the VM while
-no container attaches it (cold-plugged at boot, or one QEMU cannot unplug) is *resident*: its
-attach count may go to 0, and attaching it again only counts.
+**Counts.** :meth:`~DeviceManager.new_device` resolves a request and returns the sandbox's device
+for it, creating it or referencing the existing one (same key: ``major:minor`` within its class,
+or the host path for files and FIFOs). :meth:`~DeviceManager.attach` and
+:meth:`~DeviceManager.detach` move the attach count; only the first attach plugs the device in
+and only the last detach unplugs it. While a device is being plugged or unplugged it is busy:
+other threads attaching or detaching *it* wait for the result, everything else goes on.
+
+**Saved devices.** A device is rebuilt from its saved form by its family's ``device_from_state``
+hook, never re-probed from the host; the host facts recorded when it was built
+(:mod:`vmdev.hostfacts`) are compared when it is attached, and a change is an error naming the
+fact (:class:`~vmdev.registry.HostChangedError`).
+
+**Shared objects.** Objects that several devices' hot-plug steps create or use (a controller, an
+IOMMU backend object, shared memory) are counted when the live driver can tell what a step
+creates, removes and refers to (:class:`vmdev.live.ObjectAware`): a step creating an object that
+an attached device's steps created already is skipped, and a step removing an object that another
+attached device still uses is skipped and handed to that device, whose own detach removes it
+last.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 
 from vmdev.backend import RenderContext
-from vmdev.errors import ConfigError, DeviceError, InvalidIdError, UnsupportedError, VmdevError
+from vmdev.errors import ConfigError, DeviceError, VmdevError
 from vmdev.host import HostContext
-from vmdev.live import HotplugError, HotPlugger
+from vmdev.hostfacts import FactChange, changes, needs_device, node_facts
+from vmdev.live import HotplugError, HotPlugger, ObjectAware, StepObjects, rendered_steps
 from vmdev.models import Device, DeviceInfo
 from vmdev.oci import OciSpec
-from vmdev.planner import Pipeline, Plan, PlannedDevice
+from vmdev.planner import Built, Pipeline, Plan, PlannedDevice
 from vmdev.plugins import PluginManager
-from vmdev.qemu import MemoryNeeds, QemuAttach, QmpCommand, check_id
+from vmdev.registry import (
+    CountOverflowError,
+    DeviceAttachedError,
+    DeviceIdConflictError,
+    DeviceNotAttachedError,
+    DeviceNotFoundError,
+    HostChangedError,
+    Journal,
+    ManagerError,
+    NotAUserError,
+    Registry,
+    build_scope,
+    describe_status,
+    device_key,
+    merge_notes,
+    needs_host_path,
+    sandbox_key,
+)
 from vmdev.resources import Allocator
 from vmdev.serialize import to_json
 from vmdev.settings import SandboxSettings
@@ -65,76 +85,30 @@ from vmdev.state import (
     PortRecord,
     SandboxState,
     StateFile,
+    Step,
     process_alive,
 )
-from vmdev.targets import AttachOptions, RenderTarget
 
 log = logging.getLogger("vmdev.manager")
 
-Journal = Callable[[SandboxState], None]
+ObjectsOf = Callable[[Step], StepObjects]
 
 
-# --- errors ------------------------------------------------------------------------------------------
-class ManagerError(VmdevError):
-    """A device manager operation is not possible in the sandbox's current state."""
-
-
-class DeviceNotFoundError(ManagerError):
-    """No device with this id (or for this request) exists in the sandbox."""
-
-
-class DeviceNotAttachedError(ManagerError):
-    """Detaching a device that is not attached."""
-
-
-class DeviceAttachedError(ManagerError):
-    """Removing a device that is still attached (or still partly in the VM)."""
-
-
-class CountOverflowError(ManagerError):
-    """An attach or reference count would pass :data:`vmdev.state.MAX_COUNT`."""
-
-
-class DeviceIdConflictError(InvalidIdError):
-    """Two different devices of the sandbox would have the same id."""
-
-
-class NotAUserError(ManagerError):
-    """A user (container) releases a device it does not use."""
-
-
-# --- device keys -------------------------------------------------------------------------------------
-def device_key(info: DeviceInfo) -> str:
-    """What makes two requests the same device: the device number within its class (block or
-    character), or the host path for regular files (major -1) and FIFOs. Kata ignores the
-    class, so its char 1:3 and block 1:3 collide; here they do not."""
-    if info.is_block_file:
-        return f"file {info.host_path}"
-    if info.dev_type == "p":
-        return f"fifo {info.host_path or info.container_path}"
-    kind = "block" if info.dev_type == "b" else "char"
-    return f"{kind} {info.major}:{info.minor}"
-
-
-def _needs_host_path(info: DeviceInfo) -> bool:
-    return info.is_block_file or info.dev_type == "p"
-
-
-def _build_scope(key: str) -> str:
-    return "build:" + hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
-
-
-# --- render targets that keep the sandbox's books -----------------------------------------------------
+# --- render notes across the sandbox -----------------------------------------------------------------
 @attrs.define
-class _Notes:
-    """``RenderTarget.record`` for the manager: the notes of the sandbox's attached devices
-    (``seed``) plus those of the device being rendered (``notes``, kept in its attachment)."""
+class SandboxNotes:
+    """``RenderTarget.record`` for the manager: the notes of the sandbox's devices in the VM
+    (``seed``) plus those of the device being rendered (``notes``, saved in its attachment), so a
+    plugin's cross-device rules hold across hot plugs as within one plan."""
 
     seed: dict[str, dict[str, str]] = attrs.Factory(dict)
     notes: dict[str, dict[str, str]] = attrs.Factory(dict)
 
     def begin(self) -> None:
         self.notes = {}
+
+    def commit(self) -> None:
+        self.seed = merge_notes(self.seed, self.notes)
 
     def record(self, key: str, device: str, value: str) -> Mapping[str, str]:
         self.notes.setdefault(key, {})[device] = value
@@ -143,13 +117,23 @@ class _Notes:
         return merged
 
 
+@attrs.frozen
+class _Removal:
+    """What removing a device's objects runs (``steps``) and which removal steps go to devices that
+    still use those objects (``handed``: heir id -> steps)."""
+
+    steps: tuple[Step, ...]
+    handed: Mapping[str, tuple[Step, ...]]
+
+
 # --- the manager -------------------------------------------------------------------------------------
 class DeviceManager:
     """The devices of one sandbox (see the module documentation).
 
-    ``settings`` are fixed for the sandbox's life; with ``state`` (a saved sandbox) they come
-    from it. ``hotplugger`` changes the running VM (None: keep the books only); ``journal``
-    receives the new state after every change.
+    ``settings`` are fixed for the sandbox's life; with ``state`` (a saved sandbox) they come from
+    it. Both are prepared by the pipeline (declared keys parsed, ``check_settings`` run).
+    ``hotplugger`` is the backend's live driver for the running VM (None: keep the books only);
+    ``journal`` receives the new state after every change.
     """
 
     def __init__(
@@ -168,16 +152,10 @@ class DeviceManager:
                 field="settings",
             )
         state = state or SandboxState(settings=settings or SandboxSettings())
-        self._settings = state.settings
         self._pipeline = Pipeline.start(state.settings, host, plugins)
-        self._host = self._pipeline.host
-        self._pm = self._pipeline.pm
+        self._registry = Registry(attrs.evolve(state, settings=self._pipeline.settings), journal)
         self.hotplugger = hotplugger
-        self.journal = journal
-        self._lock = threading.RLock()
-        self._records: dict[str, DeviceRecord] = {r.id: r for r in state.devices}
-        self._alloc = Allocator.restore(state.allocations)
-        self._ports = state.ports
+        #: device objects by id (built here, or rebuilt from their saved form); under the lock
         self._objects: dict[str, Device] = {}
 
     # --- loading and saving --------------------------------------------------------------------
@@ -192,145 +170,178 @@ class DeviceManager:
 
     def snapshot(self) -> SandboxState:
         """The sandbox as a :class:`~vmdev.state.SandboxState` (immutable)."""
-        with self._lock:
-            return SandboxState(
-                settings=self._settings,
-                devices=tuple(self._records.values()),
-                allocations=self._alloc.snapshot(),
-                ports=self._ports,
-            )
+        return self._registry.snapshot()
 
     @property
     def settings(self) -> SandboxSettings:
-        return self._settings
+        """The sandbox's settings, prepared."""
+        return self._pipeline.settings
+
+    @property
+    def host(self) -> HostContext:
+        return self._pipeline.host
+
+    @property
+    def plugins(self) -> PluginManager:
+        return self._pipeline.pm
 
     @property
     def allocator(self) -> Allocator:
         """The sandbox's allocator (read it; the manager changes it)."""
-        return self._alloc
+        return self._registry.allocator
+
+    @property
+    def journal(self) -> Journal | None:
+        return self._registry.journal
+
+    @journal.setter
+    def journal(self, journal: Journal | None) -> None:
+        self._registry.journal = journal
 
     # --- queries -------------------------------------------------------------------------------
     def get(self, device_id: str) -> DeviceRecord:
         """The device with this id; :class:`DeviceNotFoundError` if there is none."""
-        with self._lock:
-            return self._get(device_id)
+        return self._registry.get(device_id)
 
     def devices(self) -> list[DeviceRecord]:
         """Every device of the sandbox, in creation order."""
-        with self._lock:
-            return list(self._records.values())
+        return self._registry.records()
 
     def is_attached(self, device_id: str) -> bool:
-        with self._lock:
-            record = self._records.get(device_id)
-            return record is not None and record.attach_count > 0
+        record = self._registry.find(device_id)
+        return record is not None and record.attach_count > 0
 
     def find(self, info: DeviceInfo) -> DeviceRecord | None:
         """The sandbox's device for this request (resolved like :meth:`new_device`), or None."""
-        with self._lock:
-            return self._by_key(device_key(self._resolved(info, for_key=True)))
+        return self._registry.by_key(device_key(self._resolved(info, for_key=True)))
 
     def find_sandbox_device(self, name: str) -> DeviceRecord | None:
         """The sandbox device (RNG, ...) with this id or kind, if the sandbox has it."""
-        with self._lock:
-            matches = [r for r in self._records.values() if r.info is None and name in (r.id, r.kind)]
-            return matches[0] if len(matches) == 1 else None
+        return self._registry.sandbox_device(name)
+
+    def host_changes(self, device_id: str) -> list[FactChange]:
+        """The host facts recorded when the device was built that differ now (empty: none)."""
+        record = self._registry.get(device_id)
+        if not record.facts:
+            return []
+        now = node_facts(record.host_path, self.host)
+        if needs_device(record.facts):
+            family = self.plugins.host_facts(self._object(record), self.host, name=record.name)
+            now = {**family, **now}
+        return changes(record.facts, now)
 
     # --- devices -------------------------------------------------------------------------------
     def new_device(self, info: DeviceInfo, *, user: str = "") -> DeviceRecord:
         """The sandbox's device for ``info``: an existing one gains a reference, else a new one is
         resolved and built (reference count 1). ``user`` names the container, for status."""
-        with self._lock:
-            resolved = self._resolved(info, for_key=False)
-            existing = self._by_key(device_key(resolved))
+        resolved = self._resolved(info, for_key=False)
+        key = device_key(resolved)
+        registry = self._registry
+        with registry.locked():
+            existing = registry.by_key(key)
             if existing is not None:
-                return self._reference(existing, user)
-            record = self._build(resolved, user)
-            self._store(record)
-            return record
+                return registry.reference(existing, user)
+            return registry.store(self._build(resolved, key, user))
 
     def new_sandbox_device(self, name: str, *, user: str = "") -> DeviceRecord:
         """The sandbox device (``sandbox_devices`` hook) whose id or kind is ``name``: ``rng0``
         or ``rng``. An existing one gains a reference."""
-        with self._lock:
-            device, plugin = self._sandbox_device(name)
-            return self._register_sandbox(device, plugin, user)
+        registry = self._registry
+        with registry.locked():
+            existing = registry.sandbox_device(name)
+            if existing is not None:
+                return registry.reference(existing, user)
+            return self._register_sandbox(self._sandbox_built(name), user)
 
     def remove(self, device_id: str, *, user: str = "") -> DeviceRecord | None:
         """Drop one reference (``user``'s, when named). The last one forgets the device and frees
         its build-time allocations; that is refused while it is attached or partly in the VM
         (:class:`DeviceAttachedError`). A resident device stays, with no references. Returns the
         device, or None when it was forgotten."""
-        with self._lock:
-            record = self._get(device_id)
-            users = self._without_user(record, user)
-            if record.ref_count > 1:
-                return self._store(attrs.evolve(record, ref_count=record.ref_count - 1, users=users))
-            if record.attach_count > 0:
-                raise DeviceAttachedError(
-                    f"can't remove attached device (attached {record.attach_count} time(s)); detach it first",
-                    device=record.name,
-                    field="attach_count",
-                )
-            attachment = record.attachment
-            if attachment is not None and not attachment.resident:
-                self._clean_up(record, attachment)
-                record = self._get(device_id)
-            if record.attachment is not None:  # resident: it stays in the VM
-                return self._store(attrs.evolve(record, ref_count=0, users=users))
-            self._forget(record)
-            return None
+        registry = self._registry
+        with registry.locked():
+            record = registry.idle(device_id)
+            if not self._must_clean_up(record, user):
+                return self._drop_reference(record, user)
+            registry.claim(device_id, "removing")
+        try:
+            self._clean_up(device_id)
+            with registry.locked():
+                return self._drop_reference(registry.get(device_id), user)
+        finally:
+            registry.release(device_id)
 
     def attach(self, device_id: str) -> DeviceRecord:
-        """Attach the device once more; the first attach plugs it into the VM."""
-        with self._lock:
-            record = self._get(device_id)
+        """Attach the device once more; the first attach plugs it into the VM. A device whose host
+        changed since it was built is refused (:class:`HostChangedError`)."""
+        self._check_host(device_id)
+        registry = self._registry
+        with registry.locked():
+            record = registry.idle(device_id)
             if record.attach_count >= MAX_COUNT:
                 raise CountOverflowError(
                     "device was attached too many times", device=record.name, field="attach_count"
                 )
             attachment = record.attachment
             if record.attach_count > 0 or (attachment is not None and attachment.resident):
-                return self._store(attrs.evolve(record, attach_count=record.attach_count + 1))
-            if attachment is not None:  # an earlier attach failed or was interrupted
-                self._clean_up(record, attachment)
-                record = self._get(device_id)
-            return self._plug(record)
+                return registry.store(attrs.evolve(record, attach_count=record.attach_count + 1))
+            registry.claim(device_id, "attaching")
+        try:
+            if record.attachment is not None:  # an earlier attach failed or was interrupted
+                self._clean_up(device_id)
+            return self._plug(device_id)
+        finally:
+            registry.release(device_id)
 
     def detach(self, device_id: str) -> DeviceRecord:
         """Detach the device once; the last detach unplugs it (a resident device stays)."""
-        with self._lock:
-            record = self._get(device_id)
-            if record.attach_count == 0:
-                raise DeviceNotAttachedError(
-                    "device isn't attached (detaching a device that wasn't attached)",
-                    device=record.name,
-                    field="attach_count",
-                )
-            if record.attach_count > 1:
-                return self._store(attrs.evolve(record, attach_count=record.attach_count - 1))
-            return self._unplug(record)
+        registry = self._registry
+        with registry.locked():
+            while True:
+                record = registry.idle(device_id)
+                if record.attach_count == 0:
+                    raise DeviceNotAttachedError(
+                        "device isn't attached (detaching a device that wasn't attached)",
+                        device=record.name,
+                        field="attach_count",
+                    )
+                attachment = record.attachment
+                if record.attach_count > 1 or attachment is None or attachment.resident:
+                    return registry.store(attrs.evolve(record, attach_count=record.attach_count - 1))
+                driver = self.hotplugger
+                if driver is None or not attachment.unplug:
+                    return registry.store(attrs.evolve(record, attach_count=0, attachment=None))
+                if not self._sharers_busy(record):
+                    break
+                registry.wait()
+            removal = self._removal(record, attachment.unplug)
+            registry.update_attachment(device_id, phase=AttachPhase.DETACHING, steps_done=0, pid=os.getpid(),
+                                       error="", since=time.time())
+            registry.claim(device_id, "detaching")
+        try:
+            driver.unplug(removal.steps, device=record.name, progress=self._progress(device_id))
+        except HotplugError as exc:
+            registry.update_attachment(device_id, error=exc.message, pid=0, since=time.time())
+            raise
+        else:
+            return registry.update(device_id, attach_count=0, attachment=None)
+        finally:
+            registry.release(device_id)
 
     def add_device(self, info: DeviceInfo, *, user: str = "") -> DeviceRecord:
         """:meth:`new_device` then :meth:`attach`; the reference is dropped again if the attach
         fails (Kata's ``Sandbox.AddDevice``)."""
-        with self._lock:
-            record = self.new_device(info, user=user)
-            return self._attach_or_release(record, user)
+        return self._attach_or_release(self.new_device(info, user=user), user)
 
     def add_sandbox_device(self, name: str, *, user: str = "") -> DeviceRecord:
         """:meth:`new_sandbox_device` then :meth:`attach` (the reference is dropped on failure)."""
-        with self._lock:
-            record = self.new_sandbox_device(name, user=user)
-            return self._attach_or_release(record, user)
+        return self._attach_or_release(self.new_sandbox_device(name, user=user), user)
 
     def release_device(self, device_id: str, *, user: str = "") -> DeviceRecord | None:
         """:meth:`detach` then :meth:`remove`: what a container does when it stops using a device."""
-        with self._lock:
-            record = self._get(device_id)
-            self._without_user(record, user)  # check before changing anything
-            self.detach(device_id)
-            return self.remove(device_id, user=user)
+        self._registry.without_user(self._registry.get(device_id), user)  # check before changing anything
+        self.detach(device_id)
+        return self.remove(device_id, user=user)
 
     # --- the boot plan -------------------------------------------------------------------------
     def plan_boot(self, spec: OciSpec, *, user: str = "") -> Plan:
@@ -340,368 +351,410 @@ class DeviceManager:
         resident and attached, with a reference held by ``user`` (the sandbox). Hot-pluggable
         ones get no reference and stay unattached: their numbers are reserved and their ports
         left free until a container attaches them (:meth:`add_device`). The plan's spare ports
-        are recorded for later hot plug."""
-        with self._lock:
-            if self._records:
+        are recorded for later hot plug. Nothing talks to a VM, so the lock is held throughout."""
+        registry, pipeline = self._registry, self._pipeline
+        with registry.locked():
+            if registry.records():
                 raise ManagerError("plan_boot plans a new sandbox, and this one has devices already")
-            records = [self.new_device(request.info, user=user) for request in self._pipeline.requests(spec)]
-            records += [self._register_sandbox(built.device, built.plugin, user) for built in
-                        self._pipeline.sandbox_devices()]
-            books = _Notes()
-            target = self._target(books, live=False)
+            records = [self.new_device(request.info, user=user) for request in pipeline.requests(spec)]
+            records += [self._register_sandbox(built, user) for built in pipeline.sandbox_devices()]
+            books = SandboxNotes()
+            target = pipeline.target(RenderContext(notes=books))
             planned: list[PlannedDevice] = []
-            hot: list[DeviceRecord] = []
+            hot: list[str] = []
             for record in _unique(records):
-                attach = self._render(record, target, books, hotplug=self._settings.hotplug)
-                planned.append(_planned(record, self._object(record), attach))
-                if attach.hotplugged:
-                    hot.append(self._store(attrs.evolve(record, ref_count=0, users=())))
+                books.begin()
+                rendered = pipeline.render(self._built(record), target, hotplug=self.settings.hotplug)
+                planned.append(rendered)
+                if rendered.hotplug:
+                    hot.append(record.name)
+                    registry.store(attrs.evolve(record, ref_count=0, users=()))
                 else:
-                    self._store(attrs.evolve(record, attach_count=1, attachment=self._attachment(
-                        AttachPhase.ATTACHED, attach, books, [], resident=True)))
-                books.seed = _merge_notes(books.seed, books.notes)
-            result = self._pipeline.assemble(target, tuple(planned), spec)
-            self._ports = tuple(PortRecord(id=port, kind=kind) for port, kind in
-                                target.spare_ports({r.name for r in hot}))
-            self._journal()
+                    registry.store(attrs.evolve(record, attach_count=1, attachment=Attachment(
+                        phase=AttachPhase.ATTACHED, resident=True, notes=books.notes,
+                        details=to_json(dict(rendered.attach.details)), since=time.time())))
+                books.commit()
+            result = pipeline.assemble(target, tuple(planned), spec)
+            spare = target.spare_ports(set(hot))
+            registry.set_ports([PortRecord(id=port, kind=kind) for port, kind in spare])
             return result
-
-    # --- internals: records --------------------------------------------------------------------
-    def _get(self, device_id: str) -> DeviceRecord:
-        record = self._records.get(device_id)
-        if record is None:
-            raise DeviceNotFoundError(
-                "device with specified ID hasn't been created", device=device_id, field="id"
-            )
-        return record
-
-    def _by_key(self, key: str) -> DeviceRecord | None:
-        return next((r for r in self._records.values() if r.key == key), None)
-
-    def _store(self, record: DeviceRecord) -> DeviceRecord:
-        self._records[record.id] = record
-        self._journal()
-        return record
-
-    def _forget(self, record: DeviceRecord) -> None:
-        del self._records[record.id]
-        self._objects.pop(record.id, None)
-        self._alloc.release_scope(_build_scope(record.key))
-        self._journal()
-
-    def _journal(self) -> None:
-        if self.journal is not None:
-            self.journal(self.snapshot())
-
-    def _reference(self, record: DeviceRecord, user: str) -> DeviceRecord:
-        if record.ref_count >= MAX_COUNT:
-            raise CountOverflowError(
-                "device was referenced too many times", device=record.name, field="ref_count"
-            )
-        users = (*record.users, user) if user else record.users
-        return self._store(attrs.evolve(record, ref_count=record.ref_count + 1, users=users))
-
-    def _without_user(self, record: DeviceRecord, user: str) -> tuple[str, ...]:
-        if not user:
-            return record.users
-        if user not in record.users:
-            holders = ", ".join(sorted(set(record.users))) or "none named"
-            raise NotAUserError(
-                f"{user} does not use this device (its users: {holders})", device=record.name, field="user"
-            )
-        users = list(record.users)
-        users.remove(user)
-        return tuple(users)
-
-    def _check_id_free(self, device_id: str, name: str) -> None:
-        other = self._records.get(device_id)
-        if other is not None:
-            raise DeviceIdConflictError(
-                f"id {device_id!r} is already used by {other.name}", device=name, field="id"
-            )
-
-    def _attach_or_release(self, record: DeviceRecord, user: str) -> DeviceRecord:
-        try:
-            return self.attach(record.id)
-        except VmdevError:
-            current = self._records.get(record.id)
-            if current is not None:
-                users = self._without_user(current, user)
-                if current.ref_count > 1 or current.attachment is not None:
-                    self._store(attrs.evolve(current, ref_count=current.ref_count - 1, users=users))
-                else:
-                    self._forget(current)
-            raise
 
     # --- internals: building -------------------------------------------------------------------
     def _resolved(self, info: DeviceInfo, *, for_key: bool) -> DeviceInfo:
         if info.host_path and (info.is_block_file or for_key):
             return info
-        if for_key and not _needs_host_path(info):
+        if for_key and not needs_host_path(info):
             return info
         return self._pipeline.resolve(info)
 
-    def _build(self, info: DeviceInfo, user: str) -> DeviceRecord:
-        key = device_key(info)
-        scope = _build_scope(key)
+    def _build(self, info: DeviceInfo, key: str, user: str) -> DeviceRecord:
+        """A new record for a resolved request (under the lock: it takes numbers)."""
+        registry = self._registry
+        scope = build_scope(key)
         try:
-            answer = self._pipeline.build(info, self._alloc.scoped(scope))
-            device = answer.device
-            self._check_id_free(device.id, info.name)
+            built = self._pipeline.build(info, registry.allocator.scoped(scope))
+            device = built.device
+            registry.check_id_free(device.id, info.name)
+            facts = self._facts(device, info.host_path, info.name)
         except BaseException:
-            self._alloc.release_scope(scope)
+            registry.allocator.release_scope(scope)
             raise
         self._objects[device.id] = device
         return DeviceRecord(
             id=device.id,
             key=key,
             kind=device.kind,
-            plugin=answer.plugin,
+            plugin=built.plugin,
             container_path=info.container_path,
             host_path=info.host_path,
             info=info,
             device=to_json(device),
+            facts=facts,
             ref_count=1,
             users=(user,) if user else (),
         )
 
-    def _sandbox_device(self, name: str) -> tuple[Device, str]:
+    def _sandbox_built(self, name: str) -> Built:
         answers = self._pipeline.sandbox_devices()
         matches = [a for a in answers if name in (a.device.id, a.device.kind)]
         if len(matches) != 1:
             offered = ", ".join(f"{a.device.id} ({a.device.kind})" for a in answers) or "none"
             problem = "is ambiguous" if matches else "is not a sandbox device of this sandbox"
             raise DeviceNotFoundError(f"{problem}; the plugins offer: {offered}", device=name, field="id")
-        return matches[0].device, matches[0].plugin
+        return matches[0]
 
-    def _register_sandbox(self, device: Device, plugin: str, user: str) -> DeviceRecord:
-        key = f"sandbox {device.id}"
-        existing = self._by_key(key)
+    def _register_sandbox(self, built: Built, user: str) -> DeviceRecord:
+        registry = self._registry
+        device = built.device
+        existing = registry.by_key(sandbox_key(device.id))
         if existing is not None:
-            return self._reference(existing, user)
-        check_id(device.id, device=device.id, field="id")
-        self._check_id_free(device.id, device.id)
+            return registry.reference(existing, user)
+        registry.check_id_free(device.id, device.id)
+        facts = self._facts(device, built.host_path, device.id)
         self._objects[device.id] = device
-        return self._store(DeviceRecord(
+        return registry.store(DeviceRecord(
             id=device.id,
-            key=key,
+            key=sandbox_key(device.id),
             kind=device.kind,
-            plugin=plugin,
+            plugin=built.plugin,
             container_path=None,
-            host_path=str(getattr(device, "host_path", "") or ""),
+            host_path=built.host_path,
             device=to_json(device),
+            facts=facts,
             ref_count=1,
             users=(user,) if user else (),
         ))
 
+    def _facts(self, device: Device, host_path: str, name: str) -> dict[str, str]:
+        """The host facts ``device`` is built from: its node's, then its family's."""
+        facts = node_facts(host_path, self.host)
+        for fact, value in self.plugins.host_facts(device, self.host, name=name).items():
+            facts.setdefault(fact, value)
+        return facts
+
     def _object(self, record: DeviceRecord) -> Device:
-        """The device object (rebuilt from the recorded request after a load)."""
-        device = self._objects.get(record.id)
+        """The device object: built here, or rebuilt from its saved form (``device_from_state``),
+        never from the host."""
+        with self._registry.locked():
+            device = self._objects.get(record.id)
         if device is not None:
             return device
-        if record.info is None:
-            device, _ = self._sandbox_device(record.id)
-        else:
-            scoped = self._alloc.scoped(_build_scope(record.key))
-            device = self._pipeline.build(record.info, scoped).device
+        device = self.plugins.device_from_state(record.kind, record.device, record.plugin, name=record.name)
         if device.id != record.id:
             raise DeviceError(
-                f"the plugin now builds this device as {device.id!r}, not as the recorded {record.id!r}; "
-                "the host or the plugins changed since it was created",
+                f"plugin {record.plugin!r} rebuilds the saved device as {device.id!r}, not as the recorded "
+                f"{record.id!r}",
                 device=record.name,
                 field="id",
             )
-        self._objects[record.id] = device
-        return device
+        with self._registry.locked():
+            return self._objects.setdefault(record.id, device)
 
-    # --- internals: rendering ------------------------------------------------------------------
-    def _target(self, books: _Notes, *, live: bool) -> RenderTarget:
-        live_ports = self._free_ports if live else None
-        return self._pipeline.target(RenderContext(notes=books, live_ports=live_ports))
+    def _built(self, record: DeviceRecord) -> Built:
+        return Built(device=self._object(record), plugin=record.plugin, container_path=record.container_path,
+                     host_path=record.host_path)
 
-    def _free_ports(self) -> list[PortRecord]:
-        held = {bus for r in self._records.values() if r.attachment is not None for bus in r.attachment.buses}
-        ports = self.hotplugger.free_ports() if self.hotplugger is not None else self._ports
-        return [p for p in ports if p.id not in held]
+    def _check_host(self, device_id: str) -> None:
+        found = self.host_changes(device_id)
+        if found:
+            raise HostChangedError(
+                "the host changed since this device was created: "
+                + "; ".join(change.describe() for change in found)
+                + " (release it, then attach it again to use what the host has now)",
+                device=self._registry.get(device_id).name,
+                field=found[0].fact,
+            )
 
-    def _render(
-        self, record: DeviceRecord, target: RenderTarget, books: _Notes, *, hotplug: bool
-    ) -> AttachOptions:
-        books.begin()
-        return self._pm.attach_options(self._object(record), target, hotplug, name=record.name)
+    # --- internals: references -----------------------------------------------------------------
+    def _must_clean_up(self, record: DeviceRecord, user: str) -> bool:
+        """Whether dropping ``user``'s reference must first remove the device's remains from the VM."""
+        Registry.without_user(record, user)
+        if record.ref_count > 1:
+            return False
+        if record.attach_count > 0:
+            raise DeviceAttachedError(
+                f"can't remove attached device (attached {record.attach_count} time(s)); detach it first",
+                device=record.name,
+                field="attach_count",
+            )
+        return record.attachment is not None and not record.attachment.resident
 
-    def _attachment(
-        self, phase: AttachPhase, attach: AttachOptions, books: _Notes, buses: Sequence[str],
-        *, resident: bool = False,
-    ) -> Attachment:
-        qemu = attach if isinstance(attach, QemuAttach) else None
-        return Attachment(
-            phase=phase,
-            resident=resident,
-            hotplug=qemu.hotplug if qemu is not None and qemu.hotplugged else (),
-            unplug=qemu.unplug if qemu is not None and qemu.hotplugged else (),
-            buses=tuple(buses),
-            notes=books.notes,
-            details=to_json(dict(attach.details)),
-            pid=os.getpid() if phase in (AttachPhase.ATTACHING, AttachPhase.DETACHING) else 0,
-            since=time.time(),
-        )
+    def _drop_reference(self, record: DeviceRecord, user: str) -> DeviceRecord | None:
+        """Drop one reference (under the lock); the last forgets a device with nothing in the VM."""
+        registry = self._registry
+        users = registry.without_user(record, user)
+        if record.ref_count > 1 or record.attachment is not None:
+            if record.ref_count <= 1 and record.attach_count > 0:
+                raise DeviceAttachedError(
+                    "can't remove attached device; detach it first", device=record.name, field="attach_count"
+                )
+            return registry.store(attrs.evolve(record, ref_count=max(record.ref_count - 1, 0), users=users))
+        registry.forget(record)
+        self._objects.pop(record.id, None)
+        return None
 
-    def _seed_notes(self) -> dict[str, dict[str, str]]:
-        seed: dict[str, dict[str, str]] = {}
-        for record in self._records.values():
-            if record.attachment is not None:
-                seed = _merge_notes(seed, record.attachment.notes)
-        return seed
+    def _attach_or_release(self, record: DeviceRecord, user: str) -> DeviceRecord:
+        try:
+            return self.attach(record.id)
+        except VmdevError:
+            registry = self._registry
+            with registry.locked():
+                current = registry.find(record.id)
+                if current is not None:
+                    current = registry.idle(record.id)
+                    users = registry.without_user(current, user)
+                    if current.ref_count > 1 or current.attachment is not None:
+                        registry.store(attrs.evolve(current, ref_count=current.ref_count - 1, users=users))
+                    else:
+                        registry.forget(current)
+                        self._objects.pop(current.id, None)
+            raise
 
     # --- internals: plugging -------------------------------------------------------------------
-    def _plug(self, record: DeviceRecord) -> DeviceRecord:
-        books = _Notes(seed=self._seed_notes())
-        target = self._target(books, live=True)
-        attach = self._render(record, target, books, hotplug=True)
-        buses = list(target.ports_taken)
-        commands = self._hot_commands(record, attach)
-        if commands and self.hotplugger is not None and isinstance(attach, QemuAttach):
-            self.hotplugger.check_ready(attach, device=record.name)
-        if not commands or self.hotplugger is None:
-            attachment = self._attachment(AttachPhase.ATTACHED, attach, books, buses)
-            resident = bool(commands) and not attachment.unplug
-            return self._store(attrs.evolve(record, attach_count=1,
-                                            attachment=attrs.evolve(attachment, resident=resident)))
-        record = self._store(attrs.evolve(
-            record, attachment=self._attachment(AttachPhase.ATTACHING, attach, books, buses)))
-        try:
-            self.hotplugger.plug(commands, device=record.name, progress=self._progress(record.id))
-        except HotplugError as exc:
-            self._plug_failed(record.id, exc)
-            raise
-        current = self._get(record.id)
-        assert current.attachment is not None
-        attachment = attrs.evolve(current.attachment, phase=AttachPhase.ATTACHED, pid=0, since=time.time(),
-                                  steps_done=len(commands), resident=not current.attachment.unplug)
-        if attachment.resident:
-            log.info("%s cannot be unplugged: it stays in the VM until it stops", record.name)
-        return self._store(attrs.evolve(current, attach_count=1, attachment=attachment))
+    def _free_ports(self) -> list[PortRecord]:
+        """The VM's free hot-plug ports (the boot plan's spare ones without a VM) that no device of
+        the sandbox holds. Called while rendering, without the lock."""
+        driver = self.hotplugger
+        ports = driver.free_ports() if driver is not None else self._registry.ports
+        held = self._registry.held_buses()
+        return [p for p in ports if p.id not in held]
 
-    def _hot_commands(self, record: DeviceRecord, attach: AttachOptions) -> tuple[QmpCommand, ...]:
-        if not isinstance(attach, QemuAttach):
-            if self.hotplugger is not None:
-                raise UnsupportedError(
-                    f"live hot plug talks QMP to QEMU; this sandbox runs {self._settings.hypervisor}",
-                    device=record.name,
-                    field="hypervisor",
-                )
-            return ()
-        if attach.hotplugged:
-            return attach.hotplug
-        if attach.args or attach.shared_args or attach.machine or attach.memory != MemoryNeeds():
-            raise UnsupportedError(
-                "cannot be hot-plugged into the running VM: its plugin renders it for cold plug only "
-                "(put it in the boot plan instead)",
-                device=record.name,
-                field="hotplug",
-            )
-        return ()  # nothing reaches the hypervisor (a generic device)
+    def _plug(self, device_id: str) -> DeviceRecord:
+        """The first attach of a claimed device: render it for the running VM (without the lock; the
+        rendering is redone if another device's footprint changed meanwhile), save the attaching
+        phase, run the steps without the lock, save the result."""
+        registry, driver = self._registry, self.hotplugger
+        while True:
+            with registry.locked():
+                generation = registry.generation
+                books = SandboxNotes(seed=registry.seed_notes(besides=device_id))
+                record = registry.get(device_id)
+            target = self._pipeline.target(RenderContext(notes=books, live_ports=self._free_ports))
+            attach = self._pipeline.render(self._built(record), target, hotplug=True).attach
+            steps = rendered_steps(attach, device=record.name)
+            if steps.hotplug and driver is not None:
+                driver.check_ready(attach, device=record.name)
+            with registry.locked():
+                if registry.generation != generation:
+                    continue
+                record = registry.get(device_id)
+                base = Attachment(phase=AttachPhase.ATTACHED, hotplug=steps.hotplug, unplug=steps.unplug,
+                                  buses=target.ports_taken, notes=books.notes,
+                                  details=to_json(dict(attach.details)), since=time.time())
+                if not steps.hotplug or driver is None:  # nothing reaches the VM, or books only
+                    resident = bool(steps.hotplug) and not steps.unplug
+                    return registry.store(attrs.evolve(record, attach_count=1,
+                                                       attachment=attrs.evolve(base, resident=resident)))
+                if self._sharers_busy(record, steps.hotplug):
+                    registry.wait()
+                    continue
+                run, shared = self._creations(device_id, steps.hotplug)
+                registry.store(attrs.evolve(record, attachment=attrs.evolve(
+                    base, phase=AttachPhase.ATTACHING, hotplug=run, shared=shared, pid=os.getpid())))
+                break
+        try:
+            driver.plug(run, device=record.name, progress=self._progress(device_id))
+        except HotplugError as exc:
+            self._plug_failed(device_id, exc)
+            raise
+        with registry.locked():
+            current = registry.get(device_id)
+            assert current.attachment is not None
+            attachment = attrs.evolve(current.attachment, phase=AttachPhase.ATTACHED, pid=0,
+                                      since=time.time(), steps_done=len(run),
+                                      resident=not current.attachment.unplug)
+            if attachment.resident:
+                log.info("%s cannot be unplugged: it stays in the VM until it stops", record.name)
+            return registry.store(attrs.evolve(current, attach_count=1, attachment=attachment))
 
     def _progress(self, device_id: str) -> Callable[[int], None]:
         def done(steps: int) -> None:
-            with self._lock:
-                current = self._get(device_id)
-                if current.attachment is not None:
-                    attachment = attrs.evolve(current.attachment, steps_done=steps)
-                    self._store(attrs.evolve(current, attachment=attachment))
+            with self._registry.locked():
+                if self._registry.get(device_id).attachment is not None:
+                    self._registry.update_attachment(device_id, steps_done=steps)
 
         return done
 
     def _plug_failed(self, device_id: str, exc: HotplugError) -> None:
-        current = self._get(device_id)
-        assert current.attachment is not None
-        if not exc.leftovers and not exc.uncertain:
-            self._store(attrs.evolve(current, attachment=None))
-            return
-        failed = attrs.evolve(current.attachment, phase=AttachPhase.FAILED, steps_done=exc.steps_done,
-                              leftovers=exc.leftovers, error=exc.message, pid=0, since=time.time())
-        self._store(attrs.evolve(current, attachment=failed))
+        registry = self._registry
+        with registry.locked():
+            current = registry.get(device_id)
+            if not exc.leftovers and not exc.uncertain:
+                registry.store(attrs.evolve(current, attachment=None))
+                return
+            registry.update_attachment(device_id, phase=AttachPhase.FAILED, steps_done=exc.steps_done,
+                                       leftovers=exc.leftovers, error=exc.message, pid=0, since=time.time())
 
-    def _unplug(self, record: DeviceRecord) -> DeviceRecord:
+    def _clean_up(self, device_id: str) -> None:
+        """Remove what an interrupted or failed attach (or a stopped detach) left in the VM; the
+        device is claimed by the caller."""
+        registry, driver = self._registry, self.hotplugger
+        with registry.locked():
+            while True:
+                record = registry.get(device_id)
+                attachment = record.attachment
+                assert attachment is not None
+                if attachment.phase is AttachPhase.ATTACHING and process_alive(attachment.pid) \
+                        and attachment.pid != os.getpid():
+                    raise ManagerError(
+                        f"process {attachment.pid} is attaching this device right now", device=record.name,
+                        field="pid",
+                    )
+                if driver is None:
+                    if attachment.phase is not AttachPhase.ATTACHED:
+                        raise DeviceAttachedError(
+                            f"an earlier {attachment.phase.value} may have left parts of it in the VM; "
+                            "connect to the VM to clean them up",
+                            device=record.name,
+                            field="attachment",
+                        )
+                    registry.store(attrs.evolve(record, attachment=None))
+                    return
+                if not self._sharers_busy(record):
+                    break
+                registry.wait()
+            detaching = attachment.phase is AttachPhase.DETACHING
+            steps = attachment.unplug if detaching else attachment.hotplug[: attachment.steps_done + 1]
+            removal = self._removal(record, steps, undo=not detaching)
+        if detaching:
+            driver.unplug(removal.steps, device=record.name, progress=lambda _: None)
+        else:
+            driver.cleanup(removal.steps, device=record.name)
+        registry.update(device_id, attachment=None)
+
+    # --- internals: shared objects -------------------------------------------------------------
+    def _objects_of(self) -> ObjectsOf | None:
+        driver = self.hotplugger
+        return driver.step_objects if isinstance(driver, ObjectAware) else None
+
+    def _uses(self, record: DeviceRecord, objects_of: ObjectsOf) -> set[str]:
+        """The VM objects ``record``'s steps create, refer to, remove or share."""
         attachment = record.attachment
-        if attachment is None or attachment.resident:
-            return self._store(attrs.evolve(record, attach_count=0))
-        if self.hotplugger is not None and attachment.unplug:
-            record = self._store(attrs.evolve(record, attachment=attrs.evolve(
-                attachment, phase=AttachPhase.DETACHING, steps_done=0, pid=os.getpid(), error="",
-                since=time.time())))
-            try:
-                progress = self._progress(record.id)
-                self.hotplugger.unplug(attachment.unplug, device=record.name, progress=progress)
-            except HotplugError as exc:
-                current = self._get(record.id)
-                assert current.attachment is not None
-                self._store(attrs.evolve(current, attachment=attrs.evolve(
-                    current.attachment, error=exc.message, pid=0, since=time.time())))
-                raise
-        return self._store(attrs.evolve(self._get(record.id), attach_count=0, attachment=None))
+        if attachment is None:
+            return set()
+        return self._names(attachment.hotplug, attachment.unplug, objects_of) | set(attachment.shared)
 
-    def _clean_up(self, record: DeviceRecord, attachment: Attachment) -> None:
-        """Remove what an interrupted or failed attach (or detach) left in the VM."""
-        if attachment.phase is AttachPhase.ATTACHING and process_alive(attachment.pid) \
-                and attachment.pid != os.getpid():
-            raise ManagerError(
-                f"process {attachment.pid} is attaching this device right now",
-                device=record.name,
-                field="pid",
-            )
-        if self.hotplugger is not None:
-            if attachment.phase is AttachPhase.DETACHING:
-                self.hotplugger.unplug(attachment.unplug, device=record.name, progress=lambda _: None)
-            else:
-                maybe_done = attachment.hotplug[: attachment.steps_done + 1]
-                self.hotplugger.cleanup(maybe_done, device=record.name)
-        elif attachment.phase is not AttachPhase.ATTACHED:
-            raise DeviceAttachedError(
-                f"an earlier {attachment.phase.value} may have left parts of it in the VM; connect to "
-                "the VM to clean them up",
-                device=record.name,
-                field="attachment",
-            )
-        self._store(attrs.evolve(record, attachment=None))
+    @staticmethod
+    def _names(hotplug: Iterable[Step], unplug: Iterable[Step], objects_of: ObjectsOf) -> set[str]:
+        names: set[str] = set()
+        for step in hotplug:
+            found = objects_of(step)
+            names |= found.refers | {found.creates}
+        names |= {objects_of(step).removes for step in unplug}
+        names.discard("")
+        return names
 
+    @staticmethod
+    def _owned(record: DeviceRecord, objects_of: ObjectsOf) -> set[str]:
+        """The objects ``record``'s steps create or remove (not what they merely mention)."""
+        attachment = record.attachment
+        if attachment is None:
+            return set()
+        owned = {objects_of(step).creates for step in attachment.hotplug}
+        owned |= {objects_of(step).removes for step in attachment.unplug} | set(attachment.shared)
+        owned.discard("")
+        return owned
 
-# --- reporting ---------------------------------------------------------------------------------------
-def describe_status(record: DeviceRecord) -> str:
-    """Where the device stands, in words (``vmdev status``), including interrupted operations."""
-    attachment = record.attachment
-    if attachment is None:
-        return "attached" if record.attach_count else "not attached"
-    total = len(attachment.hotplug)
-    if attachment.phase is AttachPhase.ATTACHED:
-        if not attachment.resident:
-            return "attached"
-        why = "cold-plugged at boot" if not attachment.hotplug else "cannot be unplugged"
-        return f"in the VM ({why})" + ("" if record.attach_count else ", not attached")
-    if attachment.phase is AttachPhase.ATTACHING:
-        if process_alive(attachment.pid) and attachment.pid != os.getpid():
-            return f"attaching: process {attachment.pid}, {attachment.steps_done} of {total} steps done"
-        return (
-            f"attach interrupted after {attachment.steps_done} of {total} steps (process {attachment.pid} "
-            "is gone); parts may be in the VM until the next attach or remove cleans them up"
+    def _sharers_busy(self, record: DeviceRecord, steps: Sequence[Step] = ()) -> bool:
+        """Whether another device of this process that shares a VM object with ``record`` (or with
+        ``steps``, its rendering) is being plugged or unplugged: sharing is decided once it is done.
+        Two devices share an object when one's steps create or remove what the other's use."""
+        objects_of = self._objects_of()
+        if objects_of is None:
+            return False
+        uses = self._uses(record, objects_of) | self._names(steps, (), objects_of)
+        owns = self._owned(record, objects_of) | {objects_of(step).creates for step in steps} - {""}
+        registry = self._registry
+        return any(
+            registry.busy(other.id)
+            and (self._owned(other, objects_of) & uses or self._uses(other, objects_of) & owns)
+            for other in registry.in_vm(besides=record.id)
         )
-    if attachment.phase is AttachPhase.DETACHING:
-        steps = len(attachment.unplug)
-        if attachment.error:
-            return f"detach stopped after {attachment.steps_done} of {steps} steps: {attachment.error}"
-        if process_alive(attachment.pid) and attachment.pid != os.getpid():
-            return f"detaching: process {attachment.pid}, {attachment.steps_done} of {steps} steps done"
-        return (
-            f"detach interrupted after {attachment.steps_done} of {steps} steps "
-            f"(process {attachment.pid} is gone)"
-        )
-    left = "; ".join(f"{c.execute} {next(iter(c.arguments.values()), '')}" for c in attachment.leftovers)
-    return f"attach failed: {attachment.error}" + (f"; may be left in the VM: {left}" if left else "")
+
+    def _creations(self, device_id: str, hotplug: Sequence[Step]) -> tuple[list[Step], list[str]]:
+        """The steps to run (those creating what an attached device's steps created already are
+        left out) and the names of the objects the device shares with others."""
+        objects_of = self._objects_of()
+        if objects_of is None:
+            return list(hotplug), []
+        present: set[str] = set()
+        for other in self._registry.in_vm(besides=device_id):
+            attachment = other.attachment
+            if attachment is not None and attachment.phase is AttachPhase.ATTACHED:
+                present |= {objects_of(step).creates for step in attachment.hotplug} | set(attachment.shared)
+        present.discard("")
+        run: list[Step] = []
+        shared: list[str] = []
+        for step in hotplug:
+            found = objects_of(step)
+            if found.creates in present:
+                shared.append(found.creates)
+                continue
+            run.append(step)
+            shared += sorted(found.refers & present)
+        return run, list(dict.fromkeys(shared))
+
+    def _removal(self, record: DeviceRecord, steps: Sequence[Step], *, undo: bool = False) -> _Removal:
+        """The removal ``steps`` of ``record`` (unplug steps, or with ``undo`` hot-plug steps to
+        undo) without those removing objects other devices in the VM still use; each of those
+        removals goes to one of the users (unless one removes that object already), whose detach
+        then removes it. Stores the handed steps (under the lock)."""
+        objects_of = self._objects_of()
+        if objects_of is None:
+            return _Removal(steps=tuple(steps), handed={})
+        users: dict[str, list[DeviceRecord]] = {}
+        for other in self._registry.in_vm(besides=record.id):
+            for name in self._uses(other, objects_of):
+                users.setdefault(name, []).append(other)
+        keep: list[Step] = []
+        handed: dict[str, list[Step]] = {}
+        for step in steps:
+            found = objects_of(step)
+            name = found.creates if undo else found.removes
+            removal = found.undo if undo else step
+            holders = users.get(name, []) if name else []
+            if not holders:
+                keep.append(step)
+                continue
+            if removal is not None and not any(self._removes(h, name, objects_of) for h in holders):
+                heir = next((h for h in holders if h.attachment is not None
+                             and h.attachment.phase is AttachPhase.ATTACHED), holders[0])
+                handed.setdefault(heir.id, []).append(removal)
+        for heir_id, more in handed.items():
+            heir = self._registry.get(heir_id)
+            assert heir.attachment is not None
+            self._registry.update_attachment(heir_id, unplug=(*heir.attachment.unplug, *more))
+            log.info("%s keeps %s in the VM for %s", heir.name, ", ".join(map(str, more)), record.name)
+        return _Removal(steps=tuple(keep), handed={k: tuple(v) for k, v in handed.items()})
+
+    @staticmethod
+    def _removes(record: DeviceRecord, name: str, objects_of: ObjectsOf) -> bool:
+        attachment = record.attachment
+        return attachment is not None and any(objects_of(step).removes == name for step in attachment.unplug)
 
 
 # --- helpers -----------------------------------------------------------------------------------------
-def _unique(records: Sequence[DeviceRecord]) -> list[DeviceRecord]:
+def _unique(records: Iterable[DeviceRecord]) -> list[DeviceRecord]:
     seen: set[str] = set()
     out: list[DeviceRecord] = []
     for record in records:
@@ -711,25 +764,6 @@ def _unique(records: Sequence[DeviceRecord]) -> list[DeviceRecord]:
     return out
 
 
-def _merge_notes(
-    base: Mapping[str, Mapping[str, str]], more: Mapping[str, Mapping[str, str]]
-) -> dict[str, dict[str, str]]:
-    merged = {key: dict(inner) for key, inner in base.items()}
-    for key, inner in more.items():
-        merged.setdefault(key, {}).update(inner)
-    return merged
-
-
-def _planned(record: DeviceRecord, device: Device, attach: AttachOptions) -> PlannedDevice:
-    return PlannedDevice(
-        device=device,
-        plugin=record.plugin,
-        container_path=record.container_path,
-        host_path=record.host_path,
-        attach=attach,
-    )
-
-
 __all__ = [
     "CountOverflowError",
     "DeviceAttachedError",
@@ -737,8 +771,10 @@ __all__ = [
     "DeviceManager",
     "DeviceNotAttachedError",
     "DeviceNotFoundError",
+    "HostChangedError",
     "ManagerError",
     "NotAUserError",
+    "SandboxNotes",
     "describe_status",
     "device_key",
 ]
