@@ -1,4 +1,5 @@
-"""``vmdev attach`` / ``detach`` / ``status`` and ``plan --state`` against a fake QEMU on a QMP socket.
+"""``vmdev attach`` / ``detach`` / ``status`` and ``plan --state`` against a fake QEMU on a QMP socket
+(QEMU's live driver, ``--qmp``), and books only for a backend without a live driver.
 
 The device family is a throw-away distribution installed with a real entry point (``make_dist``),
 so these tests need nothing but the core.
@@ -26,7 +27,10 @@ PLUGIN = '''
 from typing import ClassVar
 import attrs
 from vmdev import hookimpl
+from vmdev.backends.clh import ClhAttach
 from vmdev.qemu import QemuAttach, QmpCommand, make_id
+from vmdev.serialize import from_json
+from vmdev.targets import ApiRequest
 
 
 @attrs.frozen
@@ -58,6 +62,12 @@ def sandbox_devices():
 
 
 @hookimpl
+def device_from_state(kind, data):
+    saved = {"testdisk": Disk, "beacon": Beacon}.get(kind)
+    return from_json(saved, data) if saved is not None else None
+
+
+@hookimpl
 def attach_options(device, target, hotplug):
     if isinstance(device, Beacon):
         if not hotplug:
@@ -71,6 +81,10 @@ def attach_options(device, target, hotplug):
             hotplugged=True, details={"bus": bus})
     if not isinstance(device, Disk):
         return None
+    if target.hypervisor == "cloud-hypervisor":
+        return ClhAttach(hotplug=[ApiRequest("PUT", "/api/v1/vm.add-disk", {"id": device.id})],
+                         unplug=[ApiRequest("PUT", "/api/v1/vm.remove-device", {"id": device.id})],
+                         hotplugged=True)
     node = device.id + "-node"
     if not hotplug:
         return QemuAttach(args=["-blockdev", "driver=raw,node-name=" + node], details={"index": device.index})
@@ -135,7 +149,8 @@ def test_two_containers_share_one_hot_plugged_device(env: FakeHost, qemu: Any, s
     assert f"attached {device_id} (testdisk, /dev/xvdb): attached; attach count 2, references 2" in second.stdout
     status = vmdev("status", "--state", str(short_dir / "state.json"), "--qmp", str(short_dir / "qmp.sock"))
     assert status.exit_code == 0, status.stderr
-    assert "reachable" in status.stdout and f"{device_id}: device_add {device_id} present in QEMU" in status.stdout
+    assert "vm (qemu, qmp " in status.stdout and "): reachable" in status.stdout
+    assert f"{device_id}: device_add {device_id} present in the VM" in status.stdout
     one = vmdev("detach", *sandbox(short_dir, env), *SDB, "--container", "c1", "/dev/xvdb")
     assert one.exit_code == 0 and "attach count 1, references 1" in one.stdout
     assert fake.leftovers()["devices"] == [device_id]  # c2 still uses it
@@ -217,7 +232,8 @@ def test_qemu_dying_during_attach_is_reported_honestly(env: FakeHost, qemu: Any,
                    "--json")
     assert status.exit_code == 0, status.stderr
     data = json.loads(status.stdout)
-    assert data["qemu"]["reachable"] is False and "cannot connect" in data["qemu"]["error"]
+    assert data["vm"]["hypervisor"] == "qemu" and data["vm"]["connection"] == {"qmp": str(short_dir / "qmp.sock")}
+    assert data["vm"]["reachable"] is False and "cannot connect" in data["vm"]["error"]
     assert data["devices"][0]["status"].startswith("attach failed: hot plug step 2 of 2")
     assert "may be left in the VM: device_del " in data["devices"][0]["status"]
     text = vmdev("status", "--state", str(short_dir / "state.json"))
@@ -258,3 +274,64 @@ def test_plan_with_state_records_the_boot_devices(env: FakeHost, qemu: Any, shor
     same = vmdev("attach", *sandbox(short_dir, env), *SDB, "--json", "/dev/xvdb")  # the boot disk: counted
     assert json.loads(same.stdout)["device"]["attach_count"] == 2
     assert fake.leftovers()["devices"] == [json.loads(late.stdout)["id"]]
+
+
+# --- the backend's live driver, books only, host changes ---------------------------------------------
+def test_a_backend_without_a_live_driver_keeps_the_books_without_vm_flags(env: FakeHost, short_dir: Path) -> None:
+    state = ["--state", str(short_dir / "state.json"), "--sysfs-root", str(env.sysfs)]
+    done = vmdev("attach", *state, "--hypervisor", "cloud-hypervisor", *SDB, "--json", "/dev/xvdb")
+    assert done.exit_code == 0, done.stderr
+    record = json.loads(done.stdout)["device"]
+    assert record["attachment"]["hotplug"] == [{"method": "PUT", "path": "/api/v1/vm.add-disk",
+                                                "body": {"id": record["id"]}}]
+    assert StateFile(short_dir / "state.json").load().settings.hypervisor == "cloud-hypervisor"
+    stray = vmdev("attach", *state, "--qmp", str(short_dir / "qmp.sock"), *SDB, "/dev/xvdb")
+    assert stray.exit_code == 1
+    assert "--qmp: is not an option of the cloud-hypervisor backend's live driver (its options: none)" in stray.stderr
+    status = vmdev("status", *state[:2], "--json")
+    assert json.loads(status.stdout)["vm"] == {"hypervisor": "cloud-hypervisor", "connection": {},
+                                               "reachable": None, "error": ""}
+    done = vmdev("detach", *state, *SDB, "/dev/xvdb")
+    assert done.exit_code == 0 and "forgotten" in done.stdout
+
+
+def test_the_hypervisor_is_the_sandboxs_and_its_live_flags_are_required(
+    env: FakeHost, qemu: Any, short_dir: Path
+) -> None:
+    state = ["--state", str(short_dir / "state.json"), "--sysfs-root", str(env.sysfs)]
+    missing = vmdev("attach", *state, *SDB, "/dev/xvdb")
+    assert missing.exit_code == 1 and missing.stderr.startswith(
+        "vmdev: error: --qmp: is required: the qemu backend reaches the sandbox's running VM through it")
+    assert vmdev("attach", *sandbox(short_dir, env), "--hypervisor", "qemu", *SDB, "/dev/xvdb").exit_code == 0
+    other = vmdev("attach", *sandbox(short_dir, env), "--hypervisor", "firecracker", *SDB, "/dev/xvdb")
+    assert other.exit_code == 1
+    assert "hypervisor: this sandbox runs on qemu (kept in its state file), not firecracker" in other.stderr
+    unknown = vmdev("status", *state[:2], "--hypervisor", "xen")
+    assert unknown.exit_code == 1 and "not xen" in unknown.stderr
+    helped = vmdev("attach", "--help")
+    assert "--qmp SOCKET" in helped.stdout and "(live driver of qemu)" in helped.stdout
+
+
+def test_status_shows_a_host_that_changed_and_attach_refuses_it(env: FakeHost, qemu: Any, short_dir: Path) -> None:
+    image = short_dir / "disk.img"
+    image.write_bytes(b"\0" * 4096)
+    disk = ["--type", "b", "--major", "-1", "--minor", "0", "--host-path", str(image)]
+    done = vmdev("attach", *sandbox(short_dir, env), *disk, "--container", "c1", "--json", "/dev/xvdb")
+    assert done.exit_code == 0, done.stderr
+    device_id = json.loads(done.stdout)["id"]
+    status = ["status", "--state", str(short_dir / "state.json"), "--sysfs-root", str(env.sysfs)]
+    (device,) = json.loads(vmdev(*status, "--json").stdout)["devices"]
+    assert device["facts"] == {"node.type": "file"} and device["host_changes"] == []
+    image.unlink()
+    image.mkdir()  # the disk image was replaced by something else
+    (device,) = json.loads(vmdev(*status, "--json").stdout)["devices"]
+    assert device["host_changes"] == [{"fact": "node.type", "recorded": "file", "now": "dir"}]
+    text = vmdev(*status)
+    assert f"{device_id}: host changed: node.type was 'file', now 'dir'" in text.stdout
+    again = vmdev("attach", *sandbox(short_dir, env), *disk, "--container", "c2", "/dev/data")
+    assert again.exit_code == 1 and len(again.stderr.strip().splitlines()) == 1
+    assert again.stderr.startswith(
+        "vmdev: error: /dev/xvdb: node.type: the host changed since this device was created: node.type was "
+        "'file', now 'dir'")
+    left = vmdev("detach", *sandbox(short_dir, env), "--id", device_id, "--container", "c1")
+    assert left.exit_code == 0, left.stderr

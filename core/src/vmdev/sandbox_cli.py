@@ -1,8 +1,11 @@
 """The sandbox commands of the CLI: ``vmdev attach``, ``vmdev detach``, ``vmdev status``.
 
-They drive a running sandbox through the device manager (:mod:`vmdev.manager`), its state file
-(:mod:`vmdev.state`) and QMP (:mod:`vmdev.live`); see docs/manager.md. Registered on the
-``vmdev`` group by :mod:`vmdev.cli`.
+They drive a running sandbox through the device manager (:mod:`vmdev.manager`) and its state file
+(:mod:`vmdev.state`); the running VM is reached through the sandbox's backend's live driver
+(:mod:`vmdev.live`), whose connection options are flags of these commands (QEMU: ``--qmp
+SOCKET``; every installed backend's ``live_options``). ``--hypervisor`` defaults to the
+sandbox's, from its state file. See docs/manager.md. Registered on the ``vmdev`` group by
+:mod:`vmdev.cli`.
 """
 
 from __future__ import annotations
@@ -16,21 +19,24 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import click
 
-from vmdev.errors import ConfigError
+from vmdev.cliutil import F, SettingsCommand, errors_as_one_line, fail, flag_overrides, host_context
+from vmdev.errors import ConfigError, VmdevError
 from vmdev.models import DeviceInfo
 from vmdev.settings import load_settings
 
 if TYPE_CHECKING:
+    from vmdev.backend import Backend, LiveConnection
+    from vmdev.host import HostContext
+    from vmdev.live import HotPlugger
     from vmdev.manager import DeviceManager
+    from vmdev.plugins import PluginManager
     from vmdev.state import DeviceRecord, SandboxState, StateFile
 
-from vmdev.cliutil import F, SettingsCommand, errors_as_one_line, flag_overrides, host_context
-
-# --- the sandbox device manager: vmdev attach / detach / status ----------------------------------------
 _SETTINGS_FLAGS: dict[str, str] = {
     "machine_type": "machine_type",
     "memory": "default_memory",
 }
+_LIVE_KEY = "vmdev.live_flags"
 
 
 def _options(*options: Callable[[F], F]) -> Callable[[F], F]:
@@ -42,6 +48,89 @@ def _options(*options: Callable[[F], F]) -> Callable[[F], F]:
     return apply
 
 
+# --- the live drivers' flags ---------------------------------------------------------------------------
+def _live_flag_options() -> list[click.Parameter]:
+    """One option per live-driver flag of the installed backends (``--qmp``, ``--domain``...);
+    their values are read back with :func:`_live_flags`."""
+    from vmdev.plugins import get_plugin_manager
+
+    try:
+        backends = get_plugin_manager().backends()
+    except VmdevError as exc:
+        fail(str(exc))
+        return []
+    owners: dict[str, list[str]] = {}
+    helps: dict[str, tuple[str, str]] = {}
+    for name in backends.names():
+        for option in backends.get(name).backend.live_options:
+            owners.setdefault(option.flag, []).append(name)
+            helps.setdefault(option.flag, (option.help, option.metavar))
+    params: list[click.Parameter] = []
+    for flag, names in owners.items():
+
+        def store(ctx: click.Context, param: click.Parameter, value: Any, flag: str = flag) -> None:
+            if value is not None:
+                ctx.meta.setdefault(_LIVE_KEY, {})[flag] = value
+
+        text, metavar = helps[flag]
+        params.append(click.Option([flag], default=None, metavar=metavar, expose_value=False, callback=store,
+                                   help=f"{text} (live driver of {', '.join(names)})"))
+    return params
+
+
+def _live_flags() -> dict[str, str]:
+    """The live-driver flags the current command got, by flag."""
+    return dict(click.get_current_context().meta.get(_LIVE_KEY, {}))
+
+
+class _LiveFlags(click.Command):
+    """A command that also takes every installed backend's live-driver flags."""
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        params = super().get_params(ctx)
+        return params[:-1] + _live_flag_options() + params[-1:]  # keep --help last
+
+
+class _SandboxCommand(_LiveFlags, SettingsCommand):
+    """``attach``/``detach``: settings flags and live-driver flags."""
+
+
+def _connection(
+    backend: Backend, given: Mapping[str, str], timeout: float, *, required: bool
+) -> LiveConnection | None:
+    """How to reach the backend's running VM from the flags given; None for a backend without a
+    live driver (books only) and, unless ``required``, when its flags are not given."""
+    from vmdev.backend import LiveConnection
+
+    own = {option.flag: option for option in backend.live_options}
+    stray = sorted(set(given) - set(own))
+    if stray:
+        theirs = ", ".join(own) or "none"
+        raise ConfigError(
+            f"is not an option of the {backend.name} backend's live driver (its options: {theirs})",
+            field=stray[0],
+        )
+    if backend.live is None:
+        return None
+    missing = [option.flag for option in backend.live_options if option.required and option.flag not in given]
+    if missing:
+        if not required:
+            return None
+        raise ConfigError(
+            f"is required: the {backend.name} backend reaches the sandbox's running VM through it",
+            field=missing[0],
+        )
+    options = {option.name: given[option.flag] for option in backend.live_options if option.flag in given}
+    return LiveConnection(options=options, timeout=timeout)
+
+
+def _driver(backend: Backend, connection: LiveConnection | None) -> HotPlugger | None:
+    if connection is None or backend.live is None:
+        return None
+    return backend.live(connection)
+
+
+# --- options -------------------------------------------------------------------------------------------
 #: how a device is named: as ``vmdev resolve`` takes it, as an OCI device, or a sandbox device
 _device_options = _options(
     click.option("--type", "dev_type", type=click.Choice(["c", "b", "u", "p"]), help="Device type."),
@@ -54,17 +143,17 @@ _device_options = _options(
     click.option("--sysfs-root", type=click.Path(file_okay=False), help="Instead of /sys."),
     click.argument("container_path", required=False),
 )
-#: where the sandbox is (its state file and QMP socket), and the settings of a new one
+#: where the sandbox is (its state file; its VM through the live-driver flags), and a new one's settings
 _sandbox_options = _options(
     click.option("--state", "state_path", required=True, type=click.Path(dir_okay=False),
                  help="The sandbox's state file (created by the first attach, or by plan --state)."),
-    click.option("--qmp", "qmp_socket", required=True, type=click.Path(dir_okay=False),
-                 help="A QMP socket of the running QEMU that no other client uses."),
+    click.option("--hypervisor", help="The sandbox's backend (default: the one in its state file; qemu "
+                 "for a new sandbox without --config)."),
     click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
-                 help="Seconds to wait for QEMU's answers and for the guest to release a device."),
+                 help="Seconds to wait for the VM's answers and for the guest to release a device."),
     click.option("--config", "config_file", type=click.Path(dir_okay=False),
                  help="Settings TOML of a new sandbox (Kata's configuration.toml works)."),
-    click.option("--machine-type", help="QEMU machine type of a new sandbox (default q35)."),
+    click.option("--machine-type", help="Machine type of a new sandbox (default q35)."),
     click.option("--memory", type=click.IntRange(min=1), help="Guest memory of a new sandbox in MiB."),
     click.option("--json", "as_json", is_flag=True, help="Print JSON."),
 )
@@ -133,12 +222,23 @@ def _oci_device(text: str) -> DeviceInfo:
         raise ConfigError(exc.message, device=exc.device, field=field) from None
 
 
+def _check_hypervisor(given: str | None, state: SandboxState, state_path: str) -> None:
+    if given is not None and given != state.settings.hypervisor:
+        raise ConfigError(
+            f"this sandbox runs on {state.settings.hypervisor} (kept in its state file), not {given}; "
+            "leave out --hypervisor",
+            device=state_path,
+            field="hypervisor",
+        )
+
+
 @attrs.frozen(kw_only=True)
 class _Sandbox:
     """The options naming a sandbox, and opening it: load its state, connect to its VM."""
 
     state_path: str
-    qmp_socket: str
+    hypervisor: str | None
+    live: Mapping[str, str]
     timeout: float
     config_file: str | None
     overrides: Mapping[str, Any]
@@ -150,47 +250,50 @@ class _Sandbox:
 
         return StateFile(self.state_path)
 
-    def state(self) -> SandboxState:
+    def state(self, plugins: PluginManager) -> SandboxState:
         """The saved state, or a new one with the given settings; settings given for an existing
         sandbox must be the ones it was created with."""
         from vmdev.state import SandboxState
 
         given = self.config_file is not None or any(v is not None for v in self.overrides.values())
-        settings = load_settings(self.config_file, overrides=self.overrides)
         if not self.file.exists():
+            settings = load_settings(self.config_file, hypervisor=self.hypervisor, overrides=self.overrides,
+                                     plugins=plugins)
             return SandboxState(settings=settings)
         state = self.file.load()
-        if given and settings != state.settings:
-            raise ConfigError(
-                "differ from the settings this sandbox was created with (kept in its state file); "
-                "leave out --config and the settings options",
-                device=self.state_path,
-                field="settings",
-            )
+        _check_hypervisor(self.hypervisor, state, self.state_path)
+        if given:
+            settings = load_settings(self.config_file, hypervisor=state.settings.hypervisor,
+                                     overrides=self.overrides, plugins=plugins)
+            if settings != state.settings:
+                raise ConfigError(
+                    "differ from the settings this sandbox was created with (kept in its state file); "
+                    "leave out --config and the settings options",
+                    device=self.state_path,
+                    field="settings",
+                )
         return state
 
     @contextlib.contextmanager
     def opened(self) -> Iterator[DeviceManager]:
-        """Under the state file's lock: a manager for the sandbox that hot-plugs over QMP and saves
-        every change; saved once more at the end."""
-        from vmdev.live import QmpHotPlugger, QmpSession
+        """Under the state file's lock: a manager for the sandbox that changes its VM through the
+        backend's live driver (books only for a backend without one) and saves every change;
+        saved once more at the end."""
         from vmdev.manager import DeviceManager
+        from vmdev.plugins import get_plugin_manager
 
+        plugins = get_plugin_manager()
         with self.file.locked():
-            state = self.state()
-            session = QmpSession.connect(self.qmp_socket, timeout=min(self.timeout, 10.0))
+            state = self.state(plugins)
+            backend = plugins.backend(state.settings.hypervisor)
+            driver = _driver(backend, _connection(backend, self.live, self.timeout, required=True))
             try:
-                manager = DeviceManager(
-                    state=state,
-                    host=host_context(self.sysfs_root),
-                    hotplugger=QmpHotPlugger(
-                        session, command_timeout=self.timeout, unplug_timeout=self.timeout
-                    ),
-                    journal=self.file.save,
-                )
+                manager = DeviceManager(state=state, host=host_context(self.sysfs_root), plugins=plugins,
+                                        hotplugger=driver, journal=self.file.save)
                 yield manager
             finally:
-                session.close()
+                if driver is not None:
+                    driver.close()
             self.file.save(manager.snapshot())
 
 
@@ -234,7 +337,8 @@ def _echo_record(record: DeviceRecord | None, verb: str, as_json: bool, extra: d
 def _sandbox(kwargs: dict[str, Any]) -> _Sandbox:
     return _Sandbox(
         state_path=kwargs.pop("state_path"),
-        qmp_socket=kwargs.pop("qmp_socket"),
+        hypervisor=kwargs.pop("hypervisor"),
+        live=_live_flags(),
         timeout=kwargs.pop("timeout"),
         config_file=kwargs.pop("config_file"),
         overrides={**{key: kwargs.pop(flag) for flag, key in _SETTINGS_FLAGS.items()}, **flag_overrides()},
@@ -242,17 +346,18 @@ def _sandbox(kwargs: dict[str, Any]) -> _Sandbox:
     )
 
 
-@click.command("attach", cls=SettingsCommand)
+@click.command("attach", cls=_SandboxCommand)
 @_sandbox_options
 @_device_options
 @errors_as_one_line
 def attach_cmd(**kwargs: Any) -> None:
     """Attach a device to a running sandbox VM, or count one more attach of it.
 
-    The first attach of a device hot-plugs it over QMP (a failed hot plug is rolled back). The
-    sandbox's state file is loaded, changed and saved at every step. Name the device as for
-    `vmdev resolve` (--type/--major/--minor [--host-path] CONTAINER_PATH), as an OCI device
-    (--oci-device), or a sandbox device such as the RNG (--sandbox-device rng).
+    The first attach of a device hot-plugs it through the backend's live driver (QEMU: over QMP,
+    --qmp SOCKET; a failed hot plug is rolled back). The sandbox's state file is loaded, changed
+    and saved at every step. Name the device as for `vmdev resolve` (--type/--major/--minor
+    [--host-path] CONTAINER_PATH), as an OCI device (--oci-device), or a sandbox device such as
+    the RNG (--sandbox-device rng).
     """
     sandbox, as_json, user = _sandbox(kwargs), kwargs.pop("as_json"), kwargs.pop("user")
     request = _DeviceArgs(**kwargs).request()
@@ -264,7 +369,7 @@ def attach_cmd(**kwargs: Any) -> None:
     _echo_record(record, "attached", as_json, {"id": record.id, "plugged": record.attach_count == 1})
 
 
-@click.command("detach", cls=SettingsCommand)
+@click.command("detach", cls=_SandboxCommand)
 @_sandbox_options
 @_device_options
 @click.option("--id", "device_id", help="The device's id (instead of its description).")
@@ -289,74 +394,118 @@ def detach_cmd(**kwargs: Any) -> None:
     _echo_record(record, "detached", as_json, {"id": target.id, "unplugged": target.attach_count == 1})
 
 
-@click.command("status")
+# --- status --------------------------------------------------------------------------------------------
+@attrs.define
+class _Report:
+    """What ``vmdev status`` found beside the state: the VM, presence and host changes per device."""
+
+    vm: dict[str, Any]
+    presence: dict[str, list[tuple[str, bool]]] = attrs.Factory(dict)
+    changes: dict[str, list[dict[str, str | None]]] = attrs.Factory(dict)
+    unchecked: dict[str, str] = attrs.Factory(dict)
+
+
+@click.command("status", cls=_LiveFlags)
 @click.option("--state", "state_path", required=True, type=click.Path(dir_okay=False),
               help="The sandbox's state file.")
-@click.option("--qmp", "qmp_socket", type=click.Path(dir_okay=False),
-              help="Also ask the running QEMU what is there (a QMP socket no other client uses).")
+@click.option("--hypervisor", help="The sandbox's backend (default: the one in its state file).")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True)
+@click.option("--sysfs-root", type=click.Path(file_okay=False), help="Instead of /sys (for the host facts).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @errors_as_one_line
-def status_cmd(state_path: str, qmp_socket: str | None, timeout: float, as_json: bool) -> None:
-    """Show a sandbox's devices: counts, attachments, interrupted or failed operations, and (with
-    --qmp) whether what their hot plug created is present in the running VM."""
+def status_cmd(state_path: str, hypervisor: str | None, timeout: float, sysfs_root: str | None,
+               as_json: bool) -> None:
+    """Show a sandbox's devices: counts, attachments, interrupted or failed operations, whether the
+    host changed under a device since it was built, and (with the live driver's flags, --qmp for
+    QEMU) whether what their hot plug created is present in the running VM."""
+    from vmdev.plugins import get_plugin_manager
     from vmdev.state import StateFile
 
     state = StateFile(state_path).load()
-    qemu: dict[str, Any] = {"socket": qmp_socket, "reachable": None, "error": ""}
-    presence: dict[str, list[tuple[str, bool]]] = {}
-    if qmp_socket:
-        qemu["reachable"], qemu["error"] = _presence(state, qmp_socket, timeout, presence)
-    if as_json:
-        _status_json(state, state_path, qemu, presence)
+    _check_hypervisor(hypervisor, state, state_path)
+    plugins = get_plugin_manager()
+    report = _Report(vm={"hypervisor": state.settings.hypervisor, "connection": {}, "reachable": None,
+                         "error": ""})
+    try:
+        backend = plugins.backend(state.settings.hypervisor)
+    except VmdevError as exc:
+        report.vm["error"] = str(exc)
     else:
-        _status_text(state, state_path, qemu, presence)
+        connection = _connection(backend, _live_flags(), timeout, required=False)
+        if connection is not None:
+            report.vm["connection"] = dict(connection.options)
+            reachable, error = _presence(backend, connection, state, report.presence)
+            report.vm.update(reachable=reachable, error=error)
+    _host_changes(state, host_context(sysfs_root), plugins, report)
+    if as_json:
+        _status_json(state, state_path, report)
+    else:
+        _status_text(state, state_path, report)
 
 
 def _presence(
-    state: SandboxState, qmp_socket: str, timeout: float, out: dict[str, list[tuple[str, bool]]]
+    backend: Backend, connection: LiveConnection, state: SandboxState, out: dict[str, list[tuple[str, bool]]]
 ) -> tuple[bool, str]:
-    from vmdev.live import QmpError, QmpHotPlugger, QmpSession
-
     try:
-        with QmpSession.connect(qmp_socket, timeout=timeout) as session:
-            hotplugger = QmpHotPlugger(session, command_timeout=timeout)
+        driver = _driver(backend, connection)
+        assert driver is not None
+        try:
             for record in state.devices:
                 if record.attachment is not None and record.attachment.hotplug:
-                    out[record.id] = hotplugger.presence(record.attachment.hotplug)
-    except QmpError as exc:
+                    out[record.id] = driver.presence(record.attachment.hotplug)
+        finally:
+            driver.close()
+    except VmdevError as exc:
         return False, str(exc)
     return True, ""
 
 
-def _status_json(
-    state: SandboxState, state_path: str, qemu: dict[str, Any], presence: dict[str, list[tuple[str, bool]]]
-) -> None:
+def _host_changes(state: SandboxState, host: HostContext, plugins: PluginManager, report: _Report) -> None:
+    """Compare every device's recorded host facts with the host's now (devices rebuilt from their
+    saved form); a device that cannot be checked says why."""
+    from vmdev.manager import DeviceManager
+
+    try:
+        manager = DeviceManager(state=state, host=host, plugins=plugins)
+    except VmdevError as exc:
+        report.unchecked = {record.id: str(exc) for record in state.devices if record.facts}
+        return
+    for record in state.devices:
+        try:
+            report.changes[record.id] = [change.to_json() for change in manager.host_changes(record.id)]
+        except VmdevError as exc:
+            report.unchecked[record.id] = str(exc)
+
+
+def _status_json(state: SandboxState, state_path: str, report: _Report) -> None:
     from vmdev.manager import describe_status
     from vmdev.state import record_to_json, to_document
 
     document = to_document(state)
     devices = []
     for record in state.devices:
-        data = {**record_to_json(record), "status": describe_status(record)}
-        if record.id in presence:
-            data["present"] = [{"object": obj, "present": found} for obj, found in presence[record.id]]
+        data = {**record_to_json(record), "status": describe_status(record),
+                "host_changes": report.changes.get(record.id)}
+        if record.id in report.unchecked:
+            data["host_check_error"] = report.unchecked[record.id]
+        if record.id in report.presence:
+            data["present"] = [{"object": obj, "present": found} for obj, found in report.presence[record.id]]
         devices.append(data)
     document["devices"] = devices
-    click.echo(json.dumps({"state_file": state_path, "qemu": qemu, **document}, indent=2))
+    click.echo(json.dumps({"state_file": state_path, "vm": report.vm, **document}, indent=2))
 
 
-def _status_text(
-    state: SandboxState, state_path: str, qemu: dict[str, Any], presence: dict[str, list[tuple[str, bool]]]
-) -> None:
+def _status_text(state: SandboxState, state_path: str, report: _Report) -> None:
     from vmdev.manager import describe_status
 
     settings = state.settings
     click.echo(f"sandbox {state_path}: {settings.hypervisor}, machine {settings.machine_type}, "
                f"{len(state.devices)} device(s)")
-    if qemu["socket"]:
-        reach = "reachable" if qemu["reachable"] else f"unreachable: {qemu['error']}"
-        click.echo(f"qemu {qemu['socket']}: {reach}")
+    vm = report.vm
+    if vm["connection"] or vm["error"]:
+        where = ", ".join(f"{key} {value}" for key, value in vm["connection"].items())
+        reach = "reachable" if vm["reachable"] else f"unreachable: {vm['error']}"
+        click.echo(f"vm ({settings.hypervisor}{', ' + where if where else ''}): {reach}")
     rows = [("ID", "KIND", "REFS", "ATTACHED", "CONTAINER PATH", "STATUS")]
     for r in state.devices:
         rows.append((r.id, r.kind, str(r.ref_count), str(r.attach_count), r.container_path or "-",
@@ -364,6 +513,12 @@ def _status_text(
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
-    for device_id, found in presence.items():
+    for device_id, found in report.presence.items():
         for obj, present in found:
-            click.echo(f"  {device_id}: {obj} {'present' if present else 'MISSING'} in QEMU")
+            click.echo(f"  {device_id}: {obj} {'present' if present else 'MISSING'} in the VM")
+    for device_id, changed in report.changes.items():
+        for change in changed:
+            now = "gone" if change["now"] is None else f"now {change['now']!r}"
+            click.echo(f"  {device_id}: host changed: {change['fact']} was {change['recorded']!r}, {now}")
+    for device_id, why in report.unchecked.items():
+        click.echo(f"  {device_id}: host not checked: {why}")
