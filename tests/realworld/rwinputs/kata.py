@@ -33,7 +33,7 @@ import attrs
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
-    import tomli as tomllib
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
 KATA_URL: Final = "https://github.com/kata-containers/kata-containers"
 KATA_REF: Final = "4.1.0"
@@ -48,17 +48,21 @@ class Build:
     flavour: str  # directory name in the corpus: "go" or "runtime-rs"
     srcdir: str  # the Makefile's directory in the Kata tree
     arch: str  # directory name in the corpus (Debian/Go name)
-    make_arch: str  # the ARCH value the Makefile expects
+    make_arch: str  # the ARCH the Makefile gets on a release builder of that architecture
     uname: str  # what `uname -m` says on that architecture (the release's QEMUCMD suffix)
 
     def make_vars(self) -> list[str]:
-        """The release's variables (build.sh: ``make PREFIX=${PREFIX} QEMUCMD=qemu-system-${arch}``);
-        ARCH is what the release machine's ``uname -m`` would give the Makefile."""
+        """The release's variables (build.sh: ``make PREFIX=${PREFIX} QEMUCMD=qemu-system-${arch}``).
+
+        ARCH is what the release builder's Makefile ends up with: the Go runtime's Makefile takes
+        ``uname -m`` (its builder image sets no GOPATH, so golang.mk does not ask ``go env``) and
+        maps x86_64 to amd64 *and* sets EDK2_NAME=ovmf (firmware paths); runtime-rs gets the
+        ``uname -m`` name through kata-deploy's ARCH."""
         return [f"ARCH={self.make_arch}", f"PREFIX={RELEASE_PREFIX}", f"QEMUCMD=qemu-system-{self.uname}"]
 
 
 BUILDS: Final = (
-    Build("go", "src/runtime", "amd64", "amd64", "x86_64"),
+    Build("go", "src/runtime", "amd64", "x86_64", "x86_64"),
     Build("go", "src/runtime", "s390x", "s390x", "s390x"),
     Build("runtime-rs", "src/runtime-rs", "amd64", "x86_64", "x86_64"),
     Build("runtime-rs", "src/runtime-rs", "s390x", "s390x", "s390x"),
