@@ -130,8 +130,12 @@ KATA_KEYS = {
     "virtio_fs_queue_size",
     "virtio_fs_cache",
     "virtio_fs_cache_size",
+    "virtio_fs_daemon",
+    "virtio_fs_extra_args",
+    "msize_9p",
+    "disable_guest_selinux",
 }
-OWN_KEYS = {"virtio_fs_socket", "virtio_fs_tag", "vhost_user_net"}
+OWN_KEYS = {"virtio_fs_socket", "virtio_fs_tag", "vhost_user_net", "sandbox_runtime_dir", "shared_dir"}
 
 
 def test_every_key_is_declared_with_the_kata_key_it_mirrors(pm: PluginManager) -> None:
@@ -145,7 +149,16 @@ def test_every_key_is_declared_with_the_kata_key_it_mirrors(pm: PluginManager) -
         {"enable_vhost_user_store": True},
         "/var/run/kata-containers/vhost-user/",
     )
-    assert [s.flag for s in ours.values() if s.flag] == ["--vhost-user-store"]
+    assert {name: s.flag for name, s in ours.items() if s.flag} == {
+        "vhost_user_store_path": "--vhost-user-store",
+        "shared_fs": "--shared-fs",
+        "virtio_fs_daemon": "--virtio-fs-daemon",
+        "virtio_fs_extra_args": "--virtio-fs-extra-arg",
+        "sandbox_runtime_dir": "--runtime-dir",
+        "shared_dir": "--shared-dir",
+    }
+    assert (ours["msize_9p"].default, ours["disable_guest_selinux"].default) == (8192, True)
+    assert (ours["virtio_fs_extra_args"].type, ours["msize_9p"].type) == ("list of strings", "integer")
 
 
 def test_the_declared_defaults_plan_nothing(pm: PluginManager, store: Any) -> None:

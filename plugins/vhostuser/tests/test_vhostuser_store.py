@@ -36,6 +36,7 @@ def test_the_plugin_is_found_through_its_entry_point(vmdev_plugins: Any) -> None
         "build_device",
         "check_settings",
         "device_from_state",
+        "finish_plan",
         "host_facts",
         "register_settings",
         "resolve_host_path",

@@ -1,9 +1,10 @@
-"""The vhost-user device model, and building it from store requests, the settings or saved state.
+"""The family's device models, and building them from store requests, the settings or saved state.
 
 :class:`VhostUserDeviceAttrs` is Kata's ``config.VhostUserDeviceAttrs`` in Python spelling (it
 lived in ``vmdev.models`` before issue 9; its fields, and so every plan's JSON, are unchanged).
-Every kind shares one model; ``type`` says which (Kata's ``DeviceType`` values, which are the QEMU
-PCI driver names).
+Every vhost-user kind shares one model; ``type`` says which (Kata's ``DeviceType`` values, which
+are the QEMU PCI driver names). :class:`Virtio9pShare` is the other shared file system Kata
+offers (``shared_fs = "virtio-9p"``, issue 10): not vhost-user, but the same setting decides it.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from vmdev.models import DeviceInfo, PciPath
 from vmdev.qemu import make_id
 from vmdev.resources import Allocator
 from vmdev.serialize import from_json
-from vmdev_vhostuser.settings import UINT32_MAX, NetInterface, SharedFs
+from vmdev_vhostuser.settings import UINT32_MAX, NetInterface, NinePShare, SharedFs
 
 #: the device kind (``Device.kind``) of every vhost-user device
 VHOST_USER_KIND: Final = "vhost-user"
+#: the device kind of the virtio-9p share
+VIRTIO_9P_KIND: Final = "virtio-9p"
 
 # --- device types (Kata config.DeviceType) ---------------------------------------------------------
 VHOST_USER_SCSI: Final = "vhost-user-scsi-pci"
@@ -53,6 +56,7 @@ ID_PREFIX: Final = {
     VHOST_USER_FS: "vhufs",
     VHOST_USER_NET: "vhunet",
 }
+NINEP_ID_PREFIX: Final = "v9p"
 #: the kinds QEMU can reconnect (the others fail to realize with a reconnecting chardev)
 RECONNECTING_TYPES: Final = (VHOST_USER_BLK, VHOST_USER_NET)
 
@@ -104,6 +108,38 @@ class VhostUserDeviceAttrs:
     def from_store(self) -> bool:
         """Built from a store request (blk, scsi), not from the sandbox settings (fs, net)."""
         return bool(self.container_path)
+
+
+@attrs.frozen(kw_only=True)
+class Virtio9pShare:
+    """The sandbox's virtio-9p share: QEMU's own 9p server exports ``host_path`` as ``mount_tag``.
+
+    ``msize`` is Kata's ``msize_9p``: the guest's mount option (Kata's agent mounts with
+    ``trans=virtio,version=9p2000.L,cache=mmap,nodev,msize=N``), not a QEMU property; it travels
+    in the plan for whoever mounts the share.
+    """
+
+    kind: ClassVar[str] = VIRTIO_9P_KIND
+    dev_id: str
+    host_path: str
+    mount_tag: str
+    msize: int = attrs.field(validator=_uint32)
+
+    @property
+    def id(self) -> str:
+        return self.dev_id
+
+    @property
+    def name(self) -> str:
+        return self.dev_id
+
+    def guest_mount(self) -> dict[str, Any]:
+        """How Kata's agent mounts the share in the guest (kata_agent.go sharedDir9pOptions)."""
+        return {
+            "source": self.mount_tag,
+            "fstype": "9p",
+            "options": ["trans=virtio,version=9p2000.L,cache=mmap", "nodev", f"msize={self.msize}"],
+        }
 
 
 # --- building ----------------------------------------------------------------------------------------
@@ -191,24 +227,41 @@ def net_device(interface: NetInterface, reconnect_time: int) -> VhostUserDeviceA
     )
 
 
+def ninep_device(share: NinePShare) -> Virtio9pShare:
+    """The sandbox's virtio-9p share."""
+    return Virtio9pShare(
+        dev_id=make_id(NINEP_ID_PREFIX, f"{share.path}|{share.tag}"),
+        host_path=share.path,
+        mount_tag=share.tag,
+        msize=share.msize,
+    )
+
+
 def sandbox_devices(
-    share: SharedFs | None, interfaces: tuple[NetInterface, ...], reconnect_time: int
-) -> list[VhostUserDeviceAttrs]:
-    """The shared file system (if a vhost-user one is configured), then every network interface."""
-    devices = [fs_device(share)] if share is not None else []
+    share: SharedFs | None,
+    interfaces: tuple[NetInterface, ...],
+    reconnect_time: int,
+    ninep: NinePShare | None = None,
+) -> list[VhostUserDeviceAttrs | Virtio9pShare]:
+    """The shared file system (a vhost-user one or 9p, if configured), then every network
+    interface."""
+    devices: list[VhostUserDeviceAttrs | Virtio9pShare] = [fs_device(share)] if share is not None else []
+    if ninep is not None:
+        devices.append(ninep_device(ninep))
     return devices + [net_device(interface, reconnect_time) for interface in interfaces]
 
 
-def from_state(kind: str, data: Mapping[str, object]) -> VhostUserDeviceAttrs | None:
+def from_state(kind: str, data: Mapping[str, object]) -> VhostUserDeviceAttrs | Virtio9pShare | None:
     """The device saved as ``data`` (``vmdev.serialize.to_json`` of it), or None for other kinds.
 
     Nothing is looked up on the host: the saved device is the device (whether its socket is
     still there is :func:`vmdev_vhostuser.host.host_facts`' business).
     """
-    if kind != VHOST_USER_KIND:
+    cls = {VHOST_USER_KIND: VhostUserDeviceAttrs, VIRTIO_9P_KIND: Virtio9pShare}.get(kind)
+    if cls is None:
         return None
     try:
-        return from_json(VhostUserDeviceAttrs, data)
+        return from_json(cls, data)
     except Exception as exc:
         # cattrs groups what the validators raised; the DeviceError naming the field is the news
         found = _vmdev_error(exc)

@@ -5,8 +5,9 @@
   ``vhost_user_store_path`` or ``--vhost-user-store DIR``), a ``b`` device with major 241
   (vhost-user-blk) or 242 (vhost-user-scsi) is resolved through the store to its socket and built
   here, before any other plugin (``tryfirst``) sees it (:mod:`vmdev_vhostuser.host`).
-* Sandbox devices: the virtio-fs share (``shared_fs = "virtio-fs"`` with ``virtio_fs_socket``) and
-  every ``vhost_user_net`` interface.
+* Sandbox devices: the shared file system (``shared_fs``: virtio-fs on a planned virtiofsd or on
+  ``virtio_fs_socket``, virtio-9p) and every ``vhost_user_net`` interface.
+* The plan's ``daemons`` section: the virtiofsd a virtio-fs share needs (:mod:`vmdev_vhostuser.daemon`).
 * Rendering: QEMU, Cloud Hypervisor and Firecracker (``render_<backend>``).
 * Saved sandboxes: devices are rebuilt from their saved form; the host facts of a store device
   are its socket and its store node.
@@ -15,6 +16,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from vmdev import hookimpl
 from vmdev.backends.clh import ClhTarget
@@ -26,11 +28,16 @@ from vmdev.models import Device, DeviceInfo
 from vmdev.resources import Allocator
 from vmdev.settings import SandboxSettings
 from vmdev.targets import AttachOptions, RenderTarget
+from vmdev_vhostuser import daemon as daemons
 from vmdev_vhostuser import device as devices
 from vmdev_vhostuser import host as store
 from vmdev_vhostuser import render_clh, render_firecracker, render_qemu
 from vmdev_vhostuser import settings as keys
-from vmdev_vhostuser.device import VhostUserDeviceAttrs
+from vmdev_vhostuser.device import VhostUserDeviceAttrs, Virtio9pShare
+
+if TYPE_CHECKING:
+    from vmdev.oci import OciSpec
+    from vmdev.planner import Plan
 
 
 @hookimpl
@@ -62,13 +69,21 @@ def build_device(info: DeviceInfo, settings: SandboxSettings, alloc: Allocator) 
 @hookimpl
 def sandbox_devices(settings: SandboxSettings) -> Sequence[Device]:
     return devices.sandbox_devices(
-        keys.shared_fs(settings), keys.net_interfaces(settings), keys.reconnect_timeout(settings)
+        keys.shared_fs(settings),
+        keys.net_interfaces(settings),
+        keys.reconnect_timeout(settings),
+        keys.ninep_share(settings),
     )
 
 
 @hookimpl
+def finish_plan(plan: Plan, spec: OciSpec, settings: SandboxSettings) -> Mapping[str, object] | None:
+    return daemons.daemons_section(keys.shared_fs(settings), [planned.device for planned in plan.devices])
+
+
+@hookimpl
 def attach_options(device: Device, target: RenderTarget, hotplug: bool) -> AttachOptions | None:
-    if not isinstance(device, VhostUserDeviceAttrs):
+    if not isinstance(device, VhostUserDeviceAttrs | Virtio9pShare):
         return None
     if isinstance(target, QemuTarget):
         return render_qemu.render(device, target, hotplug)

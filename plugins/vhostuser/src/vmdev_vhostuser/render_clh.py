@@ -3,7 +3,8 @@
 Field names from Cloud Hypervisor's OpenAPI spec: ``disks`` (``vhost_user``/``vhost_socket``),
 ``fs``, ``net`` (``vhost_user``, ``vhost_socket``, ``vhost_mode``) and ``generic_vhost_user``
 (vhost-user-scsi: virtio device id 8). Every device needs ``memory.shared`` (the backend process
-maps the guest RAM). Cloud Hypervisor has no reconnect timeout and no virtio-fs DAX window.
+maps the guest RAM). Cloud Hypervisor has no reconnect timeout, no virtio-fs DAX window and no
+virtio-9p device (Kata: "cloud-hypervisor only supports virtio based file sharing").
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from vmdev_vhostuser.device import (
     VHOST_USER_NET,
     VHOST_USER_SCSI,
     VhostUserDeviceAttrs,
+    Virtio9pShare,
     refuse_reconnect,
 )
 from vmdev_vhostuser.settings import FS_CACHE_SIZE_KEY
@@ -38,7 +40,14 @@ CLH_KEYS: Final = {
 }
 
 
-def render(device: VhostUserDeviceAttrs, target: ClhTarget, hotplug: bool) -> ClhAttach:
+def render(device: VhostUserDeviceAttrs | Virtio9pShare, target: ClhTarget, hotplug: bool) -> ClhAttach:
+    if isinstance(device, Virtio9pShare):
+        raise UnsupportedError(
+            "Cloud Hypervisor has no virtio-9p device (it shares files with virtio-fs only): "
+            "set shared_fs = \"virtio-fs\"",
+            device=device.name,
+            field="shared_fs",
+        )
     refuse_reconnect(device, "Cloud Hypervisor")
     key, endpoint = CLH_KEYS[device.type]
     body = _body(device)

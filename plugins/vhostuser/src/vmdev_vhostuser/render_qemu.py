@@ -1,9 +1,16 @@
-"""QEMU: ``-chardev socket`` + the device (and ``-netdev vhost-user`` for net), or QMP hot plug.
+"""QEMU: ``-chardev socket`` + the device (and ``-netdev vhost-user`` for net), or QMP hot plug;
+``-fsdev local`` + ``virtio-9p`` for the 9p share.
 
 Every vhost-user device needs the guest RAM in a shared memory backend (the backend process maps
 it): each rendering asks for ``MemoryNeeds(shared=True)`` and the core emits one
 ``memory-backend-memfd,share=on`` wired as the machine's memory. Without it QEMU starts and the
 guest hangs at the first I/O, so this is never left to chance.
+
+The 9p share is Kata's (govmm ``FSDevice``, qemu_arch_base.go ``generic9PVolume``):
+``-fsdev local,id=..,path=DIR,security_model=none,multidevs=remap`` and
+``-device virtio-9p-{pci,ccw,device},fsdev=..,mount_tag=TAG``. QEMU has no QMP command to add an
+``-fsdev``, so the share is always cold-plugged (as Kata adds it before boot); the 9p server
+reads guest memory in QEMU's own process, so no shared memory backend.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from vmdev_vhostuser.device import (
     VHOST_USER_NET,
     VHOST_USER_SCSI,
     VhostUserDeviceAttrs,
+    Virtio9pShare,
 )
 from vmdev_vhostuser.settings import FS_CACHE_SIZE_KEY, net_interfaces
 
@@ -30,10 +38,13 @@ DRIVERS: Final[dict[str, dict[str, str]]] = {
     VHOST_USER_FS: {PCI: "vhost-user-fs-pci", MMIO: "vhost-user-fs-device", CCW: "vhost-user-fs-ccw"},
     VHOST_USER_NET: {PCI: "virtio-net-pci", MMIO: "virtio-net-device", CCW: "virtio-net-ccw"},
 }
+NINEP_DRIVERS: Final = {PCI: "virtio-9p-pci", MMIO: "virtio-9p-device", CCW: "virtio-9p-ccw"}
 SHARED_MEMORY: Final = MemoryNeeds(shared=True)
 
 
-def render(device: VhostUserDeviceAttrs, target: QemuTarget, hotplug: bool) -> QemuAttach:
+def render(device: VhostUserDeviceAttrs | Virtio9pShare, target: QemuTarget, hotplug: bool) -> QemuAttach:
+    if isinstance(device, Virtio9pShare):
+        return render_9p(device, target)
     name = device.name
     driver = _driver(device, target, name)
     chardev = check_id(f"chr-{device.id}", device=name)
@@ -123,3 +134,30 @@ def _socket_backend(device: VhostUserDeviceAttrs) -> dict[str, Any]:
     if device.reconnect_time:
         data["reconnect"] = device.reconnect_time
     return {"type": "socket", "data": data}
+
+
+def render_9p(device: Virtio9pShare, target: QemuTarget) -> QemuAttach:
+    """``-fsdev local`` + the 9p device for the transport; cold plug only (see the module)."""
+    fsdev = check_id(f"fsdev-{device.id}", device=device.name)
+    driver = NINEP_DRIVERS.get(target.transport)
+    if driver is None:
+        raise UnsupportedError(
+            f"QEMU has no virtio-9p device for the {target.transport} transport of machine "
+            f"{target.settings.machine_type}",
+            device=device.name,
+            field="type",
+        )
+    fsdev_opts = opts(
+        "local",
+        {"id": fsdev, "path": device.host_path, "security_model": "none", "multidevs": "remap"},
+    )
+    args = [
+        "-fsdev",
+        fsdev_opts,
+        "-device",
+        opts(driver, {"id": device.id, "fsdev": fsdev, "mount_tag": device.mount_tag}),
+    ]
+    return QemuAttach(
+        args=args,
+        details={"driver": driver, "fsdev": fsdev, "guest_mount": device.guest_mount()},
+    )

@@ -4,29 +4,34 @@ Every key is a :class:`vmdev.declared.Setting` (:func:`declared_settings`, regis
 plugin's ``register_settings`` hook): the core parses and type-checks it once, before any hook
 runs, and a wrong type is one ``ConfigError`` line naming the key (issue 9: ``vhost_user_store_path
 = 5`` used to end in an internal ``TypeError``). The ``check`` of a key adds this family's rules
-for its value; :func:`check_settings` keeps the one rule across keys (a vhost-user ``shared_fs``
-needs ``virtio_fs_socket``). The functions below hand the typed values to the rest of the plugin,
-so the command line and the Python API read the same values (issue 9: ``enable_vhost_user_store``
-in a configuration file was ignored by ``vmdev.plan()``).
+for its value; :func:`check_settings` keeps the rules across keys (a vhost-user ``shared_fs`` needs
+a daemon to start or the socket of a running one). The functions below hand the typed values to
+the rest of the plugin, so the command line and the Python API read the same values.
 
 Kata's keys are kept where Kata has them (``enable_vhost_user_store``, ``vhost_user_store_path``,
-``vhost_user_reconnect_timeout_sec``, ``shared_fs``, ``virtio_fs_cache``, ``virtio_fs_cache_size``,
-``virtio_fs_queue_size``). Kata starts virtiofsd and finds vhost-user network sockets itself; vmdev
-starts nothing, so the sockets are settings of their own: ``virtio_fs_socket`` (with
-``virtio_fs_tag``) and the ``vhost_user_net`` list of ``{socket, mac, msix}`` tables. Where Kata
-defaults ``shared_fs`` to ``virtio-fs`` (and starts the daemon), an unset ``shared_fs`` adds no
-device here.
+``vhost_user_reconnect_timeout_sec``, ``shared_fs``, ``virtio_fs_daemon``,
+``virtio_fs_extra_args``, ``virtio_fs_cache``, ``virtio_fs_cache_size``, ``virtio_fs_queue_size``,
+``msize_9p``, ``disable_guest_selinux``). The shared file system is this plugin's as a whole
+(issue 10): ``virtio-fs`` plans the virtiofsd Kata would start (the plan's ``daemons`` section,
+:mod:`vmdev_vhostuser.daemon`) unless ``virtio_fs_socket`` names the socket of a daemon someone
+else started; ``virtio-9p`` is QEMU's own 9p server. Kata derives the daemon's socket and the
+shared directory from the sandbox id (``/run/vc/vm/<id>/vhost-fs.sock``,
+``/run/kata-containers/shared/sandboxes/<id>/shared``); vmdev has no sandbox id, so both
+directories are settings of their own (``sandbox_runtime_dir``, ``shared_dir``) whose defaults
+follow Kata's layout with ``vmdev`` in place of the id. Where Kata defaults an unset ``shared_fs``
+to ``virtio-fs``, an unset ``shared_fs`` adds no share here (every Kata file sets it).
 """
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Mapping
 from typing import Any, Final
 
 import attrs
 
-from vmdev.declared import BOOLEAN, INTEGER, STRING, TABLES, Setting
+from vmdev.declared import BOOLEAN, INTEGER, STRING, STRINGS, TABLES, Setting
 from vmdev.errors import ConfigError, VmdevError
 from vmdev.settings import SandboxSettings
 
@@ -39,6 +44,12 @@ FS_TAG_KEY: Final = "virtio_fs_tag"
 FS_QUEUE_SIZE_KEY: Final = "virtio_fs_queue_size"
 FS_CACHE_KEY: Final = "virtio_fs_cache"
 FS_CACHE_SIZE_KEY: Final = "virtio_fs_cache_size"
+FS_DAEMON_KEY: Final = "virtio_fs_daemon"
+FS_EXTRA_ARGS_KEY: Final = "virtio_fs_extra_args"
+GUEST_SELINUX_KEY: Final = "disable_guest_selinux"
+MSIZE_KEY: Final = "msize_9p"
+RUNTIME_DIR_KEY: Final = "sandbox_runtime_dir"
+SHARED_DIR_KEY: Final = "shared_dir"
 NET_KEY: Final = "vhost_user_net"
 #: the command-line flag of the store (it also sets enable_vhost_user_store = true)
 STORE_FLAG: Final = "--vhost-user-store"
@@ -53,6 +64,8 @@ VIRTIO_9P: Final = "virtio-9p"
 VIRTIO_FS: Final = "virtio-fs"
 VIRTIO_FS_NYDUS: Final = "virtio-fs-nydus"
 NO_SHARED_FS: Final = "none"
+#: runtime-rs' Dragonball value (its VMM serves virtio-fs in-process); recognised to be refused
+INLINE_VIRTIO_FS: Final = "inline-virtio-fs"
 SHARED_FS_KINDS: Final = (VIRTIO_FS, VIRTIO_FS_NYDUS, VIRTIO_9P, NO_SHARED_FS)
 #: the shared-fs kinds served by a vhost-user-fs daemon (virtiofsd, nydusd)
 VHOST_USER_FS_KINDS: Final = (VIRTIO_FS, VIRTIO_FS_NYDUS)
@@ -65,6 +78,20 @@ MAX_QUEUE_SIZE: Final = 1024
 MAX_TAG_BYTES: Final = 36
 #: cache modes of virtiofsd (the Rust one: never/metadata/auto/always; QEMU 7.2's C one: none)
 FS_CACHE_MODES: Final = ("never", "metadata", "auto", "always", "none")
+#: Kata's cache mode when the file sets none: katautils' defaultVirtioFSCacheMode for QEMU (and
+#: Firecracker); Cloud Hypervisor passes "" on and virtiofsd.valid() makes it "auto"
+DEFAULT_FS_CACHE: Final = "never"
+DEFAULT_FS_CACHE_BY_HYPERVISOR: Final = {"cloud-hypervisor": "auto"}
+#: Kata's defaultMsize9p; the guest kernel refuses an msize below 4096
+DEFAULT_MSIZE_9P: Final = 8192
+MIN_MSIZE_9P: Final = 4096
+#: Kata's VMStorePath (/run/vc/vm) and sandbox share path, with "vmdev" for the sandbox id
+DEFAULT_RUNTIME_DIR: Final = "/run/vc/vm/vmdev"
+DEFAULT_SHARED_DIR: Final = "/run/kata-containers/shared/sandboxes/vmdev/shared"
+#: the daemon's socket in the sandbox runtime directory, as Kata names it per hypervisor
+#: (qemu.go vhostFSSocket, clh.go virtioFsSocket)
+FS_SOCKET_NAME: Final = "vhost-fs.sock"
+FS_SOCKET_NAME_BY_HYPERVISOR: Final = {"cloud-hypervisor": "virtiofsd.sock"}
 #: sun_path holds 108 bytes including the terminating NUL
 MAX_SOCKET_PATH_BYTES: Final = 107
 UINT32_MAX: Final = 0xFFFFFFFF
@@ -72,6 +99,7 @@ NET_ENTRY_KEYS: Final = ("socket", "mac", "msix")
 
 #: where errors about the sandbox-level devices point
 FS_DEVICE: Final = "virtio-fs"
+NINEP_DEVICE: Final = "virtio-9p"
 NET_DEVICE: Final = "vhost-user-net"
 
 _MAC_RE: Final = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
@@ -88,19 +116,49 @@ class NetInterface:
 
 
 @attrs.frozen(kw_only=True)
+class FsDaemon:
+    """The virtiofsd that Kata would start for the share (:mod:`vmdev_vhostuser.daemon` renders
+    its command line): ``virtio_fs_daemon`` serving ``shared_dir`` on the share's socket."""
+
+    program: str
+    shared_dir: str
+    runtime_dir: str
+    #: the effective cache mode (Kata's default applied)
+    cache: str
+    extra_args: tuple[str, ...] = ()
+    #: extended attributes on (Kata adds --xattr when disable_guest_selinux = false)
+    xattr: bool = False
+
+
+@attrs.frozen(kw_only=True)
 class SharedFs:
-    """The sandbox's virtio-fs share, served by a vhost-user-fs daemon on ``socket``."""
+    """The sandbox's virtio-fs share, served by a vhost-user-fs daemon on ``socket``: one vmdev
+    plans (``daemon``) or one already running (``daemon`` None, ``virtio_fs_socket``)."""
 
     socket: str
     tag: str = DEFAULT_FS_TAG
     queue_size: int = DEFAULT_FS_QUEUE_SIZE
     cache: str = ""
     cache_size_mib: int = 0
+    daemon: FsDaemon | None = None
+
+
+@attrs.frozen(kw_only=True)
+class NinePShare:
+    """The sandbox's virtio-9p share: QEMU serves ``path`` itself; ``msize`` is the guest's."""
+
+    path: str
+    tag: str = DEFAULT_FS_TAG
+    msize: int = DEFAULT_MSIZE_9P
 
 
 # --- the declarations --------------------------------------------------------------------------
 def declared_settings() -> list[Setting]:
     """Every key this plugin reads (``vmdev settings`` lists them)."""
+    return [*_store_and_net_settings(), *_shared_fs_settings(), *_daemon_settings()]
+
+
+def _store_and_net_settings() -> list[Setting]:
     return [
         Setting(
             name=STORE_ENABLED_KEY, type=BOOLEAN, default=False, kata_key=STORE_ENABLED_KEY,
@@ -121,18 +179,30 @@ def declared_settings() -> list[Setting]:
             "sockets (QEMU reconnect=); 0 = off",
         ),
         Setting(
-            name=SHARED_FS_KEY, type=STRING, default="", choices=SHARED_FS_KINDS, kata_key=SHARED_FS_KEY,
-            description="virtio-fs and virtio-fs-nydus add the vhost-user-fs device (with "
-            f"{FS_SOCKET_KEY}); unset, virtio-9p and none add none",
+            name=NET_KEY, type=TABLES, default=(), check=_check_net,
+            description="vhost-user network interfaces: tables of socket (absolute, required), mac "
+            "(unicast, required) and msix (default false)",
+        ),
+    ]
+
+
+def _shared_fs_settings() -> list[Setting]:
+    return [
+        Setting(
+            name=SHARED_FS_KEY, type=STRING, default="", choices=(*SHARED_FS_KINDS, INLINE_VIRTIO_FS),
+            kata_key=SHARED_FS_KEY, check=_check_shared_fs, flag="--shared-fs", flag_metavar="KIND",
+            description="the sandbox's shared file system: virtio-fs (virtiofsd, planned in the plan's "
+            "daemons unless virtio_fs_socket names a running one), virtio-fs-nydus (with "
+            "virtio_fs_socket), virtio-9p (QEMU's 9p server), none or unset: no share",
         ),
         Setting(
             name=FS_SOCKET_KEY, type=STRING, default="", check=_check_fs_socket,
-            description="the vhost-user socket of the running virtiofsd or nydusd (required with a "
-            "virtio-fs shared_fs)",
+            description="the vhost-user socket of a virtiofsd or nydusd someone else started; set, "
+            "vmdev plans no daemon",
         ),
         Setting(
             name=FS_TAG_KEY, type=STRING, default=DEFAULT_FS_TAG, check=_check_fs_tag,
-            description=f"the virtio-fs mount tag (at most {MAX_TAG_BYTES} bytes)",
+            description=f"the share's mount tag, virtio-fs and virtio-9p (at most {MAX_TAG_BYTES} bytes)",
         ),
         Setting(
             name=FS_QUEUE_SIZE_KEY, type=INTEGER, default=0, check=_check_queue_size,
@@ -142,8 +212,8 @@ def declared_settings() -> list[Setting]:
         ),
         Setting(
             name=FS_CACHE_KEY, type=STRING, default="", check=_check_fs_cache, kata_key=FS_CACHE_KEY,
-            description=f"the daemon's cache mode ({', '.join(FS_CACHE_MODES)}); recorded in the plan "
-            "for whoever starts the daemon, not a QEMU option",
+            description=f"the daemon's cache mode ({', '.join(FS_CACHE_MODES)}); empty for Kata's "
+            "default (never; auto on Cloud Hypervisor)",
         ),
         Setting(
             name=FS_CACHE_SIZE_KEY, type=INTEGER, default=0, minimum=0, maximum=UINT32_MAX,
@@ -152,16 +222,51 @@ def declared_settings() -> list[Setting]:
             "Hypervisor rendering (neither has one upstream)",
         ),
         Setting(
-            name=NET_KEY, type=TABLES, default=(), check=_check_net,
-            description="vhost-user network interfaces: tables of socket (absolute, required), mac "
-            "(unicast, required) and msix (default false)",
+            name=MSIZE_KEY, type=INTEGER, default=DEFAULT_MSIZE_9P, minimum=0, maximum=UINT32_MAX,
+            kata_key=MSIZE_KEY, check=_check_msize,
+            description=f"the guest's 9p msize in bytes (a mount option, not a QEMU one); 0 for "
+            f"{DEFAULT_MSIZE_9P}",
+        ),
+    ]
+
+
+def _daemon_settings() -> list[Setting]:
+    return [
+        Setting(
+            name=FS_DAEMON_KEY, type=STRING, default="", kata_key=FS_DAEMON_KEY,
+            check=_check_program, flag="--virtio-fs-daemon", flag_metavar="PROGRAM",
+            description="the virtiofsd vmdev plans for shared_fs = virtio-fs (absolute path)",
+        ),
+        Setting(
+            name=FS_EXTRA_ARGS_KEY, type=STRINGS, default=(), kata_key=FS_EXTRA_ARGS_KEY,
+            check=_check_extra_args, flag="--virtio-fs-extra-arg", flag_metavar="ARG",
+            description="arguments appended to the daemon's command line as they are",
+        ),
+        Setting(
+            name=GUEST_SELINUX_KEY, type=BOOLEAN, default=True, kata_key=GUEST_SELINUX_KEY,
+            description="false gives the daemon extended attributes (-o xattr), as Kata does for a "
+            "guest with SELinux",
+        ),
+        Setting(
+            name=RUNTIME_DIR_KEY, type=STRING, default=DEFAULT_RUNTIME_DIR, check=_check_directory,
+            flag="--runtime-dir", flag_metavar="DIR",
+            description="the sandbox's runtime directory (Kata's /run/vc/vm/<sandbox id>): the "
+            "planned daemon's socket is vhost-fs.sock in it (virtiofsd.sock for Cloud Hypervisor)",
+        ),
+        Setting(
+            name=SHARED_DIR_KEY, type=STRING, default=DEFAULT_SHARED_DIR, check=_check_directory,
+            flag="--shared-dir", flag_metavar="DIR",
+            description="the host directory shared with the guest by the planned virtiofsd or by "
+            "virtio-9p (Kata's /run/kata-containers/shared/sandboxes/<sandbox id>/shared)",
         ),
     ]
 
 
 def check_settings(settings: SandboxSettings) -> None:
-    """The rule across keys: a vhost-user ``shared_fs`` needs its daemon's socket."""
+    """The rules across keys: a vhost-user ``shared_fs`` has a daemon (one to start, or the socket
+    of one running), whose socket fits ``sun_path``; 9p has its directory."""
     shared_fs(settings)
+    ninep_share(settings)
 
 
 # --- the typed values --------------------------------------------------------------------------
@@ -179,25 +284,87 @@ def reconnect_timeout(settings: SandboxSettings) -> int:
 
 
 def shared_fs(settings: SandboxSettings) -> SharedFs | None:
-    """The vhost-user file system share, or None when ``shared_fs`` asks for none."""
+    """The vhost-user file system share, or None when ``shared_fs`` asks for none.
+
+    With ``virtio_fs_socket`` the daemon is someone else's (vmdev's behaviour before issue 10,
+    and the way to use nydusd); without it vmdev plans the virtiofsd Kata would start, on
+    Kata's socket in ``sandbox_runtime_dir``.
+    """
     kind = settings.value(SHARED_FS_KEY)
     if kind not in VHOST_USER_FS_KINDS:
         return None
     socket = str(settings.value(FS_SOCKET_KEY))
-    if not socket:
-        raise ConfigError(
-            f"shared_fs = {kind!r} needs the vhost-user socket of its daemon (virtiofsd or nydusd) "
-            f"in {FS_SOCKET_KEY}",
-            device=FS_DEVICE,
-            field=FS_SOCKET_KEY,
-        )
+    daemon = None if socket else _planned_daemon(settings, kind)
+    if daemon is not None:
+        socket = daemon_socket(daemon.runtime_dir, settings.hypervisor)
     size = int(settings.value(FS_QUEUE_SIZE_KEY))
     return SharedFs(
         socket=socket,
         tag=str(settings.value(FS_TAG_KEY)),
         queue_size=size or DEFAULT_FS_QUEUE_SIZE,
-        cache=str(settings.value(FS_CACHE_KEY)),
+        cache=daemon.cache if daemon is not None else str(settings.value(FS_CACHE_KEY)),
         cache_size_mib=int(settings.value(FS_CACHE_SIZE_KEY)),
+        daemon=daemon,
+    )
+
+
+def ninep_share(settings: SandboxSettings) -> NinePShare | None:
+    """The virtio-9p share (``shared_fs = "virtio-9p"``), or None."""
+    if settings.value(SHARED_FS_KEY) != VIRTIO_9P:
+        return None
+    return NinePShare(
+        path=posixpath.normpath(str(settings.value(SHARED_DIR_KEY))),
+        tag=str(settings.value(FS_TAG_KEY)),
+        msize=int(settings.value(MSIZE_KEY)) or DEFAULT_MSIZE_9P,
+    )
+
+
+def daemon_socket(runtime_dir: str, hypervisor: str) -> str:
+    """Kata's socket of the share's daemon in the sandbox runtime directory."""
+    return posixpath.join(runtime_dir, FS_SOCKET_NAME_BY_HYPERVISOR.get(hypervisor, FS_SOCKET_NAME))
+
+
+def effective_cache(cache: str, hypervisor: str) -> str:
+    """``virtio_fs_cache``, or Kata's default for the hypervisor when it is empty."""
+    return cache or DEFAULT_FS_CACHE_BY_HYPERVISOR.get(hypervisor, DEFAULT_FS_CACHE)
+
+
+def _planned_daemon(settings: SandboxSettings, kind: str) -> FsDaemon:
+    """The virtiofsd to start for ``shared_fs = "virtio-fs"`` (ConfigError when it cannot be)."""
+    if kind == VIRTIO_FS_NYDUS:
+        raise ConfigError(
+            f"vmdev does not plan nydusd (Kata starts it for {VIRTIO_FS_NYDUS} and drives it over its "
+            f"API); start nydusd yourself and give its vhost-user socket in {FS_SOCKET_KEY}",
+            device=FS_DEVICE,
+            field=FS_SOCKET_KEY,
+        )
+    program = str(settings.value(FS_DAEMON_KEY))
+    if not program:
+        raise ConfigError(
+            f"shared_fs = {kind!r} needs the daemon to start in {FS_DAEMON_KEY} (as Kata: 'cannot "
+            f"enable virtio-fs without daemon path'), or the socket of a running one in {FS_SOCKET_KEY}",
+            device=FS_DEVICE,
+            field=FS_DAEMON_KEY,
+        )
+    runtime_dir = posixpath.normpath(str(settings.value(RUNTIME_DIR_KEY)))
+    check_socket_path(
+        daemon_socket(runtime_dir, settings.hypervisor), device=FS_DEVICE, field=RUNTIME_DIR_KEY,
+        error=ConfigError,
+    )
+    shared_dir = posixpath.normpath(str(settings.value(SHARED_DIR_KEY)))
+    if "," in shared_dir or "=" in shared_dir:
+        raise ConfigError(
+            f"{shared_dir!r} holds ',' or '=', which virtiofsd's '-o source=' option cannot carry",
+            device=FS_DEVICE,
+            field=SHARED_DIR_KEY,
+        )
+    return FsDaemon(
+        program=program,
+        shared_dir=shared_dir,
+        runtime_dir=runtime_dir,
+        cache=effective_cache(str(settings.value(FS_CACHE_KEY)), settings.hypervisor),
+        extra_args=tuple(settings.value(FS_EXTRA_ARGS_KEY)),
+        xattr=not settings.value(GUEST_SELINUX_KEY),
     )
 
 
@@ -231,6 +398,38 @@ def check_socket_path(path: str, *, device: str, field: str, error: type[VmdevEr
 def _check_store_path(value: str) -> None:
     if value and not value.startswith("/"):
         raise ValueError(f"must be an absolute directory path, got {value!r}")
+
+
+def _check_shared_fs(kind: str) -> None:
+    if kind == INLINE_VIRTIO_FS:
+        raise ValueError(
+            f"{kind!r} is Dragonball's in-VMM virtio-fs (runtime-rs); vmdev has no Dragonball backend: "
+            f"use {VIRTIO_FS!r} with a virtiofsd"
+        )
+
+
+def _check_program(value: str) -> None:
+    if value and (not value.startswith("/") or any(ord(ch) < 0x20 for ch in value)):
+        raise ValueError(f"must be an absolute path to a program, got {value!r}")
+
+
+def _check_extra_args(args: tuple[str, ...]) -> None:
+    for index, arg in enumerate(args):
+        if "\0" in arg:
+            raise ValueError(f"item {index} contains a NUL character")
+
+
+def _check_directory(value: str) -> None:
+    if not value.startswith("/") or any(ord(ch) < 0x20 for ch in value):
+        raise ValueError(f"must be an absolute directory path, got {value!r}")
+
+
+def _check_msize(msize: int) -> None:
+    if 0 < msize < MIN_MSIZE_9P:
+        raise ValueError(
+            f"must be at least {MIN_MSIZE_9P} (the guest's 9p refuses less), or 0 for {DEFAULT_MSIZE_9P}; "
+            f"got {msize}"
+        )
 
 
 def _check_fs_socket(value: str) -> None:
