@@ -48,11 +48,11 @@ from typing import Any
 import attrs
 
 from vmdev.backend import RenderContext
-from vmdev.errors import ConfigError, DeviceError, VmdevError
+from vmdev.errors import ConfigError, VmdevError
 from vmdev.host import HostContext
-from vmdev.hostfacts import FactChange, changes, needs_device, node_facts
-from vmdev.live import HotplugError, HotPlugger, ObjectAware, StepObjects, rendered_steps
-from vmdev.models import Device, DeviceInfo
+from vmdev.hostfacts import DeviceObjects, FactChange
+from vmdev.live import HotplugError, HotPlugger, ObjectAware, rendered_steps
+from vmdev.models import DeviceInfo
 from vmdev.oci import OciSpec
 from vmdev.planner import Built, Pipeline, Plan, PlannedDevice
 from vmdev.plugins import PluginManager
@@ -77,6 +77,7 @@ from vmdev.registry import (
 from vmdev.resources import Allocator
 from vmdev.serialize import to_json
 from vmdev.settings import SandboxSettings
+from vmdev.sharing import Sharing
 from vmdev.state import (
     MAX_COUNT,
     Attachment,
@@ -90,8 +91,6 @@ from vmdev.state import (
 )
 
 log = logging.getLogger("vmdev.manager")
-
-ObjectsOf = Callable[[Step], StepObjects]
 
 
 # --- render notes across the sandbox -----------------------------------------------------------------
@@ -115,15 +114,6 @@ class SandboxNotes:
         merged = dict(self.seed.get(key, {}))
         merged.update(self.notes[key])
         return merged
-
-
-@attrs.frozen
-class _Removal:
-    """What removing a device's objects runs (``steps``) and which removal steps go to devices that
-    still use those objects (``handed``: heir id -> steps)."""
-
-    steps: tuple[Step, ...]
-    handed: Mapping[str, tuple[Step, ...]]
 
 
 # --- the manager -------------------------------------------------------------------------------------
@@ -155,8 +145,7 @@ class DeviceManager:
         self._pipeline = Pipeline.start(state.settings, host, plugins)
         self._registry = Registry(attrs.evolve(state, settings=self._pipeline.settings), journal)
         self.hotplugger = hotplugger
-        #: device objects by id (built here, or rebuilt from their saved form); under the lock
-        self._objects: dict[str, Device] = {}
+        self._devices = DeviceObjects(self._pipeline.pm, self._pipeline.host)
 
     # --- loading and saving --------------------------------------------------------------------
     @classmethod
@@ -221,14 +210,7 @@ class DeviceManager:
 
     def host_changes(self, device_id: str) -> list[FactChange]:
         """The host facts recorded when the device was built that differ now (empty: none)."""
-        record = self._registry.get(device_id)
-        if not record.facts:
-            return []
-        now = node_facts(record.host_path, self.host)
-        if needs_device(record.facts):
-            family = self.plugins.host_facts(self._object(record), self.host, name=record.name)
-            now = {**family, **now}
-        return changes(record.facts, now)
+        return self._devices.changes(self._registry.get(device_id))
 
     # --- devices -------------------------------------------------------------------------------
     def new_device(self, info: DeviceInfo, *, user: str = "") -> DeviceRecord:
@@ -319,7 +301,7 @@ class DeviceManager:
                                        error="", since=time.time())
             registry.claim(device_id, "detaching")
         try:
-            driver.unplug(removal.steps, device=record.name, progress=self._progress(device_id))
+            driver.unplug(removal, device=record.name, progress=self._progress(device_id))
         except HotplugError as exc:
             registry.update_attachment(device_id, error=exc.message, pid=0, since=time.time())
             raise
@@ -395,11 +377,11 @@ class DeviceManager:
             built = self._pipeline.build(info, registry.allocator.scoped(scope))
             device = built.device
             registry.check_id_free(device.id, info.name)
-            facts = self._facts(device, info.host_path, info.name)
+            facts = self._devices.facts(device, info.host_path, info.name)
         except BaseException:
             registry.allocator.release_scope(scope)
             raise
-        self._objects[device.id] = device
+        self._devices.keep(device)
         return DeviceRecord(
             id=device.id,
             key=key,
@@ -430,8 +412,8 @@ class DeviceManager:
         if existing is not None:
             return registry.reference(existing, user)
         registry.check_id_free(device.id, device.id)
-        facts = self._facts(device, built.host_path, device.id)
-        self._objects[device.id] = device
+        facts = self._devices.facts(device, built.host_path, device.id)
+        self._devices.keep(device)
         return registry.store(DeviceRecord(
             id=device.id,
             key=sandbox_key(device.id),
@@ -445,34 +427,9 @@ class DeviceManager:
             users=(user,) if user else (),
         ))
 
-    def _facts(self, device: Device, host_path: str, name: str) -> dict[str, str]:
-        """The host facts ``device`` is built from: its node's, then its family's."""
-        facts = node_facts(host_path, self.host)
-        for fact, value in self.plugins.host_facts(device, self.host, name=name).items():
-            facts.setdefault(fact, value)
-        return facts
-
-    def _object(self, record: DeviceRecord) -> Device:
-        """The device object: built here, or rebuilt from its saved form (``device_from_state``),
-        never from the host."""
-        with self._registry.locked():
-            device = self._objects.get(record.id)
-        if device is not None:
-            return device
-        device = self.plugins.device_from_state(record.kind, record.device, record.plugin, name=record.name)
-        if device.id != record.id:
-            raise DeviceError(
-                f"plugin {record.plugin!r} rebuilds the saved device as {device.id!r}, not as the recorded "
-                f"{record.id!r}",
-                device=record.name,
-                field="id",
-            )
-        with self._registry.locked():
-            return self._objects.setdefault(record.id, device)
-
     def _built(self, record: DeviceRecord) -> Built:
-        return Built(device=self._object(record), plugin=record.plugin, container_path=record.container_path,
-                     host_path=record.host_path)
+        return Built(device=self._devices.of(record), plugin=record.plugin,
+                     container_path=record.container_path, host_path=record.host_path)
 
     def _check_host(self, device_id: str) -> None:
         found = self.host_changes(device_id)
@@ -510,7 +467,7 @@ class DeviceManager:
                 )
             return registry.store(attrs.evolve(record, ref_count=max(record.ref_count - 1, 0), users=users))
         registry.forget(record)
-        self._objects.pop(record.id, None)
+        self._devices.forget(record.id)
         return None
 
     def _attach_or_release(self, record: DeviceRecord, user: str) -> DeviceRecord:
@@ -527,7 +484,7 @@ class DeviceManager:
                         registry.store(attrs.evolve(current, ref_count=current.ref_count - 1, users=users))
                     else:
                         registry.forget(current)
-                        self._objects.pop(current.id, None)
+                        self._devices.forget(current.id)
             raise
 
     # --- internals: plugging -------------------------------------------------------------------
@@ -637,120 +594,40 @@ class DeviceManager:
             steps = attachment.unplug if detaching else attachment.hotplug[: attachment.steps_done + 1]
             removal = self._removal(record, steps, undo=not detaching)
         if detaching:
-            driver.unplug(removal.steps, device=record.name, progress=lambda _: None)
+            driver.unplug(removal, device=record.name, progress=lambda _: None)
         else:
-            driver.cleanup(removal.steps, device=record.name)
+            driver.cleanup(removal, device=record.name)
         registry.update(device_id, attachment=None)
 
     # --- internals: shared objects -------------------------------------------------------------
-    def _objects_of(self) -> ObjectsOf | None:
+    def _sharing(self) -> Sharing:
         driver = self.hotplugger
-        return driver.step_objects if isinstance(driver, ObjectAware) else None
-
-    def _uses(self, record: DeviceRecord, objects_of: ObjectsOf) -> set[str]:
-        """The VM objects ``record``'s steps create, refer to, remove or share."""
-        attachment = record.attachment
-        if attachment is None:
-            return set()
-        return self._names(attachment.hotplug, attachment.unplug, objects_of) | set(attachment.shared)
-
-    @staticmethod
-    def _names(hotplug: Iterable[Step], unplug: Iterable[Step], objects_of: ObjectsOf) -> set[str]:
-        names: set[str] = set()
-        for step in hotplug:
-            found = objects_of(step)
-            names |= found.refers | {found.creates}
-        names |= {objects_of(step).removes for step in unplug}
-        names.discard("")
-        return names
-
-    @staticmethod
-    def _owned(record: DeviceRecord, objects_of: ObjectsOf) -> set[str]:
-        """The objects ``record``'s steps create or remove (not what they merely mention)."""
-        attachment = record.attachment
-        if attachment is None:
-            return set()
-        owned = {objects_of(step).creates for step in attachment.hotplug}
-        owned |= {objects_of(step).removes for step in attachment.unplug} | set(attachment.shared)
-        owned.discard("")
-        return owned
+        return Sharing(driver.step_objects if isinstance(driver, ObjectAware) else None)
 
     def _sharers_busy(self, record: DeviceRecord, steps: Sequence[Step] = ()) -> bool:
-        """Whether another device of this process that shares a VM object with ``record`` (or with
-        ``steps``, its rendering) is being plugged or unplugged: sharing is decided once it is done.
-        Two devices share an object when one's steps create or remove what the other's use."""
-        objects_of = self._objects_of()
-        if objects_of is None:
-            return False
-        uses = self._uses(record, objects_of) | self._names(steps, (), objects_of)
-        owns = self._owned(record, objects_of) | {objects_of(step).creates for step in steps} - {""}
+        """Whether a device of this process that shares a VM object with ``record`` (or with
+        ``steps``, its rendering) is being plugged or unplugged: sharing is decided once it is done
+        (under the lock)."""
         registry = self._registry
-        return any(
-            registry.busy(other.id)
-            and (self._owned(other, objects_of) & uses or self._uses(other, objects_of) & owns)
-            for other in registry.in_vm(besides=record.id)
-        )
+        busy = [other for other in registry.in_vm(besides=record.id) if registry.busy(other.id)]
+        return bool(busy) and self._sharing().conflicts(record, steps, busy)
 
     def _creations(self, device_id: str, hotplug: Sequence[Step]) -> tuple[list[Step], list[str]]:
-        """The steps to run (those creating what an attached device's steps created already are
-        left out) and the names of the objects the device shares with others."""
-        objects_of = self._objects_of()
-        if objects_of is None:
-            return list(hotplug), []
-        present: set[str] = set()
-        for other in self._registry.in_vm(besides=device_id):
-            attachment = other.attachment
-            if attachment is not None and attachment.phase is AttachPhase.ATTACHED:
-                present |= {objects_of(step).creates for step in attachment.hotplug} | set(attachment.shared)
-        present.discard("")
-        run: list[Step] = []
-        shared: list[str] = []
-        for step in hotplug:
-            found = objects_of(step)
-            if found.creates in present:
-                shared.append(found.creates)
-                continue
-            run.append(step)
-            shared += sorted(found.refers & present)
-        return run, list(dict.fromkeys(shared))
+        return self._sharing().creations(hotplug, self._registry.in_vm(besides=device_id))
 
-    def _removal(self, record: DeviceRecord, steps: Sequence[Step], *, undo: bool = False) -> _Removal:
-        """The removal ``steps`` of ``record`` (unplug steps, or with ``undo`` hot-plug steps to
-        undo) without those removing objects other devices in the VM still use; each of those
-        removals goes to one of the users (unless one removes that object already), whose detach
-        then removes it. Stores the handed steps (under the lock)."""
-        objects_of = self._objects_of()
-        if objects_of is None:
-            return _Removal(steps=tuple(steps), handed={})
-        users: dict[str, list[DeviceRecord]] = {}
-        for other in self._registry.in_vm(besides=record.id):
-            for name in self._uses(other, objects_of):
-                users.setdefault(name, []).append(other)
-        keep: list[Step] = []
-        handed: dict[str, list[Step]] = {}
-        for step in steps:
-            found = objects_of(step)
-            name = found.creates if undo else found.removes
-            removal = found.undo if undo else step
-            holders = users.get(name, []) if name else []
-            if not holders:
-                keep.append(step)
-                continue
-            if removal is not None and not any(self._removes(h, name, objects_of) for h in holders):
-                heir = next((h for h in holders if h.attachment is not None
-                             and h.attachment.phase is AttachPhase.ATTACHED), holders[0])
-                handed.setdefault(heir.id, []).append(removal)
-        for heir_id, more in handed.items():
-            heir = self._registry.get(heir_id)
+    def _removal(
+        self, record: DeviceRecord, steps: Sequence[Step], *, undo: bool = False
+    ) -> tuple[Step, ...]:
+        """``record``'s removal steps to run; the removals of objects other devices still use are
+        handed to them (stored, under the lock)."""
+        registry = self._registry
+        removal = self._sharing().removal(record, steps, registry.in_vm(besides=record.id), undo=undo)
+        for heir_id, more in removal.handed.items():
+            heir = registry.get(heir_id)
             assert heir.attachment is not None
-            self._registry.update_attachment(heir_id, unplug=(*heir.attachment.unplug, *more))
-            log.info("%s keeps %s in the VM for %s", heir.name, ", ".join(map(str, more)), record.name)
-        return _Removal(steps=tuple(keep), handed={k: tuple(v) for k, v in handed.items()})
-
-    @staticmethod
-    def _removes(record: DeviceRecord, name: str, objects_of: ObjectsOf) -> bool:
-        attachment = record.attachment
-        return attachment is not None and any(objects_of(step).removes == name for step in attachment.unplug)
+            registry.update_attachment(heir_id, unplug=(*heir.attachment.unplug, *more))
+            log.info("%s: %s hands the removal of a shared object to %s", record.name, record.id, heir.name)
+        return removal.steps
 
 
 # --- helpers -----------------------------------------------------------------------------------------

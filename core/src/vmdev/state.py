@@ -282,14 +282,16 @@ def _make_converter() -> cattrs.Converter:
     # str-based enums must not fall to the str hook above
     conv.register_structure_hook(AttachPhase, lambda value, kind: kind(value))
     conv.register_structure_hook(PCIePort, lambda value, kind: kind(value))
-    # the base converter's attrs factory unstructures nested classes with the base converter: make
-    # this one's own, so that the hooks below apply inside SandboxState too
-    def attrs_hook(cls: type[Any]) -> Any:
+    # the base converter's attrs factories (un)structure nested classes with the base converter:
+    # make this one's own, so that the strict hooks and the settings hooks below apply at any depth
+    def renames(cls: type[Any]) -> dict[str, Any]:
         fields = attrs.fields(cls)
-        renames = {f.name: override(rename=f.name.rstrip("_")) for f in fields if f.name.endswith("_")}
-        return make_dict_unstructure_fn(cls, conv, **renames)  # type: ignore[arg-type]
+        return {f.name: override(rename=f.name.rstrip("_")) for f in fields if f.name.endswith("_")}
 
-    conv.register_unstructure_hook_factory(attrs.has, attrs_hook)
+    conv.register_unstructure_hook_factory(attrs.has, lambda c: make_dict_unstructure_fn(
+        c, conv, **renames(c)
+    ))
+    conv.register_structure_hook_factory(attrs.has, lambda c: make_dict_structure_fn(c, conv, **renames(c)))
     settings_out = make_dict_unstructure_fn(
         SandboxSettings, conv, **{name: override(omit=True) for name in _DERIVED_SETTINGS}  # type: ignore[arg-type]
     )

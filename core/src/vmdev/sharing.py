@@ -1,0 +1,147 @@
+"""Hot-plug objects several devices share: created with their first user, removed with their last.
+
+Some objects a device's hot plug creates are needed by other devices too: a SCSI controller, an
+IOMMU backend object, shared guest memory. A family renders them as steps of the device that
+needs them (of the first one in the sandbox's notes, or of every one); removing such an object
+while another device still uses it fails in the VM (QEMU refuses, or the device is stuck
+detaching). The device manager counts their users with :class:`Sharing`, decided from the steps
+alone, with the live driver telling what each step creates, removes and refers to
+(:class:`vmdev.live.ObjectAware`):
+
+* **plugging**: a step creating an object that an attached device's steps created is skipped
+  (the device records the object as ``shared``);
+* **removing** (unplug, or undoing an interrupted attach): a step removing an object another
+  device in the VM still uses (creates, refers to, removes or shares it) is skipped and handed to
+  one of those devices (unless one of them removes it already), whose own removal runs it: the
+  object goes with its last user.
+
+Without an object-aware driver (or without a driver: books only) steps run as rendered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import attrs
+
+from vmdev.live import StepObjects
+from vmdev.state import AttachPhase, DeviceRecord, Step
+
+ObjectsOf = Callable[[Step], StepObjects]
+
+
+@attrs.frozen
+class Removal:
+    """The removal steps to run, and the ones handed to devices that still use their objects
+    (device id -> steps to append to its unplug steps)."""
+
+    steps: tuple[Step, ...]
+    handed: Mapping[str, tuple[Step, ...]] = attrs.Factory(dict)
+
+
+@attrs.frozen
+class Sharing:
+    """Shared-object decisions over steps; ``objects_of`` is the driver's ``step_objects``
+    (None: nothing is shared)."""
+
+    objects_of: ObjectsOf | None
+
+    def uses(self, record: DeviceRecord) -> set[str]:
+        """The VM objects ``record``'s steps create, refer to, remove or share."""
+        attachment = record.attachment
+        if attachment is None or self.objects_of is None:
+            return set()
+        return self._mentioned(attachment.hotplug, attachment.unplug) | set(attachment.shared)
+
+    def owns(self, record: DeviceRecord) -> set[str]:
+        """The objects ``record``'s steps create or remove, and those it shares."""
+        attachment = record.attachment
+        if attachment is None or self.objects_of is None:
+            return set()
+        owned = {self._of(step).creates for step in attachment.hotplug}
+        owned |= {self._of(step).removes for step in attachment.unplug} | set(attachment.shared)
+        owned.discard("")
+        return owned
+
+    def conflicts(self, record: DeviceRecord, steps: Sequence[Step], others: Iterable[DeviceRecord]) -> bool:
+        """Whether ``record`` (or ``steps``, its new rendering) shares an object with one of
+        ``others``: one's steps create or remove what the other's use."""
+        if self.objects_of is None:
+            return False
+        uses = self.uses(record) | self._mentioned(steps, ())
+        owns = self.owns(record) | ({self._of(step).creates for step in steps} - {""})
+        return any(self.owns(other) & uses or self.uses(other) & owns for other in others)
+
+    def creations(
+        self, hotplug: Sequence[Step], others: Iterable[DeviceRecord]
+    ) -> tuple[list[Step], list[str]]:
+        """The hot-plug steps to run (without those creating what an attached device of ``others``
+        created) and the names of the objects the device shares with them."""
+        if self.objects_of is None:
+            return list(hotplug), []
+        present: set[str] = set()
+        for other in others:
+            attachment = other.attachment
+            if attachment is not None and attachment.phase is AttachPhase.ATTACHED:
+                present |= {self._of(step).creates for step in attachment.hotplug} | set(attachment.shared)
+        present.discard("")
+        run: list[Step] = []
+        shared: list[str] = []
+        for step in hotplug:
+            found = self._of(step)
+            if found.creates in present:
+                shared.append(found.creates)
+                continue
+            run.append(step)
+            shared += sorted(found.refers & present)
+        return run, list(dict.fromkeys(shared))
+
+    def removal(
+        self, record: DeviceRecord, steps: Sequence[Step], others: Sequence[DeviceRecord], *,
+        undo: bool = False,
+    ) -> Removal:
+        """``record``'s removal ``steps`` (unplug steps; with ``undo``, hot-plug steps to undo)
+        without those removing objects a device of ``others`` still uses; each of those removals
+        is handed to one of the users (an attached one first) unless a user removes it already."""
+        if self.objects_of is None:
+            return Removal(steps=tuple(steps))
+        users: dict[str, list[DeviceRecord]] = {}
+        for other in others:
+            for name in self.uses(other):
+                users.setdefault(name, []).append(other)
+        keep: list[Step] = []
+        handed: dict[str, list[Step]] = {}
+        for step in steps:
+            found = self._of(step)
+            name = found.creates if undo else found.removes
+            holders = users.get(name, []) if name else []
+            if not holders:
+                keep.append(step)
+                continue
+            removing = found.undo if undo else step
+            if removing is not None and not any(self._removes(holder, name) for holder in holders):
+                heir = next((h for h in holders if h.attachment is not None
+                             and h.attachment.phase is AttachPhase.ATTACHED), holders[0])
+                handed.setdefault(heir.id, []).append(removing)
+        return Removal(steps=tuple(keep), handed={key: tuple(value) for key, value in handed.items()})
+
+    # --- internals -----------------------------------------------------------------------------
+    def _of(self, step: Step) -> StepObjects:
+        assert self.objects_of is not None
+        return self.objects_of(step)
+
+    def _mentioned(self, hotplug: Iterable[Step], unplug: Iterable[Step]) -> set[str]:
+        names: set[str] = set()
+        for step in hotplug:
+            found = self._of(step)
+            names |= found.refers | {found.creates}
+        names |= {self._of(step).removes for step in unplug}
+        names.discard("")
+        return names
+
+    def _removes(self, record: DeviceRecord, name: str) -> bool:
+        attachment = record.attachment
+        return attachment is not None and any(self._of(step).removes == name for step in attachment.unplug)
+
+
+__all__ = ["ObjectsOf", "Removal", "Sharing"]
