@@ -21,10 +21,10 @@ from typing import Any
 from _timing import timed
 
 from vmdev.fakeqmp import FakeQemu, FakeQmpServer
-from vmdev.live import QmpHotPlugger
 from vmdev.manager import DeviceManager
 from vmdev.plugins import LoadPolicy, PluginManager
 from vmdev.qemu import QmpCommand
+from vmdev.qmp import QmpHotPlugger
 from vmdev.settings import SandboxSettings
 from vmdev.state import Attachment, AttachPhase, DeviceRecord, SandboxState, StateFile
 
