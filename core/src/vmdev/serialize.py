@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import attrs
 import cattrs
-from cattrs.gen import make_dict_unstructure_fn, override
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from vmdev.models import PciPath
 
@@ -32,7 +32,14 @@ def _make_converter() -> cattrs.Converter:
         }
         return make_dict_unstructure_fn(cls, converter, **renames)  # type: ignore[arg-type]
 
+    def attrs_structure(cls: type[Any]) -> Any:
+        renames = {
+            f.name: override(rename=f.name.rstrip("_")) for f in attrs.fields(cls) if f.name.endswith("_")
+        }
+        return make_dict_structure_fn(cls, converter, **renames)  # type: ignore[arg-type]
+
     converter.register_unstructure_hook_factory(attrs.has, attrs_hook)
+    converter.register_structure_hook_factory(attrs.has, attrs_structure)
     return converter
 
 
@@ -46,6 +53,8 @@ def to_json(value: Any) -> Any:
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, enum.Enum):  # str- and int-based enums pass cattrs' enum hook by
+        return value.value  # their base type; JSON-ready data holds plain values
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, tuple | list):
@@ -57,9 +66,7 @@ def from_json(cls: type[T], data: Any) -> T:
     """Structure ``data`` (as :func:`to_json` made it) back into ``cls``: for a family's
     ``device_from_state`` hook. Trailing-underscore fields are read from their JSON names
     (``class`` -> ``class_``). Errors propagate (the caller names the device)."""
-    if attrs.has(cls) and isinstance(data, Mapping):
-        renamed = {f.name.rstrip("_"): f.name for f in attrs.fields(cls) if f.name.endswith("_")}
-        data = {renamed.get(key, key): value for key, value in data.items()}
-        known = {f.name for f in attrs.fields(cls) if f.init}
+    if attrs.has(cls) and isinstance(data, Mapping):  # fields added to the JSON later are ignored
+        known = {f.name.rstrip("_") for f in attrs.fields(cls) if f.init}
         data = {key: value for key, value in data.items() if key in known}
     return converter.structure(data, cls)

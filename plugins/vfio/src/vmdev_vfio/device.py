@@ -178,24 +178,12 @@ class VFIODevice:
 # --- saved state ----------------------------------------------------------------------------------
 def from_state(data: Mapping[str, Any]) -> VFIODevice:
     """A saved :class:`VFIODevice` (``vmdev.serialize.to_json`` of it) rebuilt as it was; the
-    host is not looked at. ``from_json`` reads the JSON name ``class`` back into ``class_`` only
-    on the top level, so the nested functions and skipped bridges get their Python names here."""
-    nested = {key: [_python_names(item, key) for item in _items(data, key)]
-              for key in ("functions", "skipped")}
-    return from_json(VFIODevice, {**data, **nested})
-
-
-def _items(data: Mapping[str, Any], key: str) -> list[Any]:
-    value = data.get(key, ())
-    if not isinstance(value, list | tuple):
-        raise DeviceError(f"saved {key} is not a list", device=str(data.get("container_path", "")), field=key)
-    return list(value)
-
-
-def _python_names(item: Any, key: str) -> Any:
-    if not isinstance(item, Mapping):
-        raise DeviceError(f"saved {key} holds {type(item).__name__}, not a table", field=key)
-    return {("class_" if name == "class" else name): value for name, value in item.items()}
+    host is not looked at (``from_json`` reads JSON names such as ``class`` back at every level)."""
+    for key in ("functions", "skipped"):
+        if not isinstance(data.get(key, ()), list | tuple):
+            raise DeviceError(f"saved {key} is not a list", device=str(data.get("container_path", "")),
+                              field=key)
+    return from_json(VFIODevice, data)
 
 
 # --- building -------------------------------------------------------------------------------------
