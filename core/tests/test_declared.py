@@ -104,6 +104,26 @@ def test_two_plugins_declaring_one_key_is_an_error_naming_both() -> None:
         pm.declared_settings()
 
 
+def test_two_backends_may_declare_the_same_kata_key_for_themselves() -> None:
+    class QemuKey:
+        @hookimpl
+        def register_settings(self, register: Callable[[Setting], None]) -> None:
+            register(Setting(name="hugepages_like", type=BOOLEAN, default=False, description="", backends=("qemu",)))
+
+    class OtherKey:
+        @hookimpl
+        def register_settings(self, register: Callable[[Setting], None]) -> None:
+            register(Setting(name="hugepages_like", type=STRING, default="no", description="",
+                             backends=("firecracker",)))
+
+    pm = manager(("q", QemuKey()), ("o", OtherKey()))
+    assert pm.prepare_settings(SandboxSettings(options={"hugepages_like": True})).value("hugepages_like") is True
+    fc = pm.prepare_settings(SandboxSettings(hypervisor="firecracker", options={"hugepages_like": "yes"}))
+    assert fc.value("hugepages_like") == "yes"
+    with pytest.raises(ConfigError, match="hugepages_like: must be true or false"):
+        pm.prepare_settings(SandboxSettings(options={"hugepages_like": "yes"}))
+
+
 def test_runtime_section_keys_are_read_from_kata_runtime_table() -> None:
     class Runtime:
         @hookimpl

@@ -78,10 +78,12 @@ def _plugin_flag_options() -> list[click.Parameter]:
         fail(str(exc))
         return []
     options: list[click.Parameter] = []
+    flags: set[str] = set()
     for entry in declared:
         setting: Setting = entry.setting
-        if not setting.flag:
+        if not setting.flag or setting.flag in flags:  # backend-scoped twins share their flag
             continue
+        flags.add(setting.flag)
 
         def store(ctx: click.Context, param: click.Parameter, value: Any, setting: Setting = setting) -> None:
             if value is None or value == ():

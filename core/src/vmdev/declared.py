@@ -81,6 +81,16 @@ class Setting:
     flag: str = ""
     flag_help: str = ""
     flag_metavar: str = ""
+    #: the backends the key is for (Kata's [hypervisor.X] keys are per hypervisor: QEMU's and
+    #: libvirt's enable_hugepages are two keys); empty: every backend
+    backends: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+
+    def applies_to(self, backend: str) -> bool:
+        return not self.backends or backend in self.backends
+
+    def overlaps(self, other: Setting) -> bool:
+        """Whether one sandbox could read both (then they cannot share a name)."""
+        return not self.backends or not other.backends or bool(set(self.backends) & set(other.backends))
     flag_sets: Mapping[str, Any] = attrs.field(factory=dict, converter=_any_dict)
 
     def parse(self, raw: Any) -> Any:
@@ -102,7 +112,7 @@ class Setting:
             "kata_key": self.kata_key,
             "section": self.section,
         }
-        for key in ("choices", "aliases", "minimum", "maximum", "flag"):
+        for key in ("choices", "aliases", "minimum", "maximum", "flag", "backends"):
             value = getattr(self, key)
             if value or (value == 0 and value is not None):
                 out[key] = list(value) if isinstance(value, tuple) else value
@@ -203,9 +213,10 @@ class DeclaredSetting:
 
 
 def parse_settings(
-    declared: Sequence[DeclaredSetting], tables: Mapping[str, Mapping[str, Any]]
+    declared: Sequence[DeclaredSetting], tables: Mapping[str, Mapping[str, Any]], backend: str = ""
 ) -> dict[str, Any]:
-    """The typed value of every declared key: from ``tables[section]`` or its default.
+    """The typed value of every declared key for ``backend``: from ``tables[section]`` or its
+    default.
 
     ``tables`` maps a section (``hypervisor``, ``runtime``) to its raw keys; vmdev's own
     ``[vmdev]`` table and command-line overrides are already merged into ``hypervisor``.
@@ -213,6 +224,8 @@ def parse_settings(
     values: dict[str, Any] = {}
     for entry in declared:
         setting = entry.setting
+        if backend and not setting.applies_to(backend):
+            continue
         table = tables.get(setting.section, {})
         values[setting.name] = setting.parse(table[setting.name]) if setting.name in table \
             else setting.default

@@ -339,7 +339,7 @@ class PluginManager:
     def declared_settings(self) -> list[DeclaredSetting]:
         """Every settings key the loaded plugins declare (``register_settings``)."""
         if self._declared is None:
-            found: dict[str, DeclaredSetting] = {}
+            found: list[DeclaredSetting] = []
 
             def register(setting: Setting) -> None:
                 plugin = _running.get()
@@ -349,16 +349,17 @@ class PluginManager:
                         "not a vmdev.declared.Setting",
                         field="register_settings",
                     )
-                if setting.name in found:
-                    raise PluginError(
-                        f"plugins {found[setting.name].plugin!r} and {plugin!r} both declare the "
-                        f"settings key {setting.name!r}",
-                        field="register_settings",
-                    )
-                found[setting.name] = DeclaredSetting(setting=setting, plugin=plugin)
+                for other in found:
+                    if other.setting.name == setting.name and other.setting.overlaps(setting):
+                        raise PluginError(
+                            f"plugins {other.plugin!r} and {plugin!r} both declare the settings key "
+                            f"{setting.name!r} (for the same backends: scope each with Setting.backends)",
+                            field="register_settings",
+                        )
+                found.append(DeclaredSetting(setting=setting, plugin=plugin))
 
             self._call("register_settings", first=False, register=register)
-            self._declared = list(found.values())
+            self._declared = found
         return list(self._declared)
 
     def prepare_settings(self, settings: SandboxSettings) -> SandboxSettings:
@@ -366,7 +367,8 @@ class PluginManager:
         checking that its hypervisor is an installed backend and running ``check_settings``."""
         self.backends().get(settings.hypervisor)
         tables = {"hypervisor": settings.options, "runtime": settings.runtime}
-        prepared = attrs.evolve(settings, values=parse_settings(self.declared_settings(), tables))
+        values = parse_settings(self.declared_settings(), tables, settings.hypervisor)
+        prepared = attrs.evolve(settings, values=values)
         self.check_settings(prepared)
         return prepared
 
