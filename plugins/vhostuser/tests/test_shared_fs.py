@@ -78,7 +78,7 @@ def test_kata_qemu_configuration_plans_the_device_and_the_virtiofsd_kata_starts(
         {
             "id": "virtiofsd",
             "program": KATA_DAEMON,
-            "args": ["--syslog", "-o", "cache=auto", "-o", f"source={KATA_SHARE}",
+            "args": ["-o", "cache=auto", "-o", f"source={KATA_SHARE}",
                      f"--socket-path={KATA_SOCKET}", "--thread-pool-size=1", "--announce-submounts"],
             "socket": KATA_SOCKET,
             "for": device.id,
@@ -95,7 +95,7 @@ def test_the_runtime_and_shared_directories_and_the_daemon_are_settings(make: An
                   virtio_fs_cache="always")
     (daemon,) = result.extras["daemons"]
     assert daemon["program"] == "/usr/lib/qemu/virtiofsd"
-    assert daemon["args"] == ["--syslog", "-o", "cache=always", "-o", "source=/srv/sb1/shared",
+    assert daemon["args"] == ["-o", "cache=always", "-o", "source=/srv/sb1/shared",
                               "--socket-path=/run/vmdev/sb1/vhost-fs.sock", "--thread-pool-size=1", "-o",
                               "announce_submounts"]
     assert (daemon["socket"], daemon["directories"]) == ("/run/vmdev/sb1/vhost-fs.sock",
@@ -115,7 +115,7 @@ def test_kata_s_cache_default_and_the_c_daemon_s_spelling(
     (virtiofsd.valid); the C virtiofsd calls never none."""
     result = make(hypervisor, **FS, virtio_fs_cache=cache)
     (daemon,) = result.extras["daemons"]
-    assert daemon["args"][1:3] == ["-o", f"cache={spelled}"]
+    assert daemon["args"][:2] == ["-o", f"cache={spelled}"]
 
 
 def test_cloud_hypervisor_uses_kata_s_socket_name_for_it(make: Any) -> None:
@@ -135,7 +135,7 @@ def test_arguments_follow_kata_s_order() -> None:
     daemon = FsDaemon(program="/p", shared_dir="/s", runtime_dir="/r", cache="never", extra_args=("-x",),
                       xattr=True)
     assert virtiofsd_args(daemon, "/r/s.sock") == [
-        "--syslog", "-o", "cache=none", "-o", "source=/s", "--socket-path=/r/s.sock", "-x", "-o", "xattr"
+        "-o", "cache=none", "-o", "source=/s", "--socket-path=/r/s.sock", "-x", "-o", "xattr"
     ]
 
 
@@ -328,7 +328,7 @@ def test_the_flags_adapt_kata_s_file_to_the_c_daemon(tmp_path: Path) -> None:
     assert done.exit_code == 0, done.output
     (daemon,) = json.loads(done.output)["daemons"]
     assert [daemon["program"], *daemon["args"]] == [
-        "/usr/lib/qemu/virtiofsd", "--syslog", "-o", "cache=auto", "-o", "source=/srv/x",
+        "/usr/lib/qemu/virtiofsd", "-o", "cache=auto", "-o", "source=/srv/x",
         "--socket-path=/run/x/vhost-fs.sock", "--thread-pool-size=1", "-o", "announce_submounts",
     ]
     ninep = CliRunner().invoke(main, [*args[:-1], "--shared-fs", "virtio-9p", str(spec)],

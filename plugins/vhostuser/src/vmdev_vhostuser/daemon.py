@@ -24,6 +24,11 @@ Where the command line differs from Kata's, and why:
   Kata's runtime-rs files, which both accept).
 * ``--xattr`` is ``-o xattr``, added for every hypervisor (Kata's Go runtime adds it for QEMU
   only; runtime-rs for all).
+* No ``--syslog``: the daemon logs to its stderr, which whoever starts it keeps. QEMU 7.2's C
+  virtiofsd with ``--syslog`` on a host without ``/dev/log`` is killed by its own seccomp filter
+  (SIGSYS on socket(2), when syslog(3) retries the connection after the sandbox is up) and QEMU
+  fails with "vhost_backend_init failed: Protocol error" (seen on this project's test machine).
+  Add ``--syslog`` to ``virtio_fs_extra_args`` for Kata's behaviour.
 """
 
 from __future__ import annotations
@@ -69,7 +74,6 @@ class PlannedDaemon:
 def virtiofsd_args(daemon: FsDaemon, socket: str) -> list[str]:
     """virtiofsd's arguments, in Kata's order, in the syntax both daemons accept (see above)."""
     args = [
-        "--syslog",
         "-o",
         f"cache={C_CACHE_MODES.get(daemon.cache, daemon.cache)}",
         "-o",
