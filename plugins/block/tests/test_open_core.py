@@ -17,7 +17,7 @@ GENERIC = {
     "vmdev.models": {"DeviceInfo", "Device", "GenericDevice", "PciPath", "PCIePort", "OCI_DEVICE_TYPES",
                      "PCI_DOMAIN", "MAX_PCIE_ROOT_PORT", "MAX_PCIE_SWITCH_PORT", "PCI_BRIDGE_MAX_CAPACITY",
                      "MAX_DEV_ID_SIZE"},
-    "vmdev.host": {"HostContext", "SysfsReader", "StatFunc"},
+    "vmdev.host": {"HostContext", "SysfsReader", "StatFunc", "read_regular", "decode_text"},
     "vmdev.testing": {"FakeHost"},
     "vmdev.targets": {"ApiRequest", "AttachOptions", "RenderTarget", "PCI", "MMIO", "CCW", "request_tuple"},
     "vmdev.cliutil": set(),

@@ -18,6 +18,16 @@ from vmdev_block.settings import block_settings
 
 KEYS = ("block_device_driver", "block_device_aio", "block_device_cache_set", "block_device_cache_direct",
         "block_device_cache_noflush", "disable_block_device_use")
+#: the keys issue 10 added: Kata's (Go runtime and runtime-rs), and vmdev's own last
+NEW_KEYS = {
+    "block_device_logical_sector_size": "integer", "block_device_physical_sector_size": "integer",
+    "enable_iothreads": "boolean", "indep_iothreads": "integer",
+    "disk_rate_limiter_bw_max_rate": "integer", "disk_rate_limiter_bw_one_time_burst": "integer",
+    "disk_rate_limiter_ops_max_rate": "integer", "disk_rate_limiter_ops_one_time_burst": "integer",
+    "num_queues": "integer", "queue_size": "integer",
+}
+OWN_KEYS = {"allow_host_mounted_block_devices": "boolean"}
+SUPPORTED = "virtio-scsi virtio-blk virtio-mmio nvdimm virtio-blk-ccw virtio-pmem"
 
 
 def test_the_plugin_is_found_through_its_entry_point(vmdev_plugins: Any) -> None:
@@ -31,11 +41,14 @@ def test_the_plugin_is_found_through_its_entry_point(vmdev_plugins: Any) -> None
 
 def test_every_key_the_plugin_reads_is_declared_as_katas(vmdev_plugins: Any) -> None:
     declared = {d.setting.name: d for d in vmdev_plugins("vmdev-block").declared_settings() if d.plugin == "block"}
-    assert sorted(declared) == sorted(KEYS)
+    assert sorted(declared) == sorted([*KEYS, *NEW_KEYS, *OWN_KEYS])
     for name, entry in declared.items():
         setting = entry.setting
-        assert (setting.kata_key, setting.section) == (name, "hypervisor")
+        assert (setting.kata_key, setting.section) == ("" if name in OWN_KEYS else name, "hypervisor")
         assert setting.description
+        assert setting.type == {**NEW_KEYS, **OWN_KEYS}.get(name, setting.type)
+        if setting.type == "integer":
+            assert (setting.default, setting.minimum) == (0, 0), name
     driver = declared["block_device_driver"].setting
     assert (driver.type, driver.default, driver.flag) == ("string", "", "--block-driver")
     assert [declared[k].setting.type for k in KEYS[2:]] == ["boolean"] * 4
@@ -60,8 +73,7 @@ def test_unknown_driver_uses_katas_text(prepared: Any) -> None:
     with pytest.raises(ConfigError) as exc:
         prepared(options={"block_device_driver": "ide"})
     assert str(exc.value) == (
-        "block_device_driver: Invalid hypervisor block storage driver ide specified "
-        "(supported drivers: [virtio-scsi virtio-blk virtio-mmio nvdimm virtio-blk-ccw])"
+        f"block_device_driver: Invalid hypervisor block storage driver ide specified (supported drivers: [{SUPPORTED}])"
     )
 
 
@@ -146,7 +158,7 @@ def test_the_block_driver_flag_sets_the_key_and_takes_aliases(tmp_path: Path) ->
     bad = _cli("plan", "--block-driver", "ide", str(config))
     assert (bad.returncode, bad.stdout) == (1, "")
     assert bad.stderr == ("vmdev: error: block_device_driver: Invalid hypervisor block storage driver ide "
-                          "specified (supported drivers: [virtio-scsi virtio-blk virtio-mmio nvdimm virtio-blk-ccw])\n")
+                          f"specified (supported drivers: [{SUPPORTED}])\n")
 
 
 @pytest.mark.parametrize(

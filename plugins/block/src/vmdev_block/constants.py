@@ -23,8 +23,14 @@ VIRTIO_BLOCK: Final = "virtio-blk"
 VIRTIO_BLOCK_CCW: Final = "virtio-blk-ccw"
 VIRTIO_SCSI: Final = "virtio-scsi"
 NVDIMM: Final = "nvdimm"
-#: every block driver, in Kata's order (its error text lists them so)
+#: runtime-rs' persistent-memory driver: QEMU ``virtio-pmem-pci`` (the guest's ``/dev/pmemN`` too)
+VIRTIO_PMEM: Final = "virtio-pmem"
+#: Kata Go's block drivers, in its order (its error text lists them so)
 BLOCK_DRIVERS: Final = (VIRTIO_SCSI, VIRTIO_BLOCK, VIRTIO_MMIO, NVDIMM, VIRTIO_BLOCK_CCW)
+#: every driver this plugin takes: Kata Go's, then runtime-rs' virtio-pmem
+SUPPORTED_DRIVERS: Final = (*BLOCK_DRIVERS, VIRTIO_PMEM)
+#: the drivers that map a file into guest memory (``/dev/pmemN``) instead of making a disk
+PMEM_DRIVERS: Final = (NVDIMM, VIRTIO_PMEM)
 #: Kata runtime-rs' spellings of the same drivers, accepted wherever a driver is named
 DRIVER_ALIASES: Final = {"virtio-blk-pci": VIRTIO_BLOCK, "virtio-blk-mmio": VIRTIO_MMIO}
 
@@ -48,7 +54,12 @@ MAX_BLOCK_INDEX: Final = 65535
 #: allocator pool of Kata's sandbox block index, shared by every disk-like device (block drives,
 #: nvdimm, vhost-user-blk) so their indexes never collide: the core's ``DISK_INDEX_POOL``
 BLOCK_INDEX_POOL: Final = DISK_INDEX_POOL
-#: allocator pool of nvdimm numbers: the ``N`` of the guest's ``/dev/pmemN``
+#: allocator pool of persistent-memory numbers (nvdimm and virtio-pmem): the ``N`` of the guest's
+#: ``/dev/pmemN``
 NVDIMM_POOL: Final = "block.nvdimm"
 #: QEMU id of the one virtio-scsi controller a sandbox's SCSI disks share
 SCSI_CONTROLLER_ID: Final = "scsi0"
+#: Kata's independent I/O threads: ``indep_iothread_0`` ... (``indep_iothreads`` of them)
+INDEP_IOTHREAD_PREFIX: Final = "indep_iothread"
+#: the refill time of Kata's rate-limiter token buckets, in milliseconds
+RATE_LIMITER_REFILL_MS: Final = 1000

@@ -13,6 +13,8 @@ backing file is shown in the plan (``backing_file``) for information.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import stat
 from collections.abc import Mapping
@@ -29,20 +31,24 @@ from vmdev.serialize import from_json
 from vmdev.settings import SandboxSettings
 from vmdev_block.constants import (
     BLOCK_DRIVER_OPT,
-    BLOCK_DRIVERS,
     DEVICE_BLOCK,
     DRIVER_ALIASES,
     FS_TYPE_OPT,
     NVDIMM,
     PLUGIN_NAME,
+    PMEM_DRIVERS,
+    SUPPORTED_DRIVERS,
+    VIRTIO_PMEM,
 )
 from vmdev_block.drive import BlockDrive, DriveRequest, allocate_drive
-from vmdev_block.host import block_size, loop_backing_file, probe_read_only
-from vmdev_block.settings import KEY_DRIVER, BlockSettings, block_settings
+from vmdev_block.host import block_size, loop_backing_file, probe_read_only, writable_host_mount
+from vmdev_block.settings import KEY_ALLOW_HOST_MOUNTED, KEY_DRIVER, BlockSettings, block_settings
+
+log = logging.getLogger("vmdev.block")
 
 #: ``drive-`` + 14 hex digits = 20 characters: the whole id fits virtio-blk's 20-byte serial
 DRIVE_ID_DIGITS: Final = 14
-#: QEMU maps memory in pages: an nvdimm's backing size must be a multiple of this
+#: QEMU maps memory in pages: an nvdimm's or virtio-pmem's backing size must be a multiple of this
 NVDIMM_SIZE_ALIGN: Final = 4096
 #: Kata's pseudo majors of vhost-user-blk and vhost-user-scsi nodes in the vhost-user store
 VHOST_USER_MAJORS: Final = (241, 242)
@@ -51,9 +57,9 @@ VHOST_USER_STORE_KEY: Final = "enable_vhost_user_store"
 
 
 def _a_driver(inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
-    if value not in BLOCK_DRIVERS:
+    if value not in SUPPORTED_DRIVERS:
         raise DeviceError(
-            f"{value!r} is not a block driver (one of {', '.join(BLOCK_DRIVERS)})",
+            f"{value!r} is not a block driver (one of {', '.join(SUPPORTED_DRIVERS)})",
             device=inst.container_path,
             field=attribute.name,
         )
@@ -118,16 +124,17 @@ def claims(info: DeviceInfo, settings: SandboxSettings) -> bool:
 
 
 def requested_driver(info: DeviceInfo, config: BlockSettings) -> str:
-    """The device's ``block-driver`` option, else the sandbox's; persistent memory is nvdimm."""
+    """The device's ``block-driver`` option, else the sandbox's. Persistent memory is an nvdimm
+    (Kata Go), or virtio-pmem when that is the sandbox's driver (runtime-rs' pmem driver)."""
     if info.pmem:
-        return NVDIMM
+        return VIRTIO_PMEM if config.driver == VIRTIO_PMEM else NVDIMM
     given = info.driver_options.get(BLOCK_DRIVER_OPT, "")
     value = DRIVER_ALIASES.get(given, given)
     if not value:
         return config.driver
-    if value not in BLOCK_DRIVERS:
+    if value not in SUPPORTED_DRIVERS:
         raise DeviceError(
-            f"{given!r} is not a block driver (one of {', '.join(BLOCK_DRIVERS)})",
+            f"{given!r} is not a block driver (one of {', '.join(SUPPORTED_DRIVERS)})",
             device=info.name,
             field=BLOCK_DRIVER_OPT,
         )
@@ -141,7 +148,8 @@ def build_block_device(
     if not claims(info, settings):
         return None
     name = info.name
-    driver = requested_driver(info, block_settings(settings))
+    config = block_settings(settings)
+    driver = requested_driver(info, config)
     if not info.host_path:
         raise DeviceError("no host path for this block device", device=name, field="path")
     node = str(host.dev_path(info.host_path))
@@ -156,10 +164,12 @@ def build_block_device(
     key = f"{info.container_path}|{info.host_path}"
     drive_id = make_id("drive", key, length=DRIVE_ID_DIGITS)
     read_only = info.read_only or detected
+    if host_device and not read_only:
+        _check_host_mounts(info, host, config)
     request = DriveRequest(key=key, name=name, id=drive_id, file=info.host_path, driver=driver,
                            read_only=read_only, discard_unmap=info.discard_unmap, pmem=info.pmem)
-    if driver == NVDIMM:
-        _check_nvdimm_size(info.host_path, size, name)
+    if driver in PMEM_DRIVERS:
+        _check_nvdimm_size(info.host_path, size, name, driver)
     return BlockDevice(
         id=drive_id,
         container_path=info.container_path,
@@ -187,12 +197,34 @@ def _stat(host: HostContext, node: str, name: str) -> os.stat_result:
         raise DeviceError(f"cannot use {node}: {exc.strerror}", device=name, field="path") from None
 
 
-def _check_nvdimm_size(path: str, size: int | None, name: str) -> None:
+def _check_host_mounts(info: DeviceInfo, host: HostContext, config: BlockSettings) -> None:
+    """A writable disk must not be a file system the host has mounted read-write (Kata does not
+    check: a privileged container's spec lists the host's own root disk, and two kernels writing
+    one file system corrupt it). Persistent memory is not checked: its loop device stays mounted
+    on the host by design (Kata's behaviour) and the guest maps the backing file."""
+    mount = writable_host_mount(host, info.major, info.minor)
+    if mount is None:
+        return
+    where = f"at {json.dumps(mount.mount_point)} (as {mount.major}:{mount.minor}, {json.dumps(mount.source)})"
+    if config.allow_host_mounted:
+        log.warning("%s: %s is mounted read-write on the host %s; passed writable because %s is set",
+                    info.name, info.host_path, where, KEY_ALLOW_HOST_MOUNTED)
+        return
+    raise DeviceError(
+        f"{json.dumps(info.host_path)} is mounted read-write on the host {where}: a guest writing it too "
+        f"would corrupt the file system; ask for it read-only, or set {KEY_ALLOW_HOST_MOUNTED} = true",
+        device=info.name,
+        field="path",
+    )
+
+
+def _check_nvdimm_size(path: str, size: int | None, name: str, driver: str) -> None:
+    what = "an nvdimm" if driver == NVDIMM else f"a {driver} device"
     if size is None or size <= 0:
-        raise DeviceError(f"cannot tell the size of {path}, which an nvdimm needs", device=name, field="size")
+        raise DeviceError(f"cannot tell the size of {path}, which {what} needs", device=name, field="size")
     if size % NVDIMM_SIZE_ALIGN:
         raise DeviceError(
-            f"{path} is {size} bytes; an nvdimm needs a multiple of {NVDIMM_SIZE_ALIGN} bytes",
+            f"{path} is {size} bytes; {what} needs a multiple of {NVDIMM_SIZE_ALIGN} bytes",
             device=name,
             field="size",
         )

@@ -11,7 +11,8 @@ host path), so the same request keeps its numbers.
 * virtio-blk, virtio-blk-ccw: ``virt_path`` = ``/dev/vd<letters(index)>``;
 * virtio-mmio: ``/dev/vd<letters(index + 1)>`` (Kata: the sandbox's root image holds ``vda``);
 * virtio-blk-ccw: ``dev_no`` = ``0.0.<0x1000 + index>`` (hex), the CCW bus id the guest sees;
-* nvdimm: ``nvdimm_id`` = the nvdimm number.
+* nvdimm, virtio-pmem: ``nvdimm_id`` = the persistent-memory number (Kata's agent reads both as
+  ``/dev/pmem<nvdimm_id>``; runtime-rs hands virtio-pmem to the agent as an nvdimm).
 
 The guest PCI path of a PCI disk depends on slots QEMU assigns at run time; it stays empty here
 (Kata reads it from QOM after the hot plug).
@@ -30,8 +31,8 @@ from vmdev_block.constants import (
     BLOCK_INDEX_POOL,
     DEVICE_BLOCK,
     MAX_BLOCK_INDEX,
-    NVDIMM,
     NVDIMM_POOL,
+    PMEM_DRIVERS,
     VIRTIO_BLOCK,
     VIRTIO_BLOCK_CCW,
     VIRTIO_MMIO,
@@ -102,7 +103,7 @@ def allocate_drive(request: DriveRequest, alloc: Allocator) -> BlockDrive:
     index = alloc.take(BLOCK_INDEX_POOL, request.key, limit=MAX_BLOCK_INDEX, device=name)
     virt_index = {VIRTIO_BLOCK: index, VIRTIO_BLOCK_CCW: index, VIRTIO_MMIO: index + 1}.get(driver)
     nvdimm = None
-    if driver == NVDIMM:
+    if driver in PMEM_DRIVERS:
         nvdimm = alloc.take(NVDIMM_POOL, request.key, limit=MAX_BLOCK_INDEX, device=name)
     return BlockDrive(
         file=request.file,

@@ -23,8 +23,10 @@ import os
 import struct
 from typing import TYPE_CHECKING, Final
 
+import attrs
+
 from vmdev.errors import DeviceError
-from vmdev.host import HostContext
+from vmdev.host import HostContext, decode_text, read_regular
 from vmdev.models import DeviceInfo
 from vmdev_block.constants import FS_TYPE_OPT, NVDIMM
 from vmdev_block.pmem import PFN_INFO_OFFSET, PfnInfo, read_pfn_info
@@ -130,6 +132,86 @@ def mount_fstype(host: HostContext, mount_point: str) -> str | None:
         return None
     found = [fstype for _, point, fstype in parse_mounts(text) if point == mount_point]
     return found[-1] if found else None
+
+
+# --- block devices the host has mounted -------------------------------------------------------
+#: ``/proc/self/mountinfo`` of a host with many containers is large; read at most this much
+MOUNTINFO_LIMIT: Final = 64 << 20
+#: the most devices followed from one disk through partitions and holders (a guard, not a limit)
+MAX_STACKED: Final = 4096
+
+
+@attrs.frozen
+class HostMount:
+    """One line of ``/proc/self/mountinfo``: which device, where, and whether it is writable."""
+
+    major: int
+    minor: int
+    mount_point: str
+    source: str
+    #: the file system itself is writable (its super options say ``rw``): the host kernel may write it
+    writable: bool
+
+
+def parse_mountinfo(text: str) -> list[HostMount]:
+    """The mounts of a ``mountinfo`` table (``proc(5)``); malformed lines are skipped.
+
+    ``36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue``: field 3
+    is the device, field 5 the mount point, and after the ``-`` come the type, the source and the
+    super options, whose ``rw`` says the file system is writable whatever this mount's own flags.
+    """
+    mounts: list[HostMount] = []
+    for line in text.splitlines():
+        fields = line.split(" ")
+        if "-" not in fields[6:]:
+            continue
+        tail = fields[fields.index("-", 6) + 1 :]
+        major, _, minor = fields[2].partition(":")
+        if len(tail) < 3 or not (major.isdigit() and minor.isdigit()):
+            continue
+        mounts.append(HostMount(major=int(major), minor=int(minor), mount_point=_unescape(fields[4]),
+                                source=_unescape(tail[1]), writable="rw" in tail[2].split(",")))
+    return mounts
+
+
+def host_mounts(host: HostContext) -> list[HostMount]:
+    """The mounts of ``<proc>/self/mountinfo``; none when the table does not exist."""
+    path = host.proc_path("self/mountinfo")
+    data = read_regular(path, limit=MOUNTINFO_LIMIT)
+    return [] if data is None else parse_mountinfo(decode_text(data, path))
+
+
+def stacked_devices(host: HostContext, major: int, minor: int) -> list[tuple[int, int]]:
+    """MAJ:MIN and every block device built on it: its partitions and their holders (LVM,
+    device-mapper, md), read from sysfs, in the order found, each once."""
+    found = [(major, minor)]
+    for device in found:
+        if len(found) > MAX_STACKED:
+            break
+        base = sysfs_block_dir(*device)
+        for name in host.sysfs.list_dir(base):
+            if host.sysfs.exists(f"{base}/{name}/partition"):
+                _add_device(host, f"{base}/{name}/dev", found)
+        for name in host.sysfs.list_dir(f"{base}/holders"):
+            _add_device(host, f"{base}/holders/{name}/dev", found)
+    return found
+
+
+def _add_device(host: HostContext, dev_file: str, found: list[tuple[int, int]]) -> None:
+    text = host.sysfs.read_line(dev_file) or ""
+    major, _, minor = text.partition(":")
+    if major.isdigit() and minor.isdigit() and (int(major), int(minor)) not in found:
+        found.append((int(major), int(minor)))
+
+
+def writable_host_mount(host: HostContext, major: int, minor: int) -> HostMount | None:
+    """The first mount of a writable file system on MAJ:MIN, one of its partitions or a device
+    built on it (``/proc/self/mountinfo`` through the host context), or None."""
+    mounts = [m for m in host_mounts(host) if m.writable]
+    if not mounts:
+        return None
+    stack = stacked_devices(host, major, minor)
+    return next((m for m in mounts if (m.major, m.minor) in stack), None)
 
 
 # --- persistent memory -----------------------------------------------------------------------

@@ -15,6 +15,19 @@ Drivers and what they need at machine level:
 * virtio-blk-ccw: ``virtio-blk-ccw`` with ``devno=fe.0.<dev_no>`` (s390x);
 * nvdimm: ``-object memory-backend-file`` + ``-device nvdimm`` with ``-machine nvdimm=on`` and one
   memory slot plus the image's size in ``maxmem``. QEMU cannot unplug an nvdimm.
+* virtio-pmem: ``-object memory-backend-file,share=on`` + ``-device virtio-pmem-pci`` (PCI machines;
+  QEMU has no other transport for it), ``maxmem`` grown by the file's size (the core renders
+  ``maxmem`` with a memory slot). A read-only one maps the file read-only: the guest's writes are
+  discarded (virtio-pmem has no read-only flag the guest sees). QEMU cannot unplug it either.
+
+Kata's keys beyond the driver: ``block_device_logical_sector_size``/``_physical_sector_size``
+become ``logical_block_size``/``physical_block_size`` of every disk (virtio-blk and scsi-hd, cold
+and hot; Kata Go sets them on hot-plugged virtio-blk, runtime-rs on SCSI too). With
+``enable_iothreads`` the SCSI controller runs on its own ``iothread`` (Kata's ``iothread-<hex>``),
+and with ``indep_iothreads`` > 0 too every virtio-blk PCI disk runs on ``indep_iothread_0`` (Kata
+hot-plugs virtio-blk so); the ``-object iothread`` options are emitted once through
+``shared_args``, keyed by their ids. The disk rate limiter is not applied on QEMU (Kata applies it
+on Cloud Hypervisor and Firecracker only): the plan says so in a note.
 """
 
 from __future__ import annotations
@@ -26,7 +39,7 @@ import attrs
 
 from vmdev.backends.qemu import QemuTarget
 from vmdev.errors import UnsupportedError
-from vmdev.qemu import MemoryNeeds, OptValue, QemuAttach, QmpCommand, keyvals, opts
+from vmdev.qemu import MemoryNeeds, OptValue, QemuAttach, QmpCommand, keyvals, make_id, opts
 from vmdev.targets import CCW, MMIO, PCI
 from vmdev_block.constants import (
     NVDIMM,
@@ -34,18 +47,28 @@ from vmdev_block.constants import (
     VIRTIO_BLOCK,
     VIRTIO_BLOCK_CCW,
     VIRTIO_MMIO,
+    VIRTIO_PMEM,
     VIRTIO_SCSI,
 )
 from vmdev_block.device import BlockDevice
 from vmdev_block.drive import BlockDrive, ccw_devno
 from vmdev_block.naming import scsi_id_lun
-from vmdev_block.settings import KEY_DRIVER, BlockSettings
+from vmdev_block.settings import KEY_BW_RATE, KEY_DRIVER, KEY_OPS_RATE, BlockSettings
 
 MIB: Final = 1024 * 1024
 #: QEMU device id of a disk: ``virtio-<drive id>`` (Kata's naming)
 DEVICE_ID_PREFIX: Final = "virtio-"
 NVDIMM_DEVICE_PREFIX: Final = "nvdimm"
 NVDIMM_BACKEND_PREFIX: Final = "nvdimmbackmem"
+#: QEMU id of a virtio-pmem device's memory backend: ``pmemmem-<drive id>``
+PMEM_BACKEND_PREFIX: Final = "pmemmem-"
+#: the SCSI controller's I/O thread: Kata's ``iothread-<16 hex digits>`` (a digest here, not random)
+SCSI_IOTHREAD_ID: Final = make_id("iothread", SCSI_CONTROLLER_ID)
+PMEM_NO_UNPLUG: Final = "not possible: QEMU cannot hot-unplug a virtio-pmem device"
+RATE_LIMIT_NOTE: Final = (
+    f"{KEY_BW_RATE}/{KEY_OPS_RATE}: not applied on QEMU (Kata applies the disk rate limiter on Cloud "
+    "Hypervisor and Firecracker only)"
+)
 #: the transport each disk driver needs, and the QEMU device it becomes there
 _DISK_DEVICES: Final = {
     VIRTIO_BLOCK: (PCI, "virtio-blk-pci"),
@@ -61,10 +84,22 @@ def render_qemu(
     hot = hotplug and not device.cold_plug and target.transport != MMIO
     if device.driver == NVDIMM:
         return _nvdimm(device, drive, target, hot)
+    if device.driver == VIRTIO_PMEM:
+        return _virtio_pmem(device, drive, target, hot)
     node = blockdev(device, drive, config)
     if device.driver == VIRTIO_SCSI:
-        return _scsi(device, drive, target, hot, node)
-    return _disk(device, drive, target, hot, node)
+        attach = _scsi(device, drive, target, hot, node, config)
+    else:
+        attach = _disk(device, drive, target, hot, node, config)
+    if config.bw_rate or config.ops_rate:
+        attach = attrs.evolve(attach, details={**attach.details, "note": RATE_LIMIT_NOTE})
+    return attach
+
+
+def iothread_args(thread_id: str) -> dict[str, tuple[str, ...]]:
+    """The ``-object iothread`` of ``thread_id``, as ``shared_args`` keyed by its id (emitted once
+    however many disks use it; a running VM must have it from boot)."""
+    return {thread_id: ("-object", opts("iothread", {"id": thread_id}))}
 
 
 def blockdev(device: BlockDevice, drive: BlockDrive, config: BlockSettings) -> dict[str, Any]:
@@ -111,7 +146,12 @@ def _disk_driver(device: BlockDevice, target: QemuTarget) -> str:
 
 
 def _disk(
-    device: BlockDevice, drive: BlockDrive, target: QemuTarget, hot: bool, node: dict[str, Any]
+    device: BlockDevice,
+    drive: BlockDrive,
+    target: QemuTarget,
+    hot: bool,
+    node: dict[str, Any],
+    config: BlockSettings,
 ) -> QemuAttach:
     qemu_driver = _disk_driver(device, target)
     props: dict[str, Any] = {"id": DEVICE_ID_PREFIX + drive.id, "drive": drive.id, "serial": drive.id}
@@ -119,13 +159,25 @@ def _disk(
         props["discard"] = True
     if device.driver == VIRTIO_BLOCK_CCW:
         props["devno"] = f"fe.0.{ccw_devno(drive.index, device=device.container_path):04x}"
+    props.update(config.sector_sizes)
+    shared: dict[str, tuple[str, ...]] = {}
+    if device.driver == VIRTIO_BLOCK and config.indep_iothread is not None:
+        props["iothread"] = config.indep_iothread
+        for thread in config.indep_iothread_ids:
+            shared.update(iothread_args(thread))
     bus = target.hotplug_bus(device.container_path) if hot and device.driver == VIRTIO_BLOCK else None
     details = {"qemu_driver": qemu_driver, "bus": bus or "", "serial": drive.id}
-    return _attach(qemu_driver, props, node, hot, bus, details)
+    attach = _attach(qemu_driver, props, node, hot, bus, details)
+    return attrs.evolve(attach, shared_args=shared) if shared else attach
 
 
 def _scsi(
-    device: BlockDevice, drive: BlockDrive, target: QemuTarget, hot: bool, node: dict[str, Any]
+    device: BlockDevice,
+    drive: BlockDrive,
+    target: QemuTarget,
+    hot: bool,
+    node: dict[str, Any],
+    config: BlockSettings,
 ) -> QemuAttach:
     controller = target.virtio_driver("virtio-scsi")
     scsi_id, lun = scsi_id_lun(drive.index, device=device.container_path)
@@ -137,6 +189,7 @@ def _scsi(
         "scsi-id": scsi_id,
         "lun": lun,
         "serial": drive.id,
+        **config.sector_sizes,
     }
     details = {
         "qemu_driver": "scsi-hd",
@@ -144,7 +197,12 @@ def _scsi(
         "serial": drive.id,
         "controller": controller,
     }
-    shared = {SCSI_CONTROLLER_ID: ("-device", opts(controller, {"id": SCSI_CONTROLLER_ID}))}
+    shared: dict[str, tuple[str, ...]] = {}
+    controller_props: dict[str, OptValue] = {"id": SCSI_CONTROLLER_ID}
+    if config.enable_iothreads:
+        shared.update(iothread_args(SCSI_IOTHREAD_ID))
+        controller_props["iothread"] = SCSI_IOTHREAD_ID
+    shared[SCSI_CONTROLLER_ID] = ("-device", opts(controller, controller_props))
     return attrs.evolve(_attach("scsi-hd", props, node, hot, None, details), shared_args=shared)
 
 
@@ -206,4 +264,41 @@ def _nvdimm(device: BlockDevice, drive: BlockDrive, target: QemuTarget, hot: boo
         machine=machine,
         memory=memory,
         details={**details, "unplug": "not possible: QEMU cannot hot-unplug an nvdimm"},
+    )
+
+
+def _virtio_pmem(device: BlockDevice, drive: BlockDrive, target: QemuTarget, hot: bool) -> QemuAttach:
+    if target.transport != PCI:
+        raise UnsupportedError(
+            f"machine {target.settings.machine_type} has no virtio-pmem (QEMU has only virtio-pmem-pci; "
+            "use q35, pc or virt)",
+            device=device.container_path,
+            field=KEY_DRIVER,
+        )
+    size = device.size or 0  # checked when the device was built
+    backend_id, device_id = PMEM_BACKEND_PREFIX + drive.id, DEVICE_ID_PREFIX + drive.id
+    backend: dict[str, Any] = {"id": backend_id, "mem-path": device.host_path, "size": size, "share": True}
+    if drive.read_only:
+        backend["readonly"] = True
+    props: dict[str, Any] = {"id": device_id, "memdev": backend_id}
+    memory = MemoryNeeds(slots=1, maxmem_extra_mib=-(-size // MIB))
+    details: dict[str, Any] = {"qemu_driver": "virtio-pmem-pci", "guest_path": f"/dev/pmem{drive.nvdimm_id}"}
+    if drive.read_only:
+        details["note"] = ("read-only: QEMU maps the file read-only and discards the guest's writes "
+                           "(virtio-pmem has no read-only flag the guest sees)")
+    if not hot:
+        return QemuAttach(
+            args=["-object", opts("memory-backend-file", backend), "-device", opts("virtio-pmem-pci", props)],
+            memory=memory,
+            details=details,
+        )
+    bus = target.hotplug_bus(device.container_path)
+    return QemuAttach(
+        hotplug=[
+            QmpCommand("object-add", {"qom-type": "memory-backend-file", **backend}),
+            QmpCommand("device_add", {"driver": "virtio-pmem-pci", **props, **({"bus": bus} if bus else {})}),
+        ],
+        hotplugged=True,
+        memory=memory,
+        details={**details, "bus": bus or "", "unplug": PMEM_NO_UNPLUG},
     )

@@ -18,6 +18,21 @@ with ``settings.value(key)``. :func:`block_settings` turns the values into :clas
     when ``cache_set`` is true, ``cache.direct`` and ``cache.no-flush`` are rendered as given.
 ``disable_block_device_use``
     mounts are never turned into block devices (OCI ``type b`` devices still are, as in Kata).
+``block_device_logical_sector_size``, ``block_device_physical_sector_size``
+    0 (QEMU's default) or a power of 2 from 512 to 65536, logical not above physical (Kata's
+    checks and texts): QEMU's ``logical_block_size``/``physical_block_size`` of every disk, cold
+    and hot. Cloud Hypervisor and Firecracker have no such field (Kata passes them to QEMU only).
+``enable_iothreads``, ``indep_iothreads``
+    Kata's I/O threads for disks on QEMU: the SCSI controller gets its own ``iothread``; with
+    ``indep_iothreads`` > 0 too, each virtio-blk PCI disk runs on ``indep_iothread_0``.
+``disk_rate_limiter_bw_max_rate``, ``disk_rate_limiter_bw_one_time_burst``,
+``disk_rate_limiter_ops_max_rate``, ``disk_rate_limiter_ops_one_time_burst``
+    Cloud Hypervisor's ``rate_limiter_config`` and Firecracker's ``rate_limiter`` of every disk
+    (bandwidth in bits/s, Kata's unit, converted as Kata converts it; see :mod:`vmdev_block.limits`).
+``num_queues``, ``queue_size``
+    runtime-rs' virtio-blk queues of Cloud Hypervisor disks; 0: Cloud Hypervisor's defaults.
+``allow_host_mounted_block_devices``
+    vmdev's own: let a writable disk be one the host has mounted read-write (refused otherwise).
 
 An unknown driver or AIO mode is refused with Kata's own text, so a message found in Kata's
 documentation or issues means the same here.
@@ -25,23 +40,28 @@ documentation or issues means the same here.
 
 from __future__ import annotations
 
-from typing import Final
+import logging
+from collections.abc import Callable
+from typing import Any, Final
 
 import attrs
 
-from vmdev.declared import BOOLEAN, STRING, Setting
+from vmdev.declared import BOOLEAN, INTEGER, STRING, Setting
 from vmdev.errors import ConfigError
 from vmdev.settings import CLOUD_HYPERVISOR, FIRECRACKER, QEMU, SandboxSettings
 from vmdev_block.constants import (
     AIO_IO_URING,
     AIO_NATIVE,
     BLOCK_AIO_MODES,
-    BLOCK_DRIVERS,
     DRIVER_ALIASES,
+    INDEP_IOTHREAD_PREFIX,
+    SUPPORTED_DRIVERS,
     VIRTIO_BLOCK,
     VIRTIO_MMIO,
     VIRTIO_SCSI,
 )
+
+log = logging.getLogger("vmdev.block")
 
 KEY_DRIVER: Final = "block_device_driver"
 KEY_AIO: Final = "block_device_aio"
@@ -49,6 +69,31 @@ KEY_DISABLE: Final = "disable_block_device_use"
 KEY_CACHE_SET: Final = "block_device_cache_set"
 KEY_CACHE_DIRECT: Final = "block_device_cache_direct"
 KEY_CACHE_NOFLUSH: Final = "block_device_cache_noflush"
+KEY_LOGICAL_SECTOR: Final = "block_device_logical_sector_size"
+KEY_PHYSICAL_SECTOR: Final = "block_device_physical_sector_size"
+KEY_IOTHREADS: Final = "enable_iothreads"
+KEY_INDEP_IOTHREADS: Final = "indep_iothreads"
+KEY_BW_RATE: Final = "disk_rate_limiter_bw_max_rate"
+KEY_BW_BURST: Final = "disk_rate_limiter_bw_one_time_burst"
+KEY_OPS_RATE: Final = "disk_rate_limiter_ops_max_rate"
+KEY_OPS_BURST: Final = "disk_rate_limiter_ops_one_time_burst"
+KEY_NUM_QUEUES: Final = "num_queues"
+KEY_QUEUE_SIZE: Final = "queue_size"
+KEY_ALLOW_HOST_MOUNTED: Final = "allow_host_mounted_block_devices"
+#: the rate-limiter keys and the one-time burst each one's rate gates
+RATE_KEYS: Final = ((KEY_BW_RATE, KEY_BW_BURST), (KEY_OPS_RATE, KEY_OPS_BURST))
+
+#: Kata's sector sizes: 0, or a power of 2 in this range
+SECTOR_SIZE_MIN: Final = 512
+SECTOR_SIZE_MAX: Final = 65536
+#: vmdev's bound on indep_iothreads (Kata has none): each is a host thread and an -object option
+MAX_INDEP_IOTHREADS: Final = 1024
+#: the largest rate or burst: the APIs' token buckets are int64 (Kata Go's keys are int64 too)
+MAX_RATE: Final = 2**63 - 1
+#: virtio-blk's num_queues is a 16-bit field
+MAX_NUM_QUEUES: Final = 65535
+#: the largest split virtqueue (virtio 1.x), which Cloud Hypervisor's disks use
+MAX_QUEUE_SIZE: Final = 32768
 
 DEFAULT_AIO: Final = AIO_IO_URING
 #: the driver when ``block_device_driver`` is unset or empty, per hypervisor
@@ -58,10 +103,10 @@ DEFAULT_DRIVER: Final = VIRTIO_SCSI
 
 
 def _check_driver(value: str) -> None:
-    if value and value not in BLOCK_DRIVERS:
+    if value and value not in SUPPORTED_DRIVERS:
         raise ValueError(
             f"Invalid hypervisor block storage driver {value} specified "
-            f"(supported drivers: [{' '.join(BLOCK_DRIVERS)}])"
+            f"(supported drivers: [{' '.join(SUPPORTED_DRIVERS)}])"
         )
 
 
@@ -73,8 +118,37 @@ def _check_aio(value: str) -> None:
         )
 
 
+def _check_sector_size(name: str) -> Callable[[int], None]:
+    def check(value: int) -> None:
+        if value and (value < SECTOR_SIZE_MIN or value > SECTOR_SIZE_MAX or value & (value - 1)):
+            raise ValueError(f"invalid {name} {value}: must be 0 or a power of 2 between "
+                             f"{SECTOR_SIZE_MIN} and {SECTOR_SIZE_MAX}")
+
+    return check
+
+
+def _check_queue_size(value: int) -> None:
+    if value & (value - 1):
+        raise ValueError(f"must be 0 or a power of 2 up to {MAX_QUEUE_SIZE}, got {value}")
+
+
 def _flag(name: str, description: str) -> Setting:
     return Setting(name=name, type=BOOLEAN, default=False, description=description, kata_key=name)
+
+
+def _integer(name: str, description: str, maximum: int | None, **extra: Any) -> Setting:
+    return Setting(name=name, type=INTEGER, default=0, description=description, kata_key=name,
+                   minimum=0, maximum=maximum, **extra)
+
+
+def _sector(name: str, which: str) -> Setting:
+    return _integer(name, f"the {which} sector size, in bytes, QEMU reports for every disk "
+                    f"({which}_block_size): 0 (QEMU's default) or a power of 2 from {SECTOR_SIZE_MIN} to "
+                    f"{SECTOR_SIZE_MAX}", None, check=_check_sector_size(name))  # the check gives Kata's text
+
+
+def _rate(name: str, what: str) -> Setting:
+    return _integer(name, f"{what} of every Cloud Hypervisor and Firecracker disk; 0: no limit", MAX_RATE)
 
 
 #: every key the block plugin reads, as it declares them
@@ -83,14 +157,15 @@ SETTINGS: Final = (
         name=KEY_DRIVER,
         type=STRING,
         default="",
-        description=f"the block driver of disks: {', '.join(BLOCK_DRIVERS)} (runtime-rs' "
+        description=f"the block driver of disks: {', '.join(SUPPORTED_DRIVERS)} (runtime-rs' "
         f"{', '.join(DRIVER_ALIASES)} are accepted); empty: the hypervisor's own (QEMU virtio-scsi, "
         "Cloud Hypervisor virtio-blk, Firecracker virtio-mmio)",
         kata_key=KEY_DRIVER,
         aliases=DRIVER_ALIASES,
         check=_check_driver,
         flag="--block-driver",
-        flag_help="Block driver for disks (virtio-scsi, virtio-blk, virtio-mmio, nvdimm, virtio-blk-ccw)",
+        flag_help="Block driver for disks (virtio-scsi, virtio-blk, virtio-mmio, nvdimm, virtio-blk-ccw, "
+        "virtio-pmem)",
     ),
     Setting(
         name=KEY_AIO,
@@ -107,6 +182,25 @@ SETTINGS: Final = (
     _flag(KEY_CACHE_DIRECT, "with block_device_cache_set: open disks with O_DIRECT (cache.direct)"),
     _flag(KEY_CACHE_NOFLUSH, "with block_device_cache_set: ignore the guest's flushes (cache.no-flush)"),
     _flag(KEY_DISABLE, "never turn mounts into block devices (OCI block devices still are)"),
+    _sector(KEY_LOGICAL_SECTOR, "logical"),
+    _sector(KEY_PHYSICAL_SECTOR, "physical"),
+    _flag(KEY_IOTHREADS, "QEMU I/O threads for disks: one for the virtio-scsi controller, and "
+          "indep_iothread_0 for virtio-blk PCI disks when indep_iothreads > 0"),
+    _integer(KEY_INDEP_IOTHREADS, "the independent QEMU I/O threads (indep_iothread_<n>) made for virtio-blk "
+             f"PCI disks when enable_iothreads is true (vmdev allows at most {MAX_INDEP_IOTHREADS})",
+             MAX_INDEP_IOTHREADS),
+    _rate(KEY_BW_RATE, "the bandwidth limit in bits/s (Kata converts it to bytes/s in 1024 steps)"),
+    _rate(KEY_BW_BURST, "the one-time bandwidth burst in bits, with disk_rate_limiter_bw_max_rate"),
+    _rate(KEY_OPS_RATE, "the operations limit in operations/s"),
+    _rate(KEY_OPS_BURST, "the one-time burst in operations, with disk_rate_limiter_ops_max_rate"),
+    _integer(KEY_NUM_QUEUES, "virtio-blk queues of every Cloud Hypervisor disk; 0: Cloud Hypervisor's "
+             "default (1)", MAX_NUM_QUEUES),
+    _integer(KEY_QUEUE_SIZE, "virtqueue size of every Cloud Hypervisor disk, a power of 2; 0: Cloud "
+             "Hypervisor's default (128)", MAX_QUEUE_SIZE, check=_check_queue_size),
+    Setting(name=KEY_ALLOW_HOST_MOUNTED, type=BOOLEAN, default=False, kata_key="",
+            description="let a writable disk be a block device the host has mounted read-write "
+            "(/proc/self/mountinfo); refused otherwise, since two kernels writing one file system "
+            "corrupt it"),
 )
 
 
@@ -122,6 +216,41 @@ class BlockSettings:
     cache_set: bool = False
     cache_direct: bool = False
     cache_noflush: bool = False
+    #: QEMU ``logical_block_size`` / ``physical_block_size``; 0: QEMU's default
+    logical_sector_size: int = 0
+    physical_sector_size: int = 0
+    enable_iothreads: bool = False
+    indep_iothreads: int = 0
+    #: Kata's disk rate limit: bits/s and bits, operations/s and operations (0: none)
+    bw_rate: int = 0
+    bw_burst: int = 0
+    ops_rate: int = 0
+    ops_burst: int = 0
+    #: Cloud Hypervisor's disk queues; 0: its defaults
+    num_queues: int = 0
+    queue_size: int = 0
+    allow_host_mounted: bool = False
+
+    @property
+    def indep_iothread(self) -> str | None:
+        """The I/O thread of virtio-blk PCI disks (Kata's ``indep_iothread_0``), or None."""
+        if self.enable_iothreads and self.indep_iothreads > 0:
+            return f"{INDEP_IOTHREAD_PREFIX}_0"
+        return None
+
+    @property
+    def indep_iothread_ids(self) -> tuple[str, ...]:
+        """Every independent I/O thread, when virtio-blk disks use them."""
+        if self.indep_iothread is None:
+            return ()
+        return tuple(f"{INDEP_IOTHREAD_PREFIX}_{n}" for n in range(self.indep_iothreads))
+
+    @property
+    def sector_sizes(self) -> dict[str, int]:
+        """The QEMU block-device properties of the configured sector sizes (none for 0)."""
+        sizes = {"logical_block_size": self.logical_sector_size,
+                 "physical_block_size": self.physical_sector_size}
+        return {key: value for key, value in sizes.items() if value}
 
     @property
     def direct(self) -> bool | None:
@@ -146,11 +275,24 @@ def block_settings(settings: SandboxSettings) -> BlockSettings:
         cache_set=settings.value(KEY_CACHE_SET),
         cache_direct=settings.value(KEY_CACHE_DIRECT),
         cache_noflush=settings.value(KEY_CACHE_NOFLUSH),
+        logical_sector_size=settings.value(KEY_LOGICAL_SECTOR),
+        physical_sector_size=settings.value(KEY_PHYSICAL_SECTOR),
+        enable_iothreads=settings.value(KEY_IOTHREADS),
+        indep_iothreads=settings.value(KEY_INDEP_IOTHREADS),
+        bw_rate=settings.value(KEY_BW_RATE),
+        bw_burst=settings.value(KEY_BW_BURST) if settings.value(KEY_BW_RATE) else 0,
+        ops_rate=settings.value(KEY_OPS_RATE),
+        ops_burst=settings.value(KEY_OPS_BURST) if settings.value(KEY_OPS_RATE) else 0,
+        num_queues=settings.value(KEY_NUM_QUEUES),
+        queue_size=settings.value(KEY_QUEUE_SIZE),
+        allow_host_mounted=settings.value(KEY_ALLOW_HOST_MOUNTED),
     )
 
 
 def check_rules(settings: SandboxSettings) -> None:
-    """The rule across keys: native AIO needs ``cache.direct=on``; ConfigError naming the AIO key."""
+    """The rules across keys, each a ConfigError naming a key: native AIO needs
+    ``cache.direct=on``; the logical sector size must not exceed the physical one (Kata's text).
+    A one-time burst without its rate is ignored with a warning, as Kata does."""
     if block_settings(settings).direct is False and settings.value(KEY_AIO) == AIO_NATIVE:
         raise ConfigError(
             "native AIO needs cache.direct=on, but block_device_cache_set is true and "
@@ -158,3 +300,12 @@ def check_rules(settings: SandboxSettings) -> None:
             "io_uring or threads)",
             field=KEY_AIO,
         )
+    logical, physical = settings.value(KEY_LOGICAL_SECTOR), settings.value(KEY_PHYSICAL_SECTOR)
+    if logical and physical and logical > physical:
+        raise ConfigError(
+            f"invalid sector sizes: logical ({logical}) must not be larger than physical ({physical})",
+            field=KEY_LOGICAL_SECTOR,
+        )
+    for rate, burst in RATE_KEYS:
+        if settings.value(burst) and not settings.value(rate):
+            log.warning("%s is set but %s is not: the burst is ignored (as Kata does)", burst, rate)
