@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import attrs
+
 from vmdev import hookimpl
 from vmdev.backend import Backend, LiveConnection, LiveOption, RenderContext
 from vmdev.declared import Setting
@@ -65,7 +67,8 @@ def register_backends(register: Callable[[Backend], None]) -> None:
 @hookimpl
 def register_settings(register: Callable[[Setting], None]) -> None:
     for setting in SETTINGS:
-        register(setting)
+        # Kata's keys here are the libvirt backend's: QEMU's backend may declare the same names
+        register(attrs.evolve(setting, backends=(BACKEND.name,)))
 
 
 @hookimpl(trylast=True)
