@@ -1,8 +1,9 @@
 """The device manager in real guests: ``vmdev attach``/``detach``/``status`` hot-plug into a VM booted
-from a plan, the guest sees each device come and go, and QEMU keeps nothing behind. Fault
-injection against real QEMU: a ``device_add`` QEMU rejects leaves no backend, a failing later step
-unplugs what was added (the guest releases it), and QEMU killed during an attach leaves a state
-file that ``vmdev status`` reports honestly."""
+from a plan, the guest sees each device come and go, and QEMU keeps nothing behind. An object two
+devices' hot plugs share stays in real QEMU until its last user is gone. Fault injection against
+real QEMU: a ``device_add`` QEMU rejects leaves no backend, a failing later step unplugs what was
+added (the guest releases it), and QEMU killed during an attach leaves a state file that ``vmdev
+status`` reports honestly."""
 
 from __future__ import annotations
 
@@ -19,11 +20,12 @@ from block_support import loop_device
 from manager_support import Sandbox, added_since, holdings, paused_qemu, qmp_args, short_dir
 from vmdev import hookimpl
 from vmdev.errors import VmdevError
-from vmdev.live import HotplugError, QmpHotPlugger, QmpSession
+from vmdev.live import HotplugError
 from vmdev.manager import DeviceManager
 from vmdev.models import DeviceInfo
 from vmdev.plugins import LoadPolicy, PluginManager
 from vmdev.qemu import QemuAttach, QmpCommand
+from vmdev.qmp import QmpHotPlugger, QmpSession
 from vmdev.settings import SandboxSettings
 from vmdev.state import PortRecord, StateFile
 from vmdev_cli import oci_spec, plan, run_vmdev
@@ -71,7 +73,7 @@ def test_rng_attached_and_detached_with_the_cli(rig: Rig, workdir: Path) -> None
         assert added_since(before, guest_holdings(guest)) == {
             "nodes": set(), "chardevs": set(), "objects": {"rng0"}, "devices": {"virtio-rng0"}}
         status = sandbox.ok("status")
-        assert status["qemu"]["reachable"] is True
+        assert status["vm"]["reachable"] is True and status["vm"]["connection"] == {"qmp": str(sandbox.qmp)}
         assert status["devices"][0]["present"] == [{"object": "object-add rng0", "present": True},
                                                    {"object": "device_add virtio-rng0", "present": True}]
         detached = sandbox.ok("detach", "--sandbox-device", "rng0", "--container", "c1")
@@ -222,6 +224,69 @@ def test_a_failing_later_step_unplugs_the_added_device_with_the_guest(rig: Rig, 
         assert manager.devices() == []
 
 
+@attrs.frozen
+class Twin:
+    """One of two sandbox devices whose hot plugs share one entropy backend object."""
+
+    kind: ClassVar[str] = "twin"
+    id: str
+
+
+class Twins:
+    """Two RNG devices sharing ``twin-rng``. Like vmdev-vfio's IOMMUFD object, only the first device
+    of the notes renders its creation and removal; with ``every_device`` each one does. Either way
+    the device manager creates it with the first user and removes it with the last."""
+
+    def __init__(self, *, every_device: bool) -> None:
+        self.every_device = every_device
+
+    @hookimpl
+    def sandbox_devices(self) -> list[Twin]:
+        return [Twin(id="twin0"), Twin(id="twin1")]
+
+    @hookimpl
+    def attach_options(self, device: Any, target: Any) -> Any:
+        if not isinstance(device, Twin):
+            return None
+        bus = target.hotplug_bus(device.id)
+        hotplug = [QmpCommand("device_add", {"driver": "virtio-rng-pci", "id": "dev-" + device.id,
+                                             "rng": "twin-rng", "bus": bus})]
+        unplug = [QmpCommand("device_del", {"id": "dev-" + device.id})]
+        if self.every_device or len(target.record("twins", device.id, "")) == 1:
+            hotplug.insert(0, QmpCommand("object-add", {"qom-type": "rng-random", "id": "twin-rng",
+                                                        "filename": "/dev/urandom"}))
+            unplug.append(QmpCommand("object-del", {"id": "twin-rng"}))
+        return QemuAttach(hotplug=hotplug, unplug=unplug, hotplugged=True)
+
+
+@pytest.mark.parametrize("every_device", [False, True], ids=["first-device-creates", "every-device-creates"])
+def test_an_object_two_devices_share_stays_in_qemu_until_the_last_one_leaves(
+    rig: Rig, workdir: Path, every_device: bool
+) -> None:
+    plugins = PluginManager(LoadPolicy(only=()), plugins=[("twins", Twins(every_device=every_device))]).load()
+    ports = workdir / "ports.toml"
+    ports.write_text("[vmdev]\nhotplug_root_ports = 2\n")
+    boot = plan(oci_spec(NULL), workdir, *MEMORY, "--config", str(ports))
+    socket = workdir / "vmdev.sock"
+    with rig.start([*boot["qemu"]["argv"], *qmp_args(socket)], wait_seconds=150) as guest:
+        before = guest_holdings(guest)
+        with QmpSession.connect(str(socket)) as session:
+            manager = DeviceManager(SandboxSettings(), plugins=plugins, hotplugger=QmpHotPlugger(session))
+            manager.add_sandbox_device("twin0")
+            manager.add_sandbox_device("twin1")
+            assert added_since(before, guest_holdings(guest)) == {"nodes": set(), "chardevs": set(),
+                                                                  "objects": {"twin-rng"},
+                                                                  "devices": {"dev-twin0", "dev-twin1"}}
+            # QEMU would delete this backend under twin1 (only IOMMUFD and mapped memory backends are
+            # refused while in use): the manager must leave it to twin1
+            assert manager.release_device("twin0") is None
+            assert added_since(before, guest_holdings(guest)) == {
+                "nodes": set(), "chardevs": set(), "objects": {"twin-rng"}, "devices": {"dev-twin1"}}
+            assert manager.release_device("twin1") is None
+        assert added_since(before, guest_holdings(guest)) == {
+            "nodes": set(), "chardevs": set(), "objects": set(), "devices": set()}
+
+
 class KillsQemuBefore:
     """A QMP transport that kills QEMU (SIGKILL) when a given command is about to be sent."""
 
@@ -258,7 +323,7 @@ def test_qemu_killed_during_attach_leaves_an_honest_state(make_disk: MakeDisk, w
     done = run_vmdev("status", "--state", str(state.path), "--qmp", str(qemu.socket), "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert report["qemu"]["reachable"] is False and "cannot connect to QEMU's QMP socket" in report["qemu"]["error"]
+    assert report["vm"]["reachable"] is False and "cannot connect to QEMU's QMP socket" in report["vm"]["error"]
     (device,) = report["devices"]
     assert device["attachment"]["phase"] == "failed" and device["attachment"]["steps_done"] == 1
     assert device["status"].startswith("attach failed: hot plug step 2 of 2, device_add")

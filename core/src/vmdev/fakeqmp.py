@@ -16,10 +16,11 @@ objects.
 names an existing object, block node, chardev, netdev, file descriptor or bus is a reference to
 it, whatever the property is called (``drive``, ``rng``, ``chardev``, ``memdev``, ``netdev``,
 ``bus``, an IOMMU backend's property...). Removing something that is referenced is refused while
-the referrer exists, as QEMU refuses deleting a busy object, so a manager that removes a shared
-object too early fails its tests. The fake is stricter than QEMU in two places: ``netdev_del``
-and ``closefd`` of a referenced netdev or descriptor, and ``device_del`` of a controller with
-devices on its bus, are refused too.
+the referrer exists, so a manager that removes a shared object too early fails its tests. That is
+stricter than QEMU, on purpose: QEMU refuses it for busy block nodes and chardevs, IOMMU backend
+objects with users and mapped memory backends, but lets other objects (an RNG backend), netdevs
+and file descriptors go from under their users, which leaves a device using something the VM no
+longer lists; and ``device_del`` of a controller with devices on its bus is refused here.
 
 A ``device_del`` is acknowledged by the "guest" at once (``DEVICE_DELETED``) unless ``guest_acks``
 is False. Failures are injected with :meth:`FakeQemu.fail` and :meth:`FakeQemu.disconnect_after`.
