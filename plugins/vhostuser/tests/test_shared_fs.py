@@ -335,3 +335,23 @@ def test_the_flags_adapt_kata_s_file_to_the_c_daemon(tmp_path: Path) -> None:
                                env={"VMDEV_PLUGINS": "vmdev-vhostuser"})
     assert ninep.exit_code == 0, ninep.output
     assert [d["kind"] for d in json.loads(ninep.output)["devices"]] == ["virtio-9p"]
+
+
+# --- the device manager ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("options", [FS, NINEP], ids=["virtio-fs", "virtio-9p"])
+def test_the_device_manager_keeps_the_share_and_the_plan_keeps_its_daemon(
+    pm: PluginManager, fake_host: FakeHost, options: dict[str, Any]
+) -> None:
+    from vmdev.manager import DeviceManager
+
+    settings = pm.prepare_settings(SandboxSettings(memory_mib=256, options=options))
+    manager = DeviceManager(settings, host=fake_host.context(), plugins=pm)
+    result = manager.plan_boot(parse_spec({}))
+    (planned,) = result.devices
+    assert ("daemons" in result.to_json()) is (options is FS)
+    saved = manager.snapshot().device(planned.id)
+    assert saved is not None and saved.plugin == "vhostuser"
+    rebuilt = pm.device_from_state(saved.kind, saved.device, saved.plugin, name=saved.name)
+    assert rebuilt == planned.device

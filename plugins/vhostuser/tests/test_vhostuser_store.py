@@ -143,6 +143,7 @@ def test_two_nodes_with_the_same_numbers_are_ambiguous(run: Any, store: Any) -> 
 
 def test_store_disabled_leaves_the_request_to_others(run: Any, store: Any) -> None:
     store.device("vhostblk0", 241, 0)
+    store.host.block_device(241, 0, "vhu0")  # 241-254 are "local use" majors: a real disk here
     with pytest.raises(UnclaimedDeviceError) as exc:
         run(blk(), enabled=False)
     assert exc.value.device == "/dev/vhu0"
@@ -292,9 +293,10 @@ def test_without_the_store_flag_majors_241_and_242_are_not_the_stores(
     store: Any, tmp_path: Path, cli: CliRunner
 ) -> None:
     store.device("vhostblk0", 241, 0)
+    store.host.block_device(241, 0, "localdisk")  # a "local use" major: the core resolves it
     argv = ["resolve", "--type", "b", "--major", "241", "--minor", "0", "/dev/vhu0"]
     out = cli.invoke(main, argv)
-    assert (out.exit_code, out.output) == (0, "/dev/vhu0\n")  # no uevent: the core keeps the path
+    assert (out.exit_code, out.output) == (0, "/dev/localdisk\n")  # the host's node, not the store's socket
 
 
 def _config(tmp_path: Path, text: str) -> Path:

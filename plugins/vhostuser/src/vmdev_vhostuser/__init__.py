@@ -15,7 +15,9 @@ from vmdev_vhostuser.device import (
     VHOST_USER_SCSI,
     VHOST_USER_SCSI_MAJOR,
     VHOST_USER_TYPES,
+    VIRTIO_9P_KIND,
     VhostUserDeviceAttrs,
+    Virtio9pShare,
 )
 from vmdev_vhostuser.host import VhostUserStore
 from vmdev_vhostuser.settings import (
@@ -42,8 +44,10 @@ __all__ = [
     "VHOST_USER_SCSI_MAJOR",
     "VHOST_USER_TYPES",
     "VIRTIO_9P",
+    "VIRTIO_9P_KIND",
     "VIRTIO_FS",
     "VIRTIO_FS_NYDUS",
     "VhostUserDeviceAttrs",
     "VhostUserStore",
+    "Virtio9pShare",
 ]
