@@ -282,9 +282,8 @@ def test_every_shipped_kata_file_plans_its_share_or_refuses_it(pm: PluginManager
 
 def _plan_outcome(pm: PluginManager, fake_host: FakeHost, backend: str, table: dict[str, Any]) -> str:
     options = {k: v for k, v in table.items() if k not in ("machine_type", "default_memory")}
-    settings = SandboxSettings(hypervisor=backend, memory_mib=256, options=options)
-    if settings.is_ccw:  # pragma: no cover - no s390x file sets machine_type here
-        raise AssertionError("unexpected")
+    settings = SandboxSettings(hypervisor=backend, machine_type=table.get("machine_type") or "q35",
+                               memory_mib=256, options=options)
     result = plan(parse_spec({}), settings, host=fake_host.context(), plugins=pm)
     shares = [d.device for d in result.devices]
     if not shares:
@@ -293,6 +292,7 @@ def _plan_outcome(pm: PluginManager, fake_host: FakeHost, backend: str, table: d
     assert isinstance(share, VhostUserDeviceAttrs)
     (daemon,) = result.extras["daemons"]
     assert daemon["program"] == table["virtio_fs_daemon"] and daemon["for"] == share.id
+    assert share.type == "vhost-user-fs-pci"  # the device type; the driver follows the transport
     return f"{share.type} + virtiofsd"
 
 
