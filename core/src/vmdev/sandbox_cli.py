@@ -22,7 +22,7 @@ import click
 from vmdev.cliutil import F, SettingsCommand, errors_as_one_line, fail, flag_overrides, host_context
 from vmdev.errors import ConfigError, VmdevError
 from vmdev.models import DeviceInfo
-from vmdev.settings import load_settings
+from vmdev.settings import SandboxSettings, load_settings
 
 if TYPE_CHECKING:
     from vmdev.backend import Backend, LiveConnection
@@ -96,10 +96,11 @@ class _SandboxCommand(_LiveFlags, SettingsCommand):
 
 
 def _connection(
-    backend: Backend, given: Mapping[str, str], timeout: float, *, required: bool
+    backend: Backend, given: Mapping[str, str], timeout: float, settings: SandboxSettings, *, required: bool
 ) -> LiveConnection | None:
     """How to reach the backend's running VM from the flags given; None for a backend without a
-    live driver (books only) and, unless ``required``, when its flags are not given."""
+    live driver (books only) and, unless ``required``, when its flags are not given. The sandbox's
+    ``settings`` go along when the connection carries them (a driver may read its defaults there)."""
     from vmdev.backend import LiveConnection
 
     own = {option.flag: option for option in backend.live_options}
@@ -121,7 +122,8 @@ def _connection(
             field=missing[0],
         )
     options = {option.name: given[option.flag] for option in backend.live_options if option.flag in given}
-    return LiveConnection(options=options, timeout=timeout)
+    extra = {"settings": settings} if "settings" in attrs.fields_dict(LiveConnection) else {}
+    return LiveConnection(options=options, timeout=timeout, **extra)
 
 
 def _driver(backend: Backend, connection: LiveConnection | None) -> HotPlugger | None:
@@ -286,7 +288,8 @@ class _Sandbox:
         with self.file.locked():
             state = self.state(plugins)
             backend = plugins.backend(state.settings.hypervisor)
-            driver = _driver(backend, _connection(backend, self.live, self.timeout, required=True))
+            connection = _connection(backend, self.live, self.timeout, state.settings, required=True)
+            driver = _driver(backend, connection)
             try:
                 manager = DeviceManager(state=state, host=host_context(self.sysfs_root), plugins=plugins,
                                         hotplugger=driver, journal=self.file.save)
@@ -431,7 +434,7 @@ def status_cmd(state_path: str, hypervisor: str | None, timeout: float, sysfs_ro
     except VmdevError as exc:
         report.vm["error"] = str(exc)
     else:
-        connection = _connection(backend, _live_flags(), timeout, required=False)
+        connection = _connection(backend, _live_flags(), timeout, state.settings, required=False)
         if connection is not None:
             report.vm["connection"] = dict(connection.options)
             reachable, error = _presence(backend, connection, state, report.presence)
