@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -92,3 +94,59 @@ def run(fake_host: FakeHost, vmdev_plugins: Any) -> Planner:
         return plan(oci, SandboxSettings(**settings), host=fake_host.context(), plugins=pm)
 
     return run
+
+
+DATA = Path(__file__).parent / "data"
+#: the integer bounds an OpenAPI ``format`` names
+_FORMATS = {"int64": (-(2**63), 2**63 - 1), "int16": (-(2**15), 2**15 - 1), "uint8": (0, 255)}
+#: the vendored API schemas (data/ORIGIN.md): file and where its named schemas live
+_API_FILES = {"cloud-hypervisor": ("cloud-hypervisor-disks.json", ("components", "schemas")),
+              "firecracker": ("firecracker-drives.json", ("definitions",))}
+
+
+def _strict(node: Any) -> Any:
+    """An OpenAPI/Swagger schema as a JSON schema: refs to ``#/definitions/``, integer formats as
+    bounds, no property the schema does not name."""
+    if isinstance(node, list):
+        return [_strict(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: _strict(value) for key, value in node.items()}
+    if "$ref" in out:
+        return {"$ref": "#/definitions/" + out["$ref"].rsplit("/", 1)[-1]}
+    low, high = _FORMATS.get(out.get("format", ""), (None, None))
+    if out.get("type") == "integer" and low is not None:
+        out.setdefault("minimum", low)
+        out.setdefault("maximum", high)
+    if out.get("type") == "object" and "properties" in out:
+        out["additionalProperties"] = False
+    return out
+
+
+def api_validator(api: str, schema: str) -> Callable[[Any], None]:
+    """``check(body)``: raises ``jsonschema.ValidationError`` unless ``body`` is a valid ``schema``
+    (``DiskConfig``, ``Drive`` ...) of the vendored ``api`` (``cloud-hypervisor``, ``firecracker``)."""
+    try:
+        import jsonschema
+    except ImportError:  # pragma: no cover - the test environment installs it
+        pytest.fail("the block plugin's API tests need jsonschema: pip install 'vmdev-block[test]'", pytrace=False)
+    name, where = _API_FILES[api]
+    document: Any = json.loads((DATA / name).read_text())
+    for key in where:
+        document = document[key]
+    definitions = _strict(copy.deepcopy(document))
+    validator = jsonschema.Draft7Validator({**definitions[schema], "definitions": definitions})
+
+    def check(body: Any) -> None:
+        validator.validate(body)
+
+    return check
+
+
+APIValidator = Callable[[str, str], Callable[[Any], None]]
+
+
+@pytest.fixture
+def api() -> APIValidator:
+    """``api("cloud-hypervisor", "DiskConfig")(body)``: validate a body against the vendored schema."""
+    return api_validator

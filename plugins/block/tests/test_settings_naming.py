@@ -18,10 +18,10 @@ from vmdev_block.settings import block_settings
 
 KEYS = ("block_device_driver", "block_device_aio", "block_device_cache_set", "block_device_cache_direct",
         "block_device_cache_noflush", "disable_block_device_use")
-#: the keys issue 10 added: Kata's (Go runtime and runtime-rs), and vmdev's own last
+#: the keys issue 10 added: Kata's (Go runtime and runtime-rs), and vmdev's own last (enable_iothreads and
+#: indep_iothreads are the QEMU backend's: it makes the iothreads)
 NEW_KEYS = {
     "block_device_logical_sector_size": "integer", "block_device_physical_sector_size": "integer",
-    "enable_iothreads": "boolean", "indep_iothreads": "integer",
     "disk_rate_limiter_bw_max_rate": "integer", "disk_rate_limiter_bw_one_time_burst": "integer",
     "disk_rate_limiter_ops_max_rate": "integer", "disk_rate_limiter_ops_one_time_burst": "integer",
     "num_queues": "integer", "queue_size": "integer",

@@ -59,7 +59,5 @@ BLOCK_INDEX_POOL: Final = DISK_INDEX_POOL
 NVDIMM_POOL: Final = "block.nvdimm"
 #: QEMU id of the one virtio-scsi controller a sandbox's SCSI disks share
 SCSI_CONTROLLER_ID: Final = "scsi0"
-#: Kata's independent I/O threads: ``indep_iothread_0`` ... (``indep_iothreads`` of them)
-INDEP_IOTHREAD_PREFIX: Final = "indep_iothread"
 #: the refill time of Kata's rate-limiter token buckets, in milliseconds
 RATE_LIMITER_REFILL_MS: Final = 1000

@@ -28,7 +28,7 @@ import attrs
 from vmdev.errors import DeviceError
 from vmdev.host import HostContext, decode_text, read_regular
 from vmdev.models import DeviceInfo
-from vmdev_block.constants import FS_TYPE_OPT, NVDIMM
+from vmdev_block.constants import FS_TYPE_OPT, PMEM_DRIVERS
 from vmdev_block.pmem import PFN_INFO_OFFSET, PfnInfo, read_pfn_info
 
 if TYPE_CHECKING:
@@ -303,8 +303,8 @@ def host_facts(device: BlockDevice, host: HostContext) -> dict[str, str]:
       same loop node is another disk);
     * ``read_only``: the ``BLKROGET`` flag of a node, when the request did not ask for read-only
       itself (``"true"``/``"false"``; a failing probe counts as writable, as when it was built);
-    * ``size``: the bytes an nvdimm maps (QEMU's ``size`` and ``maxmem``, Cloud Hypervisor's pmem
-      ``size``), ``""`` when it cannot be measured;
+    * ``size``: the bytes an nvdimm or virtio-pmem maps (QEMU's ``size`` and ``maxmem``, Cloud
+      Hypervisor's pmem ``size``), ``""`` when it cannot be measured;
     * ``pfn_info``: the PFN info block of a persistent-memory image (``valid``, ``bad checksum``
       or ``missing``), which made a mount persistent memory.
     """
@@ -315,7 +315,7 @@ def host_facts(device: BlockDevice, host: HostContext) -> dict[str, str]:
     if device.host_device and not requested_read_only:
         probed = probe_read_only(host, device.host_path, device=device.container_path)
         facts["read_only"] = "true" if probed else "false"
-    if device.driver == NVDIMM:
+    if device.driver in PMEM_DRIVERS:
         size = current_size(device, host)
         facts["size"] = "" if size is None else str(size)
     if device.pmem:

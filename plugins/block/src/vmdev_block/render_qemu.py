@@ -22,12 +22,15 @@ Drivers and what they need at machine level:
 
 Kata's keys beyond the driver: ``block_device_logical_sector_size``/``_physical_sector_size``
 become ``logical_block_size``/``physical_block_size`` of every disk (virtio-blk and scsi-hd, cold
-and hot; Kata Go sets them on hot-plugged virtio-blk, runtime-rs on SCSI too). With
-``enable_iothreads`` the SCSI controller runs on its own ``iothread`` (Kata's ``iothread-<hex>``),
-and with ``indep_iothreads`` > 0 too every virtio-blk PCI disk runs on ``indep_iothread_0`` (Kata
-hot-plugs virtio-blk so); the ``-object iothread`` options are emitted once through
-``shared_args``, keyed by their ids. The disk rate limiter is not applied on QEMU (Kata applies it
-on Cloud Hypervisor and Firecracker only): the plan says so in a note.
+and hot; Kata Go sets them on hot-plugged virtio-blk, runtime-rs on SCSI too). I/O threads come
+from the QEMU backend, which owns ``enable_iothreads``/``indep_iothreads`` and writes the ``-object
+iothread`` options: the SCSI controller asks ``QemuTarget.iothread`` for its own (Kata's
+``iothread-<hex>``, with ``enable_iothreads``), every virtio-blk PCI disk asks
+``QemuTarget.independent_iothread()`` (Kata's ``indep_iothread_0``, with both keys set; Kata
+hot-plugs its virtio-blk disks so). The SCSI controller also takes ``QemuTarget.virtio_options``
+(``iommu_platform=on`` on CCW with ``enable_iommu_platform``, as Kata gives it); disks never do.
+The disk rate limiter is not applied on QEMU (Kata applies it on Cloud Hypervisor and Firecracker
+only): the plan says so in a note.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import attrs
 
 from vmdev.backends.qemu import QemuTarget
 from vmdev.errors import UnsupportedError
-from vmdev.qemu import MemoryNeeds, OptValue, QemuAttach, QmpCommand, keyvals, make_id, opts
+from vmdev.qemu import MemoryNeeds, OptValue, QemuAttach, QmpCommand, keyvals, opts
 from vmdev.targets import CCW, MMIO, PCI
 from vmdev_block.constants import (
     NVDIMM,
@@ -62,8 +65,6 @@ NVDIMM_DEVICE_PREFIX: Final = "nvdimm"
 NVDIMM_BACKEND_PREFIX: Final = "nvdimmbackmem"
 #: QEMU id of a virtio-pmem device's memory backend: ``pmemmem-<drive id>``
 PMEM_BACKEND_PREFIX: Final = "pmemmem-"
-#: the SCSI controller's I/O thread: Kata's ``iothread-<16 hex digits>`` (a digest here, not random)
-SCSI_IOTHREAD_ID: Final = make_id("iothread", SCSI_CONTROLLER_ID)
 PMEM_NO_UNPLUG: Final = "not possible: QEMU cannot hot-unplug a virtio-pmem device"
 RATE_LIMIT_NOTE: Final = (
     f"{KEY_BW_RATE}/{KEY_OPS_RATE}: not applied on QEMU (Kata applies the disk rate limiter on Cloud "
@@ -96,10 +97,11 @@ def render_qemu(
     return attach
 
 
-def iothread_args(thread_id: str) -> dict[str, tuple[str, ...]]:
-    """The ``-object iothread`` of ``thread_id``, as ``shared_args`` keyed by its id (emitted once
-    however many disks use it; a running VM must have it from boot)."""
-    return {thread_id: ("-object", opts("iothread", {"id": thread_id}))}
+def _service(target: QemuTarget, name: str, *args: Any) -> Any:
+    """What the QEMU backend's ``name`` service answers (iothreads, virtio options), or None for
+    a core without it (then the keys it owns are not declared either, and nothing is asked)."""
+    method = getattr(target, name, None)
+    return None if method is None else method(*args)
 
 
 def blockdev(device: BlockDevice, drive: BlockDrive, config: BlockSettings) -> dict[str, Any]:
@@ -160,15 +162,12 @@ def _disk(
     if device.driver == VIRTIO_BLOCK_CCW:
         props["devno"] = f"fe.0.{ccw_devno(drive.index, device=device.container_path):04x}"
     props.update(config.sector_sizes)
-    shared: dict[str, tuple[str, ...]] = {}
-    if device.driver == VIRTIO_BLOCK and config.indep_iothread is not None:
-        props["iothread"] = config.indep_iothread
-        for thread in config.indep_iothread_ids:
-            shared.update(iothread_args(thread))
+    thread = _service(target, "independent_iothread", 0) if device.driver == VIRTIO_BLOCK else None
+    if thread:
+        props["iothread"] = thread
     bus = target.hotplug_bus(device.container_path) if hot and device.driver == VIRTIO_BLOCK else None
     details = {"qemu_driver": qemu_driver, "bus": bus or "", "serial": drive.id}
-    attach = _attach(qemu_driver, props, node, hot, bus, details)
-    return attrs.evolve(attach, shared_args=shared) if shared else attach
+    return _attach(qemu_driver, props, node, hot, bus, details)
 
 
 def _scsi(
@@ -197,12 +196,12 @@ def _scsi(
         "serial": drive.id,
         "controller": controller,
     }
-    shared: dict[str, tuple[str, ...]] = {}
-    controller_props: dict[str, OptValue] = {"id": SCSI_CONTROLLER_ID}
-    if config.enable_iothreads:
-        shared.update(iothread_args(SCSI_IOTHREAD_ID))
-        controller_props["iothread"] = SCSI_IOTHREAD_ID
-    shared[SCSI_CONTROLLER_ID] = ("-device", opts(controller, controller_props))
+    controller_props: dict[str, OptValue | None] = {
+        "id": SCSI_CONTROLLER_ID,
+        "iothread": _service(target, "iothread", SCSI_CONTROLLER_ID),
+        **(_service(target, "virtio_options") or {}),
+    }
+    shared = {SCSI_CONTROLLER_ID: ("-device", opts(controller, controller_props))}
     return attrs.evolve(_attach("scsi-hd", props, node, hot, None, details), shared_args=shared)
 
 

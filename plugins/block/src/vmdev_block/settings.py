@@ -23,8 +23,9 @@ with ``settings.value(key)``. :func:`block_settings` turns the values into :clas
     checks and texts): QEMU's ``logical_block_size``/``physical_block_size`` of every disk, cold
     and hot. Cloud Hypervisor and Firecracker have no such field (Kata passes them to QEMU only).
 ``enable_iothreads``, ``indep_iothreads``
-    Kata's I/O threads for disks on QEMU: the SCSI controller gets its own ``iothread``; with
-    ``indep_iothreads`` > 0 too, each virtio-blk PCI disk runs on ``indep_iothread_0``.
+    not declared here: the QEMU backend owns them and makes the ``-object iothread`` options
+    (``QemuTarget.iothread``/``independent_iothread``); the SCSI controller and virtio-blk PCI
+    disks ask it for theirs (:mod:`vmdev_block.render_qemu`).
 ``disk_rate_limiter_bw_max_rate``, ``disk_rate_limiter_bw_one_time_burst``,
 ``disk_rate_limiter_ops_max_rate``, ``disk_rate_limiter_ops_one_time_burst``
     Cloud Hypervisor's ``rate_limiter_config`` and Firecracker's ``rate_limiter`` of every disk
@@ -54,7 +55,6 @@ from vmdev_block.constants import (
     AIO_NATIVE,
     BLOCK_AIO_MODES,
     DRIVER_ALIASES,
-    INDEP_IOTHREAD_PREFIX,
     SUPPORTED_DRIVERS,
     VIRTIO_BLOCK,
     VIRTIO_MMIO,
@@ -71,8 +71,6 @@ KEY_CACHE_DIRECT: Final = "block_device_cache_direct"
 KEY_CACHE_NOFLUSH: Final = "block_device_cache_noflush"
 KEY_LOGICAL_SECTOR: Final = "block_device_logical_sector_size"
 KEY_PHYSICAL_SECTOR: Final = "block_device_physical_sector_size"
-KEY_IOTHREADS: Final = "enable_iothreads"
-KEY_INDEP_IOTHREADS: Final = "indep_iothreads"
 KEY_BW_RATE: Final = "disk_rate_limiter_bw_max_rate"
 KEY_BW_BURST: Final = "disk_rate_limiter_bw_one_time_burst"
 KEY_OPS_RATE: Final = "disk_rate_limiter_ops_max_rate"
@@ -86,8 +84,6 @@ RATE_KEYS: Final = ((KEY_BW_RATE, KEY_BW_BURST), (KEY_OPS_RATE, KEY_OPS_BURST))
 #: Kata's sector sizes: 0, or a power of 2 in this range
 SECTOR_SIZE_MIN: Final = 512
 SECTOR_SIZE_MAX: Final = 65536
-#: vmdev's bound on indep_iothreads (Kata has none): each is a host thread and an -object option
-MAX_INDEP_IOTHREADS: Final = 1024
 #: the largest rate or burst: the APIs' token buckets are int64 (Kata Go's keys are int64 too)
 MAX_RATE: Final = 2**63 - 1
 #: virtio-blk's num_queues is a 16-bit field
@@ -184,11 +180,6 @@ SETTINGS: Final = (
     _flag(KEY_DISABLE, "never turn mounts into block devices (OCI block devices still are)"),
     _sector(KEY_LOGICAL_SECTOR, "logical"),
     _sector(KEY_PHYSICAL_SECTOR, "physical"),
-    _flag(KEY_IOTHREADS, "QEMU I/O threads for disks: one for the virtio-scsi controller, and "
-          "indep_iothread_0 for virtio-blk PCI disks when indep_iothreads > 0"),
-    _integer(KEY_INDEP_IOTHREADS, "the independent QEMU I/O threads (indep_iothread_<n>) made for virtio-blk "
-             f"PCI disks when enable_iothreads is true (vmdev allows at most {MAX_INDEP_IOTHREADS})",
-             MAX_INDEP_IOTHREADS),
     _rate(KEY_BW_RATE, "the bandwidth limit in bits/s (Kata converts it to bytes/s in 1024 steps)"),
     _rate(KEY_BW_BURST, "the one-time bandwidth burst in bits, with disk_rate_limiter_bw_max_rate"),
     _rate(KEY_OPS_RATE, "the operations limit in operations/s"),
@@ -219,8 +210,6 @@ class BlockSettings:
     #: QEMU ``logical_block_size`` / ``physical_block_size``; 0: QEMU's default
     logical_sector_size: int = 0
     physical_sector_size: int = 0
-    enable_iothreads: bool = False
-    indep_iothreads: int = 0
     #: Kata's disk rate limit: bits/s and bits, operations/s and operations (0: none)
     bw_rate: int = 0
     bw_burst: int = 0
@@ -230,20 +219,6 @@ class BlockSettings:
     num_queues: int = 0
     queue_size: int = 0
     allow_host_mounted: bool = False
-
-    @property
-    def indep_iothread(self) -> str | None:
-        """The I/O thread of virtio-blk PCI disks (Kata's ``indep_iothread_0``), or None."""
-        if self.enable_iothreads and self.indep_iothreads > 0:
-            return f"{INDEP_IOTHREAD_PREFIX}_0"
-        return None
-
-    @property
-    def indep_iothread_ids(self) -> tuple[str, ...]:
-        """Every independent I/O thread, when virtio-blk disks use them."""
-        if self.indep_iothread is None:
-            return ()
-        return tuple(f"{INDEP_IOTHREAD_PREFIX}_{n}" for n in range(self.indep_iothreads))
 
     @property
     def sector_sizes(self) -> dict[str, int]:
@@ -277,8 +252,6 @@ def block_settings(settings: SandboxSettings) -> BlockSettings:
         cache_noflush=settings.value(KEY_CACHE_NOFLUSH),
         logical_sector_size=settings.value(KEY_LOGICAL_SECTOR),
         physical_sector_size=settings.value(KEY_PHYSICAL_SECTOR),
-        enable_iothreads=settings.value(KEY_IOTHREADS),
-        indep_iothreads=settings.value(KEY_INDEP_IOTHREADS),
         bw_rate=settings.value(KEY_BW_RATE),
         bw_burst=settings.value(KEY_BW_BURST) if settings.value(KEY_BW_RATE) else 0,
         ops_rate=settings.value(KEY_OPS_RATE),
