@@ -8,14 +8,17 @@ implementation of those steps; the device manager drives it too.
 
 from __future__ import annotations
 
+import json
+import os
 import shlex
+import stat
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
 
 from vmdev.backend import Backend, BackendPlan, RenderContext
-from vmdev.errors import ConfigError, InvalidIdError, PluginError, UnsupportedError
+from vmdev.errors import ConfigError, DeviceError, InvalidIdError, PluginError, UnsupportedError
 from vmdev.host import HostContext
 from vmdev.models import Device, DeviceInfo
 from vmdev.oci import OciSpec
@@ -185,7 +188,11 @@ class Pipeline:
         return out
 
     def resolve(self, info: DeviceInfo) -> DeviceInfo:
-        return attrs.evolve(info, host_path=self.pm.resolve_host_path(info, self.host, self.settings))
+        """``info`` with its host path; a device node there must be the one requested."""
+        answer = self.pm.resolve_host_path_answer(info, self.host, self.settings)
+        resolved = attrs.evolve(info, host_path=answer.value)
+        check_node(resolved, self.host, by_core=answer.plugin == CORE_RESOLVER)
+        return resolved
 
     def build(self, info: DeviceInfo, alloc: Allocator) -> Built:
         """Build a resolved request; its id is checked."""
@@ -224,6 +231,51 @@ class Pipeline:
         if clash:
             raise PluginError(f"a plugin's plan section {sorted(clash)[0]!r} is a name the plan has already")
         return attrs.evolve(result, extras=extras) if extras else result
+
+
+#: the core's own resolver (Kata's GetHostPath through sysfs)
+CORE_RESOLVER = "vmdev.host_path"
+_NODE_TYPES = {"b": stat.S_IFBLK, "c": stat.S_IFCHR, "u": stat.S_IFCHR}
+
+
+def check_node(info: DeviceInfo, host: HostContext, *, by_core: bool) -> None:
+    """The numbers of the node you attach are the numbers requested.
+
+    Whatever path a ``b``/``c``/``u`` request resolved to, a device node there must have the
+    requested type and ``major:minor`` (stat through the host context), else the request is
+    refused naming the device and the node: a different device is never handed over. A block
+    device resolved by the core through sysfs must be such a node. A path that is not a device
+    node and was resolved by a plugin (a socket of a store, a memory image) is that plugin's to
+    check. A character device with no node (the fallback to the container path) stays in the
+    container, as Kata does.
+    """
+    kind = _NODE_TYPES.get(info.dev_type)
+    if kind is None or info.is_block_file or not info.host_path:
+        return
+    try:
+        st = host.stat(str(host.dev_path(info.host_path)))
+    except OSError:
+        st = None
+    is_node = st is not None and stat.S_IFMT(st.st_mode) in (stat.S_IFBLK, stat.S_IFCHR)
+    if st is not None and is_node:
+        found = (stat.S_IFMT(st.st_mode), os.major(st.st_rdev), os.minor(st.st_rdev))
+        if found != (kind, info.major, info.minor):
+            what = "block" if found[0] == stat.S_IFBLK else "character"
+            raise DeviceError(
+                f"the host node {json.dumps(info.host_path)} is {what} device {found[1]}:{found[2]}, "
+                f"not the requested {info.dev_type} {info.major}:{info.minor}",
+                device=info.name,
+                field="major:minor",
+            )
+        return
+    if by_core and info.dev_type == "b":
+        problem = "does not exist" if st is None else "is not a block device"
+        raise DeviceError(
+            f"sysfs names {json.dumps(info.host_path)} for block device {info.major}:{info.minor}, but it "
+            f"{problem} on this host",
+            device=info.name,
+            field="major:minor",
+        )
 
 
 def check_unique_ids(built: Iterable[Built]) -> None:

@@ -441,14 +441,21 @@ class PluginManager:
     def resolve_host_path(
         self, info: DeviceInfo, host: HostContext, settings: SandboxSettings | None = None
     ) -> str:
+        path: str = self.resolve_host_path_answer(info, host, settings).value
+        return path
+
+    def resolve_host_path_answer(
+        self, info: DeviceInfo, host: HostContext, settings: SandboxSettings | None = None
+    ) -> Answer:
+        """The host path and the plugin that resolved it."""
         answers = self._call(
             "resolve_host_path", first=True, subject=info.name, info=info, host=host,
             settings=settings if settings is not None else self.prepare_settings(SandboxSettings()),
         )
         if not answers:
             raise UnclaimedDeviceError("no plugin resolved its host path", device=info.name)
-        path: str = _typed(answers[0], str, "resolve_host_path", info.name)
-        return path
+        _typed(answers[0], str, "resolve_host_path", info.name)
+        return answers[0]
 
     def device_from_mount(
         self, mount: OciMount, host: HostContext, settings: SandboxSettings

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from vmdev.errors import DeviceError
+from vmdev.errors import DeviceError, ResolveError
 from vmdev.testing import FakeHost
 from vmdev_vfio.device import VfioBackend, VFIODev, VFIODevice, VFIODeviceType
 from vmdev_vfio.host import Windows, bridge_kind, parse_resources
@@ -163,6 +163,12 @@ def test_malformed_vfio_paths(l1_host: FakeHost, make_plan, path: str, message: 
 
 
 def test_a_block_device_under_dev_vfio_is_refused(l1_host: FakeHost, make_plan) -> None:
+    # the core refuses a block request with no block device behind it before any family sees it
+    with pytest.raises(ResolveError, match="this host has no block device 500:1") as exc:
+        make_plan(l1_host, {"path": "/dev/vfio/5", "type": "b", "major": 500, "minor": 1})
+    assert (exc.value.device, exc.value.field) == ("/dev/vfio/5", "major:minor")
+    # and where one exists, the family refuses to pass it as a VFIO group
+    l1_host.block_device(500, 1, "vfio/5")
     with pytest.raises(DeviceError, match="a character device, not type 'b'"):
         make_plan(l1_host, {"path": "/dev/vfio/5", "type": "b", "major": 500, "minor": 1})
 

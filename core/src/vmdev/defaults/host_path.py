@@ -4,12 +4,16 @@
 2. Major ``-1`` (a regular file used as a disk) returns the given host path.
 3. ``c``/``u`` devices are looked up under ``<sysfs>/dev/char``, ``b`` under
    ``<sysfs>/dev/block``, as ``MAJ:MIN/uevent``; ``DEVNAME`` gives ``/dev/<DEVNAME>``.
-4. No uevent file (``/dev/fuse``, FIFOs, hosts without sysfs): the container path.
+4. No uevent file: for character devices and FIFOs (which stay in the container) the container
+   path, as Kata does; for a block device an error, unlike Kata (whose fallback attaches whatever
+   host file sits at the container path). The planner then checks that a resolved device node
+   has the requested type and numbers (:func:`vmdev.planner.check_node`).
 5. A malformed uevent, or one without ``DEVNAME``, is an error naming the file.
 """
 
 from __future__ import annotations
 
+import json
 import posixpath
 
 from vmdev.errors import ResolveError
@@ -73,7 +77,15 @@ def resolve_host_path(info: DeviceInfo, host: HostContext) -> str | None:
     relative = f"dev/{kind}/{info.major}:{info.minor}/uevent"
     text = host.sysfs.read_text(relative)
     source = str(host.sysfs.path(relative))
-    if text is None:
+    if text is None and info.dev_type == "b":
+        # Kata falls back to the container path, and the disk attached is whatever host file or
+        # node sits there (/etc/shadow for a made-up 259:99); a disk must be the node requested
+        raise ResolveError(
+            f"this host has no block device {info.major}:{info.minor} (no {json.dumps(source)})",
+            device=info.container_path,
+            field="major:minor",
+        )
+    if text is None:  # a character device that stays in the container (Kata's fallback)
         return info.container_path
     values = parse_uevent(text, source=source, device=info.container_path)
     if "DEVNAME" not in values:
