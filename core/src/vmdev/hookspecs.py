@@ -91,7 +91,9 @@ def device_requests(
 
 
 @hookspec
-def finish_plan(plan: Plan, spec: OciSpec, settings: SandboxSettings) -> Mapping[str, object] | None:
+def finish_plan(
+    plan: Plan, spec: OciSpec, settings: SandboxSettings, host: HostContext
+) -> Mapping[str, object] | None:
     """Add sections to a finished plan: ``{name: json-able value}``, or None.
 
     Called on every plugin after rendering; the sections appear in ``plan.extras`` and in the

@@ -226,7 +226,7 @@ class Pipeline:
                       backend=backend.assemble(self.settings, target, devices))
         if spec is None:
             return result
-        extras = self.pm.finish_plan(result, spec, self.settings)
+        extras = self.pm.finish_plan(result, spec, self.settings, self.host)
         clash = set(extras) & set(result.to_json())
         if clash:
             raise PluginError(f"a plugin's plan section {sorted(clash)[0]!r} is a name the plan has already")

@@ -386,11 +386,14 @@ class PluginManager:
                                                 "device_requests", ""), plugin=answer.plugin))
         return out
 
-    def finish_plan(self, plan: Any, spec: OciSpec, settings: SandboxSettings) -> dict[str, Any]:
+    def finish_plan(
+        self, plan: Any, spec: OciSpec, settings: SandboxSettings, host: HostContext | None = None
+    ) -> dict[str, Any]:
         """The extra plan sections of every plugin, checked for clashes."""
         sections: dict[str, Any] = {}
         owner: dict[str, str] = {}
-        for answer in self._call("finish_plan", first=False, plan=plan, spec=spec, settings=settings):
+        host = host if host is not None else HostContext()
+        for answer in self._call("finish_plan", first=False, plan=plan, spec=spec, settings=settings, host=host):
             if not isinstance(answer.value, Mapping):
                 raise PluginError(
                     f"plugin {answer.plugin!r} returned {type(answer.value).__name__} from finish_plan, "
