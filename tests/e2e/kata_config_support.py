@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import inspect
 import io
 import json
 import shutil
@@ -86,7 +87,10 @@ def podman_spec(workdir: Path, *devices: str) -> dict[str, Any]:
     require("podman", "podman")
     require("runc", "runc")
     engines = _realworld()
-    podman = engines.Podman(workdir / "podman")
+    # rwinputs' Podman took its directory and now makes its own short one under /tmp (podman
+    # refuses a long run root); both are accepted while that module settles
+    takes_dir = bool(inspect.signature(engines.Podman).parameters)
+    podman = engines.Podman(workdir / "podman") if takes_dir else engines.Podman()
     try:
         podman.load_image(_image_tarball(workdir))
         flags = [arg for device in devices for arg in ("--device", device)]
