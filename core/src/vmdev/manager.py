@@ -300,6 +300,7 @@ class DeviceManager:
             registry.update_attachment(device_id, phase=AttachPhase.DETACHING, steps_done=0, pid=os.getpid(),
                                        error="", since=time.time())
             registry.claim(device_id, "detaching")
+            registry.begin_io(device_id)
         try:
             driver.unplug(removal, device=record.name, progress=self._progress(device_id))
         except HotplugError as exc:
@@ -528,6 +529,7 @@ class DeviceManager:
                 run, shared = self._creations(device_id, steps.hotplug)
                 registry.store(attrs.evolve(record, attachment=attrs.evolve(
                     base, phase=AttachPhase.ATTACHING, hotplug=run, shared=shared, pid=os.getpid())))
+                registry.begin_io(device_id)
                 break
         try:
             driver.plug(run, device=record.name, progress=self._progress(device_id))
@@ -593,11 +595,15 @@ class DeviceManager:
             detaching = attachment.phase is AttachPhase.DETACHING
             steps = attachment.unplug if detaching else attachment.hotplug[: attachment.steps_done + 1]
             removal = self._removal(record, steps, undo=not detaching)
-        if detaching:
-            driver.unplug(removal, device=record.name, progress=lambda _: None)
-        else:
-            driver.cleanup(removal, device=record.name)
-        registry.update(device_id, attachment=None)
+            registry.begin_io(device_id)
+        try:
+            if detaching:
+                driver.unplug(removal, device=record.name, progress=lambda _: None)
+            else:
+                driver.cleanup(removal, device=record.name)
+            registry.update(device_id, attachment=None)
+        finally:
+            registry.end_io(device_id)
 
     # --- internals: shared objects -------------------------------------------------------------
     def _sharing(self) -> Sharing:
@@ -606,10 +612,11 @@ class DeviceManager:
 
     def _sharers_busy(self, record: DeviceRecord, steps: Sequence[Step] = ()) -> bool:
         """Whether a device of this process that shares a VM object with ``record`` (or with
-        ``steps``, its rendering) is being plugged or unplugged: sharing is decided once it is done
-        (under the lock)."""
+        ``steps``, its rendering) is being plugged or unplugged right now: sharing is decided once
+        that is done (under the lock; only devices doing VM I/O are waited for, and they wait for
+        nothing, so waits never form a cycle)."""
         registry = self._registry
-        busy = [other for other in registry.in_vm(besides=record.id) if registry.busy(other.id)]
+        busy = [other for other in registry.in_vm(besides=record.id) if registry.in_io(other.id)]
         return bool(busy) and self._sharing().conflicts(record, steps, busy)
 
     def _creations(self, device_id: str, hotplug: Sequence[Step]) -> tuple[list[Step], list[str]]:

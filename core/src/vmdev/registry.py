@@ -127,6 +127,8 @@ class Registry:
         self._alloc = Allocator.restore(state.allocations)
         self.ports: tuple[PortRecord, ...] = state.ports
         self._busy: dict[str, str] = {}
+        #: busy devices whose VM I/O is under way (they wait for nothing any more)
+        self._io: set[str] = set()
         #: bumped whenever a device's footprint in the VM changes (ports, notes, steps)
         self.generation = 0
 
@@ -148,10 +150,26 @@ class Registry:
     def release(self, device_id: str) -> None:
         with self._cond:
             self._busy.pop(device_id, None)
+            self._io.discard(device_id)
             self._cond.notify_all()
 
     def busy(self, device_id: str) -> bool:
         return device_id in self._busy
+
+    def begin_io(self, device_id: str) -> None:
+        """The claimed device's VM I/O starts (its steps are decided and saved)."""
+        assert device_id in self._busy, device_id
+        self._io.add(device_id)
+
+    def end_io(self, device_id: str) -> None:
+        with self._cond:
+            self._io.discard(device_id)
+            self._cond.notify_all()
+
+    def in_io(self, device_id: str) -> bool:
+        """Whether the device's VM I/O is under way: a device deciding what to share waits for it
+        (and only for it: a device doing I/O never waits, so waits cannot form a cycle)."""
+        return device_id in self._io
 
     def idle(self, device_id: str) -> DeviceRecord:
         """The device once no other thread of this process is attaching, detaching or removing it
