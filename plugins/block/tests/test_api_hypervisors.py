@@ -144,3 +144,123 @@ def test_firecracker_unsupported_drivers(run: Any, disk: Any, driver: str) -> No
 
 def test_virt_path_on_firecracker_skips_the_root_image(run: Any, disk: Any) -> None:
     assert run(disk, hypervisor="firecracker").to_json()["devices"][0]["drive"]["virt_path"] == "/dev/vdb"
+
+
+# --- Kata's disk keys on the API hypervisors, checked against the vendored schemas (data/) ------------
+#: Kata Go's RevertBytes test vector: 10 MB in its units is 10485760 bytes; in bits/s that is 80000000
+RATES = {"disk_rate_limiter_bw_max_rate": 80_000_000, "disk_rate_limiter_bw_one_time_burst": 8000,
+         "disk_rate_limiter_ops_max_rate": 200, "disk_rate_limiter_ops_one_time_burst": 50}
+LIMITER = {"bandwidth": {"size": 10485760, "one_time_burst": 1024, "refill_time": 1000},
+           "ops": {"size": 200, "one_time_burst": 50, "refill_time": 1000}}
+
+
+def test_revert_bytes_matches_kata() -> None:
+    from vmdev_block.limits import revert_bytes
+
+    assert [revert_bytes(n) for n in (0, 999, 1000, 1001, 10_000_000, 1_250_000)] == [
+        0, 999, 1024, 1025, 10_485_760, 1_304_576]
+
+
+def test_clh_disk_rate_limiter_is_kata_s(run: Any, disk: Any, api: Any) -> None:
+    data = run(disk, hypervisor="cloud-hypervisor", options=RATES).to_json()["cloud_hypervisor"]
+    (body,) = data["vm_config"]["disks"]
+    assert body["rate_limiter_config"] == LIMITER
+    api("cloud-hypervisor", "DiskConfig")(body)
+    hot = run(disk, hypervisor="cloud-hypervisor", hotplug=True, options=RATES).to_json()["cloud_hypervisor"]
+    assert hot["hotplug"][0]["body"]["rate_limiter_config"] == LIMITER
+    api("cloud-hypervisor", "DiskConfig")(hot["hotplug"][0]["body"])
+
+
+def test_firecracker_drive_rate_limiter_is_kata_s(run: Any, disk: Any, api: Any) -> None:
+    (request,) = run(disk, hypervisor="firecracker", options=RATES).to_json()["firecracker"]["requests"]
+    assert request["body"]["rate_limiter"] == LIMITER
+    api("firecracker", "Drive")(request["body"])
+
+
+@pytest.mark.parametrize(("options", "limiter"), [
+    ({"disk_rate_limiter_bw_max_rate": 8_000}, {"bandwidth": {"size": 1024, "refill_time": 1000}}),
+    ({"disk_rate_limiter_ops_max_rate": 7}, {"ops": {"size": 7, "refill_time": 1000}}),
+    ({"disk_rate_limiter_bw_max_rate": 7}, None),  # less than a byte a second: Kata sets no bucket
+    ({"disk_rate_limiter_bw_one_time_burst": 8_000, "disk_rate_limiter_ops_one_time_burst": 5}, None),
+    ({"disk_rate_limiter_bw_max_rate": 0, "disk_rate_limiter_ops_max_rate": 0}, None),
+])
+def test_only_what_is_set_reaches_the_limiter(
+    run: Any, disk: Any, api: Any, options: dict[str, Any], limiter: Any
+) -> None:
+    clh = run(disk, hypervisor="cloud-hypervisor", options=options).to_json()["cloud_hypervisor"]
+    fc = run(disk, hypervisor="firecracker", options=options).to_json()["firecracker"]
+    clh_body, fc_body = clh["vm_config"]["disks"][0], fc["requests"][0]["body"]
+    assert (clh_body.get("rate_limiter_config"), fc_body.get("rate_limiter")) == (limiter, limiter)
+    api("cloud-hypervisor", "DiskConfig")(clh_body)
+    api("firecracker", "Drive")(fc_body)
+
+
+def test_the_largest_rates_stay_within_the_apis_int64(run: Any, disk: Any, api: Any) -> None:
+    top = {key: 2**63 - 1 for key in RATES}
+    body = run(disk, hypervisor="cloud-hypervisor", options=top).to_json()["cloud_hypervisor"]["vm_config"]["disks"][0]
+    api("cloud-hypervisor", "DiskConfig")(body)
+    api("firecracker", "Drive")(run(disk, hypervisor="firecracker", options=top).to_json()["firecracker"]
+                                ["requests"][0]["body"])
+
+
+def test_clh_disk_queues_come_from_runtime_rs_keys(run: Any, disk: Any, api: Any) -> None:
+    options = {"num_queues": 4, "queue_size": 1024}
+    body = run(disk, hypervisor="cloud-hypervisor", options=options).to_json()["cloud_hypervisor"]["vm_config"]
+    assert (body["disks"][0]["num_queues"], body["disks"][0]["queue_size"]) == (4, 1024)
+    api("cloud-hypervisor", "DiskConfig")(body["disks"][0])
+    default = run(disk, hypervisor="cloud-hypervisor").to_json()["cloud_hypervisor"]["vm_config"]["disks"][0]
+    assert "num_queues" not in default and "queue_size" not in default  # Cloud Hypervisor's 1 and 128
+    fc = run(disk, hypervisor="firecracker", options=options).to_json()["firecracker"]["requests"][0]["body"]
+    assert "num_queues" not in fc and "queue_size" not in fc  # Firecracker's Drive has neither
+
+
+def test_pmem_bodies_carry_no_disk_keys(run: Any, pmem: tuple[Any, str], api: Any) -> None:
+    oci, _ = pmem
+    options = {**RATES, "num_queues": 2, "queue_size": 256}
+    clh = run(oci, hypervisor="cloud-hypervisor", options=options).to_json()["cloud_hypervisor"]["vm_config"]
+    assert set(clh["pmem"][0]) == {"file", "id", "size"}
+    api("cloud-hypervisor", "PmemConfig")(clh["pmem"][0])
+    fc = run(oci, hypervisor="firecracker", options=options).to_json()["firecracker"]["requests"][0]["body"]
+    assert "rate_limiter" not in fc
+    api("firecracker", "Pmem")(fc)
+
+
+@pytest.mark.parametrize("hypervisor", ["cloud-hypervisor", "firecracker"])
+def test_every_body_the_plugin_builds_is_valid(run: Any, host: Any, hypervisor: str, api: Any) -> None:
+    """Disks (read-only and not, direct, cached, every engine) and pmem, cold and hot."""
+    source, _ = host.pmem_mount(5)
+    host.disk(8, 16, "sdb")
+    oci = host.spec([host.device("/dev/xvdb", 8, 16)], [{"destination": "/pmem", "source": str(source),
+                                                       "type": "bind", "options": ["ro"]}])
+    settings: list[dict[str, Any]] = [
+        {}, {"block_device_cache_set": True, "block_device_cache_direct": True, "block_device_cache_noflush": True},
+        {"block_device_aio": "threads", **RATES}, {"num_queues": 1, "queue_size": 128}]
+    for options in settings:
+        for hot in (False, True):
+            data = run(oci, hypervisor=hypervisor, hotplug=hot, options=options).to_json()
+            if hypervisor == "cloud-hypervisor":
+                part = data["cloud_hypervisor"]
+                bodies = [("DiskConfig", b) for b in part["vm_config"].get("disks", [])]
+                bodies += [("PmemConfig", b) for b in part["vm_config"].get("pmem", [])]
+                bodies += [("DiskConfig" if r["path"].endswith("add-disk") else "PmemConfig", r["body"])
+                           for r in part["hotplug"]]
+            else:
+                bodies = [("Pmem" if r["path"].startswith("/pmem/") else "Drive", r["body"])
+                          for r in data["firecracker"]["requests"]]
+            assert len(bodies) == 2
+            for schema, body in bodies:
+                api(hypervisor, schema)(body)
+
+
+def test_the_schema_check_catches_a_wrong_body(api: Any) -> None:
+    import jsonschema
+
+    check = api("cloud-hypervisor", "DiskConfig")
+    with pytest.raises(jsonschema.ValidationError):
+        check({"path": "/dev/sdb", "rate_limiter_config": {"bandwidth": {"size": 1}}})  # no refill_time
+    with pytest.raises(jsonschema.ValidationError):
+        check({"path": "/dev/sdb", "readonly": "yes"})
+    with pytest.raises(jsonschema.ValidationError):
+        check({"path": "/dev/sdb", "ratelimiter": {}})  # not a DiskConfig field
+    with pytest.raises(jsonschema.ValidationError):
+        api("firecracker", "Drive")({"drive_id": "a", "is_root_device": False, "io_engine": "Native"})

@@ -4,7 +4,7 @@
 Kata's keys give the bandwidth in bits per second with decimal prefixes in mind (10 Mbit/s is
 ``10000000``), the VMMs count bytes with binary ones: Kata Go divides by 8 and then scales every
 factor of 1000 to 1024 (``utils.RevertBytes``: 10000000 bits/s become 1250000 bytes, then
-1280000), for the rate and for its one-time burst alike. Operations are passed as they are. Every
+1304576), for the rate and for its one-time burst alike. Operations are passed as they are. Every
 bucket refills in 1000 ms. A bucket whose size comes out 0 is left out, and no limiter at all when
 both are (Kata's ``getRateLimiterConfig``); a one-time burst is only set when it is not 0 and its
 rate is (Kata ignores a burst without a rate, with a warning: see ``settings.check_rules``).
