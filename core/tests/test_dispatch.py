@@ -119,3 +119,20 @@ def test_each_planned_device_keeps_the_plugin_that_built_it() -> None:
     result = plan(spec, SandboxSettings(), plugins=manager(("observer", Observer())))
     assert [d.plugin for d in result.devices] == ["vmdev.generic"]
     assert result.to_json()["devices"][0]["plugin"] == "vmdev.generic"
+
+
+class Daemons:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @hookimpl
+    def finish_plan(self) -> dict[str, Any]:
+        return {"daemons": [{"id": self.name, "program": "/bin/true", "args": [], "socket": "", "for": "x"}]}
+
+
+def test_daemons_from_several_plugins_are_one_list_in_plugin_order() -> None:
+    from vmdev.oci import parse_spec
+    from vmdev.planner import plan
+
+    result = plan(parse_spec({}), SandboxSettings(), plugins=manager(("a", Daemons("a")), ("b", Daemons("b"))))
+    assert [d["id"] for d in result.to_json()["daemons"]] == ["b", "a"]  # pluggy calls the last registered first

@@ -99,7 +99,9 @@ def finish_plan(
     Called on every plugin after rendering; the sections appear in ``plan.extras`` and in the
     plan's JSON under their names (a CDI plugin, for example, returns the OCI spec as the
     runtime should pass it on). A name used by two plugins, or one the plan already has, is a
-    ``PluginError``.
+    ``PluginError``, except the shared list sections (``vmdev.plugins.SHARED_SECTIONS``:
+    ``daemons``, the host processes the runtime starts before the VM, each ``{"id", "program",
+    "args", "socket", "for"}``), whose lists are concatenated in plugin order.
     """
 
 

@@ -67,6 +67,11 @@ BUILTIN_PLUGINS: Final = (
     ("vmdev.backend.firecracker", "vmdev.backends.firecracker"),
 )
 
+#: plan sections several plugins contribute to (``finish_plan``): their lists are concatenated in
+#: plugin order. ``daemons``: host processes the runtime starts before the VM, each
+#: ``{"id", "program", "args", "socket", "for"}`` (a virtio-fs daemon, a TPM emulator...)
+SHARED_SECTIONS: Final = frozenset({"daemons"})
+
 #: the plugin whose hook implementation is running (``register`` callbacks read it)
 _running: ContextVar[str] = ContextVar("vmdev_running_plugin", default="")
 #: the answers of the hook call under way: (plugin, value) for each non-None result
@@ -393,13 +398,17 @@ class PluginManager:
         sections: dict[str, Any] = {}
         owner: dict[str, str] = {}
         host = host if host is not None else HostContext()
-        for answer in self._call("finish_plan", first=False, plan=plan, spec=spec, settings=settings, host=host):
+        answers = self._call("finish_plan", first=False, plan=plan, spec=spec, settings=settings, host=host)
+        for answer in answers:
             if not isinstance(answer.value, Mapping):
                 raise PluginError(
                     f"plugin {answer.plugin!r} returned {type(answer.value).__name__} from finish_plan, "
                     "not a mapping"
                 )
             for name, value in answer.value.items():
+                if name in SHARED_SECTIONS:
+                    sections.setdefault(name, []).extend(_section_list(value, name, answer.plugin))
+                    continue
                 if name in sections:
                     raise PluginError(
                         f"plugins {owner[name]!r} and {answer.plugin!r} both add the plan section {name!r}"
@@ -562,6 +571,13 @@ def _answering(function: Callable[..., Any], plugin: str, hook: str, trace: bool
 
     implementation.__wrapped__ = function  # type: ignore[attr-defined]
     return implementation
+
+
+def _section_list(value: Any, name: str, plugin: str) -> list[Any]:
+    if not isinstance(value, list | tuple):
+        raise PluginError(f"plugin {plugin!r} returned {type(value).__name__} for the plan section {name!r}, "
+                          "not a list")
+    return list(value)
 
 
 def _who(answered: Sequence[tuple[str, Any]], value: Any) -> str:
