@@ -147,3 +147,82 @@ def test_record_lets_plugins_check_rules_across_one_plans_devices() -> None:
     assert target.record("other", "/dev/b", "x") == {"/dev/b": "x"}
     assert ClhTarget(SandboxSettings(hypervisor="cloud-hypervisor")).record("backend", "/dev/c", "g") == {
         "/dev/c": "g"}
+
+
+# --- Kata's hot-plug bridges (default_bridges) -------------------------------------------------------
+def test_katas_bridges_are_written_as_kata_writes_them_and_share_the_chassis_numbering() -> None:
+    topo = topology()
+    assert topo.add_kata_bridges(2, nested=False) == ("pci-bridge-0", "pci-bridge-1")
+    assert topo.root_port("a") == "rp0"
+    assert topo.args(fixed=True) == [
+        "-device", "pci-bridge,bus=pcie.0,id=pci-bridge-0,chassis_nr=1,shpc=off,addr=2,io-reserve=4k,"
+        "mem-reserve=1m,pref64-reserve=1m",
+        "-device", "pci-bridge,bus=pcie.0,id=pci-bridge-1,chassis_nr=2,shpc=off,addr=3,io-reserve=4k,"
+        "mem-reserve=1m,pref64-reserve=1m",
+    ]
+    assert rendered_unfixed(topo) == [["pcie-root-port", "id=rp0", "bus=pcie.0", "chassis=3", "slot=3"]]
+    assert topo.args() == topo.args(fixed=True) + topo.args(fixed=False)
+
+
+def rendered_unfixed(topo: PcieTopology) -> list[list[str]]:
+    args = topo.args(fixed=False)
+    return [split_opts(value) for value in args[1::2]]
+
+
+def test_nested_bridges_sit_behind_their_own_root_ports_as_on_kata_with_uefi() -> None:
+    topo = topology()
+    topo.add_kata_bridges(1, nested=True)
+    # Kata's reference (section 8.9), property for property
+    assert topo.args(fixed=True) == [
+        "-device", "pcie-root-port,id=rp-pci-bridge-0,bus=pcie.0,chassis=16,slot=0,addr=2,multifunction=off,"
+        "bus-reserve=0x1,pref64-reserve=1m,mem-reserve=1m,io-reserve=4k",
+        "-device", "pcie-pci-bridge,bus=rp-pci-bridge-0,id=pci-bridge-0",
+    ]
+    assert [(p.id, p.kind, p.bus) for p in topo.ports()] == [
+        ("rp-pci-bridge-0", NodeKind.BRIDGE_PORT, "pcie.0"), ("pci-bridge-0", NodeKind.BRIDGE, "rp-pci-bridge-0")]
+    assert topo.root_port("a") == "rp0"  # the bridge's root port is never handed out
+
+
+def test_devices_get_katas_bridge_slots_before_a_new_bridge_is_added() -> None:
+    topo = topology()
+    topo.add_kata_bridges(1, nested=False)
+    assert topo.bridge_slots("a", 29) == ("pci-bridge-0", tuple(range(1, 30)))
+    assert topo.bridge_slots("b", 2) == ("bp0", (1, 2))  # numbered apart from Kata's bridges
+    assert topo.bridge_slots("c", reserve={"pref64-reserve": 8 << 20}) == ("pci-bridge-0", (30,))
+    assert "pref64-reserve=9m" in topo.args(fixed=True)[1]
+
+
+def test_a_nested_bridges_window_needs_go_to_its_root_port() -> None:
+    topo = topology()
+    topo.add_kata_bridges(1, nested=True)
+    topo.bridge_slots("gpu", reserve={"pref64-reserve": 1 << 30, "mem-reserve": 1 << 20})
+    port, bridge = topo.args(fixed=True)[1::2]
+    assert "pref64-reserve=1025m" in port and "mem-reserve=2m" in port
+    assert bridge == "pcie-pci-bridge,bus=rp-pci-bridge-0,id=pci-bridge-0"
+
+
+def test_katas_bridges_count_against_the_root_bus_and_its_io_space() -> None:
+    topo = topology()
+    topo.add_kata_bridges(5, nested=True)  # 5 root ports on pcie.0, their bridges behind them
+    for n in range(11):
+        topo.root_port(f"d{n}")
+    with pytest.raises(UnsupportedError, match="more than 16 PCIe root ports"):
+        topo.root_port("d11")
+
+
+def test_katas_bridges_come_first_and_number_at_most_five() -> None:
+    topo = topology()
+    topo.root_port("a")
+    with pytest.raises(ValueError, match="before any other port or device"):
+        topo.add_kata_bridges(1, nested=False)
+    with pytest.raises(ValueError, match="at most 5 bridges, not 6"):
+        topology().add_kata_bridges(6, nested=False)
+    with pytest.raises(UnsupportedError, match="machine microvm has no PCI bus"):
+        topology("microvm").add_kata_bridges(1, nested=False)
+    assert topology("microvm").add_kata_bridges(0, nested=False) == ()
+
+
+def test_on_pc_and_pseries_katas_bridges_sit_on_pci_0_and_are_never_nested() -> None:
+    topo = topology("pseries")
+    topo.add_kata_bridges(1, nested=True)  # nesting needs a PCIe root port
+    assert topo.args(fixed=True)[1].startswith("pci-bridge,bus=pci.0,id=pci-bridge-0,chassis_nr=1,")

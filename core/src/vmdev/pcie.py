@@ -10,6 +10,14 @@ Names follow Kata Containers: root ports ``rp<N>`` (hot-plug and cold-plug ports
 the numbering), a switch made of its root port ``swrp<N>``, upstream port ``swup<N>``
 and downstream ports ``swdp<N>``, and PCI bridges ``bp<N>``.
 
+Kata's own hot-plug bridges (``default_bridges``) are made by :meth:`PcieTopology.add_kata_bridges`
+before anything else, in Kata's form: ``pci-bridge-<i>`` at slot ``2+i`` of the root bus with
+Kata's window hints, or, on q35 with a UEFI firmware, a ``pcie-pci-bridge`` behind its own root
+port ``rp-pci-bridge-<i>`` (OVMF reserves hot-plug windows only on PCIe ports). Their slots are
+handed out by :meth:`PcieTopology.bridge_slots` before a ``bp<N>`` bridge is added. They have
+fixed addresses, so the backend emits them ahead of every other device
+(:meth:`PcieTopology.args` with ``fixed=True``).
+
 QEMU's limits are enforced when a place is asked for, with an error naming the device,
 instead of a QEMU or guest failure later:
 
@@ -52,6 +60,19 @@ BRIDGE_SLOTS: Final = tuple(range(1, 31))
 SLOT_FUNCTIONS: Final = 8
 #: window reservations a pcie-root-port or pci-bridge accepts (QEMU's resource reserve capability)
 RESERVE_KEYS: Final = ("bus-reserve", "io-reserve", "mem-reserve", "pref32-reserve", "pref64-reserve")
+#: Kata's hot-plug bridges: at most 5 (katautils' maxPCIBridges)
+MAX_KATA_BRIDGES: Final = 5
+#: the root-bus slot of Kata's first bridge (bridgePCIStartAddr); bridge i sits at 2+i
+KATA_BRIDGE_FIRST_SLOT: Final = 2
+#: the chassis of the root port carrying Kata's nested bridge 0 (nestedRootPortChassisBase)
+KATA_NESTED_CHASSIS_BASE: Final = 16
+#: the window hints of Kata's bridges, in bytes (Kata writes 4k, 1m, 1m; the nested ones' root
+#: ports also reserve one bus number)
+KATA_BRIDGE_RESERVE: Final = {"io-reserve": 4 << 10, "mem-reserve": 1 << 20, "pref64-reserve": 1 << 20}
+KATA_NESTED_PORT_RESERVE: Final = {"bus-reserve": 1, **KATA_BRIDGE_RESERVE}
+#: the order Kata writes the reservations of a bridge and of a root port in
+_KATA_BRIDGE_ORDER: Final = ("io-reserve", "mem-reserve", "pref64-reserve", "pref32-reserve", "bus-reserve")
+_KATA_PORT_ORDER: Final = ("bus-reserve", "pref64-reserve", "pref32-reserve", "mem-reserve", "io-reserve")
 
 
 class NodeKind(str, enum.Enum):
@@ -62,6 +83,8 @@ class NodeKind(str, enum.Enum):
     SWITCH_UPSTREAM = "switch-upstream-port"
     SWITCH_DOWNSTREAM = "switch-downstream-port"
     BRIDGE = "pci-bridge"
+    #: the root port that carries one of Kata's nested bridges (never handed out to a device)
+    BRIDGE_PORT = "bridge-root-port"
 
     @property
     def prefix(self) -> str:
@@ -78,6 +101,7 @@ _PREFIX: Final = {
     NodeKind.SWITCH_UPSTREAM: "swup",
     NodeKind.SWITCH_DOWNSTREAM: "swdp",
     NodeKind.BRIDGE: "bp",
+    NodeKind.BRIDGE_PORT: "rp-",
 }
 _DRIVER: Final = {
     NodeKind.ROOT_PORT: "pcie-root-port",
@@ -85,8 +109,27 @@ _DRIVER: Final = {
     NodeKind.SWITCH_UPSTREAM: "x3130-upstream",
     NodeKind.SWITCH_DOWNSTREAM: "xio3130-downstream",
     NodeKind.BRIDGE: "pci-bridge",
+    NodeKind.BRIDGE_PORT: "pcie-root-port",
 }
-_ON_ROOT_BUS: Final = (NodeKind.ROOT_PORT, NodeKind.SWITCH_ROOT_PORT, NodeKind.BRIDGE)
+
+
+class Form(str, enum.Enum):
+    """How a node is written: vmdev's form, or one of Kata's bridge forms."""
+
+    VMDEV = ""
+    #: Kata's conventional bridge on the root bus (SeaBIOS and every machine but q35 with UEFI)
+    KATA_BRIDGE = "kata-bridge"
+    #: the root port of a nested bridge, and the ``pcie-pci-bridge`` on it (q35 with UEFI)
+    KATA_NESTED_PORT = "kata-nested-port"
+    KATA_NESTED_BRIDGE = "kata-nested-bridge"
+
+
+def _size(value: int) -> str:
+    """A size as Kata writes it (``4k``, ``1m``); plain bytes when it is no whole KiB."""
+    for shift, suffix in ((30, "g"), (20, "m"), (10, "k")):
+        if value and value % (1 << shift) == 0:
+            return f"{value >> shift}{suffix}"
+    return str(value)
 
 
 @attrs.define
@@ -100,6 +143,15 @@ class _Node:
     users: list[str] = attrs.field(factory=list)
     #: bridge slots in use
     slots: set[int] = attrs.field(factory=set)
+    form: Form = Form.VMDEV
+    #: the slot on the parent bus, for nodes with a fixed address (Kata's bridges)
+    addr: int | None = None
+    #: where this node's window reservations go (a nested bridge's go to its root port)
+    parent: _Node | None = attrs.field(default=None, repr=False)
+
+    @property
+    def fixed(self) -> bool:
+        return self.form is not Form.VMDEV
 
     def add_reserve(self, reserve: Mapping[str, int]) -> None:
         """Add the windows another device placed here needs (one prefetchable window: a
@@ -110,12 +162,33 @@ class _Node:
             self.reserve["pref64-reserve"] += self.reserve.pop("pref32-reserve")
 
     def render(self) -> list[str]:
+        if self.fixed:
+            return self._render_kata()
         props: dict[str, OptValue | None] = {"id": self.id, "bus": self.bus}
         if self.kind is NodeKind.BRIDGE:
             props.update({"chassis_nr": self.chassis, "shpc": False})
         elif self.chassis is not None:
             props.update({"chassis": self.chassis, "slot": self.chassis})
         props.update(self.reserve)
+        return ["-device", opts(self.kind.driver, props)]
+
+    def _render_kata(self) -> list[str]:
+        """Kata's spelling, property for property (``genericAppendBridges``)."""
+        props: dict[str, OptValue | None]
+        if self.form is Form.KATA_NESTED_BRIDGE:
+            return ["-device", opts("pcie-pci-bridge", {"bus": self.bus, "id": self.id})]
+        if self.form is Form.KATA_NESTED_PORT:
+            props = {"id": self.id, "bus": self.bus, "chassis": self.chassis, "slot": 0, "addr": self.addr,
+                     "multifunction": False}
+            order = _KATA_PORT_ORDER
+        else:
+            props = {"bus": self.bus, "id": self.id, "chassis_nr": self.chassis, "shpc": False,
+                     "addr": f"{self.addr:x}"}
+            order = _KATA_BRIDGE_ORDER
+        for key in order:
+            if key in self.reserve:
+                value = self.reserve[key]
+                props[key] = f"{value:#x}" if key == "bus-reserve" else _size(value)
         return ["-device", opts(self.kind.driver, props)]
 
 
@@ -238,6 +311,41 @@ class PcieTopology:
                 field=field,
             )
 
+    # --- Kata's hot-plug bridges -------------------------------------------------------------
+    def add_kata_bridges(self, count: int, *, nested: bool) -> tuple[str, ...]:
+        """Kata's ``count`` hot-plug bridges (``default_bridges``), made before any other node.
+
+        Bridge ``i`` is ``pci-bridge-<i>`` at slot ``2+i`` of the root bus: a conventional
+        ``pci-bridge`` (chassis ``i+1``, SHPC off, Kata's 4k/1m/1m window hints), or with
+        ``nested`` a ``pcie-pci-bridge`` behind its own root port ``rp-pci-bridge-<i>`` (chassis
+        ``16+i``, slot 0, one bus number and the same windows reserved), which is what Kata does
+        on q35 with a UEFI firmware. Returns the bridges' ids; their slots (1 to 30) are handed
+        out by :meth:`bridge_slots` first.
+        """
+        if self._nodes or self._root_bus_devices:
+            raise ValueError("Kata's bridges must be made before any other port or device")
+        if not 0 <= count <= MAX_KATA_BRIDGES:
+            raise ValueError(f"Kata makes at most {MAX_KATA_BRIDGES} bridges, not {count}")
+        if count:
+            self._need_pci("sandbox", "default_bridges")
+        ids = []
+        for index in range(count):
+            bridge_id, addr = f"pci-bridge-{index}", KATA_BRIDGE_FIRST_SLOT + index
+            if nested and self.pcie:
+                port = _Node(kind=NodeKind.BRIDGE_PORT, id=f"rp-{bridge_id}", bus=self.root_bus,
+                             chassis=KATA_NESTED_CHASSIS_BASE + index, form=Form.KATA_NESTED_PORT, addr=addr,
+                             reserve=dict(KATA_NESTED_PORT_RESERVE))
+                bridge = _Node(kind=NodeKind.BRIDGE, id=bridge_id, bus=port.id, chassis=None,
+                               form=Form.KATA_NESTED_BRIDGE, parent=port)
+                self._nodes += [port, bridge]
+            else:
+                self._chassis += 1
+                self._nodes.append(_Node(kind=NodeKind.BRIDGE, id=bridge_id, bus=self.root_bus,
+                                         chassis=self._chassis, form=Form.KATA_BRIDGE, addr=addr,
+                                         reserve=dict(KATA_BRIDGE_RESERVE)))
+            ids.append(bridge_id)
+        return tuple(ids)
+
     # --- reservations ------------------------------------------------------------------------
     def ensure_root_ports(self, count: int, *, device: str, field: str) -> tuple[str, ...]:
         """Make at least ``count`` root ports exist (spares for later hot plug).
@@ -262,11 +370,16 @@ class PcieTopology:
     def ports(self) -> list[PortInfo]:
         return [PortInfo(id=n.id, kind=n.kind, bus=n.bus, users=tuple(n.users)) for n in self._nodes]
 
-    def args(self) -> list[str]:
-        """``-device`` options for every port and bridge, parents before children."""
+    def args(self, *, fixed: bool | None = None) -> list[str]:
+        """``-device`` options for every port and bridge, parents before children.
+
+        ``fixed=True`` gives only the nodes with a fixed address (Kata's bridges), which must
+        come before any device QEMU places itself on the root bus; ``fixed=False`` the others.
+        """
         args: list[str] = []
         for node in self._nodes:
-            args += node.render()
+            if fixed is None or node.fixed == fixed:
+                args += node.render()
         return args
 
     # --- internals ---------------------------------------------------------------------------
@@ -292,8 +405,11 @@ class PcieTopology:
                 field=field,
             )
 
+    def _on_root_bus(self) -> list[_Node]:
+        return [n for n in self._nodes if n.bus == self.root_bus]
+
     def _check_root_bus(self, device: str, field: str, *, extra: int) -> None:
-        used = len([n for n in self._nodes if n.kind in _ON_ROOT_BUS]) + len(self._root_bus_devices)
+        used = len(self._on_root_bus()) + len(self._root_bus_devices)
         if used + extra > ROOT_BUS_FREE_SLOTS:
             raise UnsupportedError(
                 f"{self.root_bus} has {BUS_SLOTS} slots and {ROOT_BUS_FREE_SLOTS} free ones (slot 0 "
@@ -304,7 +420,7 @@ class PcieTopology:
             )
 
     def _check_io_windows(self, kind: NodeKind, device: str, field: str) -> None:
-        on_root_bus = [n for n in self._nodes if n.kind in _ON_ROOT_BUS]
+        on_root_bus = self._on_root_bus()
         if len(on_root_bus) < MAX_ROOT_PORTS:
             return
         others = kind is not NodeKind.ROOT_PORT or any(n.kind is not NodeKind.ROOT_PORT for n in on_root_bus)
@@ -335,7 +451,7 @@ class PcieTopology:
         return self._add(NodeKind.SWITCH_DOWNSTREAM, upstream[0].id, chassis=True)
 
     def _add(self, kind: NodeKind, bus: str, *, chassis: bool) -> _Node:
-        number = len(self._of_kind(kind))
+        number = len([n for n in self._of_kind(kind) if not n.fixed])
         chassis_nr: int | None = None
         if chassis:
             self._chassis += 1
@@ -350,5 +466,5 @@ class PcieTopology:
     ) -> tuple[str, tuple[int, ...]]:
         node.slots.update(slots)
         node.users.append(device)
-        node.add_reserve(reserve)
+        (node.parent or node).add_reserve(reserve)
         return node.id, tuple(slots)
