@@ -1,11 +1,79 @@
 """The QEMU backend (built in): command-line options and QMP hot plug.
 
 Registered through ``register_backends`` like any backend. Its target, :class:`QemuTarget`, gives
-plugins the device transport (``pci``, ``mmio`` on microvm, ``ccw`` on s390x) and the plan's PCIe
-topology; :func:`assemble` merges the plugins' :class:`~vmdev.qemu.QemuAttach` values into one
-``-machine``/``-m`` line, shared objects once, the ports and bridges, then each device's options,
-and the QMP commands in plan order (unplug in reverse). Live hot plug goes through
-:class:`vmdev.live.QmpHotPlugger` (``vmdev attach --qmp SOCKET``).
+plugins the device transport (``pci``, ``mmio`` on microvm, ``ccw`` on s390x), the plan's PCIe
+topology, the iothreads (:meth:`QemuTarget.iothread`, :meth:`QemuTarget.independent_iothread`) and
+the options Kata adds to virtio devices (:meth:`QemuTarget.virtio_options`); :func:`assemble`
+merges the plugins' :class:`~vmdev.qemu.QemuAttach` values into one ``-machine``/``-m`` line, the
+guest-RAM backend, Kata's bridges, the vIOMMU and the iothreads, shared objects once, the ports
+and bridges, then each device's options, and the QMP commands in plan order (unplug in reverse).
+Live hot plug goes through :class:`vmdev.live.QmpHotPlugger` (``vmdev attach --qmp SOCKET``).
+
+Kata's ``[hypervisor.qemu]`` keys this backend owns, and where a plan differs from Kata's command
+line (the plan says so in its ``notes`` when it does):
+
+``memory_slots``, ``default_maxmemory``, ``memory_offset``
+    Kata: ``-m <default_memory>M,slots=<memory_slots>,maxmem=<M>M``; ``memory_slots = 0`` means 10;
+    ``M`` is ``default_maxmemory`` (0: all of the host's memory; more than the host has: the host's)
+    plus ``memory_offset`` plus 1024 MiB Kata keeps for its guest image's memory device (none on
+    s390x; rounded down to 256 MiB on pseries). vmdev writes the same, with two differences: a plan
+    does not read the planning host, so ``default_maxmemory = 0`` counts ``default_memory`` as the
+    host's memory (the guest gets no RAM hot plug; a note says so) and a larger value is not
+    capped; and when the devices need more slots or room than that (cold-plugged persistent
+    memory), the plan has what they need. ``memory_slots`` above 255 is refused (Kata's ``uint8``
+    wraps it). With both keys unset (vmdev's own default, as its earlier plans), ``-m`` has slots
+    and ``maxmem`` only when devices need them. A layout whose ``maxmem`` is below
+    ``default_memory`` is refused (QEMU would refuse it).
+``enable_hugepages``, ``file_mem_backend``, ``enable_mem_prealloc``
+    Kata backs guest RAM with ``-object memory-backend-file,id=dimm1,size=<mem>M,
+    mem-path=/dev/hugepages`` (huge pages), ``mem-path=<file_mem_backend>`` (file-backed, always
+    ``share=on``) or ``memory-backend-ram``; ``share=on`` when shared, ``prealloc=on`` with
+    ``enable_mem_prealloc`` or with huge pages and shared file-backed RAM. vmdev writes the same
+    object (id ``vmdev-ram``) but only when one of these applies, and wires it with ``-machine
+    memory-backend=vmdev-ram`` (Kata: ``-numa node,memdev=dimm1`` on x86 and arm, the same memory).
+    Devices whose backend process maps guest RAM ask for it shared (``MemoryNeeds.shared``): with no
+    key set that is a ``memory-backend-memfd`` with ``share=on`` (Kata: a file in ``/dev/shm``),
+    else the one object above with ``share=on``; huge pages then also preallocate, as Kata does
+    for its file-system sharing device. Kata stats the path and silently falls back to plain RAM
+    if it is missing; a plan cannot (QEMU refuses a missing path). Kata 4.1.0 removed
+    ``file_mem_backend`` (the shared case keeps ``/dev/shm``); vmdev keeps the key as Kata 3.x had it.
+``enable_iommu``
+    ``-device intel-iommu,intremap=on,device-iotlb=on,caching-mode=on`` and ``-machine
+    kernel_irqchip=split``, on q35 only; other machines are refused with Kata's words (``Machine
+    Type %s does not support vIOMMU``). Kata also adds ``intel_iommu=on iommu=pt`` to the guest
+    kernel's command line, which vmdev does not plan (a note says so).
+``enable_iommu_platform``
+    Kata adds ``iommu_platform=on`` to the CCW (s390x) virtio devices of the network, the console
+    (virtio-serial), the SCSI controller, the RNG, vsock and both file-system sharing devices; never
+    to disks or the balloon. Family plugins of those devices add :meth:`QemuTarget.virtio_options`
+    to their options (before ``devno``).
+``default_bridges``
+    Kata's hot-plug PCI bridges ``pci-bridge-<i>`` (0 means 1; more than 5 are capped at 5, with a
+    note) on q35, virt and pseries, ahead of every other device: ``pci-bridge`` at slot ``2+i``, or
+    on q35 with a ``firmware`` a ``pcie-pci-bridge`` behind root port ``rp-pci-bridge-<i>`` (see
+    :meth:`vmdev.pcie.PcieTopology.add_kata_bridges`). Devices asking the topology for bridge slots
+    get theirs first. Kata's default is 1; vmdev's (the key unset) is none, so that plans made
+    without a Kata configuration stay as they were. Machines Kata gives no bridges (pc, microvm;
+    s390x's are bookkeeping only) get none, with a note.
+``enable_iothreads``, ``indep_iothreads``
+    ``-object iothread,id=...``: the SCSI controller's own ``iothread-<hex>`` (Kata draws the hex at
+    random; vmdev derives it from the controller's id) when ``enable_iothreads``, then Kata's
+    ``indep_iothread_<i>`` for ``i < indep_iothreads`` (always made, as Kata does); Kata puts its
+    hot-plugged virtio block disks on ``indep_iothread_0`` when both are set. Family plugins ask
+    :meth:`QemuTarget.iothread` and :meth:`QemuTarget.independent_iothread`; the objects are
+    written once.
+``confidential_guest``
+    Kata gives such a guest no memory hot plug (``-m <mem>M``; on s390x ``maxmem=<mem>M``), the
+    split IRQ chip on x86 (``kernel_irqchip=split``), and its memory-encryption object (``sev-guest``,
+    ``sev-snp-guest``, ``tdx-guest``; ``s390-pv-guest``) with ``confidential-guest-support``. vmdev
+    writes the first two, refuses devices that need a memory slot, and leaves the encryption object
+    and firmware to whoever starts QEMU (a note says so). Families read the key too (Kata adds no
+    RNG to such a guest and passes devices through only one way).
+
+``firmware`` is declared here as well: it decides the form of Kata's bridges (vmdev plans no
+``-bios``). ``enable_iommu``, ``enable_hugepages`` and ``firmware`` were declared by other plugins
+before this backend owned them; until those drop their declarations, theirs stands (see
+:func:`register_settings`).
 """
 
 from __future__ import annotations
@@ -16,17 +84,18 @@ from typing import Any, ClassVar, Final
 import attrs
 
 from vmdev.backend import Backend, LiveConnection, LiveOption, RenderContext
-from vmdev.declared import INTEGER, Setting
-from vmdev.errors import ConfigError, UnsupportedError
+from vmdev.declared import BOOLEAN, INTEGER, STRING, Setting
+from vmdev.errors import ConfigError, PluginError, UnsupportedError
 from vmdev.hookspecs import hookimpl
-from vmdev.pcie import MAX_ROOT_PORTS, NodeKind, PcieTopology
-from vmdev.qemu import MemoryNeeds, OptValue, QemuAttach, QmpCommand, keyvals, opts
+from vmdev.pcie import MAX_KATA_BRIDGES, MAX_ROOT_PORTS, NodeKind, PcieTopology
+from vmdev.qemu import MemoryNeeds, OptValue, QemuAttach, QmpCommand, keyvals, make_id, opts
 from vmdev.settings import SandboxSettings
 from vmdev.targets import CCW, MMIO, PCI, RenderTarget
 
 NAME: Final = "qemu"
-#: id of the shared guest-RAM backend created when a device needs shared memory
+#: id of the guest-RAM backend object (shared, file-backed, huge pages or preallocated RAM)
 SHARED_RAM_ID: Final = "vmdev-ram"
+RAM_BACKEND_ID: Final = SHARED_RAM_ID
 #: vmdev's settings key: the PCIe root ports a QEMU plan has at least, for devices hot-plugged later
 SPARE_ROOT_PORTS_KEY: Final = "hotplug_root_ports"
 ROOT_PORT: Final = NodeKind.ROOT_PORT.value
@@ -35,6 +104,38 @@ SWITCH_PORT: Final = "switch-port"
 PORT_KINDS: Final = {NodeKind.ROOT_PORT: ROOT_PORT, NodeKind.SWITCH_DOWNSTREAM: SWITCH_PORT}
 
 _TRANSPORT_SUFFIX: Final = {PCI: "-pci", MMIO: "-device", CCW: "-ccw"}
+
+# --- Kata's keys -------------------------------------------------------------------------------------
+MEMORY_SLOTS_KEY: Final = "memory_slots"
+MAX_MEMORY_KEY: Final = "default_maxmemory"
+MEMORY_OFFSET_KEY: Final = "memory_offset"
+HUGEPAGES_KEY: Final = "enable_hugepages"
+FILE_MEM_BACKEND_KEY: Final = "file_mem_backend"
+MEM_PREALLOC_KEY: Final = "enable_mem_prealloc"
+IOMMU_KEY: Final = "enable_iommu"
+IOMMU_PLATFORM_KEY: Final = "enable_iommu_platform"
+BRIDGES_KEY: Final = "default_bridges"
+FIRMWARE_KEY: Final = "firmware"
+IOTHREADS_KEY: Final = "enable_iothreads"
+INDEP_IOTHREADS_KEY: Final = "indep_iothreads"
+CONFIDENTIAL_KEY: Final = "confidential_guest"
+
+#: Kata's memory slots when ``memory_slots`` is 0 (katautils' defaultMemSlots)
+KATA_DEFAULT_SLOTS: Final = 10
+#: the most memory slots Kata can express (it keeps them in a uint8)
+MAX_MEMORY_SLOTS: Final = 255
+#: the room Kata adds to maxmem for its guest image's memory device, in MiB (genericMemoryTopology)
+KATA_IMAGE_ROOM_MIB: Final = 1024
+#: pseries: Kata rounds the host's memory down to this many MiB
+PSERIES_MEMORY_ALIGN_MIB: Final = 256
+#: the hugetlbfs mount Kata backs guest RAM with
+HUGEPAGES_PATH: Final = "/dev/hugepages"
+#: Kata's vIOMMU device
+INTEL_IOMMU: Final = "intel-iommu"
+IOMMU_PROPS: Final[Mapping[str, OptValue]] = {"intremap": True, "device-iotlb": True, "caching-mode": True}
+#: Kata's independent iothreads: indep_iothread_<i>
+INDEP_IOTHREAD_PREFIX: Final = "indep_iothread"
+DEDICATED_IOTHREAD_PREFIX: Final = "iothread"
 
 
 # --- a running VM's ports ----------------------------------------------------------------------------
@@ -107,9 +208,36 @@ class LiveTopology(PcieTopology):
         raise self._fixed(device, field, "switch ports")
 
 
+def _value(settings: SandboxSettings, key: str) -> Any:
+    """A key's typed value, or its declared default when the settings were not prepared (a
+    target made directly in a test)."""
+    return settings.value(key, _DEFAULTS[key])
+
+
+def _machine_is(settings: SandboxSettings, *prefixes: str) -> bool:
+    return settings.machine_type.startswith(prefixes)
+
+
+def kata_bridges(settings: SandboxSettings) -> tuple[int, bool, str]:
+    """How many of Kata's hot-plug bridges the plan has, whether they are nested behind root ports
+    (q35 with a firmware), and a note when that differs from the value asked for."""
+    asked = _value(settings, BRIDGES_KEY)
+    if asked is None:
+        return 0, False, ""
+    count = min(asked or 1, MAX_KATA_BRIDGES)
+    note = f"{BRIDGES_KEY} = {asked}: Kata makes at most {MAX_KATA_BRIDGES} bridges" if asked > count else ""
+    if not _machine_is(settings, "q35", "pc-q35", "virt", "pseries"):
+        why = "s390x's are bookkeeping only" if settings.is_ccw else "only q35, virt and pseries get them"
+        return 0, False, f"{BRIDGES_KEY}: machine {settings.machine_type} gets no bridges, as in Kata ({why})"
+    nested = _machine_is(settings, "q35", "pc-q35") and bool(_value(settings, FIRMWARE_KEY))
+    return count, nested, note
+
+
 def _topology(target: QemuTarget) -> PcieTopology:
     base = PcieTopology.for_settings(target.settings)
     if target.context.live_ports is None:
+        count, nested, _ = kata_bridges(target.settings)
+        base.add_kata_bridges(count, nested=nested)
         return base
     return LiveTopology(
         machine=base.machine, pcie=base.pcie, pci=base.pci, pool=PortPool(target.context.live_ports)
@@ -119,12 +247,15 @@ def _topology(target: QemuTarget) -> PcieTopology:
 # --- the target --------------------------------------------------------------------------------------
 @attrs.define
 class QemuTarget(RenderTarget):
-    """Rendering for QEMU. Owns the plan's PCIe topology (root ports, switches, bridges); for a
-    device hot-plugged into a running VM the topology hands out that VM's free ports."""
+    """Rendering for QEMU. Owns the plan's PCIe topology (root ports, switches, bridges) and its
+    iothreads; for a device hot-plugged into a running VM the topology hands out that VM's free
+    ports."""
 
     hypervisor: ClassVar[str] = NAME
     attach_type: ClassVar[type[Any]] = QemuAttach
     _topology: PcieTopology = attrs.field(init=False, default=attrs.Factory(_topology, takes_self=True))
+    #: the dedicated iothreads handed out, in order (written once by assemble)
+    _iothreads: dict[str, None] = attrs.field(init=False, factory=dict)
 
     @property
     def topology(self) -> PcieTopology:
@@ -152,8 +283,46 @@ class QemuTarget(RenderTarget):
         return PCI
 
     def virtio_driver(self, base: str) -> str:
-        """The device name for this transport: ``virtio-rng`` -> ``virtio-rng-pci``."""
+        """The device name for this transport: ``virtio-foo`` -> ``virtio-foo-pci`` on PCI."""
         return base + _TRANSPORT_SUFFIX[self.transport]
+
+    def virtio_options(self) -> dict[str, OptValue]:
+        """The options Kata adds to a virtio device here: ``{"iommu_platform": True}`` on the CCW
+        transport with ``enable_iommu_platform`` set, else nothing.
+
+        Kata gives ``iommu_platform=on`` to the network, console (virtio-serial), SCSI controller,
+        RNG, vsock and file-system sharing devices, never to disks or the balloon: the plugins of
+        the former merge this into their ``-device`` (and ``device_add``) options, before ``devno``
+        as Kata writes them.
+        """
+        if self.transport == CCW and _value(self.settings, IOMMU_PLATFORM_KEY):
+            return {"iommu_platform": True}
+        return {}
+
+    def iothread(self, device: str) -> str | None:
+        """A dedicated iothread for ``device`` (its QEMU id) when ``enable_iothreads`` is set, else
+        None: Kata gives its SCSI controller one, ``iothread-<hex>``. The id is derived from
+        ``device`` (the same device gets the same iothread) and the ``-object iothread`` is
+        written once by :func:`assemble`."""
+        if not _value(self.settings, IOTHREADS_KEY):
+            return None
+        thread = make_id(DEDICATED_IOTHREAD_PREFIX, device)
+        self._iothreads[thread] = None
+        return thread
+
+    def independent_iothread(self, index: int = 0) -> str | None:
+        """Kata's independent iothread ``indep_iothread_<index>`` when ``enable_iothreads`` is set
+        and ``indep_iothreads`` makes more than ``index`` of them, else None. Kata puts its
+        hot-plugged virtio block disks on ``indep_iothread_0``. The objects exist from boot."""
+        if _value(self.settings, IOTHREADS_KEY) and 0 <= index < _value(self.settings, INDEP_IOTHREADS_KEY):
+            return f"{INDEP_IOTHREAD_PREFIX}_{index}"
+        return None
+
+    def iothread_ids(self) -> list[str]:
+        """Every iothread of the plan in Kata's order: the dedicated ones handed out, then
+        ``indep_iothread_0..N-1`` (made whether or not ``enable_iothreads`` is set, as Kata does)."""
+        count = _value(self.settings, INDEP_IOTHREADS_KEY)
+        return [*self._iothreads, *(f"{INDEP_IOTHREAD_PREFIX}_{i}" for i in range(count))]
 
     def hotplug_bus(self, device: str) -> str | None:
         """A bus to hot-plug one PCI device onto, or None for the machine's default bus.
@@ -173,10 +342,11 @@ class QemuTarget(RenderTarget):
             return None
         return self._topology.root_port(device, field="hotplug")
 
-    def topology_args(self) -> list[str]:
+    def topology_args(self, *, fixed: bool | None = None) -> list[str]:
         """The ``-device`` options of every port and bridge handed out so far
-        (``pcie-root-port``, switch ports, ``pci-bridge``), parents first; none in a running VM."""
-        return [] if self.live else self._topology.args()
+        (``pcie-root-port``, switch ports, ``pci-bridge``), parents first; none in a running VM.
+        ``fixed`` selects the nodes with a fixed address (Kata's bridges) or the others."""
+        return [] if self.live else self._topology.args(fixed=fixed)
 
     def spare_ports(self, hot_devices: set[str]) -> list[tuple[str, str]]:
         """``(port id, kind)`` of the boot plan's hot-plug ports that no cold-plugged device
@@ -192,18 +362,29 @@ class QemuTarget(RenderTarget):
 
 
 # --- the plan ----------------------------------------------------------------------------------------
+def _str_tuple(value: Sequence[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
 @attrs.frozen(kw_only=True)
 class QemuPlan:
+    """QEMU's part of a plan. ``notes`` say where it differs from what Kata would run (shown only
+    when there are any)."""
+
     argv: tuple[str, ...]
     hotplug: tuple[QmpCommand, ...]
     unplug: tuple[QmpCommand, ...]
+    notes: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "argv": list(self.argv),
             "hotplug": [c.to_json() for c in self.hotplug],
             "unplug": [c.to_json() for c in self.unplug],
         }
+        if self.notes:
+            out["notes"] = list(self.notes)
+        return out
 
 
 def spare_root_ports(settings: SandboxSettings) -> int:
@@ -220,59 +401,213 @@ def spare_root_ports(settings: SandboxSettings) -> int:
     return value
 
 
+# --- assembling --------------------------------------------------------------------------------------
+@attrs.define
+class _Machine:
+    """The ``-machine`` properties and who asked for each."""
+
+    props: dict[str, OptValue] = attrs.Factory(dict)
+    owner: dict[str, str] = attrs.Factory(dict)
+
+    def claim(self, key: str, value: OptValue, who: str) -> None:
+        if key in self.props and self.props[key] != value:
+            raise UnsupportedError(
+                f"needs -machine {key}={value}, but {self.owner[key]} needs {key}={self.props[key]}",
+                device=who,
+                field="machine",
+            )
+        self.props[key] = value
+        self.owner[key] = who
+
+
+@attrs.define
+class _Merged:
+    """What the devices need at machine level, merged."""
+
+    machine: _Machine = attrs.Factory(_Machine)
+    shared: dict[str, tuple[str, ...]] = attrs.Factory(dict)
+    memory: MemoryNeeds = attrs.Factory(MemoryNeeds)
+    #: the first device that needs a memory slot (for errors)
+    slot_user: str = ""
+
+
+def _merge(attaches: Sequence[tuple[Any, QemuAttach]]) -> _Merged:
+    merged = _Merged()
+    for planned, attach in attaches:
+        name = planned.container_path or planned.id
+        for key, value in attach.machine.items():
+            merged.machine.claim(key, value, name)
+        for key, args in attach.shared_args.items():
+            merged.shared.setdefault(key, args)
+        need, have = attach.memory, merged.memory
+        if need.slots and not merged.slot_user:
+            merged.slot_user = name
+        merged.memory = MemoryNeeds(
+            slots=have.slots + need.slots,
+            maxmem_extra_mib=have.maxmem_extra_mib + need.maxmem_extra_mib,
+            shared=have.shared or need.shared,
+        )
+    return merged
+
+
 def assemble(settings: SandboxSettings, target: RenderTarget, devices: Sequence[Any]) -> QemuPlan:
     """Merge the devices' :class:`QemuAttach` values into one command line and QMP sequence."""
     assert isinstance(target, QemuTarget)
     attaches = [(d, d.attach) for d in devices if isinstance(d.attach, QemuAttach)]
-    machine: dict[str, Any] = {}
-    owner: dict[str, str] = {}
-    shared: dict[str, tuple[str, ...]] = {}
-    memory = MemoryNeeds()
-    for planned, attach in attaches:
-        for key, value in attach.machine.items():
-            if key in machine and machine[key] != value:
-                raise UnsupportedError(
-                    f"needs -machine {key}={value}, but {owner[key]} needs {key}={machine[key]}",
-                    device=planned.container_path or planned.id,
-                    field="machine",
-                )
-            machine[key] = value
-            owner[key] = planned.container_path or planned.id
-        for key, args in attach.shared_args.items():
-            shared.setdefault(key, args)
-        memory = MemoryNeeds(
-            slots=memory.slots + attach.memory.slots,
-            maxmem_extra_mib=memory.maxmem_extra_mib + attach.memory.maxmem_extra_mib,
-            shared=memory.shared or attach.memory.shared,
-        )
-    argv = _machine_args(settings, machine, memory)
-    for args in shared.values():
+    merged = _merge(attaches)
+    notes: list[str] = []
+    memory = _memory_option(settings, merged, notes)
+    ram = _ram_backend(settings, merged.memory)
+    for key, value, who in _backend_machine(settings, ram is not None):
+        merged.machine.claim(key, value, who)
+    argv = ["-machine", opts(settings.machine_type, merged.machine.props), "-m", memory]
+    if ram is not None:
+        argv += ["-object", ram]
+    argv += target.topology_args(fixed=True)
+    argv += _iommu_args(settings, notes)
+    for thread in target.iothread_ids():
+        argv += ["-object", opts("iothread", {"id": thread})]
+    for args in merged.shared.values():
         argv += list(args)
     spare = spare_root_ports(settings)
     if spare:
         target.topology.ensure_root_ports(spare, device="sandbox", field=SPARE_ROOT_PORTS_KEY)
-    argv += target.topology_args()
+    argv += target.topology_args(fixed=False)
     for _, attach in attaches:
         argv += list(attach.args)
+    notes += _setting_notes(settings)
     hotplug = [c for _, a in attaches for c in a.hotplug]
     unplug = [c for _, a in reversed(attaches) for c in a.unplug]
-    return QemuPlan(argv=tuple(argv), hotplug=tuple(hotplug), unplug=tuple(unplug))
+    return QemuPlan(argv=tuple(argv), hotplug=tuple(hotplug), unplug=tuple(unplug), notes=tuple(notes))
 
 
-def _machine_args(settings: SandboxSettings, machine: dict[str, Any], memory: MemoryNeeds) -> list[str]:
+def _backend_machine(settings: SandboxSettings, ram: bool) -> list[tuple[str, OptValue, str]]:
+    """The ``-machine`` properties the settings ask for: Kata's split IRQ chip for a vIOMMU or a
+    confidential guest on x86, and the guest-RAM backend."""
+    out: list[tuple[str, OptValue, str]] = []
+    if _value(settings, IOMMU_KEY):
+        out.append(("kernel_irqchip", "split", IOMMU_KEY))
+    elif _value(settings, CONFIDENTIAL_KEY) and _machine_is(settings, "q35", "pc", "microvm"):
+        out.append(("kernel_irqchip", "split", CONFIDENTIAL_KEY))
+    if ram:
+        out.append(("memory-backend", RAM_BACKEND_ID, "guest RAM"))
+    return out
+
+
+def _setting_notes(settings: SandboxSettings) -> list[str]:
+    notes = []
+    bridges_note = kata_bridges(settings)[2]
+    if bridges_note:
+        notes.append(bridges_note)
+    if _value(settings, CONFIDENTIAL_KEY):
+        notes.append(
+            f"{CONFIDENTIAL_KEY}: Kata also starts QEMU with its memory-encryption object (sev-guest, "
+            "sev-snp-guest or tdx-guest; s390-pv-guest on s390x), -machine confidential-guest-support "
+            "naming it, and the guest firmware; this plan has none of them"
+        )
+    return notes
+
+
+# --- memory ------------------------------------------------------------------------------------------
+def _sized(mem: int, slots: int, maxmem: int | None) -> str:
+    rest = keyvals({"slots": slots or None, "maxmem": None if maxmem is None else f"{maxmem}M"})
+    return f"{mem}M" + ("," + rest if rest else "")
+
+
+def _memory_option(settings: SandboxSettings, merged: _Merged, notes: list[str]) -> str:
+    """The ``-m`` value: Kata's layout when ``memory_slots`` or ``default_maxmemory`` is set, with
+    room for the devices' needs; else only what the devices need."""
+    mem, needs = settings.memory_mib, merged.memory
+    if _value(settings, CONFIDENTIAL_KEY):
+        if needs.slots:
+            raise UnsupportedError(
+                "needs a memory slot, and a confidential guest has none (Kata gives it no memory hot plug)",
+                device=merged.slot_user,
+                field=CONFIDENTIAL_KEY,
+            )
+        return _sized(mem, 0, mem if settings.is_ccw else None)
+    slots, maxmem = _value(settings, MEMORY_SLOTS_KEY), _value(settings, MAX_MEMORY_KEY)
+    if slots is None and maxmem is None:
+        return _sized(mem, needs.slots, mem + max(needs.maxmem_extra_mib, 1) if needs.slots else None)
+    kata_max = _kata_maxmem(settings, maxmem or 0, notes)
+    floor = mem + max(needs.maxmem_extra_mib, 1) if needs.slots else mem
+    top = max(kata_max, floor)
+    if top == mem:
+        notes.append(f"{MEMORY_SLOTS_KEY}: none, as maxmem leaves no room to plug memory (QEMU refuses "
+                     "slots then)")
+        return _sized(mem, 0, top)
+    return _sized(mem, max(slots or KATA_DEFAULT_SLOTS, needs.slots), top)
+
+
+def _kata_maxmem(settings: SandboxSettings, host_mib: int, notes: list[str]) -> int:
+    """Kata's ``maxmem`` in MiB (its arch's ``memoryTopology``), ``default_memory`` standing in for
+    the host's memory when ``default_maxmemory`` is 0."""
     mem = settings.memory_mib
-    argv: list[str] = []
-    if memory.shared:
-        machine["memory-backend"] = SHARED_RAM_ID
-    argv += ["-machine", opts(settings.machine_type, machine)]
-    size: dict[str, Any] = {}
-    if memory.slots:
-        size = {"slots": memory.slots, "maxmem": f"{mem + max(memory.maxmem_extra_mib, 1)}M"}
-    argv += ["-m", f"{mem}M" + ("," + keyvals(size) if size else "")]
-    if memory.shared:
-        backend: dict[str, OptValue | None] = {"id": SHARED_RAM_ID, "size": f"{mem}M", "share": True}
-        argv += ["-object", opts("memory-backend-memfd", backend)]
-    return argv
+    if host_mib == 0:
+        host_mib = mem
+        notes.append(
+            f"{MAX_MEMORY_KEY} = 0: Kata lets the guest grow to all of the host's memory; a plan does not "
+            f"read the planning host, so it counts default_memory ({mem} MiB) instead (set {MAX_MEMORY_KEY} "
+            "in MiB for memory hot plug)"
+        )
+    if settings.is_ccw:
+        room = 0
+    else:
+        if _machine_is(settings, "pseries"):
+            host_mib -= host_mib % PSERIES_MEMORY_ALIGN_MIB
+        room = _value(settings, MEMORY_OFFSET_KEY) + KATA_IMAGE_ROOM_MIB
+    top: int = host_mib + room
+    if top < mem:
+        raise ConfigError(
+            f"gives maxmem {top} MiB ({host_mib} + {room} MiB), below default_memory {mem} MiB; QEMU "
+            "refuses a maximum below the initial memory",
+            field=MAX_MEMORY_KEY,
+        )
+    return top
+
+
+def _ram_backend(settings: SandboxSettings, needs: MemoryNeeds) -> str | None:
+    """The guest-RAM backend object, or None when plain RAM will do (Kata: ``appendMemoryKnobs``)."""
+    hugepages, path = _value(settings, HUGEPAGES_KEY), _value(settings, FILE_MEM_BACKEND_KEY)
+    shared = needs.shared or bool(path)
+    prealloc = _value(settings, MEM_PREALLOC_KEY) or (hugepages and shared)
+    mem_path: str | None = None
+    if hugepages:
+        qom_type, mem_path = "memory-backend-file", HUGEPAGES_PATH
+    elif path:
+        qom_type, mem_path = "memory-backend-file", path
+    elif shared:
+        qom_type = "memory-backend-memfd"
+    elif prealloc:
+        qom_type = "memory-backend-ram"
+    else:
+        return None
+    props: dict[str, OptValue | None] = {
+        "id": RAM_BACKEND_ID,
+        "size": f"{settings.memory_mib}M",
+        "mem-path": mem_path,
+        "share": True if shared else None,
+        "prealloc": True if prealloc else None,
+    }
+    return opts(qom_type, props)
+
+
+# --- vIOMMU ------------------------------------------------------------------------------------------
+def _check_iommu_machine(settings: SandboxSettings) -> None:
+    if _value(settings, IOMMU_KEY) and not _machine_is(settings, "q35", "pc-q35"):
+        raise ConfigError(
+            f"Machine Type {settings.machine_type} does not support vIOMMU (Kata's intel-iommu needs q35)",
+            field=IOMMU_KEY,
+        )
+
+
+def _iommu_args(settings: SandboxSettings, notes: list[str]) -> list[str]:
+    if not _value(settings, IOMMU_KEY):
+        return []
+    _check_iommu_machine(settings)
+    notes.append(f"{IOMMU_KEY}: the guest kernel needs intel_iommu=on iommu=pt on its command line (Kata "
+                 "adds them; a plan has no kernel command line)")
+    return ["-device", opts(INTEL_IOMMU, IOMMU_PROPS)]
 
 
 # --- registration ------------------------------------------------------------------------------------
@@ -309,10 +644,107 @@ def _check_spare_ports(value: int) -> None:
         raise ValueError(f"must be a number of PCIe root ports from 0 to {MAX_ROOT_PORTS}, got {value!r}")
 
 
-@hookimpl
-def register_settings(register: Callable[[Setting], None]) -> None:
-    register(Setting(
+def _check_path(value: str) -> None:
+    if value and not value.startswith("/"):
+        raise ValueError(f'must be an absolute path ("" for none), got {value!r}')
+
+
+#: Kata keeps these in a uint32
+_UINT32: Final = 2**32 - 1
+#: more independent iothreads than this would be a mistake (Kata takes any uint32)
+MAX_INDEP_IOTHREADS: Final = 1024
+
+SETTINGS: Final = (
+    Setting(
         name=SPARE_ROOT_PORTS_KEY, type=INTEGER, default=0, check=_check_spare_ports,
         description="PCIe root ports a QEMU plan has at least (the devices' own included), so that "
         "devices can be hot-plugged into the running VM later (vmdev attach)",
-    ))
+    ),
+    Setting(
+        name=MEMORY_SLOTS_KEY, type=INTEGER, default=None, kata_key=MEMORY_SLOTS_KEY, minimum=0,
+        maximum=MAX_MEMORY_SLOTS,
+        description="QEMU: memory hot-plug slots (-m slots=; 0: Kata's 10). Unset, with default_maxmemory "
+        "unset too: only the slots devices need",
+    ),
+    Setting(
+        name=MAX_MEMORY_KEY, type=INTEGER, default=None, kata_key=MAX_MEMORY_KEY, minimum=0,
+        description="QEMU: the most memory the guest may have in MiB (-m maxmem=, plus memory_offset and "
+        "Kata's 1024 MiB for its image); 0: Kata's all of the host's memory, which a plan counts as "
+        "default_memory. Unset, with memory_slots unset too: only the room devices need",
+    ),
+    Setting(
+        name=MEMORY_OFFSET_KEY, type=INTEGER, default=0, kata_key=MEMORY_OFFSET_KEY, minimum=0,
+        description="QEMU: MiB added to maxmem when memory_slots or default_maxmemory is set",
+    ),
+    Setting(
+        name=HUGEPAGES_KEY, type=BOOLEAN, default=False, kata_key=HUGEPAGES_KEY,
+        description="QEMU: back guest RAM with huge pages (memory-backend-file on /dev/hugepages)",
+    ),
+    Setting(
+        name=FILE_MEM_BACKEND_KEY, type=STRING, default="", kata_key=FILE_MEM_BACKEND_KEY, check=_check_path,
+        description="QEMU: back guest RAM, shared, with a file in this directory (or this file); \"\": none "
+        "(Kata 3.x's key; Kata 4.1 removed it)",
+    ),
+    Setting(
+        name=MEM_PREALLOC_KEY, type=BOOLEAN, default=False, kata_key=MEM_PREALLOC_KEY,
+        description="QEMU: preallocate guest RAM (prealloc=on on its memory backend)",
+    ),
+    Setting(
+        name=IOMMU_KEY, type=BOOLEAN, default=False, kata_key=IOMMU_KEY,
+        description="a virtual IOMMU for the guest (QEMU: intel-iommu and the split IRQ chip, q35 only)",
+    ),
+    Setting(
+        name=IOMMU_PLATFORM_KEY, type=BOOLEAN, default=False, kata_key=IOMMU_PLATFORM_KEY,
+        description="QEMU on s390x: iommu_platform=on for the CCW virtio devices Kata gives it (not disks, "
+        "not the balloon)",
+    ),
+    Setting(
+        name=BRIDGES_KEY, type=INTEGER, default=None, kata_key=BRIDGES_KEY, minimum=0, maximum=_UINT32,
+        description="QEMU: Kata's hot-plug PCI bridges pci-bridge-<i> on q35, virt and pseries (0: 1; at "
+        "most 5). Unset: none (Kata's default is 1)",
+    ),
+    Setting(
+        name=FIRMWARE_KEY, type=STRING, default="", kata_key=FIRMWARE_KEY,
+        description="the guest firmware; on q35 one makes Kata's bridges pcie-pci-bridges behind root ports "
+        "(the QEMU plan has no -bios)",
+    ),
+    Setting(
+        name=IOTHREADS_KEY, type=BOOLEAN, default=False, kata_key=IOTHREADS_KEY,
+        description="QEMU: an iothread for the SCSI controller and, with indep_iothreads, indep_iothread_0 "
+        "for virtio block disks",
+    ),
+    Setting(
+        name=INDEP_IOTHREADS_KEY, type=INTEGER, default=0, kata_key=INDEP_IOTHREADS_KEY, minimum=0,
+        maximum=MAX_INDEP_IOTHREADS,
+        description="QEMU: independent iothreads indep_iothread_<i> made at boot",
+    ),
+    Setting(
+        name=CONFIDENTIAL_KEY, type=BOOLEAN, default=False, kata_key=CONFIDENTIAL_KEY,
+        description="a confidential (memory-encrypted) guest: QEMU gets no memory hot plug and the split "
+        "IRQ chip; device families leave out what Kata leaves out",
+    ),
+)
+_DEFAULTS: Final[Mapping[str, Any]] = {s.name: s.default for s in SETTINGS}
+#: keys other plugins declared before this backend owned them (a passthrough family: enable_iommu; the
+#: libvirt backend: enable_hugepages and firmware), with the same types. Transitional: remove once they
+#: read them with ``settings.value(key, default)`` instead of declaring them.
+_DECLARED_ELSEWHERE: Final = frozenset({IOMMU_KEY, HUGEPAGES_KEY, FIRMWARE_KEY})
+
+
+@hookimpl(trylast=True)
+def register_settings(register: Callable[[Setting], None]) -> None:
+    """Declare the backend's keys; runs after the other plugins' declarations, so that a key one
+    of them still declares (:data:`_DECLARED_ELSEWHERE`) keeps that declaration."""
+    for setting in SETTINGS:
+        try:
+            register(setting)
+        except PluginError:
+            if setting.name not in _DECLARED_ELSEWHERE:
+                raise
+
+
+@hookimpl
+def check_settings(settings: SandboxSettings) -> None:
+    """Kata refuses a vIOMMU on machines other than q35 (a rule across two keys)."""
+    if settings.hypervisor == NAME:
+        _check_iommu_machine(settings)
