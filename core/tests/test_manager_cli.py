@@ -48,6 +48,17 @@ class Beacon:
 
 
 @hookimpl
+def resolve_host_path(info, host):
+    # the family resolves its block nodes through the (fake) sysfs itself: the CLI stats the real
+    # /dev, which has none of the fake host's nodes (the core's resolver would refuse them)
+    if info.dev_type != "b" or info.major < 0:
+        return None
+    text = host.sysfs.read_text(f"dev/block/{info.major}:{info.minor}/uevent") or ""
+    names = [line[len("DEVNAME="):] for line in text.splitlines() if line.startswith("DEVNAME=")]
+    return "/dev/" + names[0] if names else None
+
+
+@hookimpl
 def build_device(info, alloc):
     if info.dev_type != "b":
         return None
