@@ -294,3 +294,12 @@ def test_a_block_file_has_no_facts_and_other_devices_are_not_answered(
     assert _facts(host, vmdev_plugins, device) == {}
     null = GenericDevice(id="null", container_path="/dev/null", host_path="/dev/null", dev_type="c", major=1, minor=3)
     assert host_facts(null, host.fake.context()) is None
+
+
+def test_a_virtio_pmem_file_is_known_by_its_size(host: Any, prepared: Any, vmdev_plugins: Any) -> None:
+    """Its size decides QEMU's size and maxmem, as an nvdimm's does."""
+    image = host.image("pmem.img", size=8 * MIB)
+    info = DeviceInfo(container_path="/p", dev_type="b", major=-1, minor=0, host_path=str(image))
+    device = _built(host, prepared, info, options={"block_device_driver": "virtio-pmem"})
+    assert device.driver == "virtio-pmem"
+    assert _facts(host, vmdev_plugins, device) == {"size": str(8 * MIB)}

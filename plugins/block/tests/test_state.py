@@ -40,11 +40,14 @@ def _requests(host: Any) -> dict[str, tuple[DeviceInfo, dict[str, Any]]]:
                                 {"options": {"block_device_driver": "virtio-blk-ccw"},
                                  "machine_type": "s390-ccw-virtio"}),
         "nvdimm pmem": (pmem_device_info(str(source), "/pmem", host.fake.context(), read_only=True), {}),
+        "virtio-pmem file": (DeviceInfo(container_path="/vpmem", dev_type="b", major=-1, minor=0,
+                                        host_path=str(image), read_only=True),
+                             {"options": {"block_device_driver": "virtio-pmem"}}),
     }
 
 
 @pytest.mark.parametrize("which", ["virtio-scsi disk", "virtio-blk loop", "virtio-mmio file",
-                                   "virtio-blk-ccw disk", "nvdimm pmem"])
+                                   "virtio-blk-ccw disk", "nvdimm pmem", "virtio-pmem file"])
 def test_every_kind_of_block_device_round_trips_without_the_host(
     host: Any, prepared: Any, vmdev_plugins: Any, which: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
