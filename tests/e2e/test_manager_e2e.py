@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -160,9 +160,12 @@ def test_a_device_add_qemu_rejects_leaves_no_backend(make_disk: MakeDisk, workdi
         manager = DeviceManager(SandboxSettings(options={"block_device_driver": "virtio-blk"}),
                                 hotplugger=NoSuchBus(session))
         failures: list[VmdevError] = []
-        for attach in (lambda: manager.add_sandbox_device("rng"),
-                       lambda: manager.add_device(DeviceInfo(container_path="/dev/xvdb", dev_type="b", major=-1,
-                                                             minor=0, host_path=str(image)))):
+        attempts: list[Callable[[], object]] = [
+            lambda: manager.add_sandbox_device("rng"),
+            lambda: manager.add_device(DeviceInfo(container_path="/dev/xvdb", dev_type="b", major=-1, minor=0,
+                                                  host_path=str(image))),
+        ]
+        for attach in attempts:
             with pytest.raises(HotplugError) as exc:
                 attach()
             failures.append(exc.value)

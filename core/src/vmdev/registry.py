@@ -9,14 +9,16 @@ three steps:
 
 1. under the lock, the device is *claimed* (:meth:`Registry.claim`: marked busy in this process)
    and its phase saved (``attaching``/``detaching``, with the pid, in its attachment);
-2. the manager talks to the VM without the lock, reporting progress through short locked updates;
+2. the manager talks to the VM without the lock (:meth:`Registry.begin_io` marks that), reporting
+   progress through short locked updates;
 3. under the lock, the result is stored and the claim released (:meth:`Registry.release`).
 
 A thread that wants to attach, detach or remove a busy device waits (:meth:`Registry.idle`) and
 then sees the committed result: a second attach of a device being plugged counts once the plug
-succeeded, or plugs it itself after a failure. Count changes of devices that are not busy never
-wait. Every change is passed to the ``journal`` (the CLI saves it), under the lock, so saves are
-in order.
+succeeded, or plugs it itself after a failure. A device deciding what to share with others waits
+for the sharing devices whose VM I/O is under way (:meth:`Registry.in_io`; those wait for nothing,
+so waits never form a cycle). Count changes of devices that are not busy never wait. Every change
+is passed to the ``journal`` (the CLI saves it), under the lock, so saves are in order.
 """
 
 from __future__ import annotations
