@@ -15,6 +15,7 @@ from vmdev.cliutil import SettingsCommand, errors_as_one_line, fail, flag_overri
 from vmdev.errors import VmdevError
 from vmdev.host import HostContext
 from vmdev.models import DeviceInfo
+from vmdev.preflight import check_cmd
 from vmdev.sandbox_cli import attach_cmd, detach_cmd, status_cmd
 from vmdev.settings import SandboxSettings, load_settings
 
@@ -248,7 +249,7 @@ def _print_text(result: Any) -> None:
         click.echo(f"\n{name}:\n" + json.dumps(data[name], indent=2))
 
 
-for _command in (attach_cmd, detach_cmd, status_cmd):
+for _command in (attach_cmd, detach_cmd, status_cmd, check_cmd):
     main.add_command(_command)
 
 if __name__ == "__main__":  # pragma: no cover
