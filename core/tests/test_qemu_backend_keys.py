@@ -373,12 +373,12 @@ def test_a_wrong_value_is_one_line_naming_the_key(run: Callable[..., Plan], key:
 class OldDeclarer:
     """A plugin that declared a key before the backend owned it."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, name: str, backends: tuple[str, ...] = ()) -> None:
+        self.name, self.backends = name, backends
 
     @hookimpl
     def register_settings(self, register: Callable[[Setting], None]) -> None:
-        register(Setting(name=self.name, type="boolean", default=False, description="older"))
+        register(Setting(name=self.name, type="boolean", default=False, description="older", backends=self.backends))
 
 
 def test_a_key_another_plugin_still_declares_keeps_that_declaration(vmdev_plugins: PluginFactory) -> None:
@@ -387,6 +387,17 @@ def test_a_key_another_plugin_still_declares_keeps_that_declaration(vmdev_plugin
     assert declared["enable_iommu"] == "old" and declared["memory_slots"] == "vmdev.backend.qemu"
     with pytest.raises(PluginError, match="both declare the settings key 'confidential_guest'"):
         vmdev_plugins(extra=[("old", OldDeclarer("confidential_guest"))]).declared_settings()
+
+
+def test_another_backends_key_of_the_same_name_leaves_the_qemu_key_alone(
+    fake_host: FakeHost, vmdev_plugins: PluginFactory
+) -> None:
+    pm = vmdev_plugins(extra=[("libvirt-like", OldDeclarer("enable_hugepages", backends=("libvirt",)))])
+    result = plan(gadgets(), SandboxSettings(options={"enable_hugepages": True}), host=fake_host.context(), plugins=pm)
+    assert option(result, "-object") == ["memory-backend-file,id=vmdev-ram,size=2048M,mem-path=/dev/hugepages"]
+    declared = [d for d in pm.declared_settings() if d.setting.name == "enable_hugepages"]
+    assert sorted((d.plugin, d.setting.backends) for d in declared) == [
+        ("libvirt-like", ("libvirt",)), ("vmdev.backend.qemu", ("qemu",))]
 
 
 def test_a_kata_configurations_keys_give_katas_command_line(run: Callable[..., Plan]) -> None:

@@ -71,9 +71,11 @@ line (the plan says so in its ``notes`` when it does):
     RNG to such a guest and passes devices through only one way).
 
 ``firmware`` is declared here as well: it decides the form of Kata's bridges (vmdev plans no
-``-bios``). ``enable_iommu``, ``enable_hugepages`` and ``firmware`` were declared by other plugins
-before this backend owned them; until those drop their declarations, theirs stands (see
-:func:`register_settings`).
+``-bios``). The keys are scoped to this backend (``Setting.backends``), except ``enable_iommu``
+and ``confidential_guest``, which Kata has for Cloud Hypervisor too and families read whatever the
+backend; another backend may declare its own key of the same name (libvirt's ``enable_hugepages``).
+``enable_iommu`` was declared for every backend by a family plugin before this backend owned it;
+until that plugin drops its declaration, its declaration stands (see :func:`register_settings`).
 """
 
 from __future__ import annotations
@@ -654,6 +656,10 @@ _UINT32: Final = 2**32 - 1
 #: more independent iothreads than this would be a mistake (Kata takes any uint32)
 MAX_INDEP_IOTHREADS: Final = 1024
 
+#: Kata's [hypervisor.qemu] keys that mean something to this backend only (libvirt's enable_hugepages and
+#: firmware are its own keys); enable_iommu and confidential_guest are read for every backend
+QEMU_ONLY: Final = (NAME,)
+
 SETTINGS: Final = (
     Setting(
         name=SPARE_ROOT_PORTS_KEY, type=INTEGER, default=0, check=_check_spare_ports,
@@ -662,31 +668,35 @@ SETTINGS: Final = (
     ),
     Setting(
         name=MEMORY_SLOTS_KEY, type=INTEGER, default=None, kata_key=MEMORY_SLOTS_KEY, minimum=0,
+        backends=QEMU_ONLY,
         maximum=MAX_MEMORY_SLOTS,
         description="QEMU: memory hot-plug slots (-m slots=; 0: Kata's 10). Unset, with default_maxmemory "
         "unset too: only the slots devices need",
     ),
     Setting(
         name=MAX_MEMORY_KEY, type=INTEGER, default=None, kata_key=MAX_MEMORY_KEY, minimum=0,
+        backends=QEMU_ONLY,
         description="QEMU: the most memory the guest may have in MiB (-m maxmem=, plus memory_offset and "
         "Kata's 1024 MiB for its image); 0: Kata's all of the host's memory, which a plan counts as "
         "default_memory. Unset, with memory_slots unset too: only the room devices need",
     ),
     Setting(
         name=MEMORY_OFFSET_KEY, type=INTEGER, default=0, kata_key=MEMORY_OFFSET_KEY, minimum=0,
+        backends=QEMU_ONLY,
         description="QEMU: MiB added to maxmem when memory_slots or default_maxmemory is set",
     ),
     Setting(
-        name=HUGEPAGES_KEY, type=BOOLEAN, default=False, kata_key=HUGEPAGES_KEY,
+        name=HUGEPAGES_KEY, backends=QEMU_ONLY, type=BOOLEAN, default=False, kata_key=HUGEPAGES_KEY,
         description="QEMU: back guest RAM with huge pages (memory-backend-file on /dev/hugepages)",
     ),
     Setting(
         name=FILE_MEM_BACKEND_KEY, type=STRING, default="", kata_key=FILE_MEM_BACKEND_KEY, check=_check_path,
+        backends=QEMU_ONLY,
         description="QEMU: back guest RAM, shared, with a file in this directory (or this file); \"\": none "
         "(Kata 3.x's key; Kata 4.1 removed it)",
     ),
     Setting(
-        name=MEM_PREALLOC_KEY, type=BOOLEAN, default=False, kata_key=MEM_PREALLOC_KEY,
+        name=MEM_PREALLOC_KEY, backends=QEMU_ONLY, type=BOOLEAN, default=False, kata_key=MEM_PREALLOC_KEY,
         description="QEMU: preallocate guest RAM (prealloc=on on its memory backend)",
     ),
     Setting(
@@ -694,27 +704,29 @@ SETTINGS: Final = (
         description="a virtual IOMMU for the guest (QEMU: intel-iommu and the split IRQ chip, q35 only)",
     ),
     Setting(
-        name=IOMMU_PLATFORM_KEY, type=BOOLEAN, default=False, kata_key=IOMMU_PLATFORM_KEY,
+        name=IOMMU_PLATFORM_KEY, backends=QEMU_ONLY, type=BOOLEAN, default=False, kata_key=IOMMU_PLATFORM_KEY,
         description="QEMU on s390x: iommu_platform=on for the CCW virtio devices Kata gives it (not disks, "
         "not the balloon)",
     ),
     Setting(
         name=BRIDGES_KEY, type=INTEGER, default=None, kata_key=BRIDGES_KEY, minimum=0, maximum=_UINT32,
+        backends=QEMU_ONLY,
         description="QEMU: Kata's hot-plug PCI bridges pci-bridge-<i> on q35, virt and pseries (0: 1; at "
         "most 5). Unset: none (Kata's default is 1)",
     ),
     Setting(
-        name=FIRMWARE_KEY, type=STRING, default="", kata_key=FIRMWARE_KEY,
+        name=FIRMWARE_KEY, backends=QEMU_ONLY, type=STRING, default="", kata_key=FIRMWARE_KEY,
         description="the guest firmware; on q35 one makes Kata's bridges pcie-pci-bridges behind root ports "
         "(the QEMU plan has no -bios)",
     ),
     Setting(
-        name=IOTHREADS_KEY, type=BOOLEAN, default=False, kata_key=IOTHREADS_KEY,
+        name=IOTHREADS_KEY, backends=QEMU_ONLY, type=BOOLEAN, default=False, kata_key=IOTHREADS_KEY,
         description="QEMU: an iothread for the SCSI controller and, with indep_iothreads, indep_iothread_0 "
         "for virtio block disks",
     ),
     Setting(
         name=INDEP_IOTHREADS_KEY, type=INTEGER, default=0, kata_key=INDEP_IOTHREADS_KEY, minimum=0,
+        backends=QEMU_ONLY,
         maximum=MAX_INDEP_IOTHREADS,
         description="QEMU: independent iothreads indep_iothread_<i> made at boot",
     ),
@@ -725,10 +737,10 @@ SETTINGS: Final = (
     ),
 )
 _DEFAULTS: Final[Mapping[str, Any]] = {s.name: s.default for s in SETTINGS}
-#: keys other plugins declared before this backend owned them (a passthrough family: enable_iommu; the
-#: libvirt backend: enable_hugepages and firmware), with the same types. Transitional: remove once they
-#: read them with ``settings.value(key, default)`` instead of declaring them.
-_DECLARED_ELSEWHERE: Final = frozenset({IOMMU_KEY, HUGEPAGES_KEY, FIRMWARE_KEY})
+#: keys another plugin declared for every backend before this backend owned them (a passthrough family:
+#: enable_iommu, which Cloud Hypervisor reads too), with the same type. Transitional: remove once it
+#: reads the key with ``settings.value(key, default)`` instead of declaring it.
+_DECLARED_ELSEWHERE: Final = frozenset({IOMMU_KEY})
 
 
 @hookimpl(trylast=True)
