@@ -97,13 +97,6 @@ def render_qemu(
     return attach
 
 
-def _service(target: QemuTarget, name: str, *args: Any) -> Any:
-    """What the QEMU backend's ``name`` service answers (iothreads, virtio options), or None for
-    a core without it (then the keys it owns are not declared either, and nothing is asked)."""
-    method = getattr(target, name, None)
-    return None if method is None else method(*args)
-
-
 def blockdev(device: BlockDevice, drive: BlockDrive, config: BlockSettings) -> dict[str, Any]:
     """The ``blockdev-add`` arguments of the drive (also flattened into ``-blockdev``)."""
     protocol: dict[str, Any] = {
@@ -162,7 +155,7 @@ def _disk(
     if device.driver == VIRTIO_BLOCK_CCW:
         props["devno"] = f"fe.0.{ccw_devno(drive.index, device=device.container_path):04x}"
     props.update(config.sector_sizes)
-    thread = _service(target, "independent_iothread", 0) if device.driver == VIRTIO_BLOCK else None
+    thread = target.independent_iothread(0) if device.driver == VIRTIO_BLOCK else None
     if thread:
         props["iothread"] = thread
     bus = target.hotplug_bus(device.container_path) if hot and device.driver == VIRTIO_BLOCK else None
@@ -198,8 +191,8 @@ def _scsi(
     }
     controller_props: dict[str, OptValue | None] = {
         "id": SCSI_CONTROLLER_ID,
-        "iothread": _service(target, "iothread", SCSI_CONTROLLER_ID),
-        **(_service(target, "virtio_options") or {}),
+        "iothread": target.iothread(SCSI_CONTROLLER_ID),
+        **target.virtio_options(),
     }
     shared = {SCSI_CONTROLLER_ID: ("-device", opts(controller, controller_props))}
     return attrs.evolve(_attach("scsi-hd", props, node, hot, None, details), shared_args=shared)
