@@ -136,3 +136,13 @@ def test_daemons_from_several_plugins_are_one_list_in_plugin_order() -> None:
 
     result = plan(parse_spec({}), SandboxSettings(), plugins=manager(("a", Daemons("a")), ("b", Daemons("b"))))
     assert [d["id"] for d in result.to_json()["daemons"]] == ["b", "a"]  # pluggy calls the last registered first
+
+
+def test_a_saved_generic_device_comes_back_without_the_host() -> None:
+    from vmdev.serialize import to_json
+
+    device = GenericDevice(id="generic-1", container_path="/dev/fuse", host_path="/dev/fuse", dev_type="c",
+                           major=10, minor=229, file_mode=0o666)
+    pm = manager()
+    assert pm.device_from_state("generic", to_json(device), "vmdev.generic", name="/dev/fuse") == device
+    assert pm.pluggy.hook.device_from_state(kind="block", data={}, plugin="block") is None

@@ -37,7 +37,12 @@ _NAME_RE: Final = re.compile(r"[a-z][a-z0-9-]*")
 @runtime_checkable
 class Attachment(Protocol):
     """What ``attach_options`` returns for one device, whatever the backend (``QemuAttach``,
-    ``ClhAttach``, ...): whether it was rendered for hot plug, and fields to show in the plan."""
+    ``ClhAttach``, ...): whether it was rendered for hot plug, and fields to show in the plan.
+
+    A value rendered for hot plug (``hotplugged``) also has ``hotplug`` and ``unplug``: the steps
+    that attach and detach the device in a running VM, each a JSON object or an object with
+    ``to_json()`` (QMP commands for QEMU, XML for libvirt). The device manager stores them as JSON
+    and hands them to the backend's live driver; it derives the roll-back from them."""
 
     @property
     def hotplugged(self) -> bool: ...
@@ -88,10 +93,12 @@ class RenderContext:
 @attrs.frozen(kw_only=True)
 class LiveConnection:
     """How to reach a running VM: the values of the backend's :attr:`Backend.live_options`
-    (``{"qmp": "/run/vm/qmp.sock"}``) and the timeout for its answers, in seconds."""
+    (``{"qmp": "/run/vm/qmp.sock"}``), the timeout for its answers, in seconds, and the sandbox's
+    settings (a driver may read its own keys, such as a connection URI, from them)."""
 
     options: Mapping[str, str] = attrs.field(factory=dict)
     timeout: float = 30.0
+    settings: SandboxSettings | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -69,7 +69,7 @@ BUILTIN_PLUGINS: Final = (
 
 #: plan sections several plugins contribute to (``finish_plan``): their lists are concatenated in
 #: plugin order. ``daemons``: host processes the runtime starts before the VM, each
-#: ``{"id", "program", "args", "socket", "for"}`` (a virtio-fs daemon, a TPM emulator...)
+#: ``{"id", "program", "args", "socket", "for"}`` (a file-sharing daemon, a TPM emulator...)
 SHARED_SECTIONS: Final = frozenset({"daemons"})
 
 #: the plugin whose hook implementation is running (``register`` callbacks read it)

@@ -8,10 +8,14 @@ would name a different device there, so an unclaimed block device is an error.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from vmdev.hookspecs import hookimpl
 from vmdev.host import HostContext
 from vmdev.models import Device, DeviceInfo, GenericDevice
 from vmdev.qemu import make_id
+from vmdev.serialize import from_json
 from vmdev.settings import SandboxSettings
 from vmdev.targets import AttachOptions, RenderTarget
 
@@ -33,6 +37,14 @@ def build_device(info: DeviceInfo, host: HostContext, settings: SandboxSettings)
         uid=info.uid,
         gid=info.gid,
     )
+
+
+@hookimpl(trylast=True)
+def device_from_state(kind: str, data: Mapping[str, Any]) -> Device | None:
+    """A saved generic device comes back as it was (nothing on the host is read)."""
+    if kind != GenericDevice.kind:
+        return None
+    return from_json(GenericDevice, data)
 
 
 @hookimpl(trylast=True)
