@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from vmdev.backends.clh import ClhTarget
+from vmdev.backends.qemu import QemuTarget
 from vmdev.errors import UnsupportedError
 from vmdev.pcie import NodeKind, PcieTopology
 from vmdev.qemu import split_opts
 from vmdev.settings import SandboxSettings
-from vmdev.targets import ClhTarget, QemuTarget
 
 
 def topology(machine: str = "q35") -> PcieTopology:

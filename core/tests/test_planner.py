@@ -8,14 +8,16 @@ import attrs
 import pytest
 
 from vmdev import hookimpl
-from vmdev.backends.qemu import SHARED_RAM_ID
+from vmdev.backends.clh import ClhAttach
+from vmdev.backends.firecracker import FirecrackerAttach
+from vmdev.backends.qemu import SHARED_RAM_ID, QemuTarget
 from vmdev.errors import ConfigError, InvalidIdError, UnsupportedError
 from vmdev.models import Device, DeviceInfo
 from vmdev.oci import OciMount, parse_spec
 from vmdev.planner import plan
 from vmdev.qemu import MemoryNeeds, QemuAttach, QmpCommand, opts, split_opts
 from vmdev.settings import SandboxSettings
-from vmdev.targets import ApiRequest, ClhAttach, FirecrackerAttach, QemuTarget, RenderTarget
+from vmdev.targets import ApiRequest, RenderTarget
 from vmdev.testing import FakeHost
 
 

@@ -78,23 +78,3 @@ class RenderTarget:
         """``(port id, kind)`` of the boot plan's hot-plug ports that no cold-plugged device uses
         (``hot_devices`` name the devices left for hot plug); none by default."""
         return []
-
-
-#: the built-in backends' classes, importable from here as before (see vmdev.backends)
-_MOVED: Final = {
-    "QemuTarget": "vmdev.backends.qemu",
-    "MAX_ROOT_PORTS": "vmdev.pcie",
-    "ClhTarget": "vmdev.backends.clh",
-    "ClhAttach": "vmdev.backends.clh",
-    "FirecrackerTarget": "vmdev.backends.firecracker",
-    "FirecrackerAttach": "vmdev.backends.firecracker",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _MOVED.get(name)
-    if module is None:
-        raise AttributeError(f"module 'vmdev.targets' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(module), name)
