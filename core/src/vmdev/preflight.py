@@ -255,7 +255,7 @@ class PlanItem:
         adds (``hotplug device_add vfio-pci``)."""
         if self.kind == "qmp":
             key = {"device_add": "driver", "object-add": "qom-type", "blockdev-add": "driver",
-                   "netdev_add": "type", "chardev-add": "id"}.get(self.head)
+                   "netdev_add": "type"}.get(self.head)
             value = self.props.get(key) if key else None
             command = f"{self.source} {self.head}"
             return f"{command} {value}" if isinstance(value, str) else command
@@ -1089,10 +1089,22 @@ def resolve_binary(binary: str) -> Path:
 
 
 def binary_key(path: Path) -> dict[str, Any]:
-    """What identifies one binary: a different file, or the same path rewritten, changes it."""
+    """What identifies one binary's answers: a different file, the same path rewritten, or a
+    changed module directory (installing ``qemu-block-extra`` adds types) changes it."""
     st = path.stat()
+    modules = [[str(d), d.stat().st_mtime_ns] for d in module_dirs(path)]
     return {"path": str(path), "size": st.st_size, "inode": st.st_ino, "device": st.st_dev,
-            "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns}
+            "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "modules": modules}
+
+
+def module_dirs(path: Path) -> list[Path]:
+    """Where the binary loads its modules from: ``$QEMU_MODULE_DIR``, else (QEMU is relocatable)
+    ``lib/<triplet>/qemu`` or ``lib/qemu`` beside its ``bin`` directory."""
+    prefix = path.parent.parent
+    env = os.environ.get("QEMU_MODULE_DIR", "")
+    found = [Path(env)] if env else []
+    found += [*sorted(prefix.glob("lib/*/qemu")), prefix / "lib" / "qemu", prefix / "lib64" / "qemu"]
+    return [d for d in dict.fromkeys(found) if d.is_dir()]
 
 
 def key_digest(key: Mapping[str, Any]) -> str:
