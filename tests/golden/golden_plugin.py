@@ -58,6 +58,20 @@ def pytest_configure(config: pytest.Config) -> None:
     Plan.__init__ = init  # type: ignore[method-assign]
 
 
+def _accepted(path: Path, suite: str) -> set[str]:
+    """The tests of ``suite`` whose plans changed on purpose: ``accepted.txt`` lines
+    ``<suite> <test key> -- <why>`` (the bug fixed or the issue's behaviour)."""
+    if not path.exists():
+        return set()
+    keys = set()
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, key = line.split(" -- ", 1)[0].split(" ", 1)
+            if name == suite:
+                keys.add(key.strip())
+    return keys
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Any:
     _current[0] = item.nodeid.split("::", 1)[-1] + "@" + Path(str(item.path)).name
@@ -78,13 +92,15 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         path.write_text(json.dumps(_records, indent=1, sort_keys=True) + "\n")
         return
     expected = json.loads(path.read_text())
-    missing = sorted(k for k in expected if k not in _records)
-    changed = sorted(k for k in expected if k in _records and expected[k] != _records[k])
+    accepted = _accepted(Path(directory) / "accepted.txt", session.config.getoption("--golden-suite"))
+    missing = sorted(k for k in expected if k not in _records and k not in accepted)
+    changed = sorted(k for k in expected if k in _records and expected[k] != _records[k] and k not in accepted)
+    differing = sorted(k for k in accepted if k in expected and expected[k] != _records.get(k))
     new = sorted(k for k in _records if k not in expected)
     report = Path(directory) / (session.config.getoption("--golden-suite") + ".diff.txt")
     report.write_text("\n".join(["changed:", *changed, "not produced any more:", *missing,
                                  "new (not in the corpus, not compared):", *new]) + "\n")
     print(f"\ngolden: {len(expected)} recorded tests, {len(changed)} changed, {len(missing)} not produced, "
-          f"{len(new)} new tests not compared")
+          f"{len(new)} new tests not compared, {len(differing)} accepted differences (accepted.txt)")
     if changed or missing:
         session.exitstatus = 1

@@ -62,8 +62,22 @@ def test_default_qemu_cold_plug(run: Any) -> None:
 
 @pytest.mark.parametrize(("machine", "driver"), [("microvm", "virtio-rng-device"), ("s390-ccw-virtio", "virtio-rng-ccw"), ("pc", "virtio-rng-pci")])
 def test_transport_variants(run: Any, machine: str, driver: str) -> None:
-    argv = run(machine_type=machine).qemu.argv
+    result = run(machine_type=machine)
+    if machine == "s390-ccw-virtio":  # as Kata: s390x guests draw entropy from CPACF, no RNG device
+        assert result.devices == () and "-device" not in result.qemu.argv
+        return
+    argv = result.qemu.argv
     assert argv[argv.index("-device") + 1] == f"{driver},rng=rng0,id=virtio-rng0"
+
+
+def test_a_confidential_qemu_guest_gets_no_rng_as_in_kata(run: Any) -> None:
+    assert run(options={"confidential_guest": True}).devices == ()
+    assert [d.kind for d in run(options={"confidential_guest": False}).devices] == ["rng"]
+
+
+def test_cloud_hypervisors_rng_follows_enable_iommu(run: Any) -> None:
+    on = run(hypervisor="cloud-hypervisor", options={"enable_iommu": True}).cloud_hypervisor.config["rng"]
+    assert on == {"src": "/dev/urandom", "iommu": True}
 
 
 def test_qemu_hotplug_commands(run: Any) -> None:

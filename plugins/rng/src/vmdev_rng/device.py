@@ -34,6 +34,19 @@ class RNGDev:
         return self.filename
 
 
+#: the machine type whose guests Kata gives no RNG (s390x draws entropy from CPACF)
+S390_CCW_MACHINE: Final = "s390-ccw-virtio"
+
+
+def wanted(settings: SandboxSettings) -> bool:
+    """Whether the sandbox gets an RNG: Kata's QEMU adds none to an s390x CCW machine (CPACF gives
+    the guest entropy) nor to a confidential guest (``confidential_guest``, declared by the QEMU
+    backend); other backends always get one."""
+    if settings.hypervisor != "qemu":
+        return True
+    return not (settings.machine_type == S390_CCW_MACHINE or settings.value("confidential_guest", False))
+
+
 def build(settings: SandboxSettings, host: HostContext) -> RNGDev:
     """The sandbox's RNG for these settings; its entropy source must be usable on the host."""
     source = entropy_source(settings)

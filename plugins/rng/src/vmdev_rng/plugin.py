@@ -28,7 +28,7 @@ from vmdev.models import Device
 from vmdev.settings import SandboxSettings
 from vmdev.targets import AttachOptions, RenderTarget
 from vmdev_rng import render_clh, render_firecracker, render_qemu
-from vmdev_rng.device import RNG_ID, RNGDev, build, from_state
+from vmdev_rng.device import RNG_ID, RNGDev, build, from_state, wanted
 from vmdev_rng.settings import SETTINGS, check_allowed
 
 #: the target class of each backend this family renders for, and its renderer
@@ -52,7 +52,7 @@ def check_settings(settings: SandboxSettings) -> None:
 
 @hookimpl
 def sandbox_devices(settings: SandboxSettings, host: HostContext) -> Sequence[Device]:
-    return [build(settings, host)]
+    return [build(settings, host)] if wanted(settings) else []
 
 
 @hookimpl
