@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +86,7 @@ def main() -> None:
         for devices in (1, 100, 1000):
             file = StateFile(tmp / f"s{devices}.json")
             state = sandbox_state(devices)
-            med, best = timed(lambda f=file, s=state: f.save(s), 20)
+            med, best = timed(partial(file.save, state), 20)
             size = file.path.stat().st_size
             lmed, _ = timed(file.load, 20)
             print(f"state of {devices:4d} devices ({size / 1024:.0f} KiB): save median {med * 1000:.2f} ms "

@@ -17,11 +17,11 @@ from pathlib import Path
 
 from _timing import timed
 
+from vmdev.fakehost import FakeHost
 from vmdev.oci import parse_spec
 from vmdev.planner import plan
 from vmdev.plugins import LoadPolicy, PluginManager
 from vmdev.settings import SandboxSettings
-from vmdev.testing import FakeHost
 
 
 def import_time(repeat: int = 5) -> float:

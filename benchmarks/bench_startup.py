@@ -1,0 +1,149 @@
+"""Cold start of the vmdev command line, as ratios of CPU time (run: python benchmarks/bench_startup.py).
+
+A runtime runs ``vmdev`` on every container start, so its start-up cost adds to every sandbox.
+Measured with the plugins installed in this interpreter's environment (``--plugins`` sets
+``VMDEV_PLUGINS`` to compare with a subset), each command a fresh process of this interpreter:
+
+* ``vmdev plan --format json`` of a one-device spec against the import floor of vmdev's own stack,
+  ``python -c "import pluggy, attrs, json, pathlib"`` (goal: at most 1.5x);
+* ``vmdev --help``, ``plugins``, ``resolve``, ``attach`` and ``detach`` against ``plan`` (goal: no
+  slower, at most 1.0x); ``attach``/``detach`` drive a fake QEMU (``vmdev.fakeqmp``) on a socket;
+* for scale, the floor and ``plan`` against a bare ``python -c pass``, and the modules each loads.
+
+Every host fact comes from a fake sysfs tree in a temporary directory (the device is ``/dev/null``,
+1:3, whose node every Linux host has). Bytecode caching is switched on for the children and each
+command runs twice before timing, so the figures are those of an installed vmdev.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+from _timing import Report, arguments, child_cpu, child_env, header, pair_count, paired
+
+FLOOR = "import pluggy, attrs, json, pathlib"
+#: modules ``vmdev plan`` without ``--config`` has no use for (issue 13)
+UNWANTED = ("email", "zipp", "tempfile", "shutil", "tomllib", "asyncio", "qemu", "importlib_metadata",
+            "cattrs", "logging", "hashlib")
+#: prints the modules a command loaded, after running it (as the console script does)
+PROBE = (
+    "import sys\n"
+    "from vmdev.cli import main\n"
+    "try:\n"
+    "    main()\n"
+    "except SystemExit:\n"
+    "    pass\n"
+    "sys.stderr.write('\\nMODULES ' + ' '.join(sorted(sys.modules)) + '\\n')\n"
+)
+
+
+def vmdev_argv() -> list[str]:
+    """How a runtime starts vmdev: the console script, run by this interpreter."""
+    script = Path(sys.executable).with_name("vmdev")
+    return [sys.executable, str(script)] if script.exists() else [sys.executable, "-m", "vmdev"]
+
+
+def fake_host(tmp: Path) -> Path:
+    """A sysfs tree with ``/dev/null``'s uevent (the node itself is the host's)."""
+    sysfs = tmp / "sys"
+    (sysfs / "dev/char/1:3").mkdir(parents=True)
+    (sysfs / "dev/char/1:3/uevent").write_text("MAJOR=1\nMINOR=3\nDEVNAME=null\n")
+    return sysfs
+
+
+def loaded_modules(args: list[str], env: dict[str, str]) -> list[str]:
+    out = subprocess.run([sys.executable, "-c", PROBE, *args], env=env, capture_output=True, text=True,
+                         check=False)
+    line = [ln for ln in out.stderr.splitlines() if ln.startswith("MODULES ")]
+    return line[-1].split()[1:] if line else []
+
+
+def floor_modules(env: dict[str, str]) -> list[str]:
+    code = f"{FLOOR}; import sys; print(' '.join(sorted(sys.modules)))"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.split()
+
+
+def main() -> int:
+    parser = arguments(__doc__, pairs=15)
+    parser.add_argument("--plugins", help="VMDEV_PLUGINS for the vmdev commands (default: every installed "
+                        "plugin)")
+    args = parser.parse_args()
+    pairs = pair_count(args)
+    header()
+    env = child_env({"VMDEV_PLUGINS": args.plugins} if args.plugins is not None else {})
+    report = Report()
+    with tempfile.TemporaryDirectory(prefix="vmdev-bench-") as name:
+        tmp = Path(name)
+        sysfs = fake_host(tmp)
+        spec = tmp / "config.json"
+        spec.write_text(json.dumps({"ociVersion": "1.0.2", "linux": {"devices": [
+            {"path": "/dev/null", "type": "c", "major": 1, "minor": 3}]}}))
+        vmdev = vmdev_argv()
+        plan_args = ["plan", "--format", "json", "--sysfs-root", str(sysfs), str(spec)]
+        device = ["--sysfs-root", str(sysfs), "--type", "c", "--major", "1", "--minor", "3", "/dev/null"]
+        commands: dict[str, list[str]] = {
+            "bare": [sys.executable, "-c", "pass"],
+            "floor": [sys.executable, "-c", FLOOR],
+            "plan": [*vmdev, *plan_args],
+            "--help": [*vmdev, "--help"],
+            "plugins": [*vmdev, "plugins"],
+            "resolve": [*vmdev, "resolve", *device],
+        }
+        run: dict[str, Callable[[], float]] = {k: partial(child_cpu, v, env) for k, v in commands.items()}
+        for fn in run.values():  # warm-up: bytecode written, files cached
+            fn()
+            fn()
+        print(f"plugins: {args.plugins if args.plugins is not None else 'every installed one'}; "
+              f"{pairs} pairs per figure; CPU time of each process")
+        report.ratio("python -c pass -> import floor (for scale)", paired(run["bare"], run["floor"], pairs))
+        report.ratio("python -c pass -> vmdev plan (for scale)", paired(run["bare"], run["plan"], pairs))
+        report.ratio("import floor -> vmdev plan", paired(run["floor"], run["plan"], pairs), goal=1.5)
+        for command in ("--help", "plugins", "resolve"):
+            report.ratio(f"vmdev plan -> vmdev {command}", paired(run["plan"], run[command], pairs), goal=1.0)
+        attach_detach(report, vmdev, device, tmp, env, run["plan"], pairs)
+        modules(plan_args, env)
+    return report.done()
+
+
+def attach_detach(report: Report, vmdev: list[str], device: list[str], tmp: Path, env: dict[str, str],
+                  plan: Callable[[], float], pairs: int) -> None:
+    """``vmdev attach`` and ``vmdev detach`` of the device against ``plan``, on a fake QEMU."""
+    from vmdev.fakeqmp import FakeQemu, FakeQmpServer
+
+    state, sock = tmp / "state.json", tmp / "qmp.sock"
+    attach = [*vmdev, "attach", "--state", str(state), "--qmp", str(sock), *device]
+    detach = [*vmdev, "detach", "--state", str(state), "--qmp", str(sock), *device]
+
+    def attach_once() -> float:  # then detached again, untimed
+        spent = child_cpu(attach, env)
+        child_cpu(detach, env)
+        return spent
+
+    def detach_once() -> float:
+        child_cpu(attach, env)
+        return child_cpu(detach, env)
+
+    with FakeQmpServer(FakeQemu().add_port("rp0"), sock):
+        attach_once()
+        detach_once()
+        report.ratio("vmdev plan -> vmdev attach", paired(plan, attach_once, pairs), goal=1.0)
+        report.ratio("vmdev plan -> vmdev detach", paired(plan, detach_once, pairs), goal=1.0)
+
+
+def modules(plan_args: list[str], env: dict[str, str]) -> None:
+    floor = floor_modules(env)
+    plan = loaded_modules(plan_args, env)
+    unwanted = sorted({m.split(".")[0] for m in plan} & set(UNWANTED))
+    print(f"modules loaded: import floor {len(floor)}, vmdev plan {len(plan)}; of those vmdev plan has no "
+          f"use for: {', '.join(unwanted) or 'none'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
