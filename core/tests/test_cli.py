@@ -113,7 +113,7 @@ def test_settings_file_and_flags(cli: Any, tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[hypervisor.qemu]\ndefault_memory = "x"\n')
     result = cli("plan", "--config", str(bad), spec)
-    assert result.exit_code == 1 and "default_memory: must be a positive number" in result.stderr
+    assert result.exit_code == 1 and "default_memory: must be a number of MiB from 1 to" in result.stderr
 
 
 class Commands:

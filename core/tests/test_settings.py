@@ -96,3 +96,15 @@ def test_hostile_toml_is_one_clear_error(tmp_path: Path, content: bytes, message
     with pytest.raises(ConfigError) as exc:
         load_settings(path)
     assert message in str(exc.value) and "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("memory", [2 * 1024**3, 16 * 1024 * 1024 + 1, 0, -1, True, 1.5])
+def test_memory_beyond_what_any_host_offers_or_of_the_wrong_type_is_refused(memory: object) -> None:
+    with pytest.raises(ConfigError) as exc:
+        SandboxSettings(memory_mib=memory)  # type: ignore[arg-type]
+    assert exc.value.field == "default_memory" and "from 1 to 16777216 (16 TiB)" in exc.value.message
+
+
+def test_a_machine_type_that_is_not_a_string_is_one_clear_error() -> None:
+    with pytest.raises(ConfigError, match=r"1\.5 is not a machine type name"):
+        SandboxSettings(machine_type=1.5)  # type: ignore[arg-type]

@@ -52,13 +52,22 @@ def _check_hypervisor(inst: Any, attribute: attrs.Attribute[Any], value: str) ->
 
 
 def _check_machine(inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
-    if not isinstance(value, str) or not _MACHINE_RE.fullmatch(value):
-        raise ConfigError(f"{value!r} is not a machine type name", field="machine_type")
+    if not isinstance(value, str) or not _MACHINE_RE.fullmatch(value) or len(value) > 64:
+        raise ConfigError(f"{value!r:.80} is not a machine type name", field="machine_type")
+
+
+#: the most guest memory a setting may ask for (16 TiB). Kata caps default_memory at the host's
+#: memory; settings are read without a host, so vmdev refuses what no host offers one guest instead
+#: of letting QEMU fail at start ("cannot set up guest memory") — 2 PiB used to be accepted
+MAX_MEMORY_MIB: Final = 16 * 1024 * 1024
 
 
 def _check_memory(inst: Any, attribute: attrs.Attribute[Any], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"must be a positive number of MiB, got {value!r}", field="default_memory")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_MEMORY_MIB:
+        raise ConfigError(
+            f"must be a number of MiB from 1 to {MAX_MEMORY_MIB} (16 TiB), got {value!r}",
+            field="default_memory",
+        )
 
 
 def _any_dict(value: Mapping[str, Any]) -> dict[str, Any]:
