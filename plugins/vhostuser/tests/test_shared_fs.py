@@ -355,3 +355,21 @@ def test_the_device_manager_keeps_the_share_and_the_plan_keeps_its_daemon(
     assert saved is not None and saved.plugin == "vhostuser"
     rebuilt = pm.device_from_state(saved.kind, saved.device, saved.plugin, name=saved.name)
     assert rebuilt == planned.device
+
+
+def test_enable_iommu_platform_gives_the_ccw_fs_and_9p_devices_iommu_platform_as_kata() -> None:
+    from vmdev.backend import RenderContext
+    from vmdev.backends.qemu import QemuTarget
+    from vmdev.settings import SandboxSettings
+    from vmdev_vhostuser.render_qemu import _device_props
+
+    settings = SandboxSettings(machine_type="s390-ccw-virtio", values={"enable_iommu_platform": True})
+    target = QemuTarget(settings, RenderContext())
+    assert target.virtio_options() == {"iommu_platform": True}
+    pci = QemuTarget(SandboxSettings(values={"enable_iommu_platform": True}), RenderContext())
+    assert pci.virtio_options() == {}
+    from vmdev_vhostuser.device import VHOST_USER_FS, VhostUserDeviceAttrs
+
+    fs = VhostUserDeviceAttrs(dev_id="fs0", socket_path="/run/fs.sock", type=VHOST_USER_FS, tag="kataShared")
+    assert _device_props(fs, target, "chr-fs0", "", "fs0")["iommu_platform"] is True
+    assert "iommu_platform" not in _device_props(fs, pci, "chr-fs0", "", "fs0")

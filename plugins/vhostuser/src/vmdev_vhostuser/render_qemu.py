@@ -94,7 +94,7 @@ def _device_props(
         props: dict[str, OptValue] = {"netdev": netdev, "mac": device.mac_address}
         if target.transport == PCI and not _msix(device, target):
             props["vectors"] = 0
-        return props
+        return {**props, **target.virtio_options()}
     props = {"chardev": chardev}
     if device.type == VHOST_USER_FS:
         if device.cache_size:
@@ -107,6 +107,7 @@ def _device_props(
         props["tag"] = device.tag
         if device.queue_size:
             props["queue-size"] = device.queue_size
+        props.update(target.virtio_options())  # Kata: iommu_platform on CCW for the fs device
     return props
 
 
@@ -155,7 +156,8 @@ def render_9p(device: Virtio9pShare, target: QemuTarget) -> QemuAttach:
         "-fsdev",
         fsdev_opts,
         "-device",
-        opts(driver, {"id": device.id, "fsdev": fsdev, "mount_tag": device.mount_tag}),
+        opts(driver, {"id": device.id, "fsdev": fsdev, "mount_tag": device.mount_tag,
+                      **target.virtio_options()}),
     ]
     return QemuAttach(
         args=args,
