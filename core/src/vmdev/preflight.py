@@ -426,7 +426,8 @@ def _strings(value: Any) -> set[str]:
 
 
 def _refs(item: PlanItem, created: set[str]) -> frozenset[str]:
-    """The names of other options and objects ``item`` refers to (``drive=``, ``bus=scsi0.0``)."""
+    """The names ``item`` refers to (``drive=``, ``bus=scsi0.0``): of the plan's options and objects
+    (``created``), or of its devices."""
     values = _strings({k: v for k, v in item.props.items() if k not in OWN_KEYS})
     out = {v for v in values if v in created}
     out |= {v.rsplit(".", 1)[0] for v in values if "." in v and v.rsplit(".", 1)[0] in created}
@@ -447,7 +448,7 @@ def attribute(items: Sequence[PlanItem], devices: Sequence[Mapping[str, Any]]) -
     use what it creates (a chardev used by one vhost-user device)."""
     strings = [_strings(d) for d in devices]
     ids = [str(d.get("id") or "") for d in devices]
-    created = set().union(*(item.own for item in items)) if items else set()
+    created: set[str] = set().union(*(item.own for item in items), (i for i in ids if i))
     refs = [_refs(item, created) for item in items]
     owner: list[int | None] = []
     for item, item_refs in zip(items, refs, strict=True):
@@ -484,7 +485,7 @@ Problem = tuple[str, str]  # (key or path, what is wrong); "" for the option as 
 
 
 def _suggest(word: str, known: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.75)
+    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
@@ -716,15 +717,17 @@ class SchemaWalker:
         self.what = what
         self.keyval = keyval
 
-    def check(self, value: Any, type_name: str, path: str = "") -> list[Problem]:
+    def check(self, value: Any, type_name: str, path: str = "", where: str = "") -> list[Problem]:
+        """Problems of ``value`` at ``path``; ``where`` names the union branch it is in
+        (``driver=file``), for the messages."""
         entry = self.facts.by_name.get(type_name)
         if entry is None:
             return []  # a schema that does not describe its own types: nothing to hold against
         meta = entry.get("meta-type")
         if meta == "object":
-            return self._object(value, entry, path)
+            return self._object(value, entry, path, where)
         if meta == "alternate":
-            return self._alternate(value, entry, path)
+            return self._alternate(value, entry, path, where)
         if meta == "array":
             return self._array(value, entry, path)
         if meta == "enum":
@@ -733,29 +736,30 @@ class SchemaWalker:
             return self._builtin(value, str(entry.get("json-type", "value")), path)
         return []
 
-    def _members(self, entry: Mapping[str, Any], value: Mapping[str, Any], path: str
-                 ) -> tuple[dict[str, Mapping[str, Any]], str, list[Problem]]:
-        """The members of an object type for ``value`` (a union's branch chosen by its tag)."""
+    def _members(self, entry: Mapping[str, Any], value: Mapping[str, Any], path: str, where: str
+                 ) -> tuple[dict[str, Mapping[str, Any]] | None, str, list[Problem]]:
+        """The members of an object type for ``value`` (a union's branch chosen by its tag), and the
+        branch; None when the tag names no branch (then nothing else can be judged)."""
         members = {str(m["name"]): m for m in entry.get("members", ())}
         tag = entry.get("tag")
-        if not tag:
-            return members, "", []
-        branch = value.get(tag)
-        cases = {str(v["case"]): str(v["type"]) for v in entry.get("variants", ())}
+        branch = value.get(tag) if tag else None
         if branch is None:
-            return members, "", []  # the missing tag is reported as a missing member
+            return members, where, []  # no union, or the missing tag is reported as a missing member
+        cases = {str(v["case"]): str(v["type"]) for v in entry.get("variants", ())}
         if branch not in cases:
             hint = _suggest(str(branch), cases)
-            return members, "", [(_join(path, tag), f"{self.what} has no {tag} {branch!r}{hint}")]
+            return None, where, [(_join(path, str(tag)), f"{self.what} has no {tag} {branch!r}{hint}")]
         variant = self.facts.by_name.get(cases[branch], {})
-        more, where, problems = self._members(variant, value, path)
-        return {**members, **more}, where or f"{tag}={branch}", problems
+        more, inner, problems = self._members(variant, value, path, f"{tag}={branch}")
+        return (None if more is None else {**members, **more}), inner, problems
 
-    def _object(self, value: Any, entry: Mapping[str, Any], path: str) -> list[Problem]:
+    def _object(self, value: Any, entry: Mapping[str, Any], path: str, where: str) -> list[Problem]:
         if not isinstance(value, Mapping):
             return [(path, f"{self.what} expects an object for {path or 'its arguments'!r}, got "
                            f"{json.dumps(value)}")]
-        members, where, problems = self._members(entry, value, path)
+        members, where, problems = self._members(entry, value, path, where)
+        if members is None:
+            return problems
         context = f"{self.what}" + (f" ({where})" if where else "")
         unknown = [key for key in value if key not in members]
         for key in unknown:
@@ -763,15 +767,15 @@ class SchemaWalker:
             problems.append((_join(path, key), f"{context} has no member {key!r}{hint}"))
         for key, item in value.items():
             if key in members:
-                problems += self.check(item, str(members[key]["type"]), _join(path, key))
+                problems += self.check(item, str(members[key]["type"]), _join(path, key), where)
         if not unknown:  # a misspelt member is reported once, not also as the member it misses
             problems += [(_join(path, name), f"{context} requires {name!r}")
                          for name, member in members.items() if "default" not in member and name not in value]
         return problems
 
-    def _alternate(self, value: Any, entry: Mapping[str, Any], path: str) -> list[Problem]:
+    def _alternate(self, value: Any, entry: Mapping[str, Any], path: str, where: str) -> list[Problem]:
         choices = [str(m["type"]) for m in entry.get("members", ())]
-        attempts = [self.check(value, choice, path) for choice in choices if self._fits(value, choice)]
+        attempts = [self.check(value, choice, path, where) for choice in choices if self._fits(value, choice)]
         if not attempts:
             return [(path, f"{self.what} cannot take {json.dumps(value)} for {path!r}")]
         return min(attempts, key=len)
@@ -911,6 +915,7 @@ class QmpStdio:
         self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
         self._buffer = b""
         self._next = 0
+        self._binary = binary
         try:
             self._proc = subprocess.Popen(
                 [binary, *PROBE_ARGS], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
@@ -966,9 +971,12 @@ class QmpStdio:
         try:
             message = json.loads(line)
         except ValueError:
-            raise PreflightError(f"QEMU answered {question} with something other than JSON",
-                                 field="qemu") from None
-        return message if isinstance(message, dict) else {}
+            message = None
+        if not isinstance(message, dict):
+            said = "does not greet like QEMU's QMP" if question == "greeting" else \
+                f"answered {question} with something other than QMP"
+            raise PreflightError(f"{self._binary} {said}", field="qemu")
+        return message
 
     def _gone(self, question: str, why: str = "") -> QemuGoneError:
         self._stderr.seek(0)
