@@ -1,11 +1,12 @@
 """Pre-flight of a plan against the real QEMU binary: ``vmdev check --qemu BINARY PLAN|OCI_CONFIG``.
 
-A plan is rendered without ever asking a hypervisor, so a property an older QEMU lacks (IOMMUFD's
-``-object iommufd`` before 9.0) or a misspelt one shows up only when the sandbox starts. This
-module asks the binary itself, without booting anything: QEMU is started with ``-machine none -S``
-and QMP on stdio, and answers ``query-qmp-schema``, ``qom-list-types``, ``query-machines``,
-``query-command-line-options``, ``query-chardev-backends``, ``device-list-properties`` for every
-device driver of the plan, ``qom-list-properties`` for every ``-object`` type and the machine type.
+A plan is rendered without ever asking a hypervisor, so an object type or property an older QEMU
+lacks (one a plugin renders for a newer release) or a misspelt one shows up only when the sandbox
+starts. This module asks the binary itself, without booting anything: QEMU is started with
+``-machine none -S`` and QMP on stdio, and answers ``query-qmp-schema``, ``qom-list-types``,
+``query-machines``, ``query-command-line-options``, ``query-chardev-backends``,
+``device-list-properties`` for every device driver of the plan, ``qom-list-properties`` for every
+``-object`` type and the machine type.
 Each argv option and QMP command of the plan is then checked against those answers:
 
 =============  ==================================================================================
@@ -251,8 +252,8 @@ class PlanItem:
 
     @property
     def subject(self) -> str:
-        """The option and its head (``-device vfio-pci``), or the QMP list, command and what it
-        adds (``hotplug device_add vfio-pci``)."""
+        """The option and its head (``-device e1000``), or the QMP list, command and what it adds
+        (``hotplug device_add e1000``)."""
         if self.kind == "qmp":
             key = {"device_add": "driver", "object-add": "qom-type", "blockdev-add": "driver",
                    "netdev_add": "type"}.get(self.head)
@@ -272,7 +273,7 @@ class PlanItem:
 
 @attrs.frozen(kw_only=True)
 class Mismatch:
-    """One problem: the plan device, the option (``-device vfio-pci,iommufd``) and what is wrong."""
+    """One problem: the plan device, the option (``-device e1000,mac``) and what is wrong."""
 
     device: str
     option: str
@@ -445,7 +446,7 @@ def attribute(items: Sequence[PlanItem], devices: Sequence[Mapping[str, Any]]) -
     Direct matches first (the item's own name, then a name it refers to, is one of the device's
     values, or ends with the device's id: ``virtio-<id>``); then, until nothing changes, an item
     takes the device of the items that create what it names, or of the only device whose items
-    use what it creates (a chardev used by one vhost-user device)."""
+    use what it creates (a chardev used by one device)."""
     strings = [_strings(d) for d in devices]
     ids = [str(d.get("id") or "") for d in devices]
     created: set[str] = set().union(*(item.own for item in items), (i for i in ids if i))
