@@ -255,6 +255,22 @@ def test_parse_resources_sorts_bars_into_windows() -> None:
     assert parse_resources("") == Windows()
 
 
+@pytest.mark.parametrize("line", ["zz zz zz", "0x1 0x2", "0x1_0 0x2_0 0x200", "-0x1 0x0 0x200", "² ² ²",
+                                  "0x" + "f" * 40 + " 0x0 0x200", "0x1 0x2 0x3 0x4"])
+def test_a_malformed_resource_line_is_one_line_naming_the_file(l1_host: FakeHost, make_plan, line: str) -> None:
+    resource = l1_host.sysfs / "bus/pci/devices/0000:02:00.0/resource"
+    resource.write_text(f"0x00000000fde00000 0x00000000fdefffff 0x0000000000040200\n{line}\n")
+    with pytest.raises(DeviceError) as caught:
+        make_plan(l1_host, group_request(8))
+    error = caught.value
+    assert (error.device, error.field) == ("/dev/vfio/8", "resource")
+    assert "\n" not in str(error) and "0000:02:00.0/resource" in str(error) and "line 2" in str(error)
+
+
+def test_parse_resources_skips_blank_lines() -> None:
+    assert parse_resources("\n0x0000000000001000 0x0000000000001fff 0x0000000000040200\n\n") == Windows(mem=4096)
+
+
 def test_numa_node_is_read(fake_host: FakeHost, make_plan) -> None:
     fake_host.pci_function("0000:41:00.0", driver="vfio-pci", iommu_group=42, numa_node=1, config_size=4096)
     fake_host.char_device(246, 0, "vfio/42")

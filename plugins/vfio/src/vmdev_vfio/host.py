@@ -18,6 +18,7 @@ Layout (Linux 6.1 to 6.12, see the plugin's README):
 from __future__ import annotations
 
 import enum
+import json
 import re
 from typing import TYPE_CHECKING, Final
 
@@ -162,7 +163,8 @@ def read_function(host: HostContext, bdf: str, *, device: str) -> PciFunction:
         is_pcie=config_size is not None and config_size > PCI_CONFIG_SPACE_SIZE,
         driver=sysfs.link_name(f"{base}/driver") or "",
         iommu_group=sysfs.link_name(f"{base}/iommu_group") or "",
-        windows=parse_resources(sysfs.read_text(f"{base}/resource") or ""),
+        windows=parse_resources(sysfs.read_text(f"{base}/resource") or "", device=device,
+                                source=str(sysfs.path(f"{base}/resource"))),
         has_vfio_dev=bool(sysfs.list_dir(f"{base}/vfio-dev")),
     )
 
@@ -175,13 +177,28 @@ def _numa_node(text: str | None) -> int:
         return -1
 
 
-def parse_resources(text: str) -> Windows:
-    """Sum the sizes of a function's BARs (the first six lines of its ``resource`` file)."""
+#: one field of a ``resource`` line as the kernel writes it (``0x%016llx``)
+_HEX_FIELD: Final = re.compile(r"0x[0-9a-fA-F]{1,16}")
+
+
+def parse_resources(text: str, *, device: str = "", source: str = "resource") -> Windows:
+    """Sum the sizes of a function's BARs (the first six lines of its ``resource`` file).
+
+    Each line is ``start end flags`` in the kernel's ``0x%016llx``; a line of another shape is a
+    :class:`DeviceError` naming ``source`` and the line (``int()`` would take ``0x1_0``, ``-0x1``
+    or ``²`` and the windows sized from them would be wrong; Kata ignores the file)."""
     total = Windows()
-    for line in text.splitlines()[:_BAR_LINES]:
+    for number, line in enumerate(text.splitlines()[:_BAR_LINES], start=1):
         parts = line.split()
-        if len(parts) != 3:
+        if not parts:
             continue
+        if len(parts) != 3 or not all(_HEX_FIELD.fullmatch(part) for part in parts):
+            raise DeviceError(
+                f"{json.dumps(source)} line {number} is {json.dumps(line[:80])}, not 'start end flags' "
+                "in hexadecimal",
+                device=device,
+                field="resource",
+            )
         start, end, flags = (int(part, 16) for part in parts)
         if end <= start:
             continue
