@@ -126,6 +126,23 @@ def test_entropy_source_must_exist_on_the_host(run: Any, fake_host: FakeHost) ->
     assert exc.value.device == "rng0" and exc.value.field == "entropy_source"
 
 
+@pytest.mark.parametrize("source", ["/dev/\ud800x", "/dev/ran\ndom", "/dev/random\x1b[2J", "/dev/x\x7f"])
+def test_an_entropy_source_no_file_can_have_is_one_line_naming_the_key(run: Any, source: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        run(options={"entropy_source": source, "valid_entropy_sources": [source]})
+    assert exc.value.field == "entropy_source"
+    assert "\n" not in str(exc.value) and str(exc.value).isprintable()
+
+
+def test_a_source_the_stat_cannot_encode_is_a_device_error(fake_host: FakeHost) -> None:
+    from vmdev_rng.host import check_entropy_source
+
+    with pytest.raises(DeviceError) as exc:
+        check_entropy_source("/dev/\ud800", fake_host.context(), device=RNG_ID)
+    assert (exc.value.device, exc.value.field) == (RNG_ID, "entropy_source")
+    assert "not a file name" in str(exc.value)
+
+
 @pytest.mark.parametrize("bad", [5, None, [1]])
 def test_bad_setting_types(run: Any, bad: Any) -> None:
     key = "valid_entropy_sources" if isinstance(bad, list) else "entropy_source"

@@ -16,9 +16,10 @@ def check_entropy_source(source: str, host: HostContext, *, device: str) -> None
     """Raise a one-line :class:`DeviceError` naming ``device`` if ``source`` cannot be stat'ed."""
     try:
         host.stat(str(host.dev_path(source)))
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a name no file system can hold (NUL, surrogates)
+        reason = exc.strerror if isinstance(exc, OSError) else "not a file name"
         raise DeviceError(
-            f"entropy source {source} is not usable on this host: {exc.strerror}",
+            f"entropy source {source} is not usable on this host: {reason}",
             device=device,
             field=ENTROPY_SOURCE,
         ) from None

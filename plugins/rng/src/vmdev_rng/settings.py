@@ -8,6 +8,7 @@ from these declarations; :func:`check_allowed` is the one rule across them.
 
 from __future__ import annotations
 
+import json
 from typing import Final
 
 from vmdev.declared import STRING, STRINGS, Setting
@@ -19,10 +20,21 @@ VALID_ENTROPY_SOURCES: Final = "valid_entropy_sources"
 DEFAULT_ENTROPY_SOURCE: Final = "/dev/urandom"
 DEFAULT_VALID_ENTROPY_SOURCES: Final = ("/dev/urandom", "/dev/random", "")
 
+def check_source(source: str) -> None:
+    """An entropy source is a host path handed to the hypervisor: no control character (QEMU's
+    option value and a log line could not carry it) and no lone surrogate (no file system can name
+    it; ``stat`` would fail with an encoding error). ``ValueError``: the core names the key."""
+    for ch in source:
+        if ord(ch) < 0x20 or ord(ch) == 0x7F:
+            raise ValueError(f"{json.dumps(source)} contains a control character")
+        if "\ud800" <= ch <= "\udfff":
+            raise ValueError(f"{json.dumps(source)} contains a lone surrogate (not a character)")
+
+
 SETTINGS: Final = (
     Setting(
         name=ENTROPY_SOURCE, type=STRING, default=DEFAULT_ENTROPY_SOURCE, kata_key=ENTROPY_SOURCE,
-        flag="--entropy-source",
+        flag="--entropy-source", check=check_source,
         description="the host file the guest's virtio-rng reads (\"\": the hypervisor's default); "
         "must be one of valid_entropy_sources",
     ),
