@@ -49,20 +49,14 @@ note, never a mismatch.
 from __future__ import annotations
 
 import contextlib
-import difflib
-import hashlib
 import json
 import os
 import re
-import select
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, Final, Protocol
+from typing import IO, TYPE_CHECKING, Any, Final, Protocol
 
 import attrs
 import click
@@ -70,6 +64,12 @@ import click
 from vmdev.cliutil import SettingsCommand, errors_as_one_line, flag_overrides, host_context
 from vmdev.errors import ConfigError, UnsupportedError, VmdevError, one_line
 from vmdev.qemu import split_opts
+
+if TYPE_CHECKING:
+    import subprocess
+
+# subprocess, select, tempfile, hashlib, shutil and difflib are imported where they are used: every
+# vmdev command imports this module (the CLI registers ``check``), and only ``check`` needs them
 
 #: the version of the cache file format; another version is ignored (and rewritten)
 CACHE_FORMAT: Final = 1
@@ -486,6 +486,8 @@ Problem = tuple[str, str]  # (key or path, what is wrong); "" for the option as 
 
 
 def _suggest(word: str, known: Iterable[str]) -> str:
+    import difflib
+
     close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -912,19 +914,23 @@ class QmpStdio:
     ``qemu.qmp`` is not needed here)."""
 
     def __init__(self, binary: str, *, timeout: float = PROBE_TIMEOUT) -> None:
+        import subprocess
+        import tempfile
+
         self._deadline = time.monotonic() + timeout
         self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
         self._buffer = b""
         self._next = 0
         self._binary = binary
         try:
-            self._proc = subprocess.Popen(
+            proc = subprocess.Popen(
                 [binary, *PROBE_ARGS], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
                 start_new_session=True,
             )
         except OSError as exc:
             self._stderr.close()
             raise PreflightError(f"cannot start {binary}: {exc.strerror or exc}", field="qemu") from None
+        self._proc: subprocess.Popen[bytes] = proc
         try:
             greeting = self._read()
             version = greeting["QMP"]["version"]
@@ -958,6 +964,8 @@ class QmpStdio:
         return answer.get("return")
 
     def _read(self, question: str = "greeting") -> dict[str, Any]:
+        import select
+
         assert self._proc.stdout is not None
         fd = self._proc.stdout.fileno()
         while b"\n" not in self._buffer:
@@ -986,8 +994,10 @@ class QmpStdio:
         return QemuGoneError(f"QEMU stopped answering {question}: {said}", field="qemu")
 
     def close(self) -> None:
-        proc = getattr(self, "_proc", None)
-        if proc is not None and proc.poll() is None:
+        import subprocess
+
+        proc = self._proc
+        if proc.poll() is None:
             with contextlib.suppress(OSError, ValueError):
                 assert proc.stdin is not None
                 proc.stdin.write(b'{"execute": "quit"}\n')
@@ -997,17 +1007,18 @@ class QmpStdio:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if proc is not None:
-            for stream in (proc.stdin, proc.stdout):
-                with contextlib.suppress(OSError):
-                    if stream is not None:
-                        stream.close()
+        for stream in (proc.stdin, proc.stdout):
+            with contextlib.suppress(OSError):
+                if stream is not None:
+                    stream.close()
         self._stderr.close()
 
 
 def machine_help(binary: str, machine: str) -> Listing:
     """The properties ``-machine TYPE,help`` prints: the fallback where QMP's ``qom-list-properties``
     cannot be used (QEMU 7.2 aborts on it for ``microvm``)."""
+    import subprocess
+
     try:
         done = subprocess.run([binary, "-machine", f"{machine},help"], capture_output=True, text=True,
                               timeout=PROBE_TIMEOUT, stdin=subprocess.DEVNULL)
@@ -1088,6 +1099,8 @@ def ask_properties(binary: str, needs: Needs, start: SessionFactory, session: Se
 # --- the cache -----------------------------------------------------------------------------------
 def resolve_binary(binary: str) -> Path:
     """The executable ``binary`` names (a path, or a name on PATH), as a real path."""
+    import shutil
+
     found = binary if os.sep in binary else shutil.which(binary)
     if found is None:
         raise PreflightError(f"no executable {binary!r} on PATH", field="qemu")
@@ -1117,6 +1130,8 @@ def module_dirs(path: Path) -> list[Path]:
 
 
 def key_digest(key: Mapping[str, Any]) -> str:
+    import hashlib
+
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -1206,6 +1221,8 @@ class Probe:
 
 def _write_atomically(target: Path, text: str) -> None:
     """Write ``target`` whole or not at all (concurrent checks each rename a complete file)."""
+    import tempfile
+
     fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=".qemu-", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
