@@ -30,6 +30,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -50,6 +51,12 @@ TOOLS: Final = {
 PACKAGES: Final = ("podman", "runc", "crun", "containerd")
 INSTALL_LINE: Final = "apt-get update && apt-get install -y --no-install-recommends " + " ".join(PACKAGES)
 IMAGE: Final = "localhost/vmdev-realworld:latest"
+#: every spec :func:`generate` writes, in order (the tests parametrize over these names)
+SPEC_NAMES: Final = (
+    "runc-spec", "runc-spec-rootless", "crun-spec", "crun-spec-rootless", "ctr-oci-spec",
+    "ctr-devices", "ctr-privileged",
+    "podman-fuse", "podman-tun", "podman-loop", "podman-ro", "podman-renamed", "podman-privileged",
+)
 LOOP_MIB: Final = 64
 _TIMEOUT: Final = 60.0
 
@@ -238,12 +245,13 @@ def ctr_specs(out: Path, host: HostDevices, rootfs: Path) -> list[EngineSpec]:
 
 # --- podman --------------------------------------------------------------------------------------
 class Podman:
-    """podman with private storage, state, tmp and network directories under ``workdir``."""
+    """podman with private storage, state, tmp and network directories in a new directory under
+    /tmp (podman refuses a run root longer than 50 characters), removed by :meth:`cleanup`."""
 
     FLAGS: Final = ("--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024")
 
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
+    def __init__(self) -> None:
+        self.workdir = workdir = Path(tempfile.mkdtemp(prefix="vmdev-rw-podman-", dir="/tmp"))
         for sub in ("root", "runroot", "tmp", "networks"):
             (workdir / sub).mkdir(parents=True, exist_ok=True)
         self.base = [
@@ -270,6 +278,10 @@ class Podman:
     def cleanup(self) -> None:
         subprocess.run([*self.base, "rm", "--all", "--force"], capture_output=True, check=False)
         subprocess.run([*self.base, "rmi", "--all", "--force"], capture_output=True, check=False)
+        # the overlay driver's own mount of its store, if it made one, must go before the files
+        subprocess.run(["umount", "--recursive", "--lazy", str(self.workdir / "root" / "overlay")],
+                       capture_output=True, check=False)
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def podman_variants(host: HostDevices) -> dict[str, list[str]]:
@@ -303,9 +315,11 @@ def generate(out: Path) -> Iterator[tuple[HostDevices, list[EngineSpec]]]:
         host = stack.enter_context(HostDevices.create(out / "host"))
         rootfs, tarball = _rootfs(out / "image")
         specs = default_specs(out) + ctr_specs(out, host, rootfs)
-        podman = Podman(out / "podman")
+        podman = Podman()
         stack.callback(podman.cleanup)
         specs += podman_specs(podman, out, host, tarball)
+        if tuple(s.name for s in specs) != SPEC_NAMES:
+            raise EngineError(f"wrote {[s.name for s in specs]}, expected {list(SPEC_NAMES)}")
         index = [{"name": s.name, "engine": s.engine, "command": s.command, "file": s.path.name} for s in specs]
         (out / "specs.json").write_text(json.dumps({"loop": host.loop, "specs": index}, indent=1) + "\n",
                                         encoding="utf-8")
