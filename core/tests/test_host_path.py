@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import posixpath
+import random
+
 import pytest
 
+from vmdev.defaults.host_path import devname_path, parse_uevent
 from vmdev.errors import ResolveError
 from vmdev.models import DeviceInfo
 from vmdev.testing import FakeHost
@@ -94,3 +98,41 @@ def test_real_sysfs_resolves_dev_null(vmdev_plugins) -> None:
 
     pm = vmdev_plugins()
     assert pm.resolve_host_path(info("/dev/mynull", "c", 1, 3), HostContext()) == "/dev/null"
+
+
+def _uevent_as_go_ini_reads_it(text: str) -> dict[str, str] | None:
+    """Kata's go-ini reading of a uevent file, written the slow obvious way (None: malformed)."""
+    values: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        cuts = [i for i in (line.find("="), line.find(":")) if i >= 0]
+        if not cuts or min(cuts) == 0:
+            return None
+        key, value = line[: min(cuts)].strip(), line[min(cuts) + 1 :].strip()
+        for stop in "#;":
+            value = value.split(stop)[0].strip() if stop in value else value
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'`":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+def test_uevent_parsing_and_devname_paths_agree_with_the_slow_reading_on_random_text() -> None:
+    pieces = ("DEVNAME", "=", ":", "a", "b/c", " ", "#", ";", '"', "'", "\n", "..", ".", "/", "x y")
+    rnd = random.Random(13)
+    for _ in range(3000):
+        text = "".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 12)))
+        expected = _uevent_as_go_ini_reads_it(text)
+        try:
+            assert parse_uevent(text, source="uevent", device="/dev/x") == expected
+        except ResolveError:
+            assert expected is None
+        name = text.replace("\n", "")
+        path = posixpath.normpath(posixpath.join("/dev", name))
+        if not name or name.startswith("/") or not path.startswith("/dev/"):
+            with pytest.raises(ResolveError, match="unusable DEVNAME"):
+                devname_path(name, source="uevent", device="/dev/x")
+        else:
+            assert devname_path(name, source="uevent", device="/dev/x") == path

@@ -4,13 +4,14 @@ OS problem into one VmdevError line naming the file (and, through the facade, th
 from __future__ import annotations
 
 import os
+import random
 import threading
 from pathlib import Path
 
 import pytest
 
 from vmdev.errors import HostReadError
-from vmdev.host import MAX_READ, SysfsReader
+from vmdev.host import MAX_READ, HostContext, SysfsReader
 from vmdev.models import DeviceInfo
 from vmdev.plugins import LoadPolicy, PluginManager
 from vmdev.testing import FakeHost
@@ -74,3 +75,19 @@ def _catch(func: object, *args: object) -> object:
         return func(*args)  # type: ignore[operator]
     except Exception as exc:  # noqa: BLE001 - the test inspects it
         return exc
+
+
+def test_file_names_are_exactly_the_paths_pathlib_would_build() -> None:
+    """The reader and the host context join strings where pathlib would only concatenate: the
+    file opened, every message and every stat key (FakeHost's) stay those of ``Path / relative``."""
+    parts = ("a", "b.c", ".", "..", "", "/")
+    rnd = random.Random(13)
+    for root in ("/", "//", ".", "sys", "/tmp/host/sys", "/x/"):
+        reader = SysfsReader(root)
+        context = HostContext(dev_root=root)
+        for _ in range(400):
+            relative = "".join(rnd.choice(parts) + rnd.choice(("/", "")) for _ in range(rnd.randint(0, 5)))
+            assert reader.file(relative) == str(reader.path(relative)), (root, relative)
+            host_path = "/dev/" + relative
+            assert context.dev_file(host_path) == str(context.dev_path(host_path)), (root, host_path)
+            assert context.dev_file(relative) == str(context.dev_path(relative)), (root, relative)

@@ -69,17 +69,70 @@ def test_autoload_finds_entry_points(make_dist: MakeDist) -> None:
 def test_named_distributions_load_without_scanning_metadata(
     make_dist: MakeDist, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import importlib.metadata
+
     from vmdev import plugins
 
     make_dist("vendor-dev", {"vendor": "vendor_mod"}, {"vendor_mod": VENDOR})
+    make_dist("other-dev", {"other": "vendor_mod"}, {})
 
     def no_scan(*args: object, **kwargs: object) -> None:
         raise AssertionError("scanned all installed metadata")
 
-    monkeypatch.setattr(plugins.importlib_metadata, "entry_points", no_scan)
-    monkeypatch.setattr(plugins.importlib_metadata, "distributions", no_scan)
+    read: list[tuple[str, str]] = []
+    real_read = plugins._Dist.read
+
+    def reading(self: plugins._Dist, filename: str) -> str | None:
+        read.append((self.stem_name, filename))
+        return real_read(self, filename)
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", no_scan)
+    monkeypatch.setattr(importlib.metadata, "distributions", no_scan)
+    monkeypatch.setattr(plugins._Dist, "read", reading)
     pm = PluginManager(LoadPolicy(only=("Vendor_Dev",))).load()
     assert names(pm) == [*BUILTINS, "vendor"]
+    assert read == [("vendor_dev", "entry_points.txt")]  # not even the other one's
+
+
+def test_loading_reads_entry_points_but_no_metadata_until_a_name_is_shown(
+    make_dist: MakeDist, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Planning never prints a distribution's name or version: METADATA is read for `vmdev plugins`."""
+    from vmdev import plugins
+
+    make_dist("Vendor.Dev", {"vendor": "vendor_mod"}, {"vendor_mod": VENDOR}, version="2.5")
+    read: list[str] = []
+    real_read = plugins._Dist.read
+
+    def reading(self: plugins._Dist, filename: str) -> str | None:
+        read.append(filename)
+        return real_read(self, filename)
+
+    monkeypatch.setattr(plugins._Dist, "read", reading)
+    pm = PluginManager(LoadPolicy()).load()
+    assert "vendor" in names(pm) and "METADATA" not in read
+    assert pm.backends().get("qemu").distribution == "vmdev" and "METADATA" not in read
+    info = {i.name: i for i in pm.list_plugins()}["vendor"]
+    assert (info.distribution, info.version) == ("Vendor.Dev", "2.5")
+    assert "METADATA" in read
+
+
+def test_the_entry_points_found_are_importlib_metadata_s_in_its_order(make_dist: MakeDist) -> None:
+    """vmdev reads metadata directories itself (no email parser): the same plugins, the same order
+    (which decides who answers first), the same names and versions."""
+    import importlib.metadata
+
+    from vmdev import plugins
+
+    make_dist("zz-dev", {"zz": "zz_mod", "aa": "aa_mod"}, {})
+    make_dist("Mixed_Case.Dev", {"mixed": "pkg.mod:attr.inner [extra]"}, {}, version="3.0rc1")
+    make_dist("vmdev", {"shadow": "shadow_mod"}, {}, version="0.0")  # shadows the installed vmdev
+    expected = [(ep.name, ep.value, ep.dist.metadata["Name"], ep.dist.version)  # type: ignore[union-attr]
+                for ep in importlib.metadata.entry_points(group="vmdev")]
+    found = [(name, value, dist.name, dist.version)
+             for name, value, dist in plugins._installed_entry_points("vmdev")]
+    assert found == expected
+    assert {n for n, *_ in found[:4]} == {"zz", "aa", "mixed", "shadow"}  # first on sys.path: first
 
 
 def test_autoload_off_loads_no_entry_points(make_dist: MakeDist) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 import attrs
@@ -66,14 +67,20 @@ class Notebook(Protocol):
 
 @attrs.define
 class PlanNotes:
-    """The notes of one plan: each ``record`` returns every note under its key so far."""
+    """The notes of one plan: each ``record`` returns every note under its key so far.
+
+    The answer is a read-only view, not a copy, so that recording costs the same for the
+    4,096th device as for the first (read it when it is returned: later notes appear in it).
+    """
 
     _notes: dict[str, dict[str, str]] = attrs.Factory(dict)
 
     def record(self, key: str, device: str, value: str) -> Mapping[str, str]:
-        notes = self._notes.setdefault(key, {})
+        notes = self._notes.get(key)
+        if notes is None:
+            notes = self._notes[key] = {}
         notes[device] = value
-        return dict(notes)
+        return MappingProxyType(notes)
 
 
 @attrs.frozen(kw_only=True)
@@ -158,15 +165,24 @@ class Backend:
 
 @attrs.frozen(kw_only=True)
 class RegisteredBackend:
-    """A backend with the plugin and distribution that registered it (``vmdev backends``)."""
+    """A backend with the plugin and distribution that registered it (``vmdev backends``).
+
+    ``distribution`` may be given as a function that finds the name: it is called when the name
+    is asked for, so planning never reads an installed distribution's metadata to name it.
+    """
 
     backend: Backend
     plugin: str
-    distribution: str = ""
+    _distribution: str | Callable[[], str] = attrs.field(default="", alias="distribution", eq=False)
 
     @property
     def name(self) -> str:
         return self.backend.name
+
+    @property
+    def distribution(self) -> str:
+        found = self._distribution
+        return found if isinstance(found, str) else found()
 
     def to_json(self) -> dict[str, Any]:
         backend = self.backend

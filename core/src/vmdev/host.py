@@ -27,6 +27,26 @@ StatFunc = Callable[[str], os.stat_result]
 MAX_READ: Final = 1 << 20
 
 
+def _joined(root: str, relative: str) -> str | None:
+    """``str(Path(root) / relative)`` for a ``root`` that is already a ``str(Path)``, by plain string
+    operations, when pathlib would only concatenate (no empty, ``.`` or trailing components); None
+    when pathlib would normalise (the caller asks pathlib then). Hot loops (one sysfs file per
+    device) save the path object: the file opened and every message stay the same."""
+    if (
+        not relative
+        or relative.startswith("/")
+        or "//" in relative
+        or relative.endswith(("/", "/."))
+        or relative == "."
+        or relative.startswith("./")
+        or "/./" in relative
+    ):
+        return None
+    if root == ".":
+        return relative
+    return root + relative if root.endswith("/") else root + "/" + relative
+
+
 @attrs.frozen
 class SysfsReader:
     """Reads a sysfs-like tree below ``root``. Paths are relative to the root.
@@ -40,10 +60,21 @@ class SysfsReader:
     """
 
     root: Path = attrs.field(converter=Path)
+    _root_text: str = attrs.field(init=False, eq=False, repr=False)
+
+    @_root_text.default
+    def _root_str(self) -> str:
+        return str(self.root)
 
     def path(self, relative: str | os.PathLike[str]) -> Path:
         """The real file-system path of ``relative`` (what QEMU or a user would open)."""
         return self.root / os.fspath(relative).lstrip("/")
+
+    def file(self, relative: str | os.PathLike[str]) -> str:
+        """``str(self.path(relative))``, without a path object when none is needed."""
+        rel = os.fspath(relative).lstrip("/")
+        joined = _joined(self._root_text, rel)
+        return joined if joined is not None else str(self.root / rel)
 
     def exists(self, relative: str | os.PathLike[str]) -> bool:
         try:
@@ -53,12 +84,13 @@ class SysfsReader:
 
     def read_bytes(self, relative: str | os.PathLike[str], *, limit: int = MAX_READ) -> bytes | None:
         """The file's bytes (a regular file only), or None when it does not exist."""
-        return read_regular(self.path(relative), limit=limit)
+        return read_regular(self.file(relative), limit=limit)
 
     def read_text(self, relative: str | os.PathLike[str]) -> str | None:
         """The file's content as UTF-8 text, or None when it does not exist."""
-        data = self.read_bytes(relative)
-        return None if data is None else decode_text(data, self.path(relative))
+        path = self.file(relative)
+        data = read_regular(path)
+        return None if data is None else decode_text(data, path)
 
     def read_line(self, relative: str | os.PathLike[str]) -> str | None:
         """The first line, stripped (sysfs attribute files hold one value)."""
@@ -68,7 +100,7 @@ class SysfsReader:
     def list_dir(self, relative: str | os.PathLike[str]) -> list[str]:
         """Sorted entry names, or an empty list when the directory does not exist."""
         try:
-            return sorted(os.listdir(self.path(relative)))
+            return sorted(os.listdir(self.file(relative)))
         except (FileNotFoundError, NotADirectoryError):
             return []
         except OSError as exc:
@@ -102,12 +134,12 @@ class SysfsReader:
     def link_name(self, relative: str | os.PathLike[str]) -> str | None:
         """The last component of a symlink's target (``driver`` -> the driver's name), or None."""
         try:
-            return os.path.basename(os.readlink(self.path(relative)))
+            return os.path.basename(os.readlink(self.file(relative)))
         except (FileNotFoundError, NotADirectoryError, OSError):
             return None
 
 
-def read_regular(path: Path, *, limit: int = MAX_READ) -> bytes | None:
+def read_regular(path: str | os.PathLike[str], *, limit: int = MAX_READ) -> bytes | None:
     """The bytes of the regular file ``path`` (at most ``limit``), None when it does not exist.
 
     The file is checked before it is opened and opened non-blocking, so a FIFO or a device node
@@ -140,7 +172,7 @@ def read_regular(path: Path, *, limit: int = MAX_READ) -> bytes | None:
     return b"".join(chunks)
 
 
-def decode_text(data: bytes, path: Path) -> str:
+def decode_text(data: bytes, path: str | os.PathLike[str]) -> str:
     """``data`` as strict UTF-8: host paths are taken byte for byte, or refused."""
     try:
         return data.decode("utf-8")
@@ -151,11 +183,11 @@ def decode_text(data: bytes, path: Path) -> str:
         ) from None
 
 
-def _quoted(path: Path) -> str:
+def _quoted(path: str | os.PathLike[str]) -> str:
     return json.dumps(os.fsdecode(path))
 
 
-def _read_error(path: Path, exc: OSError) -> HostReadError:
+def _read_error(path: str | os.PathLike[str], exc: OSError) -> HostReadError:
     reason = exc.strerror or type(exc).__name__
     return HostReadError(f"cannot read {_quoted(path)}: {reason}", field=str(path))
 
@@ -170,10 +202,21 @@ class HostContext:
     #: stat(2) for device nodes and other host files the families check (Kata's node-stat seam,
     #: see docs/seed-names.md); tests replace it (``FakeHost.fake_stat``).
     stat: StatFunc = os.stat
+    #: made once: hooks ask for ``sysfs`` for every device
+    _sysfs: SysfsReader = attrs.field(init=False, eq=False, repr=False)
+    _dev_text: str = attrs.field(init=False, eq=False, repr=False)
+
+    @_sysfs.default
+    def _make_sysfs(self) -> SysfsReader:
+        return SysfsReader(self.sysfs_root)
+
+    @_dev_text.default
+    def _make_dev_text(self) -> str:
+        return str(self.dev_root)
 
     @property
     def sysfs(self) -> SysfsReader:
-        return SysfsReader(self.sysfs_root)
+        return self._sysfs
 
     @property
     def sys_dev_prefix(self) -> Path:
@@ -195,6 +238,14 @@ class HostContext:
         if host_path.startswith("/dev/"):
             return self.dev_root / host_path[len("/dev/") :]
         return Path(host_path)
+
+    def dev_file(self, host_path: str) -> str:
+        """``str(self.dev_path(host_path))``, without a path object when none is needed."""
+        if host_path.startswith("/dev/"):
+            joined = _joined(self._dev_text, host_path[len("/dev/") :])
+            if joined is not None:
+                return joined
+        return str(self.dev_path(host_path))
 
     def proc_path(self, relative: str) -> Path:
         return self.proc_root / relative.lstrip("/")

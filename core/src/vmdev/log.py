@@ -1,22 +1,35 @@
 """Logging: vmdev logs to the standard ``vmdev`` logger (children ``vmdev.plugins``,
 ``vmdev.trace``, ...). Configure it like any stdlib logger, or hand vmdev your own
-logger with :func:`set_logger` (Kata's ``SetLogger``)."""
+logger with :func:`set_logger` (Kata's ``SetLogger``).
+
+:mod:`logging` itself is imported when something is logged or a logger is handed over, not by
+``import vmdev``: a plan that logs nothing does not pay for it.
+"""
 
 from __future__ import annotations
 
-import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import logging
 
 LOGGER_NAME = "vmdev"
+#: marks the handler that :func:`set_logger` installs
+_FORWARD = "_vmdev_forward_to"
 
 
-class _Forward(logging.Handler):
-    def __init__(self, target: logging.Logger) -> None:
-        super().__init__()
-        self.target = target
+def _forward(target: logging.Logger) -> logging.Handler:
+    """A handler passing every record it gets to ``target`` (at ``target``'s level)."""
+    import logging
 
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.target.isEnabledFor(record.levelno):
-            self.target.handle(record)
+    class Forward(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if target.isEnabledFor(record.levelno):
+                target.handle(record)
+
+    handler = Forward()
+    setattr(handler, _FORWARD, target)
+    return handler
 
 
 def set_logger(logger: logging.Logger | None) -> None:
@@ -24,13 +37,15 @@ def set_logger(logger: logging.Logger | None) -> None:
 
     ``None`` restores the default (records propagate normally).
     """
+    import logging
+
     base = logging.getLogger(LOGGER_NAME)
     for handler in list(base.handlers):
-        if isinstance(handler, _Forward):
+        if hasattr(handler, _FORWARD):
             base.removeHandler(handler)
     if logger is None:
         base.propagate = True
         return
-    base.addHandler(_Forward(logger))
+    base.addHandler(_forward(logger))
     base.setLevel(logging.DEBUG)
     base.propagate = False

@@ -72,11 +72,16 @@ def path_text(inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
     (the OCI reader refuses the same, so the Python API and the CLI agree)."""
     if not isinstance(value, str):
         raise _device_error(inst, attribute, f"must be a string, got {type(value).__name__}")
-    for ch in value:
-        if ord(ch) < 0x20 or ord(ch) == 0x7F:
-            raise _device_error(inst, attribute, f"{json.dumps(value)} contains a control character")
-        if "\ud800" <= ch <= "\udfff":
-            raise _device_error(inst, attribute, f"{json.dumps(value)} contains a lone surrogate")
+    found = _UNSAFE_PATH_CHAR.search(value)
+    if found is None:
+        return
+    if found.group() < "\ud800":
+        raise _device_error(inst, attribute, f"{json.dumps(value)} contains a control character")
+    raise _device_error(inst, attribute, f"{json.dumps(value)} contains a lone surrogate")
+
+
+#: what :func:`path_text` refuses (the first one found names the problem)
+_UNSAFE_PATH_CHAR: Final = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 
 
 def _str_mapping(value: Mapping[str, str] | None) -> Mapping[str, str]:

@@ -253,7 +253,7 @@ def check_node(info: DeviceInfo, host: HostContext, *, by_core: bool) -> None:
     if kind is None or info.is_block_file or not info.host_path:
         return
     try:
-        st = host.stat(str(host.dev_path(info.host_path)))
+        st = host.stat(host.dev_file(info.host_path))
     except OSError:
         st = None
     is_node = st is not None and stat.S_IFMT(st.st_mode) in (stat.S_IFBLK, stat.S_IFCHR)

@@ -21,36 +21,34 @@ as entry-point plugins. A plugin that fails to import is reported with a
 from __future__ import annotations
 
 import importlib
-import logging
+import importlib.machinery
 import os
 import re
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
-from difflib import get_close_matches
 from functools import partial
-from typing import Any, Final, TypeVar
+from types import FunctionType, MethodType, ModuleType
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import attrs
 import pluggy
 
 from vmdev import hookspecs
-from vmdev.errors import PluginError, UnclaimedDeviceError, VmdevError
-
-if sys.version_info >= (3, 12):
-    from importlib import metadata as importlib_metadata
-else:  # the backport has EntryPoints.select and Distribution.entry_points on 3.10/3.11
-    import importlib_metadata
-
 from vmdev.backend import Backend, BackendSet, RegisteredBackend
-from vmdev.declared import DeclaredSetting, Setting, parse_settings
-from vmdev.host import HostContext
+from vmdev.errors import PluginError, UnclaimedDeviceError, VmdevError
 from vmdev.models import Device, DeviceInfo
-from vmdev.oci import OciMount, OciSpec
-from vmdev.resources import Allocator
-from vmdev.settings import SandboxSettings
-from vmdev.targets import AttachOptions, RenderTarget
+
+if TYPE_CHECKING:
+    import logging
+
+    from vmdev.declared import DeclaredSetting, Setting
+    from vmdev.host import HostContext
+    from vmdev.oci import OciMount, OciSpec
+    from vmdev.resources import Allocator
+    from vmdev.settings import SandboxSettings
+    from vmdev.targets import AttachOptions, RenderTarget
 
 ENTRY_POINT_GROUP: Final = "vmdev"
 ENV_PLUGINS: Final = "VMDEV_PLUGINS"
@@ -77,9 +75,20 @@ _running: ContextVar[str] = ContextVar("vmdev_running_plugin", default="")
 #: the answers of the hook call under way: (plugin, value) for each non-None result
 _answers: ContextVar[list[tuple[str, Any]] | None] = ContextVar("vmdev_hook_answers", default=None)
 
-log = logging.getLogger("vmdev.plugins")
-trace_log = logging.getLogger("vmdev.trace")
 T = TypeVar("T")
+
+
+def _logger(name: str) -> logging.Logger:
+    """A vmdev logger; :mod:`logging` is imported only when something is logged."""
+    import logging
+
+    return logging.getLogger(name)
+
+
+def _warn(message: str, stacklevel: int) -> None:
+    """A :class:`PluginLoadWarning`, also logged (``vmdev.plugins``)."""
+    _logger("vmdev.plugins").warning(message)
+    warnings.warn(PluginLoadWarning(message), stacklevel=stacklevel + 1)
 
 
 class PluginLoadWarning(UserWarning):
@@ -101,6 +110,217 @@ def _truthy(value: str | None) -> bool:
 
 def _frozen(value: Iterable[str]) -> frozenset[str]:
     return frozenset(value)
+
+
+# --- finding installed plugins --------------------------------------------------------------------
+# importlib.metadata would do, but it imports the email parser (for names and versions nobody prints
+# when planning), zipfile, tempfile and shutil, and parses every distribution's METADATA: a tenth of
+# a plan's start-up. The entry points are found the same way here, from the metadata directories
+# on sys.path in sys.path's order (the first distribution of each name wins); a distribution's name
+# and version come from its directory name, and its METADATA is read only when its exact name is
+# shown. Anything else (zip files or eggs on sys.path, other finders of distributions) is left to
+# importlib.metadata itself.
+_DIST_SUFFIXES: Final = (".dist-info", ".egg-info")
+_ENTRY_POINT: Final = re.compile(r"(?P<module>[\w.]+)\s*(:\s*(?P<attr>[\w.]+)\s*)?((?P<extras>\[.*\])\s*)?$")
+
+
+def _dist_key(name: str) -> str:
+    """How importlib.metadata tells distributions apart (``Vendor.Dev`` and ``vendor_dev`` are one)."""
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+class _Dist:
+    """An installed distribution, known by its metadata directory (``name-version.dist-info``)."""
+
+    __slots__ = ("_headers", "key", "path", "stem_name", "stem_version")
+
+    def __init__(self, path: str, directory: str) -> None:
+        self.path = path
+        stem = directory.rpartition(".")[0]
+        self.stem_name, _, version = stem.partition("-")
+        # egg-info directories may add "-py3.11" or have no version: their metadata says
+        self.stem_version = version if directory.lower().endswith(".dist-info") else ""
+        self.key = _dist_key(self.stem_name)
+        self._headers: dict[str, str] | None = None
+
+    def read(self, filename: str) -> str | None:
+        try:
+            with open(os.path.join(self.path, filename), encoding="utf-8") as handle:
+                return handle.read()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError):
+            return None
+
+    def _header(self, key: str) -> str:
+        """A header of the metadata file (``Name``, ``Version``), read once, without the email parser."""
+        if self._headers is None:
+            self._headers = {}
+            text = self.read("METADATA") or self.read("PKG-INFO") or ""
+            for line in text.splitlines():
+                if not line.strip():
+                    break  # the body (the long description) follows the first blank line
+                name, sep, value = line.partition(":")
+                if sep and not line[0].isspace():
+                    self._headers.setdefault(name.strip().lower(), value.strip())
+        return self._headers.get(key.lower(), "")
+
+    @property
+    def name(self) -> str:
+        """The name as the distribution spells it (its metadata's ``Name``)."""
+        return self._header("Name") or self.stem_name
+
+    @property
+    def version(self) -> str:
+        return self.stem_version or self._header("Version")
+
+    def entry_points(self, group: str) -> list[tuple[str, str]]:
+        """``(name, value)`` of the entry points in ``group``, in the file's order (importlib.metadata's
+        reading of ``entry_points.txt``: stripped lines, ``#`` comments, ``[group]`` headers)."""
+        text = self.read("entry_points.txt")
+        if not text or group not in text:
+            return []
+        found, section = [], None
+        for raw in text.splitlines():
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            if line.startswith("[") and line.endswith("]"):
+                section = line.strip("[]")
+            elif section == group:
+                name, sep, value = line.partition("=")
+                if sep:
+                    found.append((name.strip(), value.strip()))
+        return found
+
+
+class _MetadataDist:
+    """A distribution as importlib.metadata finds it (zip files, eggs, other finders)."""
+
+    def __init__(self, dist: Any) -> None:
+        self._dist = dist
+        self.stem_name = self.name
+        self.key = _dist_key(self.name)
+
+    @property
+    def name(self) -> str:
+        return str(self._dist.metadata["Name"] or "") if self._dist is not None else ""
+
+    @property
+    def version(self) -> str:
+        return str(self._dist.version or "") if self._dist is not None else ""
+
+    def entry_points(self, group: str) -> list[tuple[str, str]]:
+        return [(ep.name, ep.value) for ep in self._dist.entry_points.select(group=group)]
+
+
+DistLike = _Dist | _MetadataDist
+
+
+def _plain_path() -> bool:
+    """Whether every distribution is a metadata directory on sys.path (what :func:`_scan` reads)."""
+    for finder in sys.meta_path:
+        if getattr(finder, "find_distributions", None) is None:
+            continue
+        module = getattr(finder, "__module__", "") or ""
+        if finder is not importlib.machinery.PathFinder and not module.startswith(
+            ("importlib.metadata", "importlib_metadata")
+        ):
+            return False
+    return True
+
+
+def _scan(wanted: str | None = None) -> list[_Dist] | None:
+    """The installed distributions, the first of each name in sys.path's order (only the one whose
+    name is ``wanted`` if given); None when importlib.metadata must look (see above)."""
+    if not _plain_path():
+        return None
+    found: dict[str, _Dist] = {}
+    key = _dist_key(wanted) if wanted is not None else None
+    for entry in sys.path:
+        root = entry or "."
+        try:
+            children = os.listdir(root)
+        except NotADirectoryError:
+            return None  # a zip file
+        except OSError:
+            continue
+        if root.lower().endswith(".egg"):
+            return None
+        for child in children:
+            if not child.lower().endswith(_DIST_SUFFIXES):
+                continue
+            dist = _Dist(os.path.join(root, child), child)
+            if dist.key not in found and (key is None or dist.key == key):
+                found[dist.key] = dist
+        if key is not None and key in found:
+            break
+    return list(found.values())
+
+
+def _find(name: str) -> DistLike | None:
+    """The installed distribution called ``name``, or None."""
+    scanned = _scan(name)
+    if scanned is not None:
+        return scanned[0] if scanned else None
+    from importlib import metadata
+
+    try:
+        return _MetadataDist(metadata.distribution(name))
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _installed_entry_points(group: str) -> list[tuple[str, str, DistLike]]:
+    """Every installed entry point of ``group``: ``(name, value, distribution)``."""
+    scanned = _scan()
+    if scanned is not None:
+        return [(name, value, dist) for dist in scanned for name, value in dist.entry_points(group)]
+    from importlib import metadata
+
+    return [(ep.name, ep.value, _MetadataDist(ep.dist)) for ep in metadata.entry_points(group=group)]
+
+
+def _load_entry_point(value: str) -> object:
+    """What an entry point's ``module:attr`` names (importlib.metadata's ``EntryPoint.load``)."""
+    match = _ENTRY_POINT.match(value)
+    if match is None:
+        raise ValueError(f"entry point {value!r} is not 'module' or 'module:attribute'")
+    found: object = importlib.import_module(match.group("module"))
+    for attr in filter(None, (match.group("attr") or "").split(".")):
+        found = getattr(found, attr)
+    return found
+
+
+class _Origin:
+    """Where a registered plugin comes from: its distribution's name and version, found when asked."""
+
+    __slots__ = ("_dist", "_name", "_version")
+
+    def __init__(
+        self, name: str = "", version: str = "", dist: DistLike | Callable[[], DistLike | None] | None = None
+    ) -> None:
+        self._name, self._version, self._dist = name, version, dist
+
+    def _found(self) -> DistLike | None:
+        if callable(self._dist):
+            self._dist = self._dist()
+        return self._dist
+
+    @property
+    def distribution(self) -> str:
+        if self._name:
+            return self._name
+        dist = self._found()
+        return dist.name if dist is not None else ""
+
+    @property
+    def version(self) -> str:
+        if self._version:
+            return self._version
+        dist = self._found()
+        return dist.version if dist is not None else ""
+
+
+_NO_ORIGIN: Final = _Origin()
 
 
 @attrs.frozen(kw_only=True)
@@ -146,6 +366,23 @@ class Answer:
     plugin: str
 
 
+class _Pluggy(pluggy.PluginManager):
+    """pluggy's manager, quicker to register module plugins: a module's names are most often
+    imports (classes, modules, constants, functions without a hook marker), which pluggy looks at
+    one by one through ``inspect.getattr_static``; those are passed over here at once. Anything
+    that could be a hook implementation is still pluggy's to judge."""
+
+    def parse_hookimpl_opts(self, plugin: Any, name: str) -> Any:
+        if type(plugin) is ModuleType and name in plugin.__dict__:
+            value = plugin.__dict__[name]
+            if type(value) is FunctionType:
+                if not hasattr(value, self.project_name + "_impl"):
+                    return None  # a plain function: pluggy would find no marker on it either
+            elif not isinstance(value, MethodType | staticmethod | classmethod):
+                return None  # classes, modules, constants: never hook implementations
+        return super().parse_hookimpl_opts(plugin, name)
+
+
 class PluginManager:
     """The vmdev plugin manager: loading controls plus one typed method per hook."""
 
@@ -158,18 +395,22 @@ class PluginManager:
         """``policy`` defaults to :meth:`LoadPolicy.from_env`; ``plugins`` are extra
         ``(name, plugin)`` pairs registered alongside (vendors' tests, embedding)."""
         self.policy = LoadPolicy.from_env() if policy is None else policy
-        self._pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self._pm = _Pluggy(hookspecs.PROJECT_NAME)
         self._pm.add_hookspecs(hookspecs)
         self._extra = list(plugins)
-        self._origin: dict[str, tuple[str, str]] = {}
+        self._origin: dict[str, _Origin] = {}
         self._loaded = False
         self._backends: BackendSet | None = None
         self._declared: list[DeclaredSetting] | None = None
-        if self.policy.trace and not logging.getLogger("vmdev").hasHandlers():
-            handler = logging.StreamHandler()
-            handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
-            trace_log.addHandler(handler)
-            trace_log.setLevel(logging.DEBUG)
+        if self.policy.trace:
+            import logging
+
+            trace_log = logging.getLogger("vmdev.trace")
+            if not logging.getLogger("vmdev").hasHandlers():
+                handler = logging.StreamHandler()
+                handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+                trace_log.addHandler(handler)
+                trace_log.setLevel(logging.DEBUG)
 
     # --- loading ---------------------------------------------------------------------------
     def load(self) -> PluginManager:
@@ -177,20 +418,19 @@ class PluginManager:
         if self._loaded:
             return self
         self._loaded = True
-        core_version = _version("vmdev")
+        core = _Origin("vmdev", dist=partial(_find, "vmdev"))
         for name, module in BUILTIN_PLUGINS:
-            self._register_lazy(name, partial(importlib.import_module, module), "vmdev", core_version)
+            self._register_lazy(name, partial(importlib.import_module, module), core, "vmdev")
         for name, plugin in self._extra:
             self.register(plugin, name=name)
-        for entry_point, dist_name, version in self._selected_entry_points():
-            self._register_lazy(entry_point.name, entry_point.load, dist_name, version)
+        for name, value, dist in self._selected_entry_points():
+            self._register_lazy(name, partial(_load_entry_point, value), _Origin(dist=dist), dist.stem_name)
         self._check_pending()
         return self
 
     def _check_pending(self) -> None:
         """Refuse hook implementations that match no hook (pluggy's ``check_pending``), naming the
         plugin and the hook, with the nearest real hook name."""
-        known = [name for name in dir(hookspecs) if getattr(getattr(hookspecs, name), "vmdev_spec", None)]
         for hook_name in dir(self._pm.hook):
             caller = getattr(self._pm.hook, hook_name)
             if hook_name.startswith("_") or not hasattr(caller, "has_spec") or caller.has_spec():
@@ -198,6 +438,9 @@ class PluginManager:
             for impl in caller.get_hookimpls():
                 if impl.optionalhook:
                     continue
+                from difflib import get_close_matches
+
+                known = [n for n in dir(hookspecs) if getattr(getattr(hookspecs, n), "vmdev_spec", None)]
                 near = get_close_matches(hook_name, known, n=1)
                 hint = f" (did you mean {near[0]}?)" if near else ""
                 raise PluginError(
@@ -209,12 +452,16 @@ class PluginManager:
 
     def register(self, plugin: object, *, name: str, distribution: str = "", version: str = "") -> None:
         """Register a plugin object or module directly (subject to the disable list)."""
-        if self.policy.blocks(name, distribution):
-            log.debug("plugin %s is disabled", name)
+        origin = _Origin(distribution, version) if distribution or version else _NO_ORIGIN
+        self._register(plugin, name, origin, distribution)
+
+    def _register(self, plugin: object, name: str, origin: _Origin, dist_name: str) -> None:
+        if self.policy.blocks(name, dist_name):
+            _logger("vmdev.plugins").debug("plugin %s is disabled", name)
             self._pm.set_blocked(name)
             return
         self._pm.register(plugin, name=name)
-        self._origin[name] = (distribution, version)
+        self._origin[name] = origin
         self._instrument(plugin, name)
 
     def _instrument(self, plugin: object, name: str) -> None:
@@ -229,45 +476,37 @@ class PluginManager:
                     wrapped = _answering(impl.function, name, caller.name, self.policy.trace)
                     object.__setattr__(impl, "function", wrapped)
 
-    def _register_lazy(
-        self, name: str, load: Callable[[], object], distribution: str, version: str
-    ) -> None:
-        if self.policy.blocks(name, distribution):
+    def _register_lazy(self, name: str, load: Callable[[], object], origin: _Origin, dist_name: str) -> None:
+        """Import and register a plugin unless the policy blocks it (``dist_name``: its distribution's
+        name as its metadata directory spells it, enough to match the disable list)."""
+        if self.policy.blocks(name, dist_name):
             self._pm.set_blocked(name)
             return
         if self._pm.has_plugin(name):
             return
         try:
             plugin = load()
-            self.register(plugin, name=name, distribution=distribution, version=version)
+            self._register(plugin, name, origin, dist_name)
         except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the host
-            message = (
-                f"vmdev plugin {name!r} from distribution {distribution!r} failed to load "
-                f"and is skipped: {type(exc).__name__}: {exc}"
+            _warn(
+                f"vmdev plugin {name!r} from distribution {origin.distribution!r} failed to load "
+                f"and is skipped: {type(exc).__name__}: {exc}",
+                stacklevel=2,
             )
-            log.warning(message)
-            warnings.warn(PluginLoadWarning(message), stacklevel=2)
 
-    def _selected_entry_points(self) -> list[tuple[Any, str, str]]:
-        selected: list[tuple[Any, str, str]] = []
+    def _selected_entry_points(self) -> list[tuple[str, str, DistLike]]:
+        selected: list[tuple[str, str, DistLike]] = []
         if self.policy.only is not None:
             for dist_name in self.policy.only:
-                try:
-                    dist = importlib_metadata.distribution(dist_name)
-                except importlib_metadata.PackageNotFoundError:
-                    message = f"{ENV_PLUGINS} names {dist_name!r}, which is not installed"
-                    log.warning(message)
-                    warnings.warn(PluginLoadWarning(message), stacklevel=3)
+                dist = _find(dist_name)
+                if dist is None:
+                    _warn(f"{ENV_PLUGINS} names {dist_name!r}, which is not installed", stacklevel=3)
                     continue
-                for ep in dist.entry_points.select(group=ENTRY_POINT_GROUP):
-                    selected.append((ep, dist.metadata["Name"], dist.version))
+                selected += [(name, value, dist) for name, value in dist.entry_points(ENTRY_POINT_GROUP)]
             return selected
         if not self.policy.autoload:
             return selected
-        for ep in importlib_metadata.entry_points(group=ENTRY_POINT_GROUP):
-            dist = ep.dist
-            selected.append((ep, dist.metadata["Name"] if dist else "", dist.version if dist else ""))
-        return selected
+        return _installed_entry_points(ENTRY_POINT_GROUP)
 
     # --- introspection ---------------------------------------------------------------------
     def list_plugins(self) -> list[PluginInfo]:
@@ -277,12 +516,14 @@ class PluginManager:
             if plugin is None:
                 continue
             hooks = tuple(sorted(caller.name for caller in self._pm.get_hookcallers(plugin) or ()))
-            dist, version = self._origin.get(name, ("", ""))
-            out.append(PluginInfo(name=name, distribution=dist, version=version, hooks=hooks))
+            origin = self._origin.get(name, _NO_ORIGIN)
+            out.append(PluginInfo(name=name, distribution=origin.distribution, version=origin.version,
+                                  hooks=hooks))
         return out
 
     def plugin_names(self) -> list[str]:
-        return [info.name for info in self.list_plugins()]
+        self.load()
+        return [name for name, plugin in self._pm.list_name_plugin() if plugin is not None]
 
     # --- calling ---------------------------------------------------------------------------
     def _call(self, hook: str, *, first: bool, subject: str = "", **kwargs: Any) -> list[Answer]:
@@ -292,24 +533,45 @@ class PluginManager:
         Exceptions other than :class:`VmdevError` become a :class:`PluginError` naming the
         plugin (see :func:`_answering`); it is given the device the call was about.
         """
-        self.load()
-        token = _answers.set([])
+        if first:
+            found = self._first(hook, subject, kwargs)
+            return [] if found is None else [found]
+        if not self._loaded:
+            self.load()
+        answered: list[tuple[str, Any]] = []
+        token = _answers.set(answered)
         try:
             result = getattr(self._pm.hook, hook)(**kwargs)
-            answered = _answers.get() or []
         except VmdevError as exc:
             if subject and not exc.device:
                 exc.device = subject  # the plugin did not say which device: the call was about this one
             raise
         finally:
             _answers.reset(token)
-        if first:
-            answers = [] if result is None else [Answer(value=result, plugin=_who(answered, result))]
-        else:
-            answers = [Answer(value=v, plugin=_who(answered, v)) for v in result]
+        answers = [Answer(value=v, plugin=_who(answered, v)) for v in result]
         if self.policy.trace:
-            trace_log.debug("%s result: %r", hook, [(a.plugin, a.value) for a in answers])
+            _logger("vmdev.trace").debug("%s result: %r", hook, [(a.plugin, a.value) for a in answers])
         return answers
+
+    def _first(self, hook: str, subject: str, kwargs: dict[str, Any]) -> Answer | None:
+        """:meth:`_call` for a first-result hook: its answer, or None (the one path called per device)."""
+        if not self._loaded:
+            self.load()
+        answered: list[tuple[str, Any]] = []
+        token = _answers.set(answered)
+        try:
+            result = getattr(self._pm.hook, hook)(**kwargs)
+        except VmdevError as exc:
+            if subject and not exc.device:
+                exc.device = subject
+            raise
+        finally:
+            _answers.reset(token)
+        answer = None if result is None else Answer(value=result, plugin=_who(answered, result))
+        if self.policy.trace:
+            shown = [] if answer is None else [(answer.plugin, answer.value)]
+            _logger("vmdev.trace").debug("%s result: %r", hook, shown)
+        return answer
 
     # --- backends and settings -------------------------------------------------------------
     def backends(self) -> BackendSet:
@@ -330,8 +592,10 @@ class PluginManager:
                         f"called {backend.name!r}",
                         field="register_backends",
                     )
-                dist = self._origin.get(plugin, ("", ""))[0]
-                found[backend.name] = RegisteredBackend(backend=backend, plugin=plugin, distribution=dist)
+                origin = self._origin.get(plugin, _NO_ORIGIN)
+                found[backend.name] = RegisteredBackend(
+                    backend=backend, plugin=plugin, distribution=lambda: origin.distribution
+                )
 
             self._call("register_backends", first=False, register=register)
             self._backends = BackendSet(found)
@@ -344,6 +608,8 @@ class PluginManager:
     def declared_settings(self) -> list[DeclaredSetting]:
         """Every settings key the loaded plugins declare (``register_settings``)."""
         if self._declared is None:
+            from vmdev.declared import DeclaredSetting, Setting
+
             found: list[DeclaredSetting] = []
 
             def register(setting: Setting) -> None:
@@ -370,6 +636,8 @@ class PluginManager:
     def prepare_settings(self, settings: SandboxSettings) -> SandboxSettings:
         """``settings`` with every declared key parsed and typed (``settings.value(key)``), after
         checking that its hypervisor is an installed backend and running ``check_settings``."""
+        from vmdev.declared import parse_settings
+
         self.backends().get(settings.hypervisor)
         tables = {"hypervisor": settings.options, "runtime": settings.runtime}
         values = parse_settings(self.declared_settings(), tables, settings.hypervisor)
@@ -397,7 +665,10 @@ class PluginManager:
         """The extra plan sections of every plugin, checked for clashes."""
         sections: dict[str, Any] = {}
         owner: dict[str, str] = {}
-        host = host if host is not None else HostContext()
+        if host is None:
+            from vmdev.host import HostContext
+
+            host = HostContext()
         answers = self._call("finish_plan", first=False, plan=plan, spec=spec, settings=settings, host=host)
         for answer in answers:
             if not isinstance(answer.value, Mapping):
@@ -418,28 +689,26 @@ class PluginManager:
 
     def device_from_state(self, kind: str, data: Mapping[str, Any], plugin: str, *, name: str) -> Device:
         """The device ``plugin`` built, rebuilt from its saved form without touching the host."""
-        answers = self._call(
-            "device_from_state", first=True, subject=name, kind=kind, data=data, plugin=plugin
-        )
-        if not answers:
+        answer = self._first("device_from_state", name, {"kind": kind, "data": data, "plugin": plugin})
+        if answer is None:
             raise PluginError(
                 f"no plugin rebuilds saved {kind} devices (plugin {plugin!r} has no device_from_state "
                 "hook, or is not installed)",
                 device=name,
                 field="kind",
             )
-        device: Device = _typed(answers[0], Device, "device_from_state", name)
+        device: Device = _typed(answer, Device, "device_from_state", name)
         return device
 
     def host_facts(self, device: Device, host: HostContext, *, name: str) -> dict[str, str]:
         """What the device's family says it was built from on the host (may be empty)."""
-        answers = self._call("host_facts", first=True, subject=name, device=device, host=host)
-        if not answers:
+        answer = self._first("host_facts", name, {"device": device, "host": host})
+        if answer is None:
             return {}
-        facts = answers[0].value
+        facts = answer.value
         if not isinstance(facts, Mapping) or not all(isinstance(v, str) for v in facts.values()):
             raise PluginError(
-                f"plugin {answers[0].plugin!r} returned {facts!r} from host_facts, not a mapping of strings",
+                f"plugin {answer.plugin!r} returned {facts!r} from host_facts, not a mapping of strings",
                 device=name,
             )
         return {str(k): v for k, v in facts.items()}
@@ -460,35 +729,39 @@ class PluginManager:
         self, info: DeviceInfo, host: HostContext, settings: SandboxSettings | None = None
     ) -> Answer:
         """The host path and the plugin that resolved it."""
-        answers = self._call(
-            "resolve_host_path", first=True, subject=info.name, info=info, host=host,
-            settings=settings if settings is not None else self.prepare_settings(SandboxSettings()),
-        )
-        if not answers:
+        if settings is None:
+            from vmdev.settings import SandboxSettings
+
+            settings = self.prepare_settings(SandboxSettings())
+        kwargs = {"info": info, "host": host, "settings": settings}
+        answer = self._first("resolve_host_path", info.name, kwargs)
+        if answer is None:
             raise UnclaimedDeviceError("no plugin resolved its host path", device=info.name)
-        _typed(answers[0], str, "resolve_host_path", info.name)
-        return answers[0]
+        _typed(answer, str, "resolve_host_path", info.name)
+        return answer
 
     def device_from_mount(
         self, mount: OciMount, host: HostContext, settings: SandboxSettings
     ) -> Answer | None:
-        answers = self._call(
-            "device_from_mount", first=True, subject=mount.destination,
-            mount=mount, host=host, settings=settings,
+        answer = self._first(
+            "device_from_mount", mount.destination, {"mount": mount, "host": host, "settings": settings}
         )
-        if answers:
-            _typed(answers[0], DeviceInfo, "device_from_mount", mount.destination)
-        return answers[0] if answers else None
+        if answer is not None:
+            _typed(answer, DeviceInfo, "device_from_mount", mount.destination)
+        return answer
 
     def build_device(
         self, info: DeviceInfo, host: HostContext, settings: SandboxSettings, alloc: Allocator | None = None
     ) -> Answer:
         """The built device and the plugin that claimed it."""
-        answers = self._call(
-            "build_device", first=True, subject=info.name, info=info, host=host, settings=settings,
-            alloc=alloc if alloc is not None else Allocator(),
+        if alloc is None:
+            from vmdev.resources import Allocator
+
+            alloc = Allocator()
+        answer = self._first(
+            "build_device", info.name, {"info": info, "host": host, "settings": settings, "alloc": alloc}
         )
-        if not answers:
+        if answer is None:
             kind = {"b": "block", "c": "character", "u": "character", "p": "FIFO"}[info.dev_type]
             raise UnclaimedDeviceError(
                 f"no installed plugin handles {kind} devices like this one "
@@ -497,8 +770,8 @@ class PluginManager:
                 device=info.name,
                 field="type",
             )
-        _typed(answers[0], Device, "build_device", info.name)
-        return answers[0]
+        _typed(answer, Device, "build_device", info.name)
+        return answer
 
     def sandbox_devices(self, settings: SandboxSettings, host: HostContext) -> list[Answer]:
         out: list[Answer] = []
@@ -516,17 +789,15 @@ class PluginManager:
     def attach_options(
         self, device: Device, target: RenderTarget, hotplug: bool, *, name: str
     ) -> AttachOptions:
-        answers = self._call(
-            "attach_options", first=True, subject=name, device=device, target=target, hotplug=hotplug
-        )
-        if not answers:
+        answer = self._first("attach_options", name, {"device": device, "target": target, "hotplug": hotplug})
+        if answer is None:
             raise PluginError(
                 f"no plugin renders {device.kind} devices for the {target.hypervisor} backend (neither "
                 f"the plugin that built it nor the backend's plugin answered attach_options)",
                 device=name,
                 field="hypervisor",
             )
-        value: AttachOptions = _typed(answers[0], target.attach_type, "attach_options", name)
+        value: AttachOptions = _typed(answer, target.attach_type, "attach_options", name)
         return value
 
     @property
@@ -535,8 +806,29 @@ class PluginManager:
         return self._pm
 
 
+#: (protocol, class) pairs known to match: ``isinstance`` against a runtime-checkable protocol
+#: looks at every member each time (10 us, once per device and hook)
+_MATCHED: set[tuple[type, type]] = set()
+
+
+def _is_a(value: Any, kind: Any) -> bool:
+    """``isinstance(value, kind)``, remembered for a protocol whose members ``value``'s class has."""
+    if (kind, type(value)) in _MATCHED:
+        return True
+    if not isinstance(value, kind):
+        return False
+    members = getattr(kind, "__protocol_attrs__", None)
+    if members is None and getattr(kind, "_is_protocol", False):
+        import typing
+
+        members = typing._get_protocol_attrs(kind)  # type: ignore[attr-defined]  # 3.10, 3.11
+    if members is not None and all(hasattr(type(value), m) for m in members):
+        _MATCHED.add((kind, type(value)))
+    return True
+
+
 def _typed(answer: Answer, kind: Any, hook: str, device: str) -> Any:
-    if not isinstance(answer.value, kind):
+    if not _is_a(answer.value, kind):
         expected = getattr(kind, "__name__", str(kind))
         raise PluginError(
             f"plugin {answer.plugin!r} returned {type(answer.value).__name__} from {hook}, "
@@ -563,7 +855,7 @@ def _answering(function: Callable[..., Any], plugin: str, hook: str, trace: bool
             _running.reset(token)
         if trace:
             shown = ", ".join([*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
-            trace_log.debug("%s[%s](%s) -> %r", hook, plugin, shown, value)
+            _logger("vmdev.trace").debug("%s[%s](%s) -> %r", hook, plugin, shown, value)
         answers = _answers.get()
         if answers is not None and value is not None:
             answers.append((plugin, value))
@@ -590,13 +882,6 @@ def _who(answered: Sequence[tuple[str, Any]], value: Any) -> str:
 
 def _kw(kwargs: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
-
-
-def _version(dist_name: str) -> str:
-    try:
-        return importlib_metadata.version(dist_name)
-    except importlib_metadata.PackageNotFoundError:
-        return ""
 
 
 def get_plugin_manager(

@@ -1,26 +1,43 @@
-"""JSON-ready (un)structuring of the models with cattrs.
+"""JSON-ready (un)structuring of the models.
 
 Field names are kept as written (snake_case), except that a trailing
 underscore used to dodge a Python keyword is dropped (``class_`` -> ``class``).
 Enums become their values and PCI paths their ``02/00/01`` strings.
+
+:func:`to_json` walks the values itself: it runs for every plan, and cattrs (which
+:func:`from_json` uses to rebuild saved devices) costs a tenth of a plan's start-up to import
+and to generate its functions for each class. Its output is what cattrs' unstructuring gave
+(``core/tests/test_serialize.py`` compares the two), with one difference no model shows: a field
+is walked by its value's class, where cattrs went by the field's declared type (they differ only
+for a subclass instance in a field declared as its base class).
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import attrs
-import cattrs
-from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from vmdev.models import PciPath
 
+if TYPE_CHECKING:
+    import cattrs
+
 T = TypeVar("T")
+
+#: values JSON takes as they are
+_PLAIN: Final = frozenset({str, int, float, bool, type(None)})
+#: per attrs class: (attribute name, JSON name) of each field cattrs would write (``init`` fields)
+_FIELDS: dict[type, tuple[tuple[str, str], ...]] = {}
 
 
 def _make_converter() -> cattrs.Converter:
+    import cattrs
+    from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
     converter = cattrs.Converter()
     converter.register_unstructure_hook(PciPath, str)
     converter.register_structure_hook(PciPath, lambda value, _: PciPath.parse(value))
@@ -43,23 +60,58 @@ def _make_converter() -> cattrs.Converter:
     return converter
 
 
-converter = _make_converter()
+_converter: cattrs.Converter | None = None
+
+
+def __getattr__(name: str) -> Any:
+    """``converter``: the cattrs converter :func:`from_json` uses, made on first use."""
+    if name == "converter":
+        return _cattrs()
+    raise AttributeError(f"module 'vmdev.serialize' has no attribute {name!r}")
+
+
+def _cattrs() -> cattrs.Converter:
+    global _converter
+    if _converter is None:
+        _converter = _make_converter()
+    return _converter
 
 
 def to_json(value: Any) -> Any:
     """Unstructure an attrs model (or containers of them) into JSON-ready data."""
-    data = converter.unstructure(value)
-    return _plain(data)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, enum.Enum):  # str- and int-based enums pass cattrs' enum hook by
-        return value.value  # their base type; JSON-ready data holds plain values
+    cls = type(value)
+    if cls in _PLAIN:
+        return value
+    if isinstance(value, PciPath):  # an attrs class with its own form
+        return str(value)
+    fields = _FIELDS.get(cls)
+    if fields is None and attrs.has(cls):
+        fields = _FIELDS[cls] = tuple((f.name, f.name.rstrip("_")) for f in attrs.fields(cls) if f.init)
+    if fields is not None:
+        return {key: to_json(getattr(value, name)) for name, key in fields}
+    if isinstance(value, enum.Enum):
+        return value.value
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(_key(k)): to_json(v) for k, v in value.items()}
     if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
+        return [to_json(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, set | frozenset):
+        return type(value)(to_json(v) for v in value)
     return value
+
+
+def _key(key: Any) -> Any:
+    """A mapping key as cattrs left it before ``str()``: strings (str-based enums too) as they are,
+    other enums as their values, PCI paths and file paths as their text."""
+    if isinstance(key, str | bytes):
+        return key
+    if isinstance(key, enum.Enum):
+        return key.value
+    if isinstance(key, PciPath | Path):
+        return str(key)
+    return key
 
 
 def from_json(cls: type[T], data: Any) -> T:
@@ -69,4 +121,4 @@ def from_json(cls: type[T], data: Any) -> T:
     if attrs.has(cls) and isinstance(data, Mapping):  # fields added to the JSON later are ignored
         known = {f.name.rstrip("_") for f in attrs.fields(cls) if f.init}
         data = {key: value for key, value in data.items() if key in known}
-    return converter.structure(data, cls)
+    return _cattrs().structure(data, cls)

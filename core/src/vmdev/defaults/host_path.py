@@ -36,7 +36,8 @@ def parse_uevent(text: str, *, source: str, device: str) -> dict[str, str]:
         line = raw.strip()
         if not line or line[0] in "#;":
             continue
-        cut = min((i for i in (line.find("="), line.find(":")) if i >= 0), default=-1)
+        equals, colon = line.find("="), line.find(":")
+        cut = colon if equals < 0 else equals if colon < 0 else min(equals, colon)
         if cut <= 0:
             raise ResolveError(
                 f"malformed uevent file {source}: line {number} {raw!r} is not KEY=VALUE",
@@ -44,9 +45,10 @@ def parse_uevent(text: str, *, source: str, device: str) -> dict[str, str]:
                 field="major:minor",
             )
         key, value = line[:cut].strip(), line[cut + 1 :].strip()
-        for stop in "#;":
-            if stop in value:
-                value = value[: value.index(stop)].strip()
+        if "#" in value or ";" in value:
+            for stop in "#;":
+                if stop in value:
+                    value = value[: value.index(stop)].strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'`":
             value = value[1:-1]
         values[key] = value
@@ -55,6 +57,8 @@ def parse_uevent(text: str, *, source: str, device: str) -> dict[str, str]:
 
 def devname_path(devname: str, *, source: str, device: str) -> str:
     """``/dev/<DEVNAME>``, refusing names that would leave ``/dev``."""
+    if devname and "." not in devname and "//" not in devname and devname[0] != "/" and devname[-1] != "/":
+        return "/dev/" + devname  # what normpath gives for a plain name, without its cost
     path = posixpath.normpath(posixpath.join("/dev", devname))
     if not devname or devname.startswith("/") or not path.startswith("/dev/"):
         raise ResolveError(
@@ -76,7 +80,7 @@ def resolve_host_path(info: DeviceInfo, host: HostContext) -> str | None:
         return info.container_path
     relative = f"dev/{kind}/{info.major}:{info.minor}/uevent"
     text = host.sysfs.read_text(relative)
-    source = str(host.sysfs.path(relative))
+    source = host.sysfs.file(relative)
     if text is None and info.dev_type == "b":
         # Kata falls back to the container path, and the disk attached is whatever host file or
         # node sits there (/etc/shadow for a made-up 259:99); a disk must be the node requested
