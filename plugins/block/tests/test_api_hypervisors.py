@@ -264,3 +264,18 @@ def test_the_schema_check_catches_a_wrong_body(api: Any) -> None:
         check({"path": "/dev/sdb", "ratelimiter": {}})  # not a DiskConfig field
     with pytest.raises(jsonschema.ValidationError):
         api("firecracker", "Drive")({"drive_id": "a", "is_root_device": False, "io_engine": "Native"})
+
+
+def test_enable_iommu_puts_cloud_hypervisor_disks_and_the_platform_behind_the_viommu_as_kata() -> None:
+    from vmdev.backends.clh import assemble
+    from vmdev.settings import SandboxSettings
+    from vmdev_block import BlockDrive
+    from vmdev_block.render_clh import _clh_disk
+    from vmdev_block.settings import BlockSettings
+
+    drive = BlockDrive(file="/dev/sdb", id="drive-1")
+    assert _clh_disk(drive, BlockSettings(driver="virtio-blk", aio="threads", iommu=True))["iommu"] is True
+    assert "iommu" not in _clh_disk(drive, BlockSettings(driver="virtio-blk", aio="threads"))
+    on = assemble(SandboxSettings(values={"enable_iommu": True}), None, [])  # type: ignore[arg-type]
+    assert on.config == {"platform": {"iommu_segments": [0]}}
+    assert assemble(SandboxSettings(), None, []).config == {}  # type: ignore[arg-type]

@@ -61,6 +61,8 @@ def assemble(settings: SandboxSettings, target: RenderTarget, devices: Sequence[
                 config[key] = value
         hotplug += attach.hotplug
         unplug.append(list(attach.unplug))
+    if settings.values.get("enable_iommu"):  # Kata's clh.go: platform.SetIommuSegments([0])
+        config.setdefault("platform", {}).setdefault("iommu_segments", [0])
     return ApiPlan(config=config, requests=(), hotplug=tuple(hotplug),
                    unplug=tuple(r for group in reversed(unplug) for r in group), config_key="vm_config")
 

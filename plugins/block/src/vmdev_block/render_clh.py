@@ -65,6 +65,8 @@ def _clh_disk(drive: BlockDrive, config: BlockSettings) -> dict[str, Any]:
         "serial": drive.id,
         "image_type": "Raw",
     }
+    if config.iommu:  # Cloud Hypervisor's default is false, so it is written only when set
+        body["iommu"] = True
     if config.num_queues:
         body["num_queues"] = config.num_queues
     if config.queue_size:

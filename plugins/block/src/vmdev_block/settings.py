@@ -219,6 +219,9 @@ class BlockSettings:
     num_queues: int = 0
     queue_size: int = 0
     allow_host_mounted: bool = False
+    #: ``enable_iommu`` (declared by the QEMU backend for every backend): Cloud Hypervisor disks
+    #: sit behind the virtual IOMMU, as Kata's clh.go sets ``disk.SetIommu(config.IOMMU)``
+    iommu: bool = False
 
     @property
     def sector_sizes(self) -> dict[str, int]:
@@ -259,6 +262,7 @@ def block_settings(settings: SandboxSettings) -> BlockSettings:
         num_queues=settings.value(KEY_NUM_QUEUES),
         queue_size=settings.value(KEY_QUEUE_SIZE),
         allow_host_mounted=settings.value(KEY_ALLOW_HOST_MOUNTED),
+        iommu=bool(settings.value("enable_iommu", False)),
     )
 
 
