@@ -373,3 +373,16 @@ def test_enable_iommu_platform_gives_the_ccw_fs_and_9p_devices_iommu_platform_as
     fs = VhostUserDeviceAttrs(dev_id="fs0", socket_path="/run/fs.sock", type=VHOST_USER_FS, tag="kataShared")
     assert _device_props(fs, target, "chr-fs0", "", "fs0")["iommu_platform"] is True
     assert "iommu_platform" not in _device_props(fs, pci, "chr-fs0", "", "fs0")
+
+
+def test_enable_iommu_puts_cloud_hypervisor_vhost_user_disks_and_nics_behind_the_viommu() -> None:
+    from vmdev.backend import RenderContext
+    from vmdev.backends.clh import ClhTarget
+    from vmdev.settings import SandboxSettings
+    from vmdev_vhostuser.device import VHOST_USER_BLK, VhostUserDeviceAttrs
+    from vmdev_vhostuser.render_clh import render
+
+    blk = VhostUserDeviceAttrs(dev_id="blk0", socket_path="/run/blk.sock", type=VHOST_USER_BLK)
+    on = render(blk, ClhTarget(SandboxSettings(values={"enable_iommu": True}), RenderContext()), False)
+    off = render(blk, ClhTarget(SandboxSettings(values={"enable_iommu": False}), RenderContext()), False)
+    assert on.vm_config["disks"][0]["iommu"] is True and "iommu" not in off.vm_config["disks"][0]

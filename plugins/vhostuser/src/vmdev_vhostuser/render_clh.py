@@ -51,6 +51,8 @@ def render(device: VhostUserDeviceAttrs | Virtio9pShare, target: ClhTarget, hotp
     refuse_reconnect(device, "Cloud Hypervisor")
     key, endpoint = CLH_KEYS[device.type]
     body = _body(device)
+    if device.type in (VHOST_USER_BLK, VHOST_USER_NET) and target.settings.value("enable_iommu", False):
+        body["iommu"] = True  # Kata's clh.go: disk.SetIommu / net.SetIommu(config.IOMMU)
     memory = {"memory": {"size": target.settings.memory_mib * MIB, "shared": True}}
     details = {"vm_config_key": key}
     if not hotplug:
