@@ -29,11 +29,26 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="write the real-world outcome tables (markdown) to FILE")
 
 
+def _needed(items: list[pytest.Item]) -> list[tuple[str, str, bool]]:
+    """The combinations the selected tests look at (all of them for the tests that compare)."""
+    everything = combo_ids()
+    wanted = set()
+    for item in items:
+        params = getattr(item, "callspec", None)
+        if params is not None and "combo_id" in params.params:
+            wanted.add(params.params["combo_id"])
+        elif item.name.startswith("test_the_fork_server"):
+            return everything
+    return [c for c in everything if c in wanted]
+
+
 @pytest.fixture(scope="session")
-def rw(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Iterator[Session]:
-    """The session: engine specs, Kata configs and variants, and every combination's outcome."""
+def rw(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config,
+       request: pytest.FixtureRequest) -> Iterator[Session]:
+    """The session: engine specs, Kata configs and variants, and the selected combinations' outcomes
+    (all run up front, in parallel)."""
     with Session.start(tmp_path_factory.mktemp("realworld")) as session:
-        session.run_all(combo_ids())
+        session.run_all(_needed(list(request.session.items)))
         yield session
         target = pytestconfig.getoption("--realworld-report")
         if target:

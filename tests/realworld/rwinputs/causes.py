@@ -150,13 +150,28 @@ def _check_maxmem(c: Combo, plan: Mapping[str, Any]) -> str | None:
 
 def _bridges_expected(c: Combo) -> int:
     value = _int(c, "default_bridges")
-    return 1 if value == 0 else min(value, 5)  # katautils defaultBridges(): 0 -> 1, max 5
+    if _go(c):
+        return 1 if value == 0 else min(value, 5)  # katautils defaultBridges(): 0 -> 1, at most 5
+    return min(value, 5)  # kata-types: at most MAX_BRIDGE_SIZE (5); 0 -> none
+
+
+def _nested_bridges(c: Combo) -> bool:
+    """q35 with a firmware: each pcie-pci-bridge sits behind its own root port (Go: whenever a
+    firmware is set; runtime-rs: not for a confidential guest)."""
+    q35 = str(c.config.option("machine_type", "q35")).startswith("q35")
+    return q35 and bool(c.config.option("firmware", "")) and (_go(c) or not _confidential(c))
+
+
+def _rs_confidential_firmware(c: Combo) -> bool:
+    """runtime-rs, q35, a firmware and a confidential guest: plain pci-bridges, where the Go runtime
+    (and vmdev) nest them behind root ports."""
+    q35 = str(c.config.option("machine_type", "q35")).startswith("q35")
+    return not _go(c) and q35 and _confidential(c) and bool(c.config.option("firmware", ""))
 
 
 def _check_bridges(c: Combo, plan: Mapping[str, Any]) -> str | None:
     qemu = _part(plan, "qemu")
-    nested = bool(c.config.option("firmware", ""))  # q35 + firmware: pcie-pci-bridge behind a root port
-    driver = "pcie-pci-bridge" if nested else "pci-bridge"
+    driver = "pcie-pci-bridge" if _nested_bridges(c) else "pci-bridge"
     have = {d.get("id") for d in qemuargs.devices(qemu, hotplug=False) if d.get("driver") == driver}
     want = {f"pci-bridge-{i}" for i in range(_bridges_expected(c))}
     if not want <= have:
@@ -374,9 +389,14 @@ CAUSES: Final = (
     Cause("default_maxmemory", "default_maxmemory is ignored: no maxmem= on -m",
           lambda c: _qemu(c) and not _confidential(c), check=_check_maxmem, names=("default_maxmemory",),
           fixed_in="89990a4 (0: a plan note, not the host's memory)"),
-    Cause("default_bridges", "default_bridges is ignored: no pci-bridge devices (Go runtime, q35)",
-          lambda c: _qemu(c) and _go(c) and _q35(c), check=_check_bridges, names=("default_bridges",),
-          fixed_in="1c0fc21, 89990a4"),
+    Cause("default_bridges", "default_bridges is ignored: no pci-bridge devices (q35)",
+          lambda c: _qemu(c) and _q35(c) and _bridges_expected(c) > 0 and not _rs_confidential_firmware(c),
+          check=_check_bridges, names=("default_bridges",), fixed_in="1c0fc21, 89990a4"),
+    Cause("rs-confidential-bridges",
+          "runtime-rs confidential q35 files with a firmware: vmdev nests the bridges behind root ports as the Go "
+          "runtime does; runtime-rs plugs plain pci-bridges into pcie.0",
+          lambda c: _qemu(c) and _bridges_expected(c) > 0 and _rs_confidential_firmware(c),
+          check=_check_bridges, names=("default_bridges",)),
     Cause("enable_iommu", "enable_iommu is ignored (QEMU q35: no vIOMMU)",
           lambda c: c.config.option("enable_iommu") is True and _qemu(c) and _q35(c),
           check=_check_qemu_iommu, names=("enable_iommu",), fixed_in="89990a4"),
