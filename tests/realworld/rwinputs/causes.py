@@ -402,7 +402,7 @@ CAUSES: Final = (
           check=_check_qemu_iommu, names=("enable_iommu",), fixed_in="89990a4"),
     Cause("clh-enable_iommu", "enable_iommu is ignored by Cloud Hypervisor disks (no iommu: true; Go runtime)",
           lambda c: c.config.option("enable_iommu") is True and _clh(c) and _go(c) and _block(c),
-          check=_check_clh_iommu, names=("enable_iommu",)),
+          check=_check_clh_iommu, names=("enable_iommu",), fixed_in="74cffaa"),
     Cause("clh-rng-enable_iommu", "enable_iommu is ignored by the Cloud Hypervisor rng (Go runtime)",
           lambda c: c.config.option("enable_iommu") is True and _clh(c) and _go(c),
           check=_check_clh_rng_iommu, names=("enable_iommu",), fixed_in="66af069"),
