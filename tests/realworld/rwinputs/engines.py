@@ -278,10 +278,46 @@ class Podman:
     def cleanup(self) -> None:
         subprocess.run([*self.base, "rm", "--all", "--force"], capture_output=True, check=False)
         subprocess.run([*self.base, "rmi", "--all", "--force"], capture_output=True, check=False)
-        # the overlay driver's own mount of its store, if it made one, must go before the files
-        subprocess.run(["umount", "--recursive", "--lazy", str(self.workdir / "root" / "overlay")],
-                       capture_output=True, check=False)
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        # conmon runs podman's exit command (container cleanup) on its own after `rm`; it would
+        # write the store's lock files again behind rmtree: wait for every process naming our
+        # directories to end
+        _wait_for_processes_naming(self.workdir, timeout=20)
+        for attempt in range(3):
+            # whatever podman left mounted under its directories (the overlay driver's own mount
+            # of its store, a container's shm) must go before the files, deepest first
+            for mountpoint in sorted(_mounts_under(self.workdir), key=len, reverse=True):
+                subprocess.run(["umount", "--lazy", mountpoint], capture_output=True, check=False)
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            if not self.workdir.exists():
+                return
+            time.sleep(0.2 * (attempt + 1))
+
+
+def _processes_naming(directory: Path) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if str(directory).encode() in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def _wait_for_processes_naming(directory: Path, *, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while _processes_naming(directory) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _mounts_under(directory: Path) -> list[str]:
+    prefix = str(directory).rstrip("/") + "/"
+    with open("/proc/self/mountinfo", encoding="utf-8") as mountinfo:
+        points = [line.split()[4] for line in mountinfo]
+    return [p for p in points if p.startswith(prefix) or p == str(directory)]
 
 
 def podman_variants(host: HostDevices) -> dict[str, list[str]]:
