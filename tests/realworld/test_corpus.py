@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from rwinputs import apischema, kata, qemuargs
 from rwinputs.causes import BY_KEY, CAUSES, diagnose, predict
 from rwinputs.matrix import (
