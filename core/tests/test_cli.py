@@ -150,3 +150,31 @@ def test_runs_as_a_module(module: str) -> None:
     done = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert all(name in done.stdout for name in ("plan", "resolve", "plugins", "attach", "detach", "status"))
+
+
+HELLO = """
+import click
+from vmdev import hookimpl
+
+
+@hookimpl
+def register_commands(cli):
+    @cli.command("hello")
+    def hello():
+        '''Say hello.'''
+        click.echo("hello")
+"""
+
+
+def test_each_run_has_the_commands_of_its_own_plugins(make_dist: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One group serves every run of a process (CliRunner, an embedding): a command a plugin added
+    under one VMDEV_PLUGINS is gone under another, and the built-in it replaced comes back."""
+    make_dist("hello-dev", {"hello": "hello_cmd_mod"}, {"hello_cmd_mod": HELLO})
+    monkeypatch.setenv("VMDEV_PLUGINS", "hello-dev")
+    assert CliRunner().invoke(main, ["hello"]).stdout == "hello\n"
+    assert "hello" in CliRunner().invoke(main, ["--help"]).stdout
+    monkeypatch.setenv("VMDEV_PLUGINS", "")
+    assert CliRunner().invoke(main, ["hello"]).exit_code == 2
+    assert "hello" not in CliRunner().invoke(main, ["--help"]).stdout
+    monkeypatch.setenv("VMDEV_PLUGINS", "hello-dev")
+    assert CliRunner().invoke(main, ["hello"]).exit_code == 0

@@ -2,213 +2,71 @@
 
 Errors exit 1 with one line on stderr that names the device and the problem;
 usage errors exit 2 (click's convention). ``VMDEV_DEBUG=1`` adds tracebacks.
+
+A runtime runs ``vmdev plan`` on every container start, so the commands it runs most
+(``plan --format json``, ``resolve``, ``plugins``) start without click when their arguments are
+plain (every option known and given its value, the positional argument there): they are read
+here the way click reads them, and anything else (``--help``, a usage error, another format, a
+shell completion) is click's, exactly as before. :data:`main` is the click group, made (and
+click imported) when it is first used; the sandbox commands and ``vmdev check`` are imported
+when they run. One plugin manager serves a whole command (:func:`vmdev.plugins.shared_manager`).
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+import os
+import stat
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
 
-import click
-
-from vmdev.cliutil import SettingsCommand, errors_as_one_line, fail, flag_overrides, host_context
 from vmdev.errors import VmdevError
-from vmdev.host import HostContext
-from vmdev.models import DeviceInfo
-from vmdev.preflight import check_cmd
-from vmdev.sandbox_cli import attach_cmd, detach_cmd, status_cmd
-from vmdev.settings import SandboxSettings, load_settings
+
+if TYPE_CHECKING:
+    import click
+
+    from vmdev.host import HostContext
+    from vmdev.planner import Plan
+    from vmdev.settings import SandboxSettings
 
 
-class _PluginGroup(click.Group):
-    """Loads plugin commands (the ``register_commands`` hook) once, on first lookup."""
+def host_context(sysfs_root: str | None) -> HostContext:
+    from pathlib import Path
 
-    _plugins_added = False
+    from vmdev.host import HostContext
 
-    def _add_plugin_commands(self) -> None:
-        if self._plugins_added:
-            return
-        self._plugins_added = True
-        from vmdev.plugins import get_plugin_manager
-
-        try:
-            get_plugin_manager().register_commands(self)
-        except VmdevError as exc:
-            fail(str(exc))
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        self._add_plugin_commands()
-        return super().list_commands(ctx)
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name not in self.commands:
-            self._add_plugin_commands()
-        return super().get_command(ctx, cmd_name)
+    return HostContext(sysfs_root=Path(sysfs_root or "/sys"))
 
 
-@click.group(cls=_PluginGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="vmdev")
-def main() -> None:
-    """Turn a container's device requests into devices attached to its sandbox VM."""
-
-
-@main.command("plugins")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@errors_as_one_line
-def plugins_cmd(as_json: bool) -> None:
-    """List the loaded plugins, their distributions, versions and hooks."""
-    from vmdev.plugins import get_plugin_manager
-
-    infos = get_plugin_manager().list_plugins()
-    if as_json:
-        rows = [
-            {"name": i.name, "distribution": i.distribution, "version": i.version, "hooks": list(i.hooks)}
-            for i in infos
-        ]
-        click.echo(json.dumps(rows, indent=2))
-        return
-    for info in infos:
-        dist = f"{info.distribution} {info.version}".strip()
-        click.echo(f"{info.name}  ({dist})\n    hooks: {', '.join(info.hooks)}")
-
-
-@main.command("resolve", cls=SettingsCommand)
-@click.option("--type", "dev_type", type=click.Choice(["c", "b", "u", "p"]), required=True)
-@click.option("--major", type=int, required=True, help="-1 for a regular file used as a disk.")
-@click.option("--minor", type=int, required=True)
-@click.option("--host-path", default="", help="Host path for a block file (major -1).")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False),
-              help="Sandbox settings TOML (Kata's configuration.toml works).")
-@click.option("--sysfs-root", type=click.Path(file_okay=False), help="Instead of /sys.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.argument("container_path")
-@errors_as_one_line
-def resolve_cmd(
-    dev_type: str,
-    major: int,
-    minor: int,
-    host_path: str,
-    config_file: str | None,
-    sysfs_root: str | None,
-    as_json: bool,
-    container_path: str,
-) -> None:
-    """Print the host path of a device given by type and major:minor."""
-    from vmdev.plugins import get_plugin_manager
-
-    pm = get_plugin_manager()
-    info = DeviceInfo(
-        container_path=container_path, dev_type=dev_type, major=major, minor=minor, host_path=host_path
-    )
-    settings = pm.prepare_settings(load_settings(config_file, overrides=flag_overrides(), plugins=pm))
-    resolved = pm.resolve_host_path(info, host_context(sysfs_root), settings)
-    click.echo(json.dumps({"host_path": resolved}) if as_json else resolved)
-
-
-@main.command("backends")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@errors_as_one_line
-def backends_cmd(as_json: bool) -> None:
-    """List the installed hypervisor backends, with the plugin and distribution of each."""
-    from vmdev.plugins import get_plugin_manager
-
-    backends = get_plugin_manager().backends()
-    rows = [backends.backends[name] for name in backends.names()]
-    if as_json:
-        click.echo(json.dumps([r.to_json() for r in rows], indent=2))
-        return
-    for row in rows:
-        sections = ", ".join(f"[hypervisor.{s}]" for s in row.backend.kata_sections) or "-"
-        live = "live hot plug" if row.backend.live is not None else "plans only"
-        click.echo(f"{row.name}  ({row.plugin}, {row.distribution or '-'}; {live}; reads {sections})\n"
-                   f"    {row.backend.description}")
-
-
-@main.command("settings")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@errors_as_one_line
-def settings_cmd(as_json: bool) -> None:
-    """List every settings key the installed plugins declare: type, default, the Kata key it
-    mirrors, the flag that sets it, and the plugin that owns it."""
-    from vmdev.plugins import get_plugin_manager
-
-    declared = get_plugin_manager().declared_settings()
-    if as_json:
-        click.echo(json.dumps([{**d.setting.to_json(), "plugin": d.plugin} for d in declared], indent=2,
-                              default=list))
-        return
-    for entry in declared:
-        s = entry.setting
-        where = f"[{s.section}]" if s.section != "hypervisor" else "[hypervisor.*]"
-        extra = ", ".join(part for part in (
-            f"Kata {s.kata_key}" if s.kata_key else "vmdev's own",
-            f"flag {s.flag}" if s.flag else "",
-            f"one of {', '.join(s.choices)}" if s.choices else "",
-        ) if part)
-        click.echo(f"{s.name} = {json.dumps(s.default, default=list)}  ({s.type}, {where}, {extra}; "
-                   f"{entry.plugin})\n    {s.description}")
-
-
-@main.command("plan", cls=SettingsCommand)
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(dir_okay=False),
-    help="Sandbox settings TOML (Kata's configuration.toml works).",
-)
-@click.option("--hypervisor", help="An installed backend (vmdev backends); default: the one the --config "
-              "file is for, else qemu.")
-@click.option("--machine-type", help="QEMU machine type (default q35).")
-@click.option("--sysfs-root", type=click.Path(file_okay=False), help="Instead of /sys.")
-@click.option("--memory", type=click.IntRange(min=1), help="Guest memory in MiB (default_memory).")
-@click.option("--hotplug/--coldplug", default=None, help="Hot-plug devices into a running VM.")
-@click.option(
-    "--format", "fmt", type=click.Choice(["json", "argv", "text"]), default="json", show_default=True
-)
-@click.option(
-    "--state",
-    "state_path",
-    type=click.Path(dir_okay=False),
-    help="Also keep the plan's devices as a new sandbox in this state file, for vmdev attach/detach/status.",
-)
-@click.argument("oci_config", type=click.Path(dir_okay=False))
-@errors_as_one_line
-def plan_cmd(
+# --- what the commands do (shared by the click commands and the plain path) --------------------------
+def run_plan(
+    *,
     config_file: str | None,
     hypervisor: str | None,
     machine_type: str | None,
     sysfs_root: str | None,
     memory: int | None,
     hotplug: bool | None,
-    fmt: str,
     state_path: str | None,
     oci_config: str,
-) -> None:
-    """Plan the devices of an OCI config.json for a hypervisor."""
+    flags: Mapping[str, Any],
+) -> Plan:
+    """``vmdev plan``'s plan (``flags``: the settings keys the plugin flags set)."""
     from vmdev.oci import load_spec
-    from vmdev.planner import Plan, plan
+    from vmdev.planner import plan
+    from vmdev.settings import load_settings
 
     settings = load_settings(
         config_file,
         hypervisor=hypervisor,
-        overrides={
-            "machine_type": machine_type,
-            "default_memory": memory,
-            "hotplug": hotplug,
-            **flag_overrides(),
-        },
+        overrides={"machine_type": machine_type, "default_memory": memory, "hotplug": hotplug, **flags},
     )
     spec = load_spec(oci_config)
     host = host_context(sysfs_root)
-    result: Plan = plan(spec, settings, host=host) if state_path is None else _plan_sandbox(
+    return plan(spec, settings, host=host) if state_path is None else _plan_sandbox(
         spec, settings, host, state_path
     )
-    if fmt == "json":
-        click.echo(json.dumps(result.to_json(), indent=2))
-    elif fmt == "argv":
-        click.echo(result.argv_text())
-    else:
-        _print_text(result)
 
 
 def _plan_sandbox(spec: Any, settings: SandboxSettings, host: HostContext, state_path: str) -> Any:
@@ -229,28 +87,593 @@ def _plan_sandbox(spec: Any, settings: SandboxSettings, host: HostContext, state
     return result
 
 
-def _print_text(result: Any) -> None:
-    rows = [("KIND", "ID", "PLUGIN", "PLUG", "CONTAINER PATH", "HOST PATH")]
-    for d in result.devices:
-        plug = "hot" if d.hotplug else ("-" if d.kind == "generic" else "cold")
-        rows.append((d.kind, d.id, d.plugin, plug, d.container_path or "-", d.host_path or "-"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
-    data = result.to_json()
-    if result.qemu is not None:
-        click.echo("\nqemu arguments:\n  " + result.argv_text())
-        for key in ("hotplug", "unplug"):
-            for command in data["qemu"][key]:
-                click.echo(f"qmp {key}: {json.dumps(command)}")
-    else:
-        click.echo(f"\n{result.plan_key}:\n" + json.dumps(data[result.plan_key], indent=2))
-    for name in result.extras:
-        click.echo(f"\n{name}:\n" + json.dumps(data[name], indent=2))
+def run_resolve(
+    *,
+    dev_type: str,
+    major: int,
+    minor: int,
+    host_path: str,
+    config_file: str | None,
+    sysfs_root: str | None,
+    container_path: str,
+    flags: Mapping[str, Any],
+) -> str:
+    """``vmdev resolve``'s host path."""
+    from vmdev.models import DeviceInfo
+    from vmdev.plugins import get_plugin_manager
+    from vmdev.settings import load_settings
+
+    pm = get_plugin_manager()
+    info = DeviceInfo(
+        container_path=container_path, dev_type=dev_type, major=major, minor=minor, host_path=host_path
+    )
+    settings = pm.prepare_settings(load_settings(config_file, overrides=flags, plugins=pm))
+    return pm.resolve_host_path(info, host_context(sysfs_root), settings)
 
 
-for _command in (attach_cmd, detach_cmd, status_cmd, check_cmd):
-    main.add_command(_command)
+def plugins_text(as_json: bool) -> list[str]:
+    """``vmdev plugins``'s output, one echo per item."""
+    from vmdev.plugins import get_plugin_manager
+
+    infos = get_plugin_manager().list_plugins()
+    if as_json:
+        rows = [
+            {"name": i.name, "distribution": i.distribution, "version": i.version, "hooks": list(i.hooks)}
+            for i in infos
+        ]
+        return [json.dumps(rows, indent=2)]
+    lines = []
+    for info in infos:
+        dist = f"{info.distribution} {info.version}".strip()
+        lines.append(f"{info.name}  ({dist})\n    hooks: {', '.join(info.hooks)}")
+    return lines
+
+
+# --- the plain path: a command run without click ------------------------------------------------------
+class _Unplain(Exception):
+    """These arguments are click's to read (help, usage errors, anything unusual)."""
+
+
+#: click.Path's checks: (file_okay, dir_okay); the value must also be readable if it exists
+_PathKind = tuple[bool, bool]
+_ANY_FILE: Final = (True, False)
+_ANY_DIR: Final = (False, True)
+
+
+def _path(value: str, kind: _PathKind) -> str:
+    """``value`` if click.Path (exists=False) takes it as it is, else :class:`_Unplain`."""
+    try:
+        st = os.stat(value)
+    except OSError:
+        return value
+    file_okay, dir_okay = kind
+    if (not file_okay and stat.S_ISREG(st.st_mode)) or (not dir_okay and stat.S_ISDIR(st.st_mode)):
+        raise _Unplain
+    if not os.access(value, os.R_OK):
+        raise _Unplain
+    return value
+
+
+def _integer(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise _Unplain from None
+
+
+def _number(value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise _Unplain from None
+
+
+class _Option:
+    """One option as the plain path reads it: its key, how a value converts (None: a flag, whose
+    value is ``flag_value``), whether it repeats, and for a plugin flag its setting."""
+
+    __slots__ = ("convert", "flag_value", "key", "multiple", "setting")
+
+    def __init__(
+        self, key: str, convert: Callable[[str], Any] | None = str, *, flag_value: Any = None,
+        multiple: bool = False, setting: Any = None,
+    ) -> None:
+        self.key, self.convert, self.flag_value = key, convert, flag_value
+        self.multiple, self.setting = multiple, setting
+
+
+def _plugin_options() -> dict[str, _Option]:
+    """The settings flags of the loaded plugins, as :class:`vmdev.cliutil.SettingsCommand` adds them."""
+    from vmdev.declared import BOOLEAN, INTEGER, NUMBER, STRINGS
+    from vmdev.plugins import get_plugin_manager
+
+    options: dict[str, _Option] = {}
+    flags: set[str] = set()
+    for entry in get_plugin_manager().declared_settings():
+        setting = entry.setting
+        if not setting.flag or setting.flag in flags:
+            continue
+        flags.add(setting.flag)
+        key = "plugin:" + setting.flag
+        if setting.type == BOOLEAN:
+            negative = f"--no-{setting.flag[2:]}"
+            for name, value in ((setting.flag, True), (negative, False)):
+                if name in options:
+                    raise _Unplain  # two flags spelt alike: click decides
+                options[name] = _Option(key, None, flag_value=value, setting=setting)
+            continue
+        convert = {INTEGER: _integer, NUMBER: _number}.get(setting.type, str)
+        if setting.flag in options:
+            raise _Unplain
+        options[setting.flag] = _Option(key, convert, multiple=setting.type == STRINGS, setting=setting)
+    return options
+
+
+def _parse(
+    args: Sequence[str], own: Mapping[str, _Option], positional: int
+) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
+    """click's reading of ``args`` for a command with the options ``own`` (plus the plugins' settings
+    flags) and ``positional`` arguments: the option values by key, the positional values, and the
+    settings keys the plugin flags set (their callbacks, run in the order the options first came)."""
+    plugin = _plugin_options()
+    if set(plugin) & (set(own) | {"--help", "-h"}):
+        raise _Unplain
+    options = {**own, **plugin}
+    values: dict[str, Any] = {}
+    given: dict[str, Any] = {}  # the plugin flags given, by key, in the order they first came
+    rest: list[str] = []
+    queue = list(args)
+    while queue:
+        arg = queue.pop(0)
+        if arg == "--":
+            rest += queue
+            break
+        if not arg.startswith("-") or arg == "-":
+            rest.append(arg)
+            continue
+        name, eq, attached = arg.partition("=")
+        option = options.get(name)
+        if option is None:
+            raise _Unplain  # -h, --help, a short option, a misspelt one: click says what it says
+        if option.convert is None:
+            if eq:
+                raise _Unplain
+            value: Any = option.flag_value
+        else:
+            if not eq:
+                if not queue:
+                    raise _Unplain
+                attached = queue.pop(0)
+            value = option.convert(attached)
+        if option.multiple:
+            values.setdefault(option.key, []).append(value)
+        else:
+            values[option.key] = value
+        if option.setting is not None:
+            given.setdefault(option.key, option.setting)
+    if len(rest) != positional:
+        raise _Unplain
+    return values, rest, _flag_settings(given, values)
+
+
+def _flag_settings(given: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings keys the given plugin flags set, as their click callbacks set them."""
+    overrides: dict[str, Any] = {}
+    for key, setting in given.items():
+        overrides[setting.name] = values[key]
+        for key, implied in setting.flag_sets.items():
+            overrides.setdefault(key, implied)
+    return overrides
+
+
+def _echo(text: str, *, err: bool = False) -> None:
+    """click.echo's output for text it would not change (no escape sequence to strip)."""
+    if "\x1b" in text:
+        import click
+
+        click.echo(text, err=err)
+        return
+    stream = sys.stderr if err else sys.stdout
+    if stream is not None:
+        stream.write(text + "\n")
+        stream.flush()
+
+
+def _as_one_line(run: Callable[[], None]) -> int:
+    """:func:`vmdev.cliutil.errors_as_one_line` and click's ending, for the plain path."""
+    try:
+        run()
+    except VmdevError as exc:
+        return _failed(str(exc))
+    except (EOFError, KeyboardInterrupt):
+        _echo("", err=True)
+        _echo("Aborted!", err=True)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - no traceback for users; VMDEV_DEBUG shows it
+        return _failed(f"internal error: {type(exc).__name__}: {exc} (set VMDEV_DEBUG=1 for details)")
+    return 0
+
+
+def _failed(message: str) -> int:
+    if os.environ.get("VMDEV_DEBUG"):
+        import traceback
+
+        traceback.print_exc()
+    _echo(f"vmdev: error: {message}", err=True)
+    return 1
+
+
+_PLAN_OPTIONS: Final = {
+    "--config": _Option("config_file", lambda v: _path(v, _ANY_FILE)),
+    "--hypervisor": _Option("hypervisor"),
+    "--machine-type": _Option("machine_type"),
+    "--sysfs-root": _Option("sysfs_root", lambda v: _path(v, _ANY_DIR)),
+    "--memory": _Option("memory", _integer),
+    "--hotplug": _Option("hotplug", None, flag_value=True),
+    "--coldplug": _Option("hotplug", None, flag_value=False),
+    "--format": _Option("fmt"),
+    "--state": _Option("state_path", lambda v: _path(v, _ANY_FILE)),
+}
+_RESOLVE_OPTIONS: Final = {
+    "--type": _Option("dev_type"),
+    "--major": _Option("major", _integer),
+    "--minor": _Option("minor", _integer),
+    "--host-path": _Option("host_path"),
+    "--config": _Option("config_file", lambda v: _path(v, _ANY_FILE)),
+    "--sysfs-root": _Option("sysfs_root", lambda v: _path(v, _ANY_DIR)),
+    "--json": _Option("as_json", None, flag_value=True),
+}
+_DEVICE_TYPES: Final = ("c", "b", "u", "p")
+
+
+def _plain_plan(args: Sequence[str]) -> int:
+    values, (oci_config,), flags = _parse(args, _PLAN_OPTIONS, 1)
+    memory = values.get("memory")
+    if values.get("fmt", "json") != "json" or (memory is not None and memory < 1):
+        raise _Unplain
+    oci_config = _path(oci_config, _ANY_FILE)
+
+    def run() -> None:
+        result = run_plan(
+            config_file=values.get("config_file"), hypervisor=values.get("hypervisor"),
+            machine_type=values.get("machine_type"), sysfs_root=values.get("sysfs_root"), memory=memory,
+            hotplug=values.get("hotplug"), state_path=values.get("state_path"), oci_config=oci_config,
+            flags=flags,
+        )
+        _echo(json.dumps(result.to_json(), indent=2))
+
+    return _as_one_line(run)
+
+
+def _plain_resolve(args: Sequence[str]) -> int:
+    values, (container_path,), flags = _parse(args, _RESOLVE_OPTIONS, 1)
+    if values.get("dev_type") not in _DEVICE_TYPES or "major" not in values or "minor" not in values:
+        raise _Unplain
+
+    def run() -> None:
+        resolved = run_resolve(
+            dev_type=values["dev_type"], major=values["major"], minor=values["minor"],
+            host_path=values.get("host_path", ""), config_file=values.get("config_file"),
+            sysfs_root=values.get("sysfs_root"), container_path=container_path, flags=flags,
+        )
+        _echo(json.dumps({"host_path": resolved}) if values.get("as_json") else resolved)
+
+    return _as_one_line(run)
+
+
+def _plain_plugins(args: Sequence[str]) -> int:
+    if list(args) not in ([], ["--json"]):
+        raise _Unplain
+
+    def run() -> None:
+        for text in plugins_text(bool(args)):
+            _echo(text)
+
+    return _as_one_line(run)
+
+
+_PLAIN: Final = {"plan": _plain_plan, "resolve": _plain_resolve, "plugins": _plain_plugins}
+
+
+def run_plain(argv: Sequence[str]) -> int | None:
+    """Run ``vmdev ARGV`` without click if it is one of the plain commands with plain arguments:
+    its exit status; None when click must read them."""
+    command = _PLAIN.get(argv[0]) if argv else None
+    if command is None or any(name.endswith("_COMPLETE") for name in os.environ):
+        return None  # not ours, or a shell asking click to complete a word
+    try:
+        return command(argv[1:])
+    except _Unplain:
+        return None
+    except VmdevError:
+        return None  # the plugins failed to load: click reports it as it always has
+
+
+class _Main:
+    """:data:`main` until it is needed as the click group: called as the console script does
+    (no arguments), it runs a plain command without click; anything else goes to the group."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if args or kwargs:
+            return _group()(*args, **kwargs)
+        from vmdev.plugins import shared_manager
+
+        with shared_manager():
+            status = run_plain(sys.argv[1:])
+            if status is None:
+                return _group()()
+        sys.exit(status)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_group(), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(_group(), name, value)
+
+    def __delattr__(self, name: str) -> None:
+        delattr(_group(), name)
+
+    def __repr__(self) -> str:
+        return repr(_group())
+
+
+# --- the click group ------------------------------------------------------------------------------------
+#: built-in commands imported when they run (or when every command is listed): module, attribute
+LAZY_COMMANDS: Final = {
+    "attach": ("vmdev.sandbox_cli", "attach_cmd"),
+    "detach": ("vmdev.sandbox_cli", "detach_cmd"),
+    "status": ("vmdev.sandbox_cli", "status_cmd"),
+    "check": ("vmdev.preflight", "check_cmd"),
+}
+_GROUP: list[click.Group] = []
+
+
+def _group() -> click.Group:
+    """The ``vmdev`` click group, made on first use (this is when click is imported)."""
+    if not _GROUP:
+        _GROUP.append(_build())
+    return _GROUP[0]
+
+
+def __getattr__(name: str) -> Any:
+    """The click layer's names (``_PluginGroup``, ``plan_cmd``, ...) exist once the group is made."""
+    if name.startswith("__"):
+        raise AttributeError(name)
+    _group()
+    try:
+        return globals()[name]
+    except KeyError:
+        raise AttributeError(f"module 'vmdev.cli' has no attribute {name!r}") from None
+
+
+def _build() -> click.Group:
+    import importlib
+
+    import click
+
+    from vmdev.cliutil import SettingsCommand, errors_as_one_line, fail, flag_overrides
+
+    class _PluginGroup(click.Group):
+        """Adds the plugins' commands (the ``register_commands`` hook) when a command is listed or
+        not found, once per plugin manager (a process has one; an embedding or a test suite that
+        changes ``VMDEV_PLUGINS`` between runs gets the commands of each run's plugins); imports a
+        built-in command's module when that command is looked up."""
+
+        _plugins_from: object = None
+        #: what the plugins' commands replaced (None: the name was free)
+        _replaced: dict[str, click.Command | None] | None = None
+
+        def _add_plugin_commands(self) -> None:
+            from vmdev.plugins import get_plugin_manager
+
+            for name in LAZY_COMMANDS:  # first, so that a plugin's command of the same name wins
+                self._add_builtin(name)
+            try:
+                pm = get_plugin_manager()
+                if pm is self._plugins_from:
+                    return
+                self._drop_plugin_commands()
+                before = dict(self.commands)
+                self._plugins_from = pm
+                pm.register_commands(self)
+            except VmdevError as exc:
+                fail(str(exc))
+                return
+            self._replaced = {name: before.get(name) for name, command in self.commands.items()
+                              if before.get(name) is not command}
+
+        def _drop_plugin_commands(self) -> None:
+            for name, previous in (self._replaced or {}).items():
+                if previous is None:
+                    self.commands.pop(name, None)
+                else:
+                    self.commands[name] = previous
+            self._replaced = None
+
+        def _add_builtin(self, name: str) -> None:
+            lazy = LAZY_COMMANDS.get(name)
+            if lazy is not None and name not in self.commands:
+                self.add_command(getattr(importlib.import_module(lazy[0]), lazy[1]), name)
+
+        def list_commands(self, ctx: click.Context) -> list[str]:
+            self._add_plugin_commands()
+            return super().list_commands(ctx)
+
+        def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+            if cmd_name not in self.commands:
+                self._add_builtin(cmd_name)
+            if cmd_name not in self.commands or cmd_name in (self._replaced or {}):
+                self._add_plugin_commands()  # a plugin's, or one a plugin may have: this run's plugins
+            return super().get_command(ctx, cmd_name)
+
+        def main(self, *args: Any, **kwargs: Any) -> Any:
+            from vmdev.plugins import shared_manager
+
+            with shared_manager():
+                return super().main(*args, **kwargs)
+
+    @click.group(cls=_PluginGroup, context_settings={"help_option_names": ["-h", "--help"]})
+    @click.version_option(package_name="vmdev")
+    def main() -> None:
+        """Turn a container's device requests into devices attached to its sandbox VM."""
+
+    @main.command("plugins")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+    @errors_as_one_line
+    def plugins_cmd(as_json: bool) -> None:
+        """List the loaded plugins, their distributions, versions and hooks."""
+        for text in plugins_text(as_json):
+            click.echo(text)
+
+    @main.command("resolve", cls=SettingsCommand)
+    @click.option("--type", "dev_type", type=click.Choice(["c", "b", "u", "p"]), required=True)
+    @click.option("--major", type=int, required=True, help="-1 for a regular file used as a disk.")
+    @click.option("--minor", type=int, required=True)
+    @click.option("--host-path", default="", help="Host path for a block file (major -1).")
+    @click.option("--config", "config_file", type=click.Path(dir_okay=False),
+                  help="Sandbox settings TOML (Kata's configuration.toml works).")
+    @click.option("--sysfs-root", type=click.Path(file_okay=False), help="Instead of /sys.")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+    @click.argument("container_path")
+    @errors_as_one_line
+    def resolve_cmd(
+        dev_type: str,
+        major: int,
+        minor: int,
+        host_path: str,
+        config_file: str | None,
+        sysfs_root: str | None,
+        as_json: bool,
+        container_path: str,
+    ) -> None:
+        """Print the host path of a device given by type and major:minor."""
+        resolved = run_resolve(
+            dev_type=dev_type, major=major, minor=minor, host_path=host_path, config_file=config_file,
+            sysfs_root=sysfs_root, container_path=container_path, flags=flag_overrides(),
+        )
+        click.echo(json.dumps({"host_path": resolved}) if as_json else resolved)
+
+    @main.command("backends")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+    @errors_as_one_line
+    def backends_cmd(as_json: bool) -> None:
+        """List the installed hypervisor backends, with the plugin and distribution of each."""
+        from vmdev.plugins import get_plugin_manager
+
+        backends = get_plugin_manager().backends()
+        rows = [backends.backends[name] for name in backends.names()]
+        if as_json:
+            click.echo(json.dumps([r.to_json() for r in rows], indent=2))
+            return
+        for row in rows:
+            sections = ", ".join(f"[hypervisor.{s}]" for s in row.backend.kata_sections) or "-"
+            live = "live hot plug" if row.backend.live is not None else "plans only"
+            click.echo(f"{row.name}  ({row.plugin}, {row.distribution or '-'}; {live}; reads {sections})\n"
+                       f"    {row.backend.description}")
+
+    @main.command("settings")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+    @errors_as_one_line
+    def settings_cmd(as_json: bool) -> None:
+        """List every settings key the installed plugins declare: type, default, the Kata key it
+        mirrors, the flag that sets it, and the plugin that owns it."""
+        from vmdev.plugins import get_plugin_manager
+
+        declared = get_plugin_manager().declared_settings()
+        if as_json:
+            click.echo(json.dumps([{**d.setting.to_json(), "plugin": d.plugin} for d in declared], indent=2,
+                                  default=list))
+            return
+        for entry in declared:
+            s = entry.setting
+            where = f"[{s.section}]" if s.section != "hypervisor" else "[hypervisor.*]"
+            extra = ", ".join(part for part in (
+                f"Kata {s.kata_key}" if s.kata_key else "vmdev's own",
+                f"flag {s.flag}" if s.flag else "",
+                f"one of {', '.join(s.choices)}" if s.choices else "",
+            ) if part)
+            click.echo(f"{s.name} = {json.dumps(s.default, default=list)}  ({s.type}, {where}, {extra}; "
+                       f"{entry.plugin})\n    {s.description}")
+
+    @main.command("plan", cls=SettingsCommand)
+    @click.option(
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False),
+        help="Sandbox settings TOML (Kata's configuration.toml works).",
+    )
+    @click.option("--hypervisor", help="An installed backend (vmdev backends); default: the one the --config "
+                  "file is for, else qemu.")
+    @click.option("--machine-type", help="QEMU machine type (default q35).")
+    @click.option("--sysfs-root", type=click.Path(file_okay=False), help="Instead of /sys.")
+    @click.option("--memory", type=click.IntRange(min=1), help="Guest memory in MiB (default_memory).")
+    @click.option("--hotplug/--coldplug", default=None, help="Hot-plug devices into a running VM.")
+    @click.option(
+        "--format", "fmt", type=click.Choice(["json", "argv", "text"]), default="json", show_default=True
+    )
+    @click.option(
+        "--state",
+        "state_path",
+        type=click.Path(dir_okay=False),
+        help="Also keep the plan's devices as a new sandbox in this state file, for vmdev "
+        "attach/detach/status.",
+    )
+    @click.argument("oci_config", type=click.Path(dir_okay=False))
+    @errors_as_one_line
+    def plan_cmd(
+        config_file: str | None,
+        hypervisor: str | None,
+        machine_type: str | None,
+        sysfs_root: str | None,
+        memory: int | None,
+        hotplug: bool | None,
+        fmt: str,
+        state_path: str | None,
+        oci_config: str,
+    ) -> None:
+        """Plan the devices of an OCI config.json for a hypervisor."""
+        result = run_plan(
+            config_file=config_file, hypervisor=hypervisor, machine_type=machine_type, sysfs_root=sysfs_root,
+            memory=memory, hotplug=hotplug, state_path=state_path, oci_config=oci_config,
+            flags=flag_overrides(),
+        )
+        if fmt == "json":
+            click.echo(json.dumps(result.to_json(), indent=2))
+        elif fmt == "argv":
+            click.echo(result.argv_text())
+        else:
+            _print_text(result)
+
+    def _print_text(result: Any) -> None:
+        rows = [("KIND", "ID", "PLUGIN", "PLUG", "CONTAINER PATH", "HOST PATH")]
+        for d in result.devices:
+            plug = "hot" if d.hotplug else ("-" if d.kind == "generic" else "cold")
+            rows.append((d.kind, d.id, d.plugin, plug, d.container_path or "-", d.host_path or "-"))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+        for row in rows:
+            click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
+        data = result.to_json()
+        if result.qemu is not None:
+            click.echo("\nqemu arguments:\n  " + result.argv_text())
+            for key in ("hotplug", "unplug"):
+                for command in data["qemu"][key]:
+                    click.echo(f"qmp {key}: {json.dumps(command)}")
+        else:
+            click.echo(f"\n{result.plan_key}:\n" + json.dumps(data[result.plan_key], indent=2))
+        for name in result.extras:
+            click.echo(f"\n{name}:\n" + json.dumps(data[name], indent=2))
+
+    globals().update(
+        _PluginGroup=_PluginGroup, plugins_cmd=plugins_cmd, resolve_cmd=resolve_cmd,
+        backends_cmd=backends_cmd, settings_cmd=settings_cmd, plan_cmd=plan_cmd, _print_text=_print_text,
+    )
+    return main
+
+
+if TYPE_CHECKING:
+    main: click.Group
+else:
+    main = _Main()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

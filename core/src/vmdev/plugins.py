@@ -26,7 +26,8 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import partial
 from types import FunctionType, MethodType, ModuleType
@@ -884,11 +885,36 @@ def _kw(kwargs: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
 
 
+#: the manager of the :func:`shared_manager` block under way (an empty list until one is made)
+_shared: ContextVar[list[PluginManager] | None] = ContextVar("vmdev_shared_manager", default=None)
+
+
+@contextmanager
+def shared_manager() -> Iterator[None]:
+    """Within this block, :func:`get_plugin_manager` without arguments returns one manager, made and
+    loaded when first asked for: a command line run loads its plugins once, however many of its
+    parts (flags, settings, the command) ask. Nested blocks share the outer one's."""
+    if _shared.get() is not None:
+        yield
+        return
+    token = _shared.set([])
+    try:
+        yield
+    finally:
+        _shared.reset(token)
+
+
 def get_plugin_manager(
     policy: LoadPolicy | None = None, *, plugins: Iterable[tuple[str, object]] = ()
 ) -> PluginManager:
-    """A loaded plugin manager (environment policy unless one is given)."""
-    return PluginManager(policy, plugins=plugins).load()
+    """A loaded plugin manager (environment policy unless one is given; inside a
+    :func:`shared_manager` block, the block's manager when neither is given)."""
+    cell = _shared.get() if policy is None and not plugins else None
+    if cell is None:
+        return PluginManager(policy, plugins=plugins).load()
+    if not cell:
+        cell.append(PluginManager().load())
+    return cell[0]
 
 
 __all__ = [
@@ -898,4 +924,5 @@ __all__ = [
     "PluginLoadWarning",
     "PluginManager",
     "get_plugin_manager",
+    "shared_manager",
 ]

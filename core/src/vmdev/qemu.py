@@ -10,7 +10,6 @@ the ids they carry are validated all the same.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
@@ -19,6 +18,11 @@ import attrs
 
 from vmdev._convert import any_dict, str_tuple
 from vmdev.errors import InvalidIdError
+
+try:  # hashlib's own BLAKE2, without hashlib (which loads OpenSSL for hashes vmdev never uses)
+    from _blake2 import blake2b
+except ImportError:  # pragma: no cover - an interpreter without CPython's _blake2 module
+    from hashlib import blake2b
 
 #: What QEMU accepts as an id (``id_wellformed``): a letter, then letters, digits, ``-._``.
 _ID_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
@@ -54,7 +58,7 @@ def make_id(prefix: str, key: str, *, length: int = 16) -> str:
     Kata draws 8 random bytes; a plan is better reproducible, so the hex part
     is a BLAKE2 digest of ``key`` instead.
     """
-    digest = hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
+    digest = blake2b(key.encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
     return check_id(f"{prefix}-{digest[:length]}")
 
 
