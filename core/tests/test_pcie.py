@@ -7,7 +7,7 @@ import pytest
 from vmdev.backends.clh import ClhTarget
 from vmdev.backends.qemu import QemuTarget
 from vmdev.errors import UnsupportedError
-from vmdev.pcie import NodeKind, PcieTopology
+from vmdev.pcie import Bar, BarKind, BarSpace, NodeKind, PcieTopology, mmio64_layout
 from vmdev.qemu import split_opts
 from vmdev.settings import SandboxSettings
 
@@ -227,3 +227,138 @@ def test_on_pc_and_pseries_katas_bridges_sit_on_pci_0_and_are_never_nested() -> 
     topo = topology("pseries")
     topo.add_kata_bridges(1, nested=True)  # nesting needs a PCIe root port
     assert topo.args(fixed=True)[1].startswith("pci-bridge,bus=pci.0,id=pci-bridge-0,chassis_nr=1,")
+
+
+# --- large BARs ------------------------------------------------------------------------------------
+GiB, MiB = 1 << 30, 1 << 20
+
+
+def h200(function: str = "0000:41:00.0") -> BarSpace:
+    """An NVIDIA H200's BARs: 16 MiB, 256 GiB and 32 MiB, all 64-bit prefetchable."""
+    bars = [Bar(function=function, index=i, size=s, kind=BarKind.PREF, is64=True)
+            for i, s in ((0, 16 * MiB), (2, 256 * GiB), (4, 32 * MiB))]
+    return BarSpace(pref64=256 * GiB + 48 * MiB, large=bars)
+
+
+def test_a_hot_plug_port_reserves_the_bars_sum_plus_the_way_to_an_aligned_address_on_seabios() -> None:
+    # SeaBIOS aligns a reserved window to 2 MiB only: the 256 GiB BAR fits only if the window
+    # reaches the next address aligned to 256 GiB wherever it starts
+    topo = topology()
+    assert topo.root_port("gpu", bars=h200(), hotplug=True) == "rp0"
+    assert rendered(topo)[0][-1] == f"pref64-reserve={256 * GiB + 48 * MiB + 256 * GiB - 2 * MiB}"
+    # OVMF rounds a reservation up to a power of two and aligns it: the sum is enough
+    ovmf = QemuTarget(SandboxSettings(values={"firmware": "OVMF.fd"})).topology
+    ovmf.root_port("gpu", bars=h200(), hotplug=True)
+    assert rendered(ovmf)[0][-1] == f"pref64-reserve={256 * GiB + 48 * MiB}"
+    # small BARs keep the firmware's default windows; a cold device needs no reservation at all
+    small = BarSpace(mem=MiB, pref64=MiB)
+    topo.root_port("nic", bars=small, hotplug=True)
+    topo.root_port("cold-gpu", bars=h200())
+    assert [len(r) for r in rendered(topo)] == [6, 5, 5]
+
+
+def test_a_cold_large_bar_counts_for_the_64_bit_window_as_seabios_lays_it_out() -> None:
+    topo = topology()
+    topo.root_port("gpu", bars=h200())
+    (window,) = topo.mmio64_ranges()
+    # SeaBIOS sizes a port's window to its BARs' sum rounded up to the largest BAR: 512 GiB
+    assert (window.owner, window.size, window.align, window.devices, window.hot) == ("rp0", 512 * GiB, 256 * GiB,
+                                                                                    ("gpu",), False)
+    assert window.largest is not None and window.largest.index == 2
+    layout = mmio64_layout([window], first_free=10 * GiB, uefi=False)
+    assert (layout.start, layout.end, layout.bits) == (256 * GiB, 768 * GiB, 40)
+    ovmf = mmio64_layout([window], first_free=10 * GiB, uefi=True)
+    assert (ovmf.aperture, ovmf.start, ovmf.end, ovmf.bits) == (512 * GiB, 512 * GiB, 1024 * GiB, 40)
+    # eight of them: 4 TiB of windows, 43 bits
+    many = topology()
+    for n in range(8):
+        many.root_port(f"gpu{n}", bars=h200(f"0000:{n + 1:02x}:00.0"))
+    assert mmio64_layout(many.mmio64_ranges(), first_free=10 * GiB, uefi=False).bits == 43
+
+
+def test_a_bar_that_must_sit_below_4_gib_and_is_larger_than_512_mib_is_refused_naming_it() -> None:
+    big32 = BarSpace(mem=GiB, large=[Bar(function="0000:05:00.0", index=1, size=GiB, kind=BarKind.MEM)])
+    with pytest.raises(UnsupportedError) as exc:
+        topology().root_port("card", bars=big32)
+    assert str(exc.value) == (
+        "card: bar: BAR 1 of 0000:05:00.0 (1 GiB, 32-bit non-prefetchable) is a 32-bit BAR larger than 512 MiB, "
+        "the largest aligned block of q35's 32-bit PCI hole (0xc0000000-0xfec00000): no firmware can map it")
+    mem64 = BarSpace(mem=GiB, large=[Bar(function="0000:05:00.0", index=0, size=GiB, kind=BarKind.MEM, is64=True)])
+    with pytest.raises(UnsupportedError, match="non-prefetchable, so behind a port it sits in the port's 32-bit"):
+        topology().root_port("card", bars=mem64)
+    assert topology().root_bus_slots("card", bars=mem64) == "pcie.0"  # on the root bus it may go above 4 GiB
+    assert topology().root_port("ok", bars=BarSpace(mem=512 * MiB, large=[
+        Bar(function="0000:05:00.0", index=0, size=512 * MiB, kind=BarKind.MEM)])) == "rp0"
+
+
+def test_a_64_bit_bar_beyond_what_the_guest_can_address_is_refused() -> None:
+    huge = Bar(function="0000:07:00.0", index=2, size=1 << 51, kind=BarKind.PREF, is64=True)
+    with pytest.raises(UnsupportedError, match=r"BAR 2 of 0000:07:00.0 \(2048 TiB, 64-bit prefetchable\) cannot be "
+                                               r"mapped: aligned to its size above 4 GiB it needs 52 physical"):
+        QemuTarget(SandboxSettings(values={"firmware": "OVMF.fd"})).topology.root_port(
+            "x", bars=BarSpace(pref64=1 << 51, large=[huge]))
+    assert topology().root_port("x", bars=BarSpace(pref64=1 << 51, large=[huge])) == "rp0"  # SeaBIOS: 52 bits
+
+
+def test_a_large_bar_cannot_be_hot_plugged_onto_a_switch_port_which_reserves_no_window() -> None:
+    with pytest.raises(UnsupportedError, match=r"^gpu: hot_plug_vfio: BAR 2 of 0000:41:00.0 \(256 GiB, 64-bit "
+                                               r"prefetchable\) needs a window larger than the firmware's default"):
+        topology().switch_port("gpu", field="hot_plug_vfio", bars=h200(), hotplug=True)
+    topo = topology()
+    assert topo.switch_port("gpu", bars=h200()) == "swdp0"  # cold: the firmware sizes the switch's windows
+    (window,) = topo.mmio64_ranges()
+    assert (window.owner, window.size, window.devices) == ("swrp0", 512 * GiB, ("gpu",))
+
+
+# --- NUMA: pxb-pcie per guest node ----------------------------------------------------------------
+def numa_topology() -> PcieTopology:
+    return QemuTarget(SandboxSettings(values={"enable_numa": True})).topology
+
+
+def test_root_ports_of_devices_on_host_numa_nodes_go_behind_their_guest_nodes_pxb() -> None:
+    topo = numa_topology()
+    assert topo.root_port("nic") == "rp0"  # no host node: stays on pcie.0
+    assert topo.root_port("gpu-a", numa_node=1) == "rp1"
+    assert topo.root_port("gpu-b", numa_node=0) == "rp2"
+    assert topo.root_port("gpu-c", numa_node=1) == "rp3"
+    assert topo.numa_ports() == [("rp1", 1, ("gpu-a",)), ("rp2", 0, ("gpu-b",)), ("rp3", 1, ("gpu-c",))]
+    assert topo.bind_numa({0: 0, 1: 1}, mapping="m") == {"rp1": "pxb-numa1", "rp2": "pxb-numa0", "rp3": "pxb-numa1"}
+    assert rendered(topo) == [
+        ["pcie-root-port", "id=rp0", "bus=pcie.0", "chassis=1", "slot=1"],
+        ["pxb-pcie", "id=pxb-numa1", "bus=pcie.0", "bus_nr=64", "numa_node=1"],  # Kata's: 0x20 * (node + 1)
+        ["pcie-root-port", "id=rp1", "bus=pxb-numa1", "chassis=2", "slot=2"],
+        ["pxb-pcie", "id=pxb-numa0", "bus=pcie.0", "bus_nr=32", "numa_node=0"],
+        ["pcie-root-port", "id=rp2", "bus=pxb-numa0", "chassis=3", "slot=3"],
+        ["pcie-root-port", "id=rp3", "bus=pxb-numa1", "chassis=4", "slot=4"],
+    ]
+    assert topo.describe("gpu-c")[:2] == [
+        "pxb-numa1: pxb-pcie on pcie.0 (the root bus of guest NUMA node 1, bus_nr 64)",
+        "rp3: pcie-root-port on pxb-numa1 (chassis 4; behind pxb-numa1, the pxb-pcie of guest NUMA node 1)"]
+    # without guest NUMA the host node is ignored
+    plain = topology()
+    plain.root_port("gpu", numa_node=1)
+    assert plain.numa_ports() == []
+
+
+def test_a_device_on_a_host_node_no_guest_node_covers_is_refused_naming_it() -> None:
+    topo = numa_topology()
+    topo.root_port("gpu", numa_node=3)
+    with pytest.raises(UnsupportedError) as exc:
+        topo.bind_numa({0: 0, 1: 1}, mapping="numa_mapping: guest 0 = host 0, guest 1 = host 1")
+    assert (exc.value.device, exc.value.field) == ("gpu", "numa_mapping")
+    assert "sits on host NUMA node 3, which no guest NUMA node covers (numa_mapping: guest 0 = host 0" in str(exc.value)
+    far = numa_topology()
+    far.root_port("gpu", numa_node=7)
+    with pytest.raises(UnsupportedError, match=r"pxb-pcie for guest NUMA node 7, whose bus number 0x20 \* 8 would"):
+        far.bind_numa({7: 7}, mapping="m")
+
+
+def test_describe_says_where_a_device_went_and_the_limits() -> None:
+    topo = topology()
+    topo.root_port("gpu", bars=h200(), hotplug=True)
+    topo.bridge_slots("nic", 2)
+    (port, limits) = topo.describe("gpu")
+    assert port.startswith("rp0: pcie-root-port on pcie.0 (chassis 1; reserves pref64-reserve=512 GiB + 46 MiB)")
+    assert limits.startswith("limits: pcie.0 has 30 free slots, 2 used; 2 of 16 ports and bridges on it")
+    assert topo.describe("nic")[0] == "bp0: pci-bridge on pcie.0 (chassis 2; slots [1, 2] of 1-30 in use)"
+    assert topo.describe("nobody") == []

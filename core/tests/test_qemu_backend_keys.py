@@ -15,11 +15,12 @@ import attrs
 import pytest
 
 from vmdev import hookimpl
-from vmdev.backends.qemu import QemuTarget
+from vmdev.backends.qemu import GuestNode, GuestNuma, QemuTarget
 from vmdev.declared import Setting
 from vmdev.errors import ConfigError, PluginError, UnsupportedError
 from vmdev.models import Device, DeviceInfo
 from vmdev.oci import parse_spec
+from vmdev.pcie import Bar, BarKind, BarSpace
 from vmdev.planner import Plan, plan
 from vmdev.qemu import MemoryNeeds, QemuAttach, QmpCommand, opts, split_opts
 from vmdev.settings import SandboxSettings
@@ -93,10 +94,27 @@ def irq_chip_on(target: QemuTarget, name: str) -> QemuAttach:
     return QemuAttach(machine={"kernel_irqchip": "on"})
 
 
+def big_bar(size: int, *, hot: bool = False, numa_node: int = -1) -> Render:
+    """A GPU-like device on a root port of its own with one 64-bit prefetchable BAR of ``size``."""
+    def render(target: QemuTarget, name: str) -> QemuAttach:
+        space = BarSpace(pref64=size, large=[Bar(function="0000:41:00.0", index=2, size=size, kind=BarKind.PREF,
+                                                 is64=True)])
+        bus = target.topology.root_port(name, bars=space, hotplug=hot, numa_node=numa_node)
+        if hot:
+            return QemuAttach(hotplug=[QmpCommand("device_add", {"driver": "gpu", "id": name, "bus": bus})],
+                              hotplugged=True)
+        return QemuAttach(args=["-device", opts("gpu", {"id": name, "bus": bus})])
+
+    return render
+
+
 GADGETS: dict[str, Render] = {
     "pmem": slot_user(600), "pmem2": slot_user(2000), "share": ram_sharer, "share2": ram_sharer,
     "ctl": controller, "ctl2": controller, "hot": hot_disk, "card": on_bridge, "port": on_root_port,
-    "irq": irq_chip_on,
+    "irq": irq_chip_on, "gpu": big_bar(256 << 30), "gpu1t": big_bar(1 << 40), "hotgpu": big_bar(256 << 30, hot=True),
+    "gpu-node1": big_bar(32 << 30, numa_node=1), "gpu-node0": big_bar(32 << 30, numa_node=0),
+    "gpu-node3": big_bar(32 << 30, numa_node=3), "gpu2p": big_bar(1 << 50), "big0": big_bar(32 << 40),
+    "big1": big_bar(32 << 40),
 }
 
 
@@ -408,3 +426,134 @@ def test_a_kata_configurations_keys_give_katas_command_line(run: Callable[..., P
     args = argv(result)
     assert args[:6] == ["-machine", "q35", "-m", "2048M,slots=10,maxmem=3072M", "-device", KATA_BRIDGE]
     assert [a for a in args if a.startswith("iothread,")][1:] == ["iothread,id=indep_iothread_0"]
+
+
+# --- large BARs: the 64-bit PCI window, the address width, OVMF's aperture ------------------------------
+def test_a_cold_256_gib_bar_fits_qemus_default_40_bits_and_the_notes_say_why(run: Callable[..., Plan]) -> None:
+    result = run("gpu", memory=8192)
+    assert not any(a.startswith(("x86_64-cpu", "name=opt/ovmf")) for a in argv(result))
+    (note,) = notes(result)
+    assert note.startswith("64-bit PCI window (SeaBIOS): rp0 256 GiB, holds gadget-gpu (largest: BAR 2 of "
+                           "0000:41:00.0 (256 GiB, 64-bit prefetchable)); packed they need 256 GiB; guest RAM and "
+                           "memory hot-plug end at 10 GiB")
+    assert "the window spans 0x4000000000-0x8000000000, so the guest needs 39 physical address bits (QEMU's " \
+           "default 40 reaches it" in note
+
+
+def test_a_window_beyond_40_bits_sets_the_guests_address_width(run: Callable[..., Plan]) -> None:
+    result = run("gpu1t")
+    assert option(result, "-global") == ["x86_64-cpu.phys-bits=41"]  # the 1 TiB BAR at 1 TiB: 41 bits
+    assert "-global x86_64-cpu.phys-bits=41; with -cpu host, host-phys-bits=on, the host's CPU needs at least " \
+           "41" in notes(result)[0]
+    # memory hot-plug moves the window up: slots and maxmem count (1 GiB a slot, as QEMU reserves)
+    assert option(run("gpu", memory_slots=10, default_maxmemory=1 << 20), "-global") == ["x86_64-cpu.phys-bits=41"]
+    assert option(run("gpu"), "-global") == []
+
+
+def test_with_uefi_ovmfs_aperture_is_sized_for_the_window(run: Callable[..., Plan]) -> None:
+    result = run("gpu", "hotgpu", firmware="/usr/share/OVMF/OVMF_CODE.fd")
+    assert option(result, "-fw_cfg") == [f"name=opt/ovmf/X-PciMmio64Mb,string={512 << 10}"]
+    # hot: OVMF rounds the 256 GiB reservation to a power of two itself: no slack is reserved
+    assert "pref64-reserve=274877906944" in " ".join(argv(result))
+    assert option(result, "-global") == []  # the 512 GiB aperture at 512 GiB ends at 1 TiB: 40 bits
+    assert "OVMF's aperture of 512 GiB is aligned to 512 GiB" in notes(result)[0]
+    assert option(run("gpu", "hotgpu", "gpu1t", firmware="OVMF.fd"), "-global") == ["x86_64-cpu.phys-bits=42"]
+    small = run("port", firmware="/usr/share/OVMF/OVMF_CODE.fd")
+    assert option(small, "-fw_cfg") == [] and notes(small) == []
+
+
+def test_a_window_no_firmware_can_address_is_refused_naming_the_bar(run: Callable[..., Plan]) -> None:
+    # one 32 TiB BAR fits OVMF's 46 bits alone (at 32 TiB); a second window pushes the end to 96 TiB
+    with pytest.raises(UnsupportedError) as exc:
+        run("big0", "big1", firmware="OVMF.fd")
+    assert (exc.value.device, exc.value.field) == ("gadget-big0", "bar")
+    assert str(exc.value) == (
+        "gadget-big0: bar: BAR 2 of 0000:41:00.0 (32 TiB, 64-bit prefetchable) does not fit: the 64-bit PCI window "
+        "OVMF lays out ends at 128 TiB, which needs 47 physical address bits, and OVMF and QEMU's x86 guests reach "
+        "46")
+    with pytest.raises(UnsupportedError, match="cannot be mapped: aligned to its size above 4 GiB it needs 51"):
+        run("gpu2p", firmware="OVMF.fd")  # a BAR too large alone is refused where it is placed
+
+
+# --- guest NUMA -----------------------------------------------------------------------------------
+def test_enable_numa_gives_katas_numa_nodes_and_puts_devices_behind_their_nodes_pxb(
+        run: Callable[..., Plan]) -> None:
+    result = run("gpu-node1", "port", "gpu-node0", enable_numa=True, numa_mapping=["0", "1"])
+    args = argv(result)
+    assert args[:12] == [
+        "-machine", "q35", "-m", "2048M",
+        "-object", "memory-backend-ram,id=numa-mem0,size=1024M,host-nodes=0,policy=bind",
+        "-numa", "node,nodeid=0,memdev=numa-mem0",
+        "-object", "memory-backend-ram,id=numa-mem1,size=1024M,host-nodes=1,policy=bind",
+        "-numa", "node,nodeid=1,memdev=numa-mem1",
+    ]
+    devices = [split_opts(a) for a in option(result, "-device")]
+    assert devices[:5] == [
+        ["pxb-pcie", "id=pxb-numa1", "bus=pcie.0", "bus_nr=64", "numa_node=1"],
+        ["pcie-root-port", "id=rp0", "bus=pxb-numa1", "chassis=1", "slot=1"],
+        ["pcie-root-port", "id=rp1", "bus=pcie.0", "chassis=2", "slot=2"],
+        ["pxb-pcie", "id=pxb-numa0", "bus=pcie.0", "bus_nr=32", "numa_node=0"],
+        ["pcie-root-port", "id=rp2", "bus=pxb-numa0", "chassis=3", "slot=3"],
+    ]
+    assert "memory-backend" not in " ".join(option(result, "-machine"))  # the nodes hold guest RAM
+    assert any(n.startswith("enable_numa: 2 guest NUMA nodes (numa_mapping: guest 0 = host 0, guest 1 = host 1), "
+                            "2048 MiB split 1024/1024 MiB") for n in notes(result))
+    devices_json = result.to_json()["devices"]
+    assert devices_json[-1] == {"container_path": None, "host_path": "", "kind": "guest-numa",
+                                "plugin": "vmdev.backend.qemu", "id": "guest-numa", "hotplug": False,
+                                "nodes": [{"host_nodes": "0", "host_cpus": "", "distances": []},
+                                          {"host_nodes": "1", "host_cpus": "", "distances": []}],
+                                "source": "numa_mapping", "guest_nodes": ["0", "1"]}
+
+
+def test_an_empty_numa_mapping_maps_the_hosts_nodes_one_to_one_with_their_distances(
+        run: Callable[..., Plan], fake_host: FakeHost) -> None:
+    fake_host.write("devices/system/node/online", "0-1\n")
+    for node, cpus, row in ((0, "0-47", "10 21"), (1, "48-95", "21 10")):
+        fake_host.write(f"devices/system/node/node{node}/cpulist", cpus + "\n")
+        fake_host.write(f"devices/system/node/node{node}/distance", row + "\n")
+    result = run("gpu-node1", enable_numa=True, enable_hugepages=True, memory=4095)
+    assert option(result, "-object") == [
+        "memory-backend-file,id=numa-mem0,size=2046M,mem-path=/dev/hugepages,host-nodes=0,policy=bind",
+        "memory-backend-file,id=numa-mem1,size=2049M,mem-path=/dev/hugepages,host-nodes=1,policy=bind",
+    ]
+    assert option(result, "-numa")[2:] == ["dist,src=0,dst=1,val=21", "dist,src=1,dst=0,val=21"]
+    (numa,) = [d.device for d in result.devices if isinstance(d.device, GuestNuma)]
+    assert numa.nodes == (GuestNode(host_nodes="0", host_cpus="0-47", distances=(10, 21)),
+                          GuestNode(host_nodes="1", host_cpus="48-95", distances=(21, 10)))
+
+
+def test_a_host_without_numa_information_gives_the_guest_no_nodes(run: Callable[..., Plan]) -> None:
+    result = run("gpu-node1", enable_numa=True)
+    assert option(result, "-numa") == [] and "this host shows no NUMA nodes" in notes(result)[0]
+    assert "pxb-pcie" not in " ".join(argv(result))
+
+
+def test_a_device_on_a_host_node_no_guest_node_covers_is_refused(run: Callable[..., Plan]) -> None:
+    with pytest.raises(UnsupportedError) as exc:
+        run("gpu-node3", enable_numa=True, numa_mapping=["0-1", "2"])
+    assert (exc.value.device, exc.value.field) == ("gadget-gpu-node3", "numa_mapping")
+    assert "host NUMA node 3, which no guest NUMA node covers (numa_mapping: guest 0 = host 0-1, guest 1 = " \
+           "host 2)" in str(exc.value)
+    without = run("gpu-node3")  # without guest NUMA the host node does not matter
+    assert "pxb-pcie" not in " ".join(argv(without))
+
+
+@pytest.mark.parametrize(("mapping", "message"), [
+    (["0", "0-1"], "host NUMA node 0 is in guest nodes 0 and 1"),
+    (["x"], "'x' is not a list of NUMA nodes"),
+    (["2-1"], "the range '2-1' runs backwards"),
+])
+def test_a_wrong_numa_mapping_is_one_line_naming_the_key(
+        run: Callable[..., Plan], mapping: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as exc:
+        run(enable_numa=True, numa_mapping=mapping)
+    assert exc.value.field == "numa_mapping"
+
+
+def test_the_guest_numa_device_comes_back_from_its_saved_form(vmdev_plugins: PluginFactory) -> None:
+    from vmdev.serialize import to_json
+
+    device = GuestNuma(nodes=[GuestNode(host_nodes="0-1", host_cpus="0-7", distances=(10,))])
+    pm = vmdev_plugins()
+    assert pm.device_from_state("guest-numa", to_json(device), "vmdev.backend.qemu", name="x") == device

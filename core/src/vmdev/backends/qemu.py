@@ -81,18 +81,39 @@ until that plugin drops its declaration, its declaration stands (see :func:`regi
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import attrs
 
 from vmdev.backend import Backend, LiveConnection, LiveOption, RenderContext
-from vmdev.declared import BOOLEAN, INTEGER, STRING, Setting
+from vmdev.declared import BOOLEAN, INTEGER, STRING, STRINGS, Setting
 from vmdev.errors import ConfigError, PluginError, UnsupportedError
+from vmdev.explain import MACHINE, decide
 from vmdev.hookspecs import hookimpl
-from vmdev.pcie import MAX_KATA_BRIDGES, MAX_ROOT_PORTS, NodeKind, PcieTopology
+from vmdev.pcie import (
+    DEFAULT_PHYS_BITS,
+    DEFAULT_WINDOW,
+    MAX_KATA_BRIDGES,
+    MAX_PHYS_BITS,
+    MAX_ROOT_PORTS,
+    OVMF_DEFAULT_MMIO64,
+    OVMF_MAX_PHYS_BITS,
+    BarSpace,
+    GiB,
+    MiB,
+    MmioRange,
+    NodeKind,
+    PcieTopology,
+    mmio64_layout,
+    size_text,
+)
 from vmdev.qemu import MemoryNeeds, OptValue, QemuAttach, QmpCommand, keyvals, make_id, opts
 from vmdev.settings import SandboxSettings
 from vmdev.targets import CCW, MMIO, PCI, RenderTarget
+
+if TYPE_CHECKING:
+    from vmdev.host import HostContext
+    from vmdev.models import Device
 
 NAME: Final = "qemu"
 #: id of the guest-RAM backend object (shared, file-backed, huge pages or preallocated RAM)
@@ -121,6 +142,8 @@ FIRMWARE_KEY: Final = "firmware"
 IOTHREADS_KEY: Final = "enable_iothreads"
 INDEP_IOTHREADS_KEY: Final = "indep_iothreads"
 CONFIDENTIAL_KEY: Final = "confidential_guest"
+NUMA_KEY: Final = "enable_numa"
+NUMA_MAPPING_KEY: Final = "numa_mapping"
 
 #: Kata's memory slots when ``memory_slots`` is 0 (katautils' defaultMemSlots)
 KATA_DEFAULT_SLOTS: Final = 10
@@ -138,6 +161,11 @@ IOMMU_PROPS: Final[Mapping[str, OptValue]] = {"intremap": True, "device-iotlb": 
 #: Kata's independent iothreads: indep_iothread_<i>
 INDEP_IOTHREAD_PREFIX: Final = "indep_iothread"
 DEDICATED_IOTHREAD_PREFIX: Final = "iothread"
+#: the base type of QEMU's x86 CPUs: ``-global x86_64-cpu.phys-bits=N`` gives every CPU model but an
+#: explicit ``-cpu ...,phys-bits=`` that width
+CPU_TYPE: Final = "x86_64-cpu"
+#: the fw_cfg file OVMF reads its 64-bit PCI aperture from, in MiB
+OVMF_MMIO64_FW_CFG: Final = "opt/ovmf/X-PciMmio64Mb"
 
 
 # --- a running VM's ports ----------------------------------------------------------------------------
@@ -186,21 +214,42 @@ class LiveTopology(PcieTopology):
                 field=field,
             )
 
-    def root_port(self, device: str, *, field: str = "port", reserve: Mapping[str, int] | None = None) -> str:
-        # window reservations are boot-time properties: a running VM's ports have what they have
+    def root_port(
+        self,
+        device: str,
+        *,
+        field: str = "port",
+        reserve: Mapping[str, int] | None = None,
+        bars: BarSpace | None = None,
+        hotplug: bool = False,
+        numa_node: int = -1,
+    ) -> str:
+        # window reservations and NUMA placement are boot-time properties: a running VM's ports have
+        # what they have
         self._check_pcie(device, field)
         return self.pool.take(ROOT_PORT, device, field)
 
-    def switch_port(self, device: str, *, field: str = "port") -> str:
+    def switch_port(
+        self, device: str, *, field: str = "port", bars: BarSpace | None = None, hotplug: bool = False
+    ) -> str:
         self._check_pcie(device, field)
         return self.pool.take(SWITCH_PORT, device, field)
 
     def bridge_slots(
-        self, device: str, count: int = 1, *, field: str = "port", reserve: Mapping[str, int] | None = None
+        self,
+        device: str,
+        count: int = 1,
+        *,
+        field: str = "port",
+        reserve: Mapping[str, int] | None = None,
+        bars: BarSpace | None = None,
+        hotplug: bool = False,
     ) -> tuple[str, tuple[int, ...]]:
         raise self._fixed(device, field, "PCI bridge slots (not supported for hot plug yet)")
 
-    def root_bus_slots(self, device: str, count: int = 1, *, field: str = "port") -> str:
+    def root_bus_slots(
+        self, device: str, count: int = 1, *, field: str = "port", bars: BarSpace | None = None
+    ) -> str:
         raise self._fixed(device, field, f"devices on {self.root_bus}")
 
     def ensure_root_ports(self, count: int, *, device: str, field: str) -> tuple[str, ...]:
@@ -235,8 +284,15 @@ def kata_bridges(settings: SandboxSettings) -> tuple[int, bool, str]:
     return count, nested, note
 
 
+def uefi(settings: SandboxSettings) -> bool:
+    """The guest firmware is UEFI (OVMF): ``firmware`` names one, as Kata decides for its bridges.
+    Without it QEMU boots SeaBIOS."""
+    return bool(_value(settings, FIRMWARE_KEY))
+
+
 def _topology(target: QemuTarget) -> PcieTopology:
-    base = PcieTopology.for_settings(target.settings)
+    settings = target.settings
+    base = PcieTopology.for_settings(settings, uefi=uefi(settings), numa=bool(_value(settings, NUMA_KEY)))
     if target.context.live_ports is None:
         count, nested, _ = kata_bridges(target.settings)
         base.add_kata_bridges(count, nested=nested)
@@ -458,13 +514,16 @@ def assemble(settings: SandboxSettings, target: RenderTarget, devices: Sequence[
     attaches = [(d, d.attach) for d in devices if isinstance(d.attach, QemuAttach)]
     merged = _merge(attaches)
     notes: list[str] = []
-    memory = _memory_option(settings, merged, notes)
-    ram = _ram_backend(settings, merged.memory)
+    memory, slots, maxmem = _memory_option(settings, merged, notes)
+    numa = _guest_numa(devices)
+    numa_args = _numa_args(settings, target, numa, merged.memory, notes)
+    ram = None if numa_args else _ram_backend(settings, merged.memory)
     for key, value, who in _backend_machine(settings, ram is not None):
         merged.machine.claim(key, value, who)
     argv = ["-machine", opts(settings.machine_type, merged.machine.props), "-m", memory]
     if ram is not None:
         argv += ["-object", ram]
+    argv += numa_args
     argv += target.topology_args(fixed=True)
     argv += _iommu_args(settings, notes)
     for thread in target.iothread_ids():
@@ -474,13 +533,24 @@ def assemble(settings: SandboxSettings, target: RenderTarget, devices: Sequence[
     spare = spare_root_ports(settings)
     if spare:
         target.topology.ensure_root_ports(spare, device="sandbox", field=SPARE_ROOT_PORTS_KEY)
+    argv += _mmio64_args(settings, target, attaches, (slots, maxmem), notes)
     argv += target.topology_args(fixed=False)
     for _, attach in attaches:
         argv += list(attach.args)
     notes += _setting_notes(settings)
+    notes += _device_notes(attaches)
     hotplug = [c for _, a in attaches for c in a.hotplug]
     unplug = [c for _, a in reversed(attaches) for c in a.unplug]
     return QemuPlan(argv=tuple(argv), hotplug=tuple(hotplug), unplug=tuple(unplug), notes=tuple(notes))
+
+
+def _device_notes(attaches: Sequence[tuple[Any, QemuAttach]]) -> list[str]:
+    """The notes devices give in their details (``details["notes"]``), each after its device's name."""
+    out = []
+    for planned, attach in attaches:
+        for note in attach.details.get("notes", ()):
+            out.append(f"{planned.container_path or planned.id}: {note}")
+    return out
 
 
 def _backend_machine(settings: SandboxSettings, ram: bool) -> list[tuple[str, OptValue, str]]:
@@ -511,12 +581,16 @@ def _setting_notes(settings: SandboxSettings) -> list[str]:
 
 
 # --- memory ------------------------------------------------------------------------------------------
-def _sized(mem: int, slots: int, maxmem: int | None) -> str:
+Memory = tuple[str, int, "int | None"]
+
+
+def _sized(mem: int, slots: int, maxmem: int | None) -> Memory:
+    """The ``-m`` value, its slots and its maxmem in MiB."""
     rest = keyvals({"slots": slots or None, "maxmem": None if maxmem is None else f"{maxmem}M"})
-    return f"{mem}M" + ("," + rest if rest else "")
+    return f"{mem}M" + ("," + rest if rest else ""), slots, maxmem
 
 
-def _memory_option(settings: SandboxSettings, merged: _Merged, notes: list[str]) -> str:
+def _memory_option(settings: SandboxSettings, merged: _Merged, notes: list[str]) -> Memory:
     """The ``-m`` value: Kata's layout when ``memory_slots`` or ``default_maxmemory`` is set, with
     room for the devices' needs; else only what the devices need."""
     mem, needs = settings.memory_mib, merged.memory
@@ -568,8 +642,9 @@ def _kata_maxmem(settings: SandboxSettings, host_mib: int, notes: list[str]) -> 
     return top
 
 
-def _ram_backend(settings: SandboxSettings, needs: MemoryNeeds) -> str | None:
-    """The guest-RAM backend object, or None when plain RAM will do (Kata: ``appendMemoryKnobs``)."""
+def _ram_kind(settings: SandboxSettings, needs: MemoryNeeds) -> tuple[str, dict[str, OptValue | None]] | None:
+    """The guest-RAM backend type and its properties but id and size, or None when plain RAM will do
+    (Kata: ``appendMemoryKnobs``)."""
     hugepages, path = _value(settings, HUGEPAGES_KEY), _value(settings, FILE_MEM_BACKEND_KEY)
     shared = needs.shared or bool(path)
     prealloc = _value(settings, MEM_PREALLOC_KEY) or (hugepages and shared)
@@ -584,14 +659,258 @@ def _ram_backend(settings: SandboxSettings, needs: MemoryNeeds) -> str | None:
         qom_type = "memory-backend-ram"
     else:
         return None
-    props: dict[str, OptValue | None] = {
-        "id": RAM_BACKEND_ID,
-        "size": f"{settings.memory_mib}M",
-        "mem-path": mem_path,
-        "share": True if shared else None,
-        "prealloc": True if prealloc else None,
-    }
+    return qom_type, {"mem-path": mem_path, "share": True if shared else None,
+                      "prealloc": True if prealloc else None}
+
+
+def _ram_backend(settings: SandboxSettings, needs: MemoryNeeds) -> str | None:
+    """The guest-RAM backend object, or None when plain RAM will do."""
+    kind = _ram_kind(settings, needs)
+    if kind is None:
+        return None
+    qom_type, rest = kind
+    props: dict[str, OptValue | None] = {"id": RAM_BACKEND_ID, "size": f"{settings.memory_mib}M", **rest}
     return opts(qom_type, props)
+
+
+# --- guest NUMA ----------------------------------------------------------------------------------------
+def parse_node_set(text: str) -> tuple[int, ...]:
+    """``"0-1,3"`` -> ``(0, 1, 3)`` (a cpuset list, as Kata's ``numa_mapping`` and sysfs write them)."""
+    nodes: list[int] = []
+    for part in text.split(","):
+        low, dash, high = part.strip().partition("-")
+        if not low.isdigit() or (dash and not high.isdigit()):
+            raise ValueError(f"{text!r} is not a list of NUMA nodes such as \"0\", \"0-1\" or \"0,2\"")
+        first, last = int(low), int(high) if dash else int(low)
+        if last < first:
+            raise ValueError(f"{text!r}: the range {part.strip()!r} runs backwards")
+        nodes += range(first, last + 1)
+    return tuple(sorted(set(nodes)))
+
+
+def _node_ranges(nodes: Sequence[int]) -> str:
+    """``(0, 1, 3)`` -> ``0-1,3``."""
+    parts: list[str] = []
+    for node in sorted(nodes):
+        if parts and parts[-1].split("-")[-1] == str(node - 1):
+            parts[-1] = f"{parts[-1].split('-')[0]}-{node}"
+        else:
+            parts.append(str(node))
+    return ",".join(parts)
+
+
+def _check_numa_mapping(value: Sequence[str]) -> None:
+    seen: dict[int, int] = {}
+    for guest, text in enumerate(value):
+        for node in parse_node_set(text):
+            if node in seen:
+                raise ValueError(f"host NUMA node {node} is in guest nodes {seen[node]} and {guest}; "
+                                 "each host node goes to one guest node")
+            seen[node] = guest
+
+
+def _int_tuple(value: Sequence[int]) -> tuple[int, ...]:
+    return tuple(value)
+
+
+@attrs.frozen(kw_only=True)
+class GuestNode:
+    """One guest NUMA node: the host NUMA nodes it maps to (``"0"``, ``"0-1"``), their CPUs and
+    the host's distances from its first host node to the other guest nodes' (for ``-numa dist``)."""
+
+    host_nodes: str
+    host_cpus: str = ""
+    distances: tuple[int, ...] = attrs.field(default=(), converter=_int_tuple)
+
+
+def _node_tuple(value: Sequence[GuestNode]) -> tuple[GuestNode, ...]:
+    return tuple(value)
+
+
+@attrs.frozen(kw_only=True)
+class GuestNuma:
+    """The guest's NUMA nodes (``enable_numa``): a sandbox device of the QEMU backend, built from
+    ``numa_mapping`` or, when it is empty, one guest node per host node (Kata's 1:1)."""
+
+    kind: ClassVar[str] = "guest-numa"
+    id: str = "guest-numa"
+    nodes: tuple[GuestNode, ...] = attrs.field(default=(), converter=_node_tuple)
+    source: str = NUMA_MAPPING_KEY
+
+    def guest_node_of(self) -> dict[int, int]:
+        """host NUMA node -> the guest node that covers it."""
+        return {host: guest for guest, node in enumerate(self.nodes)
+                for host in parse_node_set(node.host_nodes)}
+
+    def describe(self) -> str:
+        covered = ", ".join(f"guest {g} = host {n.host_nodes}" for g, n in enumerate(self.nodes))
+        return f"{self.source}: {covered or 'no guest nodes'}"
+
+
+def guest_numa(settings: SandboxSettings, host: HostContext) -> GuestNuma:
+    """The guest NUMA nodes ``enable_numa`` and ``numa_mapping`` ask for, with the host's CPUs and
+    distances (read from sysfs: ``devices/system/node``)."""
+    mapping: tuple[str, ...] = tuple(_value(settings, NUMA_MAPPING_KEY))
+    source = NUMA_MAPPING_KEY
+    if not mapping:
+        source = "host NUMA nodes (/sys/devices/system/node/online)"
+        online = host.sysfs.read_line("devices/system/node/online") or ""
+        mapping = tuple(str(n) for n in parse_node_set(online)) if online else ()
+    firsts = [parse_node_set(text)[0] for text in mapping]
+    nodes = []
+    for text in mapping:
+        hosts = parse_node_set(text)
+        cpus = [host.sysfs.read_line(f"devices/system/node/node{n}/cpulist") or "" for n in hosts]
+        row = (host.sysfs.read_line(f"devices/system/node/node{hosts[0]}/distance") or "").split()
+        distances = tuple(int(row[n]) if n < len(row) and row[n].isdigit() else 0 for n in firsts)
+        nodes.append(GuestNode(host_nodes=text, host_cpus=",".join(c for c in cpus if c),
+                               distances=distances if all(distances) else ()))
+    return GuestNuma(nodes=tuple(nodes), source=source)
+
+
+def _guest_numa(devices: Sequence[Any]) -> GuestNuma | None:
+    return next((d.device for d in devices if isinstance(d.device, GuestNuma)), None)
+
+
+def _numa_args(
+    settings: SandboxSettings,
+    target: QemuTarget,
+    numa: GuestNuma | None,
+    needs: MemoryNeeds,
+    notes: list[str],
+) -> list[str]:
+    """The guest NUMA nodes as Kata writes them (one memory backend bound to its host nodes and one
+    ``-numa node`` each, then ``-numa dist``), and the root ports asked for with a host NUMA node
+    moved behind the pxb-pcie of the guest node that covers it."""
+    if numa is None:
+        return []
+    if not numa.nodes:
+        notes.append(f"{NUMA_KEY}: this host shows no NUMA nodes (/sys/devices/system/node/online): the "
+                     "guest gets none")
+        return []
+    moved = target.topology.bind_numa(numa.guest_node_of(), mapping=numa.describe())
+    sizes = _node_memory(settings, len(numa.nodes))
+    kind = _ram_kind(settings, needs) or ("memory-backend-ram", {})
+    argv: list[str] = []
+    for guest, (node, size) in enumerate(zip(numa.nodes, sizes, strict=True)):
+        props: dict[str, OptValue | None] = {"id": f"numa-mem{guest}", "size": f"{size}M", **kind[1],
+                                             "host-nodes": _node_ranges(parse_node_set(node.host_nodes)),
+                                             "policy": "bind"}
+        argv += ["-object", opts(kind[0], props)]
+        argv += ["-numa", "node," + keyvals({"nodeid": guest, "memdev": f"numa-mem{guest}"})]
+    for src, node in enumerate(numa.nodes):
+        for dst, value in enumerate(node.distances):
+            if dst != src:
+                argv += ["-numa", f"dist,src={src},dst={dst},val={value}"]
+    behind = ", ".join(f"{port} -> {pxb}" for port, pxb in moved.items())
+    notes.append(
+        f"{NUMA_KEY}: {len(numa.nodes)} guest NUMA nodes ({numa.describe()}), {settings.memory_mib} MiB "
+        f"split {'/'.join(map(str, sizes))} MiB; vCPUs follow QEMU's default mapping (a plan has no -smp; "
+        "Kata spreads them by socket)" + (f"; root ports behind pxb-pcie: {behind}" if moved else ""))
+    decide(target, MACHINE, f"-numa: {len(numa.nodes)} guest nodes", numa.describe(),
+           settings={NUMA_KEY: True, NUMA_MAPPING_KEY: list(_value(settings, NUMA_MAPPING_KEY))},
+           facts={f"host node {n.host_nodes} cpus": n.host_cpus for n in numa.nodes},
+           limits=[f"{p} moved behind {x}" for p, x in moved.items()])
+    return argv
+
+
+def _node_memory(settings: SandboxSettings, count: int) -> list[int]:
+    """``default_memory`` split evenly across ``count`` nodes (huge pages: in 2 MiB steps), the rest on
+    the last node, as Kata splits it for memory-only nodes."""
+    mem, align = settings.memory_mib, 2 if _value(settings, HUGEPAGES_KEY) else 1
+    each = mem // count // align * align
+    if each == 0:
+        raise ConfigError(f"default_memory {mem} MiB cannot be split across {count} guest NUMA nodes",
+                          field=NUMA_KEY)
+    return [each] * (count - 1) + [mem - each * (count - 1)]
+
+
+# --- the 64-bit PCI window: large BARs -----------------------------------------------------------------
+def first_free_address(settings: SandboxSettings, slots: int, maxmem_mib: int | None) -> int:
+    """The first guest physical address above RAM and the memory hot-plug area on x86: where the
+    firmware starts the 64-bit PCI window (QEMU's ``pc``/``q35`` layout: RAM above the 32-bit
+    limit starts at 4 GiB; the hot-plug area at the next GiB, ``maxmem - mem`` plus 1 GiB a slot)."""
+    ram = settings.memory_mib * MiB
+    if _machine_is(settings, "q35", "pc-q35"):
+        lowmem = 0x8000_0000 if ram >= 0xB000_0000 else 0xB000_0000
+    else:
+        lowmem = 0xC000_0000 if ram >= 0xE000_0000 else 0xE000_0000
+    end = 4 * GiB + max(ram - lowmem, 0)
+    if maxmem_mib is not None and maxmem_mib > settings.memory_mib:
+        end = -(-end // GiB) * GiB + (maxmem_mib - settings.memory_mib) * MiB + slots * GiB
+    return end
+
+
+def _mmio64_args(
+    settings: SandboxSettings,
+    target: QemuTarget,
+    attaches: Sequence[tuple[Any, QemuAttach]],
+    memory: tuple[int, int | None],
+    notes: list[str],
+) -> list[str]:
+    """What the firmware and the CPU need for the large BARs placed in the topology: the guest's
+    physical address width when QEMU's default (40 bits) does not reach the 64-bit PCI window
+    (``-global x86_64-cpu.phys-bits=N``; an explicit ``-cpu ...,phys-bits=`` wins) and, with a UEFI
+    firmware, OVMF's aperture when its classic 32 GiB cannot hold the window
+    (``-fw_cfg name=opt/ovmf/X-PciMmio64Mb,string=<MiB>``). The derivation goes in the notes; a window
+    beyond what the firmware or QEMU can address is an error naming the largest BAR."""
+    ranges = target.topology.mmio64_ranges()
+    if not any(r.size > DEFAULT_WINDOW for r in ranges) or not _machine_is(settings, "q35", "pc"):
+        return []
+    firmware = "OVMF" if uefi(settings) else "SeaBIOS"
+    first = first_free_address(settings, *memory)
+    layout = mmio64_layout(ranges, first_free=first, uefi=uefi(settings))
+    limit = OVMF_MAX_PHYS_BITS if layout.uefi else MAX_PHYS_BITS
+    biggest = max(ranges, key=lambda r: r.size)
+    if layout.bits > limit:
+        what = biggest.largest.describe() if biggest.largest else f"{biggest.owner}'s window"
+        raise UnsupportedError(
+            f"{what} does not fit: the 64-bit PCI window {firmware} lays out ends at "
+            f"{size_text(layout.end)}, which needs {layout.bits} physical address bits, and {firmware} and "
+            f"QEMU's x86 guests reach {limit}",
+            device=_device_of(biggest, attaches),
+            field="bar",
+        )
+    argv: list[str] = []
+    held = "; ".join(_range_text(r) for r in sorted(ranges, key=lambda r: -r.size) if r.size > DEFAULT_WINDOW)
+    text = (f"64-bit PCI window ({firmware}): {held}; packed they need {size_text(layout.need)}; guest RAM "
+            f"and memory hot-plug end at {size_text(first)}")
+    if layout.uefi:
+        text += (f"; OVMF's aperture of {size_text(layout.aperture)} is aligned to "
+                 f"{size_text(1 << (layout.aperture.bit_length() - 1))}")
+        if layout.aperture > OVMF_DEFAULT_MMIO64:
+            value = str(layout.aperture // MiB)
+            argv += ["-fw_cfg", keyvals({"name": OVMF_MMIO64_FW_CFG, "string": value})]
+            text += f" (-fw_cfg name={OVMF_MMIO64_FW_CFG},string={value}: its classic default is 32 GiB)"
+    text += f"; the window spans {_hex(layout.start)}-{_hex(layout.end)}, so the guest needs {layout.bits} " \
+            "physical address bits"
+    if layout.bits > DEFAULT_PHYS_BITS and _machine_is(settings, "q35", "pc"):
+        argv += ["-global", f"{CPU_TYPE}.phys-bits={layout.bits}"]
+        text += (f" (QEMU's default is {DEFAULT_PHYS_BITS}: -global {CPU_TYPE}.phys-bits={layout.bits}; "
+                 f"with -cpu host, host-phys-bits=on, the host's CPU needs at least {layout.bits})")
+    else:
+        text += (f" (QEMU's default {DEFAULT_PHYS_BITS} reaches it; with -cpu host the host's CPU needs at "
+                 f"least {layout.bits})")
+    notes.append(text)
+    decide(target, MACHINE, " ".join(argv[1::2]) or f"no option: {layout.bits} address bits suffice", text,
+           settings={FIRMWARE_KEY: _value(settings, FIRMWARE_KEY), "default_memory": settings.memory_mib},
+           limits=[f"at most {limit} physical address bits ({firmware} and QEMU)",
+                   f"QEMU's default phys-bits: {DEFAULT_PHYS_BITS}"])
+    return argv
+
+
+def _hex(value: int) -> str:
+    return f"0x{value:x}"
+
+
+def _range_text(r: MmioRange) -> str:
+    what = "a reserved window for hot plug" if r.hot else "holds " + ", ".join(r.devices)
+    bar = f" (largest: {r.largest.describe()})" if r.largest else ""
+    return f"{r.owner} {size_text(r.size)}, {what}{bar}"
+
+
+def _device_of(r: MmioRange, attaches: Sequence[tuple[Any, QemuAttach]]) -> str:
+    return r.devices[0] if r.devices else r.owner
 
 
 # --- vIOMMU ------------------------------------------------------------------------------------------
@@ -731,6 +1050,17 @@ SETTINGS: Final = (
         description="QEMU: independent iothreads indep_iothread_<i> made at boot",
     ),
     Setting(
+        name=NUMA_KEY, backends=QEMU_ONLY, type=BOOLEAN, default=False, kata_key=NUMA_KEY,
+        description="QEMU: guest NUMA nodes mapped to host NUMA nodes (numa_mapping; empty: one per host "
+        "node); devices placed with their host node go behind the pxb-pcie of the guest node covering it",
+    ),
+    Setting(
+        name=NUMA_MAPPING_KEY, backends=QEMU_ONLY, type=STRINGS, default=(), kata_key=NUMA_MAPPING_KEY,
+        check=_check_numa_mapping,
+        description="QEMU with enable_numa: the host NUMA nodes of each guest node, e.g. [\"0\", \"1\"] or "
+        "[\"0-1\", \"2-3\"]; empty: guest nodes map 1:1 to the host's",
+    ),
+    Setting(
         name=CONFIDENTIAL_KEY, type=BOOLEAN, default=False, kata_key=CONFIDENTIAL_KEY,
         description="a confidential (memory-encrypted) guest: QEMU gets no memory hot plug and the split "
         "IRQ chip; device families leave out what Kata leaves out",
@@ -760,3 +1090,43 @@ def check_settings(settings: SandboxSettings) -> None:
     """Kata refuses a vIOMMU on machines other than q35 (a rule across two keys)."""
     if settings.hypervisor == NAME:
         _check_iommu_machine(settings)
+
+
+# --- the guest NUMA nodes: a sandbox device of this backend --------------------------------------------
+@hookimpl
+def sandbox_devices(settings: SandboxSettings, host: HostContext) -> Sequence[Device] | None:
+    """The guest's NUMA nodes when ``enable_numa`` is set on a QEMU plan (read from the host when
+    ``numa_mapping`` is empty)."""
+    if settings.hypervisor != NAME or not _value(settings, NUMA_KEY):
+        return None
+    return [guest_numa(settings, host)]
+
+
+@hookimpl
+def attach_options(device: Device, target: RenderTarget, hotplug: bool) -> Any:
+    """The guest NUMA nodes have no options of their own: :func:`assemble` writes them with guest RAM."""
+    if isinstance(device, GuestNuma) and isinstance(target, QemuTarget):
+        return QemuAttach(details={"guest_nodes": [n.host_nodes for n in device.nodes]})
+    return None
+
+
+@hookimpl
+def device_from_state(kind: str, data: Mapping[str, Any], plugin: str) -> Device | None:
+    if kind != GuestNuma.kind:
+        return None
+    from vmdev.serialize import from_json
+
+    return from_json(GuestNuma, data)
+
+
+@hookimpl
+def host_facts(device: Device, host: HostContext) -> Mapping[str, str] | None:
+    """The host NUMA nodes and their CPUs the guest's nodes were made from."""
+    if not isinstance(device, GuestNuma):
+        return None
+    facts = {"devices/system/node/online": host.sysfs.read_line("devices/system/node/online") or ""}
+    for node in device.nodes:
+        for host_node in parse_node_set(node.host_nodes):
+            path = f"devices/system/node/node{host_node}/cpulist"
+            facts[path] = host.sysfs.read_line(path) or ""
+    return facts
