@@ -37,6 +37,9 @@ QEMU: Final = DEFAULT_HYPERVISOR
 CLOUD_HYPERVISOR: Final = "cloud-hypervisor"
 FIRECRACKER: Final = "firecracker"
 
+#: ``[runtime] name`` of Kata's runtime-rs configuration files
+RUNTIME_RS_NAME: Final = "virt_container"
+
 DEFAULT_MACHINE_TYPE: Final = "q35"
 DEFAULT_MEMORY_MIB: Final = 2048
 
@@ -129,6 +132,13 @@ class SandboxSettings:
         merged = dict(self.options)
         merged.update({k: v for k, v in changes.items() if v is not None})
         return attrs.evolve(self, options=merged, values={})
+
+    @property
+    def kata_runtime(self) -> str:
+        """Which Kata runtime the configuration is written for: ``runtime-rs`` when its
+        ``[runtime]`` table names ``virt_container`` (every runtime-rs file does), else ``go``.
+        Families follow that runtime where Kata's two runtimes differ."""
+        return "runtime-rs" if self.runtime.get("name") == RUNTIME_RS_NAME else "go"
 
     @property
     def is_microvm(self) -> bool:

@@ -45,7 +45,7 @@ def test_clh_cold_disk(run: Any, disk: Any) -> None:
     data = result.to_json()["cloud_hypervisor"]
     assert data["vm_config"] == {"disks": [{
         "path": "/dev/sdb", "readonly": True, "direct": False, "id": drive_id, "serial": drive_id,
-        "image_type": "Raw"}]}
+        "image_type": "Raw", "num_queues": 1, "queue_size": 1024}]}  # Kata Go: a queue per vCPU of 1024
     assert set(data["vm_config"]["disks"][0]) <= CLH_DISK_FIELDS
     assert data["hotplug"] == [] and data["unplug"] == []
 
@@ -208,8 +208,12 @@ def test_clh_disk_queues_come_from_runtime_rs_keys(run: Any, disk: Any, api: Any
     body = run(disk, hypervisor="cloud-hypervisor", options=options).to_json()["cloud_hypervisor"]["vm_config"]
     assert (body["disks"][0]["num_queues"], body["disks"][0]["queue_size"]) == (4, 1024)
     api("cloud-hypervisor", "DiskConfig")(body["disks"][0])
-    default = run(disk, hypervisor="cloud-hypervisor").to_json()["cloud_hypervisor"]["vm_config"]["disks"][0]
-    assert "num_queues" not in default and "queue_size" not in default  # Cloud Hypervisor's 1 and 128
+    go = run(disk, hypervisor="cloud-hypervisor", options={"default_vcpus": 3})
+    go_disk = go.to_json()["cloud_hypervisor"]["vm_config"]["disks"][0]
+    assert (go_disk["num_queues"], go_disk["queue_size"]) == (3, 1024)  # Kata Go: a queue per vCPU of 1024
+    rs = run(disk, hypervisor="cloud-hypervisor", runtime={"name": "virt_container"})
+    rs_disk = rs.to_json()["cloud_hypervisor"]["vm_config"]["disks"][0]
+    assert "num_queues" not in rs_disk and "queue_size" not in rs_disk  # runtime-rs without the keys
     fc = run(disk, hypervisor="firecracker", options=options).to_json()["firecracker"]["requests"][0]["body"]
     assert "num_queues" not in fc and "queue_size" not in fc  # Firecracker's Drive has neither
 

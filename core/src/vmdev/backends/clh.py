@@ -16,12 +16,16 @@ import attrs
 from vmdev._convert import any_dict
 from vmdev.backend import Backend, RenderContext
 from vmdev.backends.api import ApiPlan
+from vmdev.declared import INTEGER, Setting
 from vmdev.errors import UnsupportedError
 from vmdev.hookspecs import hookimpl
 from vmdev.settings import SandboxSettings
 from vmdev.targets import ApiRequest, RenderTarget, request_tuple
 
 NAME: Final = "cloud-hypervisor"
+VCPUS_KEY: Final = "default_vcpus"
+#: Cloud Hypervisor's limit of boot vCPUs (its API's cpus.boot_vcpus is a u8)
+MAX_VCPUS: Final = 254
 
 
 @attrs.frozen(kw_only=True)
@@ -84,3 +88,12 @@ BACKEND: Final = Backend(
 @hookimpl
 def register_backends(register: Callable[[Backend], None]) -> None:
     register(BACKEND)
+
+
+@hookimpl
+def register_settings(register: Callable[[Setting], None]) -> None:
+    register(Setting(
+        name=VCPUS_KEY, type=INTEGER, default=1, minimum=1, maximum=MAX_VCPUS, kata_key=VCPUS_KEY,
+        backends=(NAME,),
+        description="the guest's boot vCPUs; Kata Go gives each Cloud Hypervisor disk one queue per vCPU",
+    ))

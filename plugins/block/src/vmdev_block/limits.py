@@ -24,6 +24,11 @@ from vmdev_block.constants import RATE_LIMITER_REFILL_MS
 from vmdev_block.settings import BlockSettings
 
 BITS_PER_BYTE: Final = 8
+#: the plan note where vmdev follows Kata Go although the configuration is runtime-rs'
+RS_RATE_NOTE: Final = (
+    "disk_rate_limiter_*: converted from bits/s to bytes/s as Kata Go does (the keys' documented "
+    "unit); runtime-rs passes the numbers unconverted"
+)
 
 
 def revert_bytes(number: int) -> int:

@@ -25,10 +25,12 @@ from vmdev.targets import ApiRequest
 from vmdev_block.constants import NVDIMM, PMEM_DRIVERS, VIRTIO_BLOCK, VIRTIO_PMEM
 from vmdev_block.device import BlockDevice, unsupported_driver
 from vmdev_block.drive import BlockDrive
-from vmdev_block.limits import rate_limiter
+from vmdev_block.limits import RS_RATE_NOTE, rate_limiter
 from vmdev_block.settings import KEY_LOGICAL_SECTOR, KEY_PHYSICAL_SECTOR, BlockSettings
 
 CLH_API: Final = "/api/v1"
+#: the queue size Kata Go gives every Cloud Hypervisor disk
+GO_QUEUE_SIZE: Final = 1024
 SECTOR_NOTE: Final = (
     f"{KEY_LOGICAL_SECTOR}/{KEY_PHYSICAL_SECTOR}: not applied: Cloud Hypervisor's DiskConfig has no "
     "sector size (Kata passes them to QEMU only)"
@@ -36,13 +38,15 @@ SECTOR_NOTE: Final = (
 
 
 def render_clh(device: BlockDevice, drive: BlockDrive, hotplug: bool, config: BlockSettings) -> ClhAttach:
-    details = {"api_id": drive.id}
+    details: dict[str, Any] = {"api_id": drive.id}
     if device.driver in PMEM_DRIVERS:
         key, endpoint, body = "pmem", "vm.add-pmem", _clh_pmem(device, drive)
     elif device.driver == VIRTIO_BLOCK:
         key, endpoint, body = "disks", "vm.add-disk", _clh_disk(drive, config)
         if config.sector_sizes:
             details["note"] = SECTOR_NOTE
+        if config.kata_runtime == "runtime-rs" and "rate_limiter_config" in body:
+            details["notes"] = [RS_RATE_NOTE]
     else:
         raise unsupported_driver(device, "Cloud Hypervisor",
                                  f"{VIRTIO_BLOCK} disks and {NVDIMM}/{VIRTIO_PMEM}/pmem")
@@ -67,10 +71,14 @@ def _clh_disk(drive: BlockDrive, config: BlockSettings) -> dict[str, Any]:
     }
     if config.iommu:  # Cloud Hypervisor's default is false, so it is written only when set
         body["iommu"] = True
-    if config.num_queues:
-        body["num_queues"] = config.num_queues
-    if config.queue_size:
-        body["queue_size"] = config.queue_size
+    if config.num_queues or config.queue_size or config.kata_runtime != "go":
+        if config.num_queues:
+            body["num_queues"] = config.num_queues
+        if config.queue_size:
+            body["queue_size"] = config.queue_size
+    else:  # Kata Go's clh.go: one queue per vCPU of 1024 entries (runtime-rs reads the two keys)
+        body["num_queues"] = config.vcpus
+        body["queue_size"] = GO_QUEUE_SIZE
     limiter = rate_limiter(config)
     if limiter is not None:
         body["rate_limiter_config"] = limiter

@@ -22,11 +22,12 @@ from vmdev.targets import ApiRequest
 from vmdev_block.constants import AIO_IO_URING, AIO_NATIVE, AIO_THREADS, NVDIMM, PMEM_DRIVERS, VIRTIO_MMIO
 from vmdev_block.device import BlockDevice, unsupported_driver
 from vmdev_block.drive import BlockDrive
-from vmdev_block.limits import rate_limiter
+from vmdev_block.limits import RS_RATE_NOTE, rate_limiter
 from vmdev_block.settings import KEY_AIO, KEY_LOGICAL_SECTOR, KEY_PHYSICAL_SECTOR, BlockSettings
 
 #: Firecracker ``io_engine`` for each AIO mode it can honour
 _FC_IO_ENGINES: Final = {AIO_IO_URING: "Async", AIO_THREADS: "Sync"}
+
 SECTOR_NOTE: Final = (
     f"{KEY_LOGICAL_SECTOR}/{KEY_PHYSICAL_SECTOR}: not applied: Firecracker's Drive has no sector size "
     "(Kata passes them to QEMU only)"
@@ -39,7 +40,7 @@ def firecracker_id(drive: BlockDrive) -> str:
 
 def render_firecracker(device: BlockDevice, drive: BlockDrive, config: BlockSettings) -> FirecrackerAttach:
     fc_id = firecracker_id(drive)
-    details = {"api_id": fc_id}
+    details: dict[str, Any] = {"api_id": fc_id}
     if device.driver in PMEM_DRIVERS:
         body: dict[str, Any] = {
             "id": fc_id,
@@ -52,6 +53,8 @@ def render_firecracker(device: BlockDevice, drive: BlockDrive, config: BlockSett
         request = ApiRequest("PUT", f"/drives/{fc_id}", _fc_drive(device, drive, config, fc_id))
         if config.sector_sizes:
             details["note"] = SECTOR_NOTE
+        if config.kata_runtime == "runtime-rs" and request.body and "rate_limiter" in request.body:
+            details["notes"] = [RS_RATE_NOTE]
     else:
         raise unsupported_driver(device, "Firecracker", f"{VIRTIO_MMIO} disks and {NVDIMM}/virtio-pmem/pmem")
     return FirecrackerAttach(requests=[request], details=details)

@@ -222,6 +222,11 @@ class BlockSettings:
     #: ``enable_iommu`` (declared by the QEMU backend for every backend): Cloud Hypervisor disks
     #: sit behind the virtual IOMMU, as Kata's clh.go sets ``disk.SetIommu(config.IOMMU)``
     iommu: bool = False
+    #: the Kata runtime the file is for (``SandboxSettings.kata_runtime``): where Go and runtime-rs
+    #: differ (Cloud Hypervisor disk queues), the block family follows the file's
+    kata_runtime: str = "go"
+    #: ``default_vcpus`` of a Cloud Hypervisor sandbox (Kata Go: one disk queue per vCPU)
+    vcpus: int = 1
 
     @property
     def sector_sizes(self) -> dict[str, int]:
@@ -263,6 +268,8 @@ def block_settings(settings: SandboxSettings) -> BlockSettings:
         queue_size=settings.value(KEY_QUEUE_SIZE),
         allow_host_mounted=settings.value(KEY_ALLOW_HOST_MOUNTED),
         iommu=bool(settings.value("enable_iommu", False)),
+        kata_runtime=settings.kata_runtime,
+        vcpus=int(settings.value("default_vcpus", 1) or 1),
     )
 
 
