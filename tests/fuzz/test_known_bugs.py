@@ -99,6 +99,16 @@ def test_a_loop_backing_file_reaches_the_plan_byte_for_byte(session: Session, na
     no_violation(session, "block-sysfs", loop_case(backing=path + "\n"), "block-backing-strip")
 
 
+@known_bug("block-log-raw-text")
+@settings(max_examples=5)
+@given(path=st.sampled_from(["/dev/disk\x85x", "/dev/disk\u2028x", "/dev/disk\x9bx"]))
+def test_what_the_block_plugin_logs_about_a_request_is_one_line(session: Session, path: str) -> None:
+    case = loop_case()
+    case = PlanCase(hypervisor=case.hypervisor, options=case.options, host=case.host,
+                    document=strategies.oci([{"path": path, "type": "b", "major": 7, "minor": 0}]))
+    no_violation(session, "block-sysfs", case, "block-log-raw-text")
+
+
 @known_bug("vhostuser-store-surrogate")
 @settings(max_examples=3)
 @given(suffix=st.sampled_from(["\ud800", "x\udfff"]))
@@ -115,6 +125,15 @@ def test_a_store_path_no_file_system_can_name_is_refused_in_one_line(session: Se
 def test_a_libvirt_domain_name_xml_cannot_carry_is_refused_in_one_line(session: Session, name: str) -> None:
     case = PlanCase(hypervisor="libvirt", options={"libvirt_domain_name": name}, document=strategies.oci([]))
     no_violation(session, "settings", case, "libvirt-xml-text")
+
+
+@known_bug("settings-lone-surrogate")
+@settings(max_examples=5)
+@given(key=st.sampled_from(["file_mem_backend", "virtio_fs_socket", "shared_dir"]))
+def test_a_settings_path_json_cannot_carry_is_refused_in_one_line(session: Session, key: str) -> None:
+    options = {"shared_fs": "virtio-9p" if key == "shared_dir" else "virtio-fs", key: "/run/x\udc80"}
+    case = PlanCase(hypervisor="qemu", options=options, document=strategies.oci([]))
+    no_violation(session, "settings", case, "settings-lone-surrogate")
 
 
 @known_bug("qemu-mem-path-control")

@@ -341,8 +341,10 @@ def _store(fake: FakeHost, spec: StoreSpec) -> None:
     except (OSError, ValueError):
         return
     for entry in spec.entries:
+        if not usable_name(entry.name):
+            continue
         node, socket = devices / entry.name, sockets / entry.name
-        if not (_inside(root, node) and _inside(root, socket)) or "\x00" in entry.name:
+        if not (_inside(root, node) and _inside(root, socket)):
             continue
         try:
             if entry.node_link_outside:
@@ -359,6 +361,11 @@ def _store(fake: FakeHost, spec: StoreSpec) -> None:
                 _stat(fake, socket, entry.socket, None)
         except (OSError, ValueError, UnicodeEncodeError):
             continue
+
+
+def usable_name(name: str) -> bool:
+    """A name one directory entry can have (not empty, ``.``, ``..``, no ``/`` or NUL)."""
+    return name not in ("", ".", "..") and "/" not in name and "\x00" not in name
 
 
 def build(spec: HostSpec, root: Path) -> Built:

@@ -16,7 +16,7 @@ from typing import Final
 
 import attrs
 
-from vmdev_fuzz.oracles import CRASH, HANG, PATH_CHANGE, Violation
+from vmdev_fuzz.oracles import CRASH, HANG, MULTI_LINE, PATH_CHANGE, Violation
 
 
 @attrs.frozen
@@ -59,6 +59,12 @@ KNOWN_BUGS: Final[tuple[KnownBug, ...]] = (
         PATH_CHANGE, detail=r"backing file .*, but the host's is",
     ),
     KnownBug(
+        "block-log-raw-text", "vmdev-block",
+        "log records quote container and host paths raw ('%s: cannot read the read-only flag of %s'): a path "
+        "holding U+0085, U+2028 or another C1 control (the OCI reader refuses only C0 and DEL) forges log lines",
+        MULTI_LINE, detail=r"^log: vmdev\.block ",
+    ),
+    KnownBug(
         "vhostuser-store-surrogate", "vmdev-vhostuser",
         "a vhost_user_store_path holding a lone surrogate ('/run/st\\ud800'): os.listdir raises "
         "UnicodeEncodeError, a PluginError wrapping it (vmdev_vhostuser.host._node_name)",
@@ -75,6 +81,13 @@ KNOWN_BUGS: Final[tuple[KnownBug, ...]] = (
         "file_mem_backend holding a control character ('/dev/shm\\nx') ends in a raw ValueError from "
         "vmdev.qemu.escape in the QEMU backend's assemble (no check on the key)",
         CRASH, stack=r"^vmdev/qemu\.py:escape < .*backends/qemu\.py:",
+    ),
+    KnownBug(
+        "settings-lone-surrogate", "core (lead)",
+        "string settings keys take lone surrogates (vmdev.declared refuses NUL only): file_mem_backend, "
+        "virtio_fs_socket, shared_dir = '/srv/\\udc80' reach the plan, whose JSON writes '\\udc80' and every "
+        "JSON reader turns into U+FFFD (the OCI reader and DeviceInfo refuse them already)",
+        PATH_CHANGE, detail=r"^the plan's JSON cannot carry",
     ),
 )
 

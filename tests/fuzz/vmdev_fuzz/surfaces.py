@@ -29,6 +29,7 @@ from vmdev_fuzz.oracles import (
     Hang,
     Request,
     Violation,
+    json_strings,
     judge_error,
     node_violation,
     option_violations,
@@ -208,7 +209,8 @@ def _store_socket(real: PlanCase, request: Request) -> str | None:
     if store is None:
         return None
     for entry in store.entries:
-        if entry.rdev == (request.major, request.minor) and entry.node == hosts.NODE_BLOCK:
+        if entry.rdev == (request.major, request.minor) and entry.node == hosts.NODE_BLOCK \
+                and hosts.usable_name(entry.name):
             return str(Path(store.path) / "block" / "sockets" / entry.name)
     return None
 
@@ -263,12 +265,21 @@ def _hypervisor_path(planned: Any, data: Mapping[str, Any], hypervisor: str) -> 
     return ""
 
 
+def json_fidelity(plan_json: Mapping[str, Any]) -> list[Violation]:
+    """A plan's JSON must carry every path byte for byte: a lone surrogate (Python's stand-in for a
+    byte that is not UTF-8) is written as a ``\\udcXX`` escape that JSON readers turn into U+FFFD,
+    so the runtime reading the plan would hand the hypervisor another path."""
+    bad = sorted({s for s in json_strings(plan_json) if any("\ud800" <= ch <= "\udfff" for ch in s)})
+    return [Violation(PATH_CHANGE, f"the plan's JSON cannot carry {value!r} (a lone surrogate)") for value in bad[:3]]
+
+
 def judge_plan(case: PlanCase, real: PlanCase, spec: OciSpec, result: Plan, plan_json: Mapping[str, Any],
                host: Any, session: Session) -> list[Violation]:
     requests = {d.container_path: Request(d.container_path, d.dev_type, d.major, d.minor) for d in spec.devices}
     out: list[Violation] = []
     values, problems, argv = plan_strings(plan_json, result.plan_key)
     out += problems
+    out += json_fidelity(plan_json)
     for planned in result.devices:
         data = planned.to_json()
         request = requests.get(planned.container_path) if planned.container_path is not None else None
