@@ -19,7 +19,7 @@ def test_clh_cold_plug_lists_every_function_with_its_sysfs_path(l1_host: FakeHos
             {"id": f"{g5}-1", "path": f"{sysfs}/0000:03:01.0", "iommu": True},
             {"id": f"{g5}-2", "path": f"{sysfs}/0000:03:02.0", "iommu": True},
             {"id": f"{g2}-0", "path": f"{sysfs}/0000:00:03.0", "iommu": True},
-        ]},
+        ], "platform": {"iommu_segments": [0]}},  # the backend's part of enable_iommu (Kata's clh.go)
         "hotplug": [],
         "unplug": [],
     }

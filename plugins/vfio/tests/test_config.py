@@ -39,10 +39,17 @@ def test_every_key_is_declared_with_the_kata_key_and_section_it_mirrors() -> Non
         "pcie_root_port": ("pcie_root_port", "hypervisor"),
         "pcie_switch_port": ("pcie_switch_port", "hypervisor"),
         "vfio_mode": ("vfio_mode", "runtime"),
-        "enable_iommu": ("enable_iommu", "hypervisor"),
     }
     assert declared["hot_plug_vfio"].setting.choices == ("no-port", "bridge-port", "root-port", "switch-port")
     assert (declared["pcie_root_port"].setting.minimum, declared["pcie_root_port"].setting.maximum) == (0, 16)
+
+
+def test_enable_iommu_and_confidential_guest_are_the_qemu_backends_keys_and_read_for_every_backend() -> None:
+    owners = {d.setting.name: (d.plugin, d.setting.backends) for d in plugins().declared_settings()}
+    assert owners["enable_iommu"] == owners["confidential_guest"] == ("vmdev.backend.qemu", ())
+    assert config(enable_iommu=True).iommu and not config().iommu
+    assert config(confidential_guest=True).confidential
+    assert not config(confidential_guest=True, hypervisor="cloud-hypervisor").confidential  # Kata: QEMU only
 
 
 def test_defaults() -> None:

@@ -1067,10 +1067,9 @@ SETTINGS: Final = (
     ),
 )
 _DEFAULTS: Final[Mapping[str, Any]] = {s.name: s.default for s in SETTINGS}
-#: keys another plugin declared for every backend before this backend owned them (a passthrough family:
-#: enable_iommu, which Cloud Hypervisor reads too), with the same type. Transitional: remove once it
-#: reads the key with ``settings.value(key, default)`` instead of declaring it.
-_DECLARED_ELSEWHERE: Final = frozenset({IOMMU_KEY})
+#: keys another plugin declared for every backend before this backend owned them, with the same type
+#: (none left: the passthrough family reads enable_iommu with ``settings.value(key, default)`` now)
+_DECLARED_ELSEWHERE: Final[frozenset[str]] = frozenset()
 
 
 @hookimpl(trylast=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 import posixpath
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import attrs
@@ -22,6 +22,7 @@ import attrs
 from vmdev.errors import DeviceError, UnsupportedError
 from vmdev.host import HostContext
 from vmdev.models import DeviceInfo, PCIePort, PciPath
+from vmdev.pcie import Bar, BarSpace
 from vmdev.qemu import make_id
 from vmdev.serialize import from_json
 from vmdev.targets import RenderTarget
@@ -52,6 +53,7 @@ __all__ = [
     "SkippedFunction",
     "VFIODev",
     "VFIODevice",
+    "VFIODeviceLargeBars",
     "VFIODeviceType",
     "VFIOMode",
     "VfioBackend",
@@ -124,6 +126,10 @@ def _str_map(value: Mapping[str, str]) -> dict[str, str]:
     return dict(value)
 
 
+def _bars(value: Iterable[Bar]) -> tuple[Bar, ...]:
+    return tuple(value)
+
+
 def _non_empty(inst: Any, attribute: attrs.Attribute[Any], value: tuple[VFIODev, ...]) -> None:
     if not value:
         raise DeviceError("has no function to pass", device=inst.container_path, field=attribute.name)
@@ -160,6 +166,23 @@ class VFIODevice:
     drivers: Mapping[str, str] = attrs.field(factory=dict, converter=_str_map)
 
     @property
+    def large_bars(self) -> tuple[Bar, ...]:
+        """The functions' BARs larger than the firmware's default 2 MiB window (see
+        :class:`VFIODeviceLargeBars`)."""
+        return ()
+
+    @property
+    def bar_space(self) -> BarSpace:
+        """What the functions' BARs need from the windows of the port they sit on."""
+        windows = self.windows
+        return BarSpace(mem=windows.mem, pref32=windows.pref32, pref64=windows.pref64, large=self.large_bars)
+
+    @property
+    def numa_node(self) -> int:
+        """The host NUMA node of the request's functions (the first known one), or -1."""
+        return next((f.numa_node for f in self.functions if f.numa_node >= 0), -1)
+
+    @property
     def types(self) -> frozenset[VFIODeviceType]:
         return frozenset(f.type for f in self.functions)
 
@@ -175,6 +198,21 @@ class VFIODevice:
         return "vfio-pci" if self.vfio_mode is VFIOMode.VFIO else "vfio-pci-gk"
 
 
+@attrs.frozen(kw_only=True)
+class VFIODeviceLargeBars(VFIODevice):
+    """A request whose functions have BARs larger than the firmware's default 2 MiB window: they
+    size its port's reservations and count for the guest's 64-bit PCI window. A class of its own so
+    that the saved and planned form of every other request has no field more than it had."""
+
+    large_bars: tuple[Bar, ...] = attrs.field(default=(), converter=_bars)
+
+
+def _request(large_bars: Sequence[Bar], **fields: Any) -> VFIODevice:
+    if large_bars:
+        return VFIODeviceLargeBars(large_bars=large_bars, **fields)
+    return VFIODevice(**fields)
+
+
 # --- saved state ----------------------------------------------------------------------------------
 def from_state(data: Mapping[str, Any]) -> VFIODevice:
     """A saved :class:`VFIODevice` (``vmdev.serialize.to_json`` of it) rebuilt as it was; the
@@ -183,7 +221,7 @@ def from_state(data: Mapping[str, Any]) -> VFIODevice:
         if not isinstance(data.get(key, ()), list | tuple):
             raise DeviceError(f"saved {key} is not a list", device=str(data.get("container_path", "")),
                               field=key)
-    return from_json(VFIODevice, data)
+    return from_json(VFIODeviceLargeBars if data.get("large_bars") else VFIODevice, data)
 
 
 # --- building -------------------------------------------------------------------------------------
@@ -202,6 +240,10 @@ def build(info: DeviceInfo, host: HostContext, config: VfioConfig) -> VFIODevice
             device=name,
             field="type",
         )
+    if config.confidential and not path.startswith(CDEV_DIR):
+        # Kata's words; Kata checks it on q35 and virt when a port kind is set, vmdev whatever the port
+        raise DeviceError(f"ConfidentialGuest needs IOMMUFD - cannot use {path}", device=name,
+                          field="host_path")
     port = info.port if info.port is not PCIePort.NO_PORT else config.port
     common: dict[str, Any] = {
         "id": make_id(ID_PREFIX, f"{info.container_path}|{path}"),
@@ -236,6 +278,7 @@ def _from_group(path: str, host: HostContext, name: str, common: dict[str, Any])
     skipped: list[SkippedFunction] = []
     drivers: dict[str, str] = {}
     windows = Windows()
+    large: list[Bar] = []
     for member in members:
         function = member.function
         if member.type is VFIODeviceType.NORMAL and function is not None and function.bridge:
@@ -247,13 +290,15 @@ def _from_group(path: str, host: HostContext, name: str, common: dict[str, Any])
         if function is not None:
             windows = windows + function.windows
             drivers[function.bdf] = function.driver
+            if member.type is VFIODeviceType.NORMAL:
+                large += function.large_bars
     if not functions:
         what = ", ".join(f"{s.bdf} ({s.reason})" for s in skipped) or "nothing"
         raise DeviceError(
             f"IOMMU group {group} holds no function to pass, only {what}", device=name, field="host_path"
         )
-    return VFIODevice(backend=VfioBackend.GROUP, iommu_group=group, functions=functions, skipped=skipped,
-                      windows=windows, drivers=drivers, **common)
+    return _request(large, backend=VfioBackend.GROUP, iommu_group=group, functions=functions, skipped=skipped,
+                    windows=windows, drivers=drivers, **common)
 
 
 def _from_cdev(path: str, host: HostContext, name: str, common: dict[str, Any]) -> VFIODevice:
@@ -275,8 +320,9 @@ def _from_cdev(path: str, host: HostContext, name: str, common: dict[str, Any]) 
     member = GroupMember(index=int(node[len("vfio"):]), name=function.bdf, type=VFIODeviceType.NORMAL,
                          sysfs_dev=function.sysfs_dev, function=function)
     dev = _vfio_dev(member, common, path, VfioBackend.IOMMUFD)
-    return VFIODevice(backend=VfioBackend.IOMMUFD, iommu_group=function.iommu_group, functions=[dev],
-                      windows=function.windows, drivers={function.bdf: function.driver}, **common)
+    return _request(function.large_bars, backend=VfioBackend.IOMMUFD, iommu_group=function.iommu_group,
+                    functions=[dev], windows=function.windows, drivers={function.bdf: function.driver},
+                    **common)
 
 
 def _require_vfio_driver(function: PciFunction, group: str, name: str) -> None:

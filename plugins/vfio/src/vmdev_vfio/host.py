@@ -27,6 +27,7 @@ import attrs
 from vmdev.errors import DeviceError
 from vmdev.host import HostContext
 from vmdev.models import PCI_DOMAIN
+from vmdev.pcie import DEFAULT_WINDOW, Bar, BarKind
 
 if TYPE_CHECKING:
     from vmdev_vfio.device import VFIODevice
@@ -93,6 +94,8 @@ class PciFunction:
     iommu_group: str
     windows: Windows
     has_vfio_dev: bool
+    #: the BARs larger than the firmware's default window (they decide alignments and limits)
+    large_bars: tuple[Bar, ...] = ()
 
     @property
     def bridge(self) -> str:
@@ -153,6 +156,7 @@ def read_function(host: HostContext, bdf: str, *, device: str) -> PciFunction:
     class_code = sysfs.read_line(f"{base}/class") or ""
     bridge_kind(class_code, device=device, source=str(sysfs.path(f"{base}/class")))
     config_size = sysfs.size(f"{base}/config")
+    resource, source = sysfs.read_text(f"{base}/resource") or "", str(sysfs.path(f"{base}/resource"))
     return PciFunction(
         bdf=bdf,
         sysfs_dev=str(sysfs.path(base)),
@@ -163,9 +167,10 @@ def read_function(host: HostContext, bdf: str, *, device: str) -> PciFunction:
         is_pcie=config_size is not None and config_size > PCI_CONFIG_SPACE_SIZE,
         driver=sysfs.link_name(f"{base}/driver") or "",
         iommu_group=sysfs.link_name(f"{base}/iommu_group") or "",
-        windows=parse_resources(sysfs.read_text(f"{base}/resource") or "", device=device,
-                                source=str(sysfs.path(f"{base}/resource"))),
+        windows=parse_resources(resource, device=device, source=source),
         has_vfio_dev=bool(sysfs.list_dir(f"{base}/vfio-dev")),
+        large_bars=tuple(bar for bar in parse_bars(resource, bdf, device=device, source=source)
+                         if bar.size > DEFAULT_WINDOW),
     )
 
 
@@ -188,22 +193,45 @@ def parse_resources(text: str, *, device: str = "", source: str = "resource") ->
     :class:`DeviceError` naming ``source`` and the line (``int()`` would take ``0x1_0``, ``-0x1``
     or ``²`` and the windows sized from them would be wrong; Kata ignores the file)."""
     total = Windows()
-    for number, line in enumerate(text.splitlines()[:_BAR_LINES], start=1):
+    for _, start, end, flags in _bar_lines(text, device=device, source=source):
+        total = total + _window(end - start + 1, flags)
+    return total
+
+
+def parse_bars(text: str, function: str, *, device: str = "", source: str = "resource") -> list[Bar]:
+    """The I/O and memory BARs of ``function``'s ``resource`` file (lines 0-5 are BARs 0-5; an
+    unused BAR, and the upper half of a 64-bit one, reads as zeros)."""
+    bars = []
+    for index, start, end, flags in _bar_lines(text, device=device, source=source):
+        if flags & _IORESOURCE_IO:
+            kind = BarKind.IO
+        elif flags & _IORESOURCE_MEM:
+            kind = BarKind.PREF if flags & _IORESOURCE_PREFETCH else BarKind.MEM
+        else:
+            continue
+        bars.append(Bar(function=function, index=index, size=end - start + 1, kind=kind,
+                        is64=bool(flags & _IORESOURCE_MEM_64)))
+    return bars
+
+
+def _bar_lines(text: str, *, device: str, source: str) -> list[tuple[int, int, int, int]]:
+    """``(BAR index, start, end, flags)`` of each used BAR line; a malformed line is an error."""
+    out = []
+    for index, line in enumerate(text.splitlines()[:_BAR_LINES]):
         parts = line.split()
         if not parts:
             continue
         if len(parts) != 3 or not all(_HEX_FIELD.fullmatch(part) for part in parts):
             raise DeviceError(
-                f"{json.dumps(source)} line {number} is {json.dumps(line[:80])}, not 'start end flags' "
+                f"{json.dumps(source)} line {index + 1} is {json.dumps(line[:80])}, not 'start end flags' "
                 "in hexadecimal",
                 device=device,
                 field="resource",
             )
         start, end, flags = (int(part, 16) for part in parts)
-        if end <= start:
-            continue
-        total = total + _window(end - start + 1, flags)
-    return total
+        if end > start:
+            out.append((index, start, end, flags))
+    return out
 
 
 def _window(size: int, flags: int) -> Windows:

@@ -3,7 +3,8 @@
 Hook implementations only; each delegates to one module of the family's template:
 
 * ``settings.py``: the declared keys (``hot_plug_vfio``, ``cold_plug_vfio``, ``pcie_root_port``,
-  ``pcie_switch_port``, ``vfio_mode`` from ``[runtime]``, ``enable_iommu``) and the rules across them;
+  ``pcie_switch_port``, ``vfio_mode`` from ``[runtime]``) and the rules across them (the QEMU
+  backend's ``enable_iommu`` and ``confidential_guest`` are read, not declared);
 * ``device.py``: the models (``VFIODev``, ``VFIODevice``), building a device from
   ``/dev/vfio/<group>`` (every function of the IOMMU group) or ``/dev/vfio/devices/vfio<N>`` (one
   function, IOMMUFD), rebuilding it from saved state, the rules across a plan's VFIO devices;

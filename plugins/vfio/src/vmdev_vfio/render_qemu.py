@@ -21,12 +21,20 @@ hot-plugged into a running VM always carries it, and the device manager, which k
 attached devices use ``iommufd0``, adds it only when it is missing and deletes it only with its
 last user (the object cannot be deleted while a device uses it).
 
+Large BARs: the request's BAR space (:attr:`VFIODevice.bar_space`) goes to the topology with its
+place. Hot-plugged, it becomes its port's window reservations (sized for the firmware: see
+:meth:`vmdev.pcie.BarSpace.hot_reserve`); cold-plugged, it counts for the 64-bit PCI window the QEMU
+backend sizes the guest's address width and OVMF's aperture from. NUMA: with guest NUMA on, a
+request on root ports asks for a port by its functions' host NUMA node (the backend puts it behind
+the pxb-pcie of the guest node covering it); without, the plan's notes say the host node.
+Why each option was chosen is recorded for ``vmdev explain`` (:mod:`vmdev_vfio.why`).
+
 ``pcie_root_port`` / ``pcie_switch_port`` spares (:mod:`vmdev_vfio.ports`) are rendered here too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from vmdev.backends.qemu import QemuTarget
@@ -35,8 +43,8 @@ from vmdev.models import PCIePort
 from vmdev.pcie import SLOT_FUNCTIONS
 from vmdev.qemu import OptValue, QemuAttach, QmpCommand, opts
 from vmdev.targets import CCW, MMIO
+from vmdev_vfio import why
 from vmdev_vfio.device import VfioBackend, VFIODev, VFIODevice, VFIODeviceType
-from vmdev_vfio.host import Windows
 from vmdev_vfio.ports import PortReservation
 from vmdev_vfio.settings import ROOT_PORTS_KEY, SWITCH_PORTS_KEY
 
@@ -45,8 +53,6 @@ IOMMUFD_NOTE: Final = "vfio.iommufd-object"
 #: the shared object's hot-plug pair (see the module documentation)
 IOMMUFD_ADD: Final = QmpCommand("object-add", {"qom-type": "iommufd", "id": IOMMUFD_ID})
 IOMMUFD_DEL: Final = QmpCommand("object-del", {"id": IOMMUFD_ID})
-#: firmware sizes a hot-plug port's memory windows to this by default (SeaBIOS, OVMF)
-DEFAULT_WINDOW: Final = 2 * 1024 * 1024
 
 
 def render(device: VFIODevice, target: QemuTarget, hotplug: bool) -> QemuAttach:
@@ -61,9 +67,11 @@ def render(device: VFIODevice, target: QemuTarget, hotplug: bool) -> QemuAttach:
         return _render_ccw(device, target, hotplug)
     hot = hotplug and not device.cold_plug
     places = _place(device, target, hot)
+    why.record(device, target, hotplug=hotplug, hot=hot, places=places)
+    notes = _numa_notes(device, target)
     if hot:
-        return _hotplug(device, target, places)
-    return _coldplug(device, places)
+        return _hotplug(device, target, places, notes)
+    return _coldplug(device, places, notes)
 
 
 def render_ports(device: PortReservation, target: QemuTarget) -> QemuAttach:
@@ -84,7 +92,7 @@ def _place(device: VFIODevice, target: QemuTarget, hot: bool) -> list[Place]:
     topology = target.topology
     name, count = device.container_path, len(device.functions)
     field = "hot_plug_vfio" if hot else "cold_plug_vfio"
-    port = device.port
+    port, bars = device.port, device.bar_space
     if port in (PCIePort.ROOT_PORT, PCIePort.SWITCH_PORT):
         if count > SLOT_FUNCTIONS:
             raise UnsupportedError(
@@ -94,16 +102,14 @@ def _place(device: VFIODevice, target: QemuTarget, hot: bool) -> list[Place]:
                 field=field,
             )
         if port is PCIePort.ROOT_PORT:
-            bus = topology.root_port(name, field=field, reserve=_reserve(device.windows) if hot else None)
+            bus = topology.root_port(name, field=field, bars=bars, hotplug=hot, numa_node=device.numa_node)
         else:
-            bus = topology.switch_port(name, field=field)
+            bus = topology.switch_port(name, field=field, bars=bars, hotplug=hot)
         if count == 1:
             return [(bus, None, False)]
         return [(bus, f"00.{i}", i == 0) for i in range(count)]
     if port is PCIePort.BRIDGE_PORT:
-        bus, slots = topology.bridge_slots(
-            name, count, field=field, reserve=_reserve(device.windows) if hot else None
-        )
+        bus, slots = topology.bridge_slots(name, count, field=field, bars=bars, hotplug=hot)
         return [(bus, f"{slot:02x}.0", False) for slot in slots]
     if hot:
         try:
@@ -115,19 +121,23 @@ def _place(device: VFIODevice, target: QemuTarget, hot: bool) -> list[Place]:
                 field="hot_plug_vfio",
             ) from None
     else:
-        topology.root_bus_slots(name, count, field=field)
+        topology.root_bus_slots(name, count, field=field, bars=bars)
     return [(None, None, False)] * count
 
 
-def _reserve(windows: Windows) -> dict[str, int]:
-    """Window reservations for a port that will take these BARs after boot (large BARs)."""
-    reserve: dict[str, int] = {}
-    if windows.mem > DEFAULT_WINDOW:
-        reserve["mem-reserve"] = windows.mem
-    pref = windows.pref32 + windows.pref64
-    if pref > DEFAULT_WINDOW:
-        reserve["pref64-reserve" if windows.pref64 else "pref32-reserve"] = pref
-    return reserve
+def _numa_notes(device: VFIODevice, target: QemuTarget) -> list[str]:
+    """What the plan says about the functions' host NUMA nodes when the guest cannot follow them."""
+    node = device.numa_node
+    if node < 0:
+        return []
+    bdfs = ", ".join(f.bdf for f in device.functions if f.numa_node == node)
+    if not target.topology.numa:
+        return [f"{bdfs} sits on host NUMA node {node} (sysfs numa_node); the guest has no NUMA nodes "
+                "(enable_numa = false), so it cannot place it near that node's memory and CPUs"]
+    if device.port is not PCIePort.ROOT_PORT:
+        return [f"{bdfs} sits on host NUMA node {node}; only root-port devices go behind a guest node's "
+                f"pxb-pcie (as in Kata), and this one is on a {device.port.value}"]
+    return []
 
 
 # --- rendering -----------------------------------------------------------------------------
@@ -146,16 +156,16 @@ def _props(function: VFIODev, device: VFIODevice, place: Place) -> dict[str, Opt
     return props
 
 
-def _coldplug(device: VFIODevice, places: list[Place]) -> QemuAttach:
+def _coldplug(device: VFIODevice, places: list[Place], notes: list[str]) -> QemuAttach:
     args: list[str] = []
     for function, place in zip(device.functions, places, strict=True):
         args += ["-device", opts("vfio-pci", _props(function, device, place))]
     shared = {IOMMUFD_ID: ("-object", opts("iommufd", {"id": IOMMUFD_ID}))} \
         if device.backend is VfioBackend.IOMMUFD else {}
-    return QemuAttach(args=args, shared_args=shared, details=_details(device, places))
+    return QemuAttach(args=args, shared_args=shared, details=_details(device, places, notes))
 
 
-def _hotplug(device: VFIODevice, target: QemuTarget, places: list[Place]) -> QemuAttach:
+def _hotplug(device: VFIODevice, target: QemuTarget, places: list[Place], notes: list[str]) -> QemuAttach:
     pairs = list(zip(device.functions, places, strict=True))
     multifunction = any(place[2] for _, place in pairs)
     # function 0 of a multi-function slot goes last: adding it makes the guest scan the slot
@@ -168,7 +178,7 @@ def _hotplug(device: VFIODevice, target: QemuTarget, places: list[Place]) -> Qem
     if _adds_iommufd_object(device, target):
         adds.insert(0, IOMMUFD_ADD)
         dels.append(IOMMUFD_DEL)
-    details = _details(device, places)
+    details = _details(device, places, notes)
     details["unplug_removes"] = [f.id for f in device.functions]
     return QemuAttach(hotplug=adds, unplug=dels, hotplugged=True, details=details)
 
@@ -228,7 +238,7 @@ def _ccw_device(function: VFIODev) -> tuple[str, dict[str, OptValue | None]]:
     return "vfio-pci", {"host": function.bdf}
 
 
-def _details(device: VFIODevice, places: list[Place]) -> dict[str, Any]:
+def _details(device: VFIODevice, places: list[Place], notes: Sequence[str] = ()) -> dict[str, Any]:
     placement: list[Mapping[str, Any]] = [
         {"id": f.id, "bdf": f.bdf, "bus": bus or "", "addr": addr or ""}
         for f, (bus, addr, _) in zip(device.functions, places, strict=True)
@@ -236,4 +246,6 @@ def _details(device: VFIODevice, places: list[Place]) -> dict[str, Any]:
     details: dict[str, Any] = {"placement": placement, "agent_type": device.agent_type}
     if device.backend is VfioBackend.IOMMUFD:
         details["requires"] = "QEMU >= 9.0 (-object iommufd) and /dev/iommu"
+    if notes:
+        details["notes"] = list(notes)
     return details

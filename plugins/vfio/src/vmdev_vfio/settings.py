@@ -20,8 +20,10 @@ into a :class:`VfioConfig` and checks what no single key can say.
     Kata does. vmdev used to read it from the hypervisor section or ``[vmdev]``; that spelling
     is refused with a message saying where the key goes (it would otherwise be ignored
     silently and change what the guest does with the devices).
-``enable_iommu``
-    Cloud Hypervisor only: put the devices behind the guest's virtual IOMMU.
+``enable_iommu``, ``confidential_guest``
+    Declared by the QEMU backend (Kata has them for every hypervisor) and read here with
+    ``settings.value(key, False)``: ``enable_iommu`` puts Cloud Hypervisor's devices behind the
+    guest's virtual IOMMU; a confidential QEMU guest takes IOMMUFD cdevs only, as in Kata.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Final
 
 import attrs
 
-from vmdev.declared import BOOLEAN, INTEGER, RUNTIME, STRING, Setting
+from vmdev.declared import INTEGER, RUNTIME, STRING, Setting
 from vmdev.errors import ConfigError
 from vmdev.models import MAX_PCIE_ROOT_PORT, MAX_PCIE_SWITCH_PORT, PCIePort
 from vmdev.settings import CLOUD_HYPERVISOR, QEMU, SandboxSettings
@@ -42,7 +44,9 @@ COLD_PLUG_KEY: Final = "cold_plug_vfio"
 ROOT_PORTS_KEY: Final = "pcie_root_port"
 SWITCH_PORTS_KEY: Final = "pcie_switch_port"
 MODE_KEY: Final = "vfio_mode"
+#: the QEMU backend's keys this family reads (declared there)
 IOMMU_KEY: Final = "enable_iommu"
+CONFIDENTIAL_KEY: Final = "confidential_guest"
 #: the port kinds in Kata's order of its error message
 PORT_CHOICES: Final = tuple(p.value for p in (PCIePort.NO_PORT, PCIePort.BRIDGE_PORT, PCIePort.ROOT_PORT,
                                                PCIePort.SWITCH_PORT))
@@ -78,10 +82,6 @@ SETTINGS: Final = (
         description="who drives VFIO devices in the guest: guest-kernel (its drivers) or vfio (the "
         "container, through VFIO)",
     ),
-    Setting(
-        name=IOMMU_KEY, type=BOOLEAN, default=False, kata_key=IOMMU_KEY,
-        description="Cloud Hypervisor: put VFIO devices behind the guest's virtual IOMMU",
-    ),
 )
 
 
@@ -100,6 +100,8 @@ class VfioConfig:
     switch_ports: int = 0
     mode: VFIOMode = VFIOMode.GUEST_KERNEL
     iommu: bool = False
+    #: a confidential QEMU guest: only IOMMUFD cdevs (Kata: "ConfidentialGuest needs IOMMUFD")
+    confidential: bool = False
 
     @property
     def coldplug_all(self) -> bool:
@@ -129,7 +131,8 @@ def read_config(settings: SandboxSettings) -> VfioConfig:
         root_ports=settings.value(ROOT_PORTS_KEY),
         switch_ports=settings.value(SWITCH_PORTS_KEY),
         mode=VFIOMode(settings.value(MODE_KEY)),
-        iommu=settings.value(IOMMU_KEY),
+        iommu=bool(settings.value(IOMMU_KEY, False)),
+        confidential=settings.hypervisor == QEMU and bool(settings.value(CONFIDENTIAL_KEY, False)),
     )
 
 

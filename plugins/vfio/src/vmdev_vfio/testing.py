@@ -158,3 +158,53 @@ def build_all(pipeline: Pipeline, *requests: dict[str, Any]) -> list[Device]:
     infos = parse_spec({"linux": {"devices": list(requests)}}).devices
     built = [pipeline.build(pipeline.resolve(info), alloc) for info in infos] + pipeline.sandbox_devices()
     return [b.device for b in built]
+
+
+# --- a GPU host: NVIDIA H200, as its sysfs and /dev read (facts from a real host, read-only) ---------
+H200_BDF = "0000:41:00.0"
+H200_GROUP = 42
+#: the H200's ``resource`` file: BAR0 16 MiB, BAR2 256 GiB and BAR4 32 MiB, all 64-bit prefetchable
+#: (lines 1, 3 and 5 are the upper halves of the 64-bit BARs)
+H200_BARS: list[tuple[int, int, int]] = [
+    (0x0000104002000000, 0x0000104002FFFFFF, PREF64), (0, 0, 0),
+    (0x0000100000000000, 0x0000103FFFFFFFFF, PREF64), (0, 0, 0),
+    (0x0000104000000000, 0x0000104001FFFFFF, PREF64), (0, 0, 0),
+]
+#: the driver's character devices: (path, major, minor). nvidia-cap1's major 241 is the number Kata
+#: uses for vhost-user-blk *block* devices; this is a character device
+NVIDIA_NODES: list[tuple[str, int, int]] = [
+    ("/dev/nvidia0", 195, 0),
+    ("/dev/nvidiactl", 195, 255),
+    ("/dev/nvidia-uvm", 238, 0),
+    ("/dev/nvidia-caps/nvidia-cap1", 241, 1),
+]
+
+
+def build_h200_host(host: FakeHost, *, numa_node: int = 1, bdf: str = H200_BDF, group: int = H200_GROUP,
+                    vfio_major: int = 246, vfio_minor: int = 0) -> FakeHost:
+    """An H200 (10de:2335, class 0x030200, 4 KiB config space, PCIe 32.0 GT/s x16) bound to
+    vfio-pci on host NUMA node ``numa_node`` of a two-node host (CPUs 0-47 and 48-95), its IOMMU
+    group ``/dev/vfio/<group>``, and the NVIDIA driver's character devices."""
+    node = host.pci_function(bdf, vendor="0x10de", device="0x2335", class_code="0x030200", driver="vfio-pci",
+                             iommu_group=group, config_size=4096, numa_node=numa_node,
+                             parent="pci0000:40/0000:40:01.1")
+    (node / "resource").write_text(resource_text(H200_BARS))
+    (node / "current_link_speed").write_text("32.0 GT/s PCIe\n")
+    (node / "current_link_width").write_text("16\n")
+    host.char_device(vfio_major, vfio_minor, f"vfio/{group}")
+    for path, major, minor in NVIDIA_NODES:
+        host.char_device(major, minor, path.removeprefix("/dev/"))
+    host.write("devices/system/node/online", "0-1\n")
+    for number, cpus, distances in ((0, "0-47", "10 21"), (1, "48-95", "21 10")):
+        host.write(f"devices/system/node/node{number}/cpulist", cpus + "\n")
+        host.write(f"devices/system/node/node{number}/distance", distances + "\n")
+    return host
+
+
+def h200_requests(
+    group: int = H200_GROUP, vfio_major: int = 246, vfio_minor: int = 0
+) -> list[dict[str, Any]]:
+    """The OCI devices of a GPU container: the VFIO group and the NVIDIA driver's nodes."""
+    nodes = [{"path": path, "type": "c", "major": major, "minor": minor} for path, major, minor in
+             NVIDIA_NODES]
+    return [{"path": f"/dev/vfio/{group}", "type": "c", "major": vfio_major, "minor": vfio_minor}, *nodes]
