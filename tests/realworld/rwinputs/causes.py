@@ -430,14 +430,15 @@ CAUSES: Final = (
           "runtime-rs disk_rate_limiter_* are converted as the Go runtime converts them (bits/s to bytes/s); "
           "runtime-rs passes the numbers through",
           lambda c: _block(c) and not _go(c) and c.config.section in ("clh", "firecracker") and _rate_limited(c),
-          check=_check_rate_limiter, names=_RATE_KEYS),
+          check=_check_rate_limiter, names=_RATE_KEYS, fixed_in="fc6fb89 (a plan note: Go's conversion kept)"),
     Cause("clh-disk-queues", "Cloud Hypervisor disk num_queues/queue_size (runtime-rs keys) are ignored",
           lambda c: _clh(c) and _block(c) and not _go(c), check=_check_clh_queues, names=("num_queues", "queue_size"),
           fixed_in="f340254"),
     Cause("clh-go-disk-queues",
           "Cloud Hypervisor disks get CH's defaults (1 queue of 128), not the Go runtime's (one queue per vCPU, "
           "queue size 1024)",
-          lambda c: _clh(c) and _block(c) and _go(c), check=_check_clh_queues, names=("num_queues", "queue_size")),
+          lambda c: _clh(c) and _block(c) and _go(c), check=_check_clh_queues, names=("num_queues", "queue_size"),
+          fixed_in="fc6fb89"),
     Cause("enable_hugepages", "enable_hugepages is ignored",
           lambda c: _qemu(c) and c.config.option("enable_hugepages") is True,
           check=_check_hugepages, names=("enable_hugepages",), fixed_in="89990a4"),

@@ -26,8 +26,8 @@ from vmdev_block.settings import BlockSettings
 BITS_PER_BYTE: Final = 8
 #: the plan note where vmdev follows Kata Go although the configuration is runtime-rs'
 RS_RATE_NOTE: Final = (
-    "disk_rate_limiter_*: converted from bits/s to bytes/s as Kata Go does (the keys' documented "
-    "unit); runtime-rs passes the numbers unconverted"
+    "disk_rate_limiter_bw_max_rate, disk_rate_limiter_bw_one_time_burst: converted from bits/s to bytes/s "
+    "as Kata Go does (the keys' documented unit); runtime-rs passes the numbers unconverted"
 )
 
 
