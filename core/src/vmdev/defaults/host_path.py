@@ -18,22 +18,29 @@ import posixpath
 
 from vmdev.errors import ResolveError
 from vmdev.hookspecs import hookimpl
-from vmdev.host import HostContext
+from vmdev.host import HostContext, decode_text, read_regular
 from vmdev.models import DeviceInfo
 
 _SYS_DEV_KIND = {"c": "char", "u": "char", "b": "block"}
 
 
+#: what trimming removes around keys and values: ASCII blanks only (Python's ``str.strip`` and
+#: ``splitlines`` also take U+2028, U+0085 and friends, which would cut a name short silently)
+_BLANKS = " \t\r\v\f"
+
+
 def parse_uevent(text: str, *, source: str, device: str) -> dict[str, str]:
     """Parse a uevent file the way Kata's go-ini does (``KEY=VALUE``; ``:`` also separates).
 
-    Blank lines and ``#``/``;`` comments are skipped; values are trimmed, cut
-    at an inline ``#``/``;`` and unquoted; the last of repeated keys wins. A
-    line with neither ``=`` nor ``:`` is an error naming ``source``.
+    Lines end at ``\n`` (what the kernel writes); blank lines and ``#``/``;`` comments are
+    skipped; values are trimmed of ASCII blanks, cut at an inline ``#``/``;`` and unquoted; the
+    last of repeated keys wins. A line with neither ``=`` nor ``:`` is an error naming ``source``.
+    Unlike go-ini (Unicode ``TrimSpace``), a ``DEVNAME`` ending in U+2028 or U+0085 keeps it: the
+    name is the host's, byte for byte.
     """
     values: dict[str, str] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
+    for number, raw in enumerate(text.split("\n"), start=1):
+        line = raw.strip(_BLANKS)
         if not line or line[0] in "#;":
             continue
         equals, colon = line.find("="), line.find(":")
@@ -44,11 +51,11 @@ def parse_uevent(text: str, *, source: str, device: str) -> dict[str, str]:
                 device=device,
                 field="major:minor",
             )
-        key, value = line[:cut].strip(), line[cut + 1 :].strip()
+        key, value = line[:cut].strip(_BLANKS), line[cut + 1 :].strip(_BLANKS)
         if "#" in value or ";" in value:
             for stop in "#;":
                 if stop in value:
-                    value = value[: value.index(stop)].strip()
+                    value = value[: value.index(stop)].strip(_BLANKS)
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'`":
             value = value[1:-1]
         values[key] = value
@@ -78,9 +85,9 @@ def resolve_host_path(info: DeviceInfo, host: HostContext) -> str | None:
     kind = _SYS_DEV_KIND.get(info.dev_type)
     if kind is None:  # FIFOs have no sysfs entry
         return info.container_path
-    relative = f"dev/{kind}/{info.major}:{info.minor}/uevent"
-    text = host.sysfs.read_text(relative)
-    source = host.sysfs.file(relative)
+    source = host.sysfs.file(f"dev/{kind}/{info.major}:{info.minor}/uevent")
+    data = read_regular(source)  # SysfsReader.read_text, with the file's name made once
+    text = None if data is None else decode_text(data, source)
     if text is None and info.dev_type == "b":
         # Kata falls back to the container path, and the disk attached is whatever host file or
         # node sits there (/etc/shadow for a made-up 259:99); a disk must be the node requested
