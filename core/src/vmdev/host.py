@@ -169,7 +169,7 @@ def read_regular(path: str | os.PathLike[str], *, limit: int = MAX_READ) -> byte
         os.close(fd)
     if size > limit:
         raise HostReadError(f"{_quoted(path)} holds more than {limit} bytes", field=str(path))
-    return b"".join(chunks)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def decode_text(data: bytes, path: str | os.PathLike[str]) -> str:

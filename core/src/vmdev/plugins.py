@@ -71,8 +71,10 @@ BUILTIN_PLUGINS: Final = (
 #: ``{"id", "program", "args", "socket", "for"}`` (a file-sharing daemon, a TPM emulator...)
 SHARED_SECTIONS: Final = frozenset({"daemons"})
 
-#: the plugin whose hook implementation is running (``register`` callbacks read it)
+#: the plugin whose ``register_*`` hook implementation is running (its ``register`` callback reads it)
 _running: ContextVar[str] = ContextVar("vmdev_running_plugin", default="")
+#: the hooks that hand plugins a ``register`` callback
+_REGISTERING: Final = frozenset({"register_settings", "register_backends"})
 #: the answers of the hook call under way: (plugin, value) for each non-None result
 _answers: ContextVar[list[tuple[str, Any]] | None] = ContextVar("vmdev_hook_answers", default=None)
 
@@ -555,7 +557,15 @@ class PluginManager:
         return answers
 
     def _first(self, hook: str, subject: str, kwargs: dict[str, Any]) -> Answer | None:
-        """:meth:`_call` for a first-result hook: its answer, or None (the one path called per device)."""
+        """:meth:`_call` for a first-result hook: its answer, or None."""
+        value, answered = self._first_value(hook, subject, kwargs)
+        return None if value is None else Answer(value=value, plugin=_who(answered, value))
+
+    def _first_value(
+        self, hook: str, subject: str, kwargs: dict[str, Any]
+    ) -> tuple[Any, list[tuple[str, Any]]]:
+        """A first-result hook's result and who answered what (the path taken for every device: the
+        plugin's name is looked up only when it is needed)."""
         if not self._loaded:
             self.load()
         answered: list[tuple[str, Any]] = []
@@ -564,15 +574,14 @@ class PluginManager:
             result = getattr(self._pm.hook, hook)(**kwargs)
         except VmdevError as exc:
             if subject and not exc.device:
-                exc.device = subject
+                exc.device = subject  # the plugin did not say which device: the call was about this one
             raise
         finally:
             _answers.reset(token)
-        answer = None if result is None else Answer(value=result, plugin=_who(answered, result))
         if self.policy.trace:
-            shown = [] if answer is None else [(answer.plugin, answer.value)]
+            shown = [] if result is None else [(_who(answered, result), result)]
             _logger("vmdev.trace").debug("%s result: %r", hook, shown)
-        return answer
+        return result, answered
 
     # --- backends and settings -------------------------------------------------------------
     def backends(self) -> BackendSet:
@@ -723,23 +732,30 @@ class PluginManager:
     def resolve_host_path(
         self, info: DeviceInfo, host: HostContext, settings: SandboxSettings | None = None
     ) -> str:
-        path: str = self.resolve_host_path_answer(info, host, settings).value
+        path: str = self._resolved(info, host, settings)[0]
         return path
 
     def resolve_host_path_answer(
         self, info: DeviceInfo, host: HostContext, settings: SandboxSettings | None = None
     ) -> Answer:
         """The host path and the plugin that resolved it."""
+        path, answered = self._resolved(info, host, settings)
+        return Answer(value=path, plugin=_who(answered, path))
+
+    def _resolved(
+        self, info: DeviceInfo, host: HostContext, settings: SandboxSettings | None
+    ) -> tuple[str, list[tuple[str, Any]]]:
         if settings is None:
             from vmdev.settings import SandboxSettings
 
             settings = self.prepare_settings(SandboxSettings())
         kwargs = {"info": info, "host": host, "settings": settings}
-        answer = self._first("resolve_host_path", info.name, kwargs)
-        if answer is None:
+        path, answered = self._first_value("resolve_host_path", info.name, kwargs)
+        if path is None:
             raise UnclaimedDeviceError("no plugin resolved its host path", device=info.name)
-        _typed(answer, str, "resolve_host_path", info.name)
-        return answer
+        if type(path) is not str:
+            _typed(Answer(value=path, plugin=_who(answered, path)), str, "resolve_host_path", info.name)
+        return path, answered
 
     def device_from_mount(
         self, mount: OciMount, host: HostContext, settings: SandboxSettings
@@ -844,8 +860,10 @@ def _answering(function: Callable[..., Any], plugin: str, hook: str, trace: bool
     :data:`_running` set to ``plugin`` while it runs, and a non-vmdev exception turned into a
     :class:`PluginError` naming the plugin and the hook."""
 
+    registering = hook in _REGISTERING
+
     def implementation(*args: Any, **kwargs: Any) -> Any:
-        token = _running.set(plugin)
+        token = _running.set(plugin) if registering else None
         try:
             value = function(*args, **kwargs)
         except VmdevError:
@@ -853,7 +871,8 @@ def _answering(function: Callable[..., Any], plugin: str, hook: str, trace: bool
         except Exception as exc:
             raise PluginError(f"plugin {plugin!r} failed in {hook}: {type(exc).__name__}: {exc}") from exc
         finally:
-            _running.reset(token)
+            if token is not None:
+                _running.reset(token)
         if trace:
             shown = ", ".join([*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
             _logger("vmdev.trace").debug("%s[%s](%s) -> %r", hook, plugin, shown, value)
