@@ -101,18 +101,20 @@ def test_real_sysfs_resolves_dev_null(vmdev_plugins) -> None:
 
 
 def _uevent_as_go_ini_reads_it(text: str) -> dict[str, str] | None:
-    """Kata's go-ini reading of a uevent file, written the slow obvious way (None: malformed)."""
+    """Kata's go-ini reading of a uevent file (lines end at newlines, ASCII blanks trimmed), written
+    the slow obvious way (None: malformed)."""
+    blanks = " \t\r\v\f"
     values: dict[str, str] = {}
-    for raw in text.splitlines():
-        line = raw.strip()
+    for raw in text.split("\n"):
+        line = raw.strip(blanks)
         if not line or line[0] in "#;":
             continue
         cuts = [i for i in (line.find("="), line.find(":")) if i >= 0]
         if not cuts or min(cuts) == 0:
             return None
-        key, value = line[: min(cuts)].strip(), line[min(cuts) + 1 :].strip()
+        key, value = line[: min(cuts)].strip(blanks), line[min(cuts) + 1 :].strip(blanks)
         for stop in "#;":
-            value = value.split(stop)[0].strip() if stop in value else value
+            value = value.split(stop)[0].strip(blanks) if stop in value else value
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'`":
             value = value[1:-1]
         values[key] = value
@@ -120,7 +122,8 @@ def _uevent_as_go_ini_reads_it(text: str) -> dict[str, str] | None:
 
 
 def test_uevent_parsing_and_devname_paths_agree_with_the_slow_reading_on_random_text() -> None:
-    pieces = ("DEVNAME", "=", ":", "a", "b/c", " ", "#", ";", '"', "'", "\n", "..", ".", "/", "x y")
+    pieces = ("DEVNAME", "=", ":", "a", "b/c", " ", "#", ";", '"', "'", "\n", "..", ".", "/", "x y", "\r",
+              "\u2028", "\t")
     rnd = random.Random(13)
     for _ in range(3000):
         text = "".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 12)))
@@ -129,7 +132,7 @@ def test_uevent_parsing_and_devname_paths_agree_with_the_slow_reading_on_random_
             assert parse_uevent(text, source="uevent", device="/dev/x") == expected
         except ResolveError:
             assert expected is None
-        name = text.replace("\n", "")
+        name = text.replace("\n", "").replace("\r", "")
         path = posixpath.normpath(posixpath.join("/dev", name))
         if not name or name.startswith("/") or not path.startswith("/dev/"):
             with pytest.raises(ResolveError, match="unusable DEVNAME"):
