@@ -1,5 +1,10 @@
 """Speed of the device manager, printed as figures (run: python benchmarks/bench_manager.py).
 
+Issue 13 (measured only: the manager and its state are being rewritten): one recorded change (a
+generic device attached and released, each step saved to the state file) in a sandbox that already
+holds 1,000 devices, against the same change in a sandbox of one device, as a paired ratio of CPU
+time.
+
 Measures, against the in-process fake QEMU (``vmdev.fakeqmp``), so the figures are vmdev's own cost:
 * an attach + detach cycle that hot-plugs and unplugs (port discovery, two QMP steps each way),
   without a journal and with every change saved to a state file (what the CLI does),
@@ -19,10 +24,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from _timing import timed
+from _timing import Report, cpu, paired, timed
 
+from vmdev.fakehost import FakeHost
 from vmdev.fakeqmp import FakeQemu, FakeQmpServer
 from vmdev.manager import DeviceManager
+from vmdev.models import DeviceInfo
 from vmdev.plugins import LoadPolicy, PluginManager
 from vmdev.qemu import QmpCommand
 from vmdev.qmp import QmpHotPlugger
@@ -62,6 +69,28 @@ def manager_cycle(tmp: Path, journal: bool) -> Callable[[], None]:
     return cycle
 
 
+def change_in_sandbox(tmp: Path, devices: int) -> Callable[[], float]:
+    """CPU seconds of one attach and detach, each journaled to a state file, in a sandbox that
+    already holds ``devices`` generic devices (built through the public manager API)."""
+    host = FakeHost(tmp / f"host-{devices}")
+    host.dev_file("urandom")
+    for minor in range(devices + 1):
+        host.char_device(500, minor, f"held{minor}")
+    pm = PluginManager(LoadPolicy(only=("vmdev-rng",))).load()
+    file = StateFile(tmp / f"sandbox-{devices}.json")
+    manager = DeviceManager(SandboxSettings(), host=host.context(), plugins=pm, journal=file.save)
+    for minor in range(devices):
+        info = DeviceInfo(container_path=f"/dev/held{minor}", dev_type="c", major=500, minor=minor)
+        manager.add_device(info)
+
+    extra = DeviceInfo(container_path="/dev/extra", dev_type="c", major=500, minor=devices)
+
+    def change() -> None:
+        manager.release_device(manager.add_device(extra).id)
+
+    return lambda: cpu(change)
+
+
 def cli_cycle(tmp: Path, vmdev: str) -> Callable[[], None]:
     state = tmp / "cli.json"
     common = ["--state", str(state), "--qmp", str(tmp / "q.sock"), "--sandbox-device", "rng"]
@@ -78,6 +107,9 @@ def main() -> None:
     print(f"python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory(prefix="vmb") as name:
         tmp = Path(name)
+        small, large = change_in_sandbox(tmp, 1), change_in_sandbox(tmp, 1000)
+        Report().ratio("one recorded change: sandbox of 1 device -> of 1,000 devices (measured only)",
+                       paired(small, large, 7))
         for journal in (False, True):
             med, best = timed(manager_cycle(tmp, journal), 200)
             label = "each change saved to a state file" if journal else "no journal"
