@@ -26,6 +26,9 @@ from vmdev.models import PciPath
 if TYPE_CHECKING:
     import cattrs
 
+    #: the cattrs converter :func:`from_json` uses (made, with cattrs imported, on first use)
+    converter: cattrs.Converter
+
 T = TypeVar("T")
 
 #: values JSON takes as they are
