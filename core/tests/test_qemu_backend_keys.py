@@ -114,7 +114,8 @@ GADGETS: dict[str, Render] = {
     "irq": irq_chip_on, "gpu": big_bar(256 << 30), "gpu1t": big_bar(1 << 40), "hotgpu": big_bar(256 << 30, hot=True),
     "gpu-node1": big_bar(32 << 30, numa_node=1), "gpu-node0": big_bar(32 << 30, numa_node=0),
     "gpu-node3": big_bar(32 << 30, numa_node=3), "gpu2p": big_bar(1 << 50), "big0": big_bar(32 << 40),
-    "big1": big_bar(32 << 40),
+    "big1": big_bar(32 << 40), "leaf": lambda target, name: QemuAttach(
+        args=["-device", opts("leaf-pci", {"id": name}), "-device", opts("isa-thing", {"id": name + "-isa"})]),
 }
 
 
@@ -561,3 +562,12 @@ def test_the_guest_numa_device_comes_back_from_its_saved_form(vmdev_plugins: Plu
     device = GuestNuma(nodes=[GuestNode(host_nodes="0-1", host_cpus="0-7", distances=(10,))])
     pm = vmdev_plugins()
     assert pm.device_from_state("guest-numa", to_json(device), "vmdev.backend.qemu", name="x") == device
+
+
+def test_with_a_pxb_pcie_devices_without_a_bus_are_pinned_to_the_root_bus(run: Callable[..., Plan]) -> None:
+    # QEMU would put them on the expander's bus, which takes bridges only (Kata pins its leaf devices)
+    result = run("gpu-node1", "leaf", enable_numa=True, numa_mapping=["0", "1"])
+    assert option(result, "-device")[-2:] == ["leaf-pci,id=gadget-leaf,bus=pcie.0", "isa-thing,id=gadget-leaf-isa"]
+    assert "leaf-pci: pinned to bus=pcie.0 (QEMU would place it on a pxb-pcie's bus, which takes bridges only)" \
+        in notes(result)
+    assert option(run("leaf"), "-device") == ["leaf-pci,id=gadget-leaf", "isa-thing,id=gadget-leaf-isa"]

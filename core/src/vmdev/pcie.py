@@ -688,6 +688,11 @@ class PcieTopology:
                          hot=bool(reserve) and not content,
                          largest=max(bars, key=lambda bar: bar.size) if bars else None)
 
+    @property
+    def has_expander_bus(self) -> bool:
+        """A pxb-pcie is in the machine (devices without a bus must then name the root bus)."""
+        return bool(self._of_kind(NodeKind.PXB))
+
     def numa_ports(self) -> list[tuple[str, int, tuple[str, ...]]]:
         """``(port id, host NUMA node, users)`` of the root ports waiting for :meth:`bind_numa`."""
         return [(n.id, n.numa_host, tuple(n.users)) for n in self._nodes if n.numa_host is not None]

@@ -107,7 +107,7 @@ from vmdev.pcie import (
     mmio64_layout,
     size_text,
 )
-from vmdev.qemu import MemoryNeeds, OptValue, QemuAttach, QmpCommand, keyvals, make_id, opts
+from vmdev.qemu import MemoryNeeds, OptValue, QemuAttach, QmpCommand, keyvals, make_id, opts, split_opts
 from vmdev.settings import SandboxSettings
 from vmdev.targets import CCW, MMIO, PCI, RenderTarget
 
@@ -535,13 +535,31 @@ def assemble(settings: SandboxSettings, target: RenderTarget, devices: Sequence[
         target.topology.ensure_root_ports(spare, device="sandbox", field=SPARE_ROOT_PORTS_KEY)
     argv += _mmio64_args(settings, target, attaches, (slots, maxmem), notes)
     argv += target.topology_args(fixed=False)
+    pin = target.topology.root_bus if target.topology.has_expander_bus else ""
     for _, attach in attaches:
-        argv += list(attach.args)
+        argv += _pinned(attach.args, pin, notes) if pin else list(attach.args)
     notes += _setting_notes(settings)
     notes += _device_notes(attaches)
     hotplug = [c for _, a in attaches for c in a.hotplug]
     unplug = [c for _, a in reversed(attaches) for c in a.unplug]
     return QemuPlan(argv=tuple(argv), hotplug=tuple(hotplug), unplug=tuple(unplug), notes=tuple(notes))
+
+
+def _pinned(args: Sequence[str], bus: str, notes: list[str]) -> list[str]:
+    """``args`` with ``bus=<root bus>`` on each PCI device (``-device *-pci``) that names no bus. With a
+    pxb-pcie in the machine, QEMU would put such a device on the expander's bus, which takes only
+    bridges (``PCI: Only PCI/PCIe bridges can be plugged into pxb-pcie``); Kata pins its leaf
+    devices to pcie.0 for the same reason."""
+    out = list(args)
+    for index in range(len(out) - 1):
+        if out[index] != "-device":
+            continue
+        parts = split_opts(out[index + 1])
+        if parts[0].endswith("-pci") and not any(p.startswith("bus=") for p in parts[1:]):
+            out[index + 1] += f",bus={bus}"
+            notes.append(f"{parts[0]}: pinned to bus={bus} (QEMU would place it on a pxb-pcie's bus, which "
+                         "takes bridges only)")
+    return out
 
 
 def _device_notes(attaches: Sequence[tuple[Any, QemuAttach]]) -> list[str]:
