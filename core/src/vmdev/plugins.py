@@ -272,14 +272,15 @@ def _find(name: str) -> DistLike | None:
         return None
 
 
-def _installed_entry_points(group: str) -> list[tuple[str, str, DistLike]]:
-    """Every installed entry point of ``group``: ``(name, value, distribution)``."""
+def _installed_entry_points(group: str) -> tuple[list[tuple[str, str, DistLike]], list[_Dist] | None]:
+    """Every installed entry point of ``group``: ``(name, value, distribution)``; and the
+    distributions scanned (None when importlib.metadata looked)."""
     scanned = _scan()
     if scanned is not None:
-        return [(name, value, dist) for dist in scanned for name, value in dist.entry_points(group)]
+        return [(name, value, dist) for dist in scanned for name, value in dist.entry_points(group)], scanned
     from importlib import metadata
 
-    return [(ep.name, ep.value, _MetadataDist(ep.dist)) for ep in metadata.entry_points(group=group)]
+    return [(ep.name, ep.value, _MetadataDist(ep.dist)) for ep in metadata.entry_points(group=group)], None
 
 
 def _load_entry_point(value: str) -> object:
@@ -405,6 +406,7 @@ class PluginManager:
         self._loaded = False
         self._backends: BackendSet | None = None
         self._declared: list[DeclaredSetting] | None = None
+        self._scanned: list[_Dist] | None = None
         if self.policy.trace:
             import logging
 
@@ -421,7 +423,7 @@ class PluginManager:
         if self._loaded:
             return self
         self._loaded = True
-        core = _Origin("vmdev", dist=partial(_find, "vmdev"))
+        core = _Origin("vmdev", dist=partial(self._installed, "vmdev"))
         for name, module in BUILTIN_PLUGINS:
             self._register_lazy(name, partial(importlib.import_module, module), core, "vmdev")
         for name, plugin in self._extra:
@@ -509,7 +511,15 @@ class PluginManager:
             return selected
         if not self.policy.autoload:
             return selected
-        return _installed_entry_points(ENTRY_POINT_GROUP)
+        selected, self._scanned = _installed_entry_points(ENTRY_POINT_GROUP)
+        return selected
+
+    def _installed(self, name: str) -> DistLike | None:
+        """The installed distribution called ``name`` (from the scan :meth:`load` made, if it made one)."""
+        if self._scanned is None:
+            return _find(name)
+        key = _dist_key(name)
+        return next((dist for dist in self._scanned if dist.key == key), None)
 
     # --- introspection ---------------------------------------------------------------------
     def list_plugins(self) -> list[PluginInfo]:
