@@ -83,7 +83,7 @@ def test_explain_says_who_claimed_each_device_and_what_decided_its_options(
     assert (tun.plugin, tun.plug) == ("vmdev.generic", "no: it stays a container device (nothing attaches to the VM)")
     # the machine's decisions: the 64-bit PCI window the widget's BAR needs
     (window,) = result.machine
-    assert window.option == "no option: 39 address bits suffice"
+    assert window.option == "no option: 40 address bits suffice"
     assert window.because.startswith("64-bit PCI window (SeaBIOS): rp0 256 GiB, holds /dev/widget")
     assert result.notes == (window.because,)
     data = json.loads(json.dumps(result.to_json()))

@@ -265,10 +265,11 @@ def test_a_cold_large_bar_counts_for_the_64_bit_window_as_seabios_lays_it_out() 
     assert (window.owner, window.size, window.align, window.devices, window.hot) == ("rp0", 512 * GiB, 256 * GiB,
                                                                                     ("gpu",), False)
     assert window.largest is not None and window.largest.index == 2
+    # both keep 1 GiB for the other devices' small 64-bit BARs, placed after the large ones
     layout = mmio64_layout([window], first_free=10 * GiB, uefi=False)
-    assert (layout.start, layout.end, layout.bits) == (256 * GiB, 768 * GiB, 40)
+    assert (layout.start, layout.end, layout.bits) == (256 * GiB, 769 * GiB, 40)
     ovmf = mmio64_layout([window], first_free=10 * GiB, uefi=True)
-    assert (ovmf.aperture, ovmf.start, ovmf.end, ovmf.bits) == (512 * GiB, 512 * GiB, 1024 * GiB, 40)
+    assert (ovmf.aperture, ovmf.start, ovmf.end, ovmf.bits) == (513 * GiB, 512 * GiB, 1025 * GiB, 41)
     # eight of them: 4 TiB of windows, 43 bits
     many = topology()
     for n in range(8):

@@ -439,17 +439,19 @@ def test_a_cold_256_gib_bar_fits_qemus_default_40_bits_and_the_notes_say_why(run
     assert not any(a.startswith(("x86_64-cpu", "name=opt/ovmf")) for a in argv(result))
     (note,) = notes(result)
     assert note.startswith("64-bit PCI window (SeaBIOS): rp0 256 GiB, holds gadget-gpu (largest: BAR 2 of "
-                           "0000:41:00.0 (256 GiB, 64-bit prefetchable)); packed they need 256 GiB; guest RAM and "
-                           "memory hot-plug end at 10 GiB")
-    assert "the window spans 0x4000000000-0x8000000000, so the guest needs 39 physical address bits (QEMU's " \
+                           "0000:41:00.0 (256 GiB, 64-bit prefetchable)); packed they need 256 GiB, and 1 GiB is "
+                           "kept for the other devices' 64-bit BARs; guest RAM and memory hot-plug end at 10 GiB")
+    # 1 GiB is kept after the window for the other devices' small 64-bit BARs
+    assert "the window spans 0x4000000000-0x8040000000, so the guest needs 40 physical address bits (QEMU's " \
            "default 40 reaches it" in note
 
 
 def test_a_window_beyond_40_bits_sets_the_guests_address_width(run: Callable[..., Plan]) -> None:
     result = run("gpu1t")
-    assert option(result, "-global") == ["x86_64-cpu.phys-bits=41"]  # the 1 TiB BAR at 1 TiB: 41 bits
-    assert "-global x86_64-cpu.phys-bits=41; with -cpu host, host-phys-bits=on, the host's CPU needs at least " \
-           "41" in notes(result)[0]
+    # the 1 TiB BAR at 1 TiB, and the other devices' BARs after it: 42 bits
+    assert option(result, "-global") == ["x86_64-cpu.phys-bits=42"]
+    assert "-global x86_64-cpu.phys-bits=42; with -cpu host, host-phys-bits=on, the host's CPU needs at least " \
+           "42" in notes(result)[0]
     # memory hot-plug moves the window up: slots and maxmem count (1 GiB a slot, as QEMU reserves)
     assert option(run("gpu", memory_slots=10, default_maxmemory=1 << 20), "-global") == ["x86_64-cpu.phys-bits=41"]
     assert option(run("gpu"), "-global") == []
@@ -457,11 +459,11 @@ def test_a_window_beyond_40_bits_sets_the_guests_address_width(run: Callable[...
 
 def test_with_uefi_ovmfs_aperture_is_sized_for_the_window(run: Callable[..., Plan]) -> None:
     result = run("gpu", "hotgpu", firmware="/usr/share/OVMF/OVMF_CODE.fd")
-    assert option(result, "-fw_cfg") == [f"name=opt/ovmf/X-PciMmio64Mb,string={512 << 10}"]
+    assert option(result, "-fw_cfg") == [f"name=opt/ovmf/X-PciMmio64Mb,string={513 << 10}"]
     # hot: OVMF rounds the 256 GiB reservation to a power of two itself: no slack is reserved
     assert "pref64-reserve=274877906944" in " ".join(argv(result))
-    assert option(result, "-global") == []  # the 512 GiB aperture at 512 GiB ends at 1 TiB: 40 bits
-    assert "OVMF's aperture of 512 GiB is aligned to 512 GiB" in notes(result)[0]
+    assert option(result, "-global") == ["x86_64-cpu.phys-bits=41"]  # 513 GiB at 512 GiB: past 1 TiB
+    assert "OVMF's aperture of 513 GiB is aligned to 512 GiB" in notes(result)[0]
     assert option(run("gpu", "hotgpu", "gpu1t", firmware="OVMF.fd"), "-global") == ["x86_64-cpu.phys-bits=42"]
     small = run("port", firmware="/usr/share/OVMF/OVMF_CODE.fd")
     assert option(small, "-fw_cfg") == [] and notes(small) == []
@@ -474,8 +476,8 @@ def test_a_window_no_firmware_can_address_is_refused_naming_the_bar(run: Callabl
     assert (exc.value.device, exc.value.field) == ("gadget-big0", "bar")
     assert str(exc.value) == (
         "gadget-big0: bar: BAR 2 of 0000:41:00.0 (32 TiB, 64-bit prefetchable) does not fit: the 64-bit PCI window "
-        "OVMF lays out ends at 128 TiB, which needs 47 physical address bits, and OVMF and QEMU's x86 guests reach "
-        "46")
+        "OVMF lays out ends at 128 TiB + 1 GiB, which needs 48 physical address bits, and OVMF and QEMU's x86 "
+        "guests reach 46")
     with pytest.raises(UnsupportedError, match="cannot be mapped: aligned to its size above 4 GiB it needs 51"):
         run("gpu2p", firmware="OVMF.fd")  # a BAR too large alone is refused where it is placed
 

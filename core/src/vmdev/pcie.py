@@ -110,6 +110,9 @@ OVMF_MAX_PHYS_BITS: Final = 46
 DEFAULT_PHYS_BITS: Final = 40
 #: OVMF's 64-bit PCI aperture unless ``opt/ovmf/X-PciMmio64Mb`` says otherwise (its classic default)
 OVMF_DEFAULT_MMIO64: Final = 32 * GiB
+#: room kept in the 64-bit PCI window for the other devices' 64-bit BARs, which the topology does not
+#: know (a virtio device's is 16 KiB): the firmware places them after the large ones
+OTHER_BARS_ROOM: Final = 1 * GiB
 #: Kata's pxb-pcie bus numbers: 0x20 apart, ``0x20 * (guest node + 1)``, at most 0xff
 PXB_BUS_NR_SPACING: Final = 0x20
 MAX_PXB_BUS_NR: Final = 0xFF
@@ -259,19 +262,20 @@ def mmio64_layout(ranges: Sequence[MmioRange], *, first_free: int, uefi: bool) -
     SeaBIOS starts it at ``first_free`` rounded to 1 GiB, then to the largest alignment, packs the
     ranges (largest alignment first) and rounds the end to 1 GiB. OVMF's aperture has a fixed size
     (32 GiB unless ``X-PciMmio64Mb`` says otherwise), starts at ``first_free`` rounded to 1 GiB and
-    then to the largest power of two not above its size, and must hold the packed ranges.
+    then to the largest power of two not above its size, and must hold the packed ranges. Both keep
+    :data:`OTHER_BARS_ROOM` for the small 64-bit BARs of other devices, placed after the large ones.
     """
     need = _pack((r.size, r.align) for r in ranges)
     biggest = max((r.align for r in ranges), default=GiB)
     base = _align(first_free, GiB)
     if uefi:
-        aperture = max(_align(need, GiB), OVMF_DEFAULT_MMIO64)
+        aperture = max(_align(need + OTHER_BARS_ROOM, GiB), OVMF_DEFAULT_MMIO64)
         start = _align(base, _pow2_floor(aperture))
         end = start + aperture
     else:
         aperture = 0
         start = _align(base, max(biggest, GiB))
-        end = _align(_pack(((r.size, r.align) for r in ranges), start), GiB)
+        end = _align(_pack(((r.size, r.align) for r in ranges), start) + OTHER_BARS_ROOM, GiB)
     return Mmio64Layout(first_free=first_free, need=need, start=start, end=end, aperture=aperture,
                         bits=(end - 1).bit_length(), uefi=uefi)
 

@@ -60,9 +60,10 @@ def test_cold_plug_on_a_root_port_and_the_64_bit_window_it_needs(
     window, numa = result.qemu.notes
     # SeaBIOS gives the port a window of the BARs' sum rounded up to the 256 GiB BAR: 512 GiB, at 256 GiB
     assert window.startswith("64-bit PCI window (SeaBIOS): rp0 512 GiB, holds /dev/vfio/42 (largest: BAR 2 of "
-                             "0000:41:00.0 (256 GiB, 64-bit prefetchable)); packed they need 512 GiB; guest RAM "
-                             "and memory hot-plug end at 10 GiB; the window spans 0x4000000000-0xc000000000, so "
-                             "the guest needs 40 physical address bits (QEMU's default 40 reaches it")
+                             "0000:41:00.0 (256 GiB, 64-bit prefetchable)); packed they need 512 GiB, and 1 GiB is "
+                             "kept for the other devices' 64-bit BARs; guest RAM and memory hot-plug end at 10 GiB; "
+                             "the window spans 0x4000000000-0xc040000000, so the guest needs 40 physical address "
+                             "bits (QEMU's default 40 reaches it")
     assert numa == ("/dev/vfio/42: 0000:41:00.0 sits on host NUMA node 1 (sysfs numa_node); the guest has no NUMA "
                     "nodes (enable_numa = false), so it cannot place it near that node's memory and CPUs")
     assert not [a for a in result.qemu.argv if a.startswith(("x86_64-cpu", "name=opt/ovmf"))]
@@ -77,9 +78,10 @@ def test_cold_plug_with_uefi_sizes_ovmfs_aperture_and_eight_gpus_need_more_addre
     result = make_plan(fake_host, *requests, memory_mib=8192, cold_plug_vfio="root-port",
                        firmware="/opt/kata/share/ovmf/OVMF.fd")
     argv = list(result.qemu.argv)
-    # eight 512 GiB windows: a 4 TiB aperture, aligned to 4 TiB: 43 address bits
-    assert argv[argv.index("-fw_cfg") + 1] == f"name=opt/ovmf/X-PciMmio64Mb,string={4 << 20}"
-    assert argv[argv.index("-global") + 1] == "x86_64-cpu.phys-bits=43"
+    # eight 512 GiB windows and 1 GiB for the other devices: an aperture of 4 TiB + 1 GiB, aligned to
+    # 4 TiB: 44 address bits
+    assert argv[argv.index("-fw_cfg") + 1] == f"name=opt/ovmf/X-PciMmio64Mb,string={(4 << 20) + 1024}"
+    assert argv[argv.index("-global") + 1] == "x86_64-cpu.phys-bits=44"
     assert len(devices(result, "pcie-root-port")) == 8
 
 

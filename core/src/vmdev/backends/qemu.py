@@ -96,6 +96,7 @@ from vmdev.pcie import (
     MAX_KATA_BRIDGES,
     MAX_PHYS_BITS,
     MAX_ROOT_PORTS,
+    OTHER_BARS_ROOM,
     OVMF_DEFAULT_MMIO64,
     OVMF_MAX_PHYS_BITS,
     BarSpace,
@@ -891,8 +892,9 @@ def _mmio64_args(
         )
     argv: list[str] = []
     held = "; ".join(_range_text(r) for r in sorted(ranges, key=lambda r: -r.size) if r.size > DEFAULT_WINDOW)
-    text = (f"64-bit PCI window ({firmware}): {held}; packed they need {size_text(layout.need)}; guest RAM "
-            f"and memory hot-plug end at {size_text(first)}")
+    text = (f"64-bit PCI window ({firmware}): {held}; packed they need {size_text(layout.need)}, and "
+            f"{size_text(OTHER_BARS_ROOM)} is kept for the other devices' 64-bit BARs; guest RAM and memory "
+            f"hot-plug end at {size_text(first)}")
     if layout.uefi:
         text += (f"; OVMF's aperture of {size_text(layout.aperture)} is aligned to "
                  f"{size_text(1 << (layout.aperture.bit_length() - 1))}")
