@@ -178,3 +178,31 @@ def test_each_run_has_the_commands_of_its_own_plugins(make_dist: Any, monkeypatc
     assert "hello" not in CliRunner().invoke(main, ["--help"]).stdout
     monkeypatch.setenv("VMDEV_PLUGINS", "hello-dev")
     assert CliRunner().invoke(main, ["hello"]).exit_code == 0
+
+
+def test_the_summaries_that_list_lazy_commands_are_the_commands_own(cli: Any) -> None:
+    """``vmdev --help`` lists attach, detach, status and check without importing them: what it
+    shows must be what the commands themselves would show, at any width."""
+    import importlib
+
+    import vmdev.cli
+
+    for name, summary in vmdev.cli.SUMMARIES.items():
+        module, attr = vmdev.cli.LAZY_COMMANDS[name]
+        command = getattr(importlib.import_module(module), attr)
+        listed = vmdev.cli._Summary(name, help=summary)
+        for limit in range(10, 300, 7):
+            assert listed.get_short_help_str(limit) == command.get_short_help_str(limit), (name, limit)
+    assert "--qmp" in cli("attach", "--help").stdout  # to describe one: the command itself
+
+
+def test_vmdev_help_imports_no_sandbox_or_check_command() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys\nsys.argv = ['vmdev', '--help']\nfrom vmdev.cli import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "sys.stderr.write(repr(sorted(m for m in sys.modules if m in ('vmdev.sandbox_cli', 'vmdev.preflight'))))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**__import__("os").environ, "VMDEV_PLUGINS": ""})
+    assert done.stderr.endswith("[]") and all(name in done.stdout for name in ("attach", "check", "status"))

@@ -425,6 +425,20 @@ LAZY_COMMANDS: Final = {
     "status": ("vmdev.sandbox_cli", "status_cmd"),
     "check": ("vmdev.preflight", "check_cmd"),
 }
+#: the first paragraph of each lazy built-in's help, so that ``vmdev --help`` lists them without
+#: importing them (test_cli checks these against the commands)
+SUMMARIES: Final = {
+    "attach": "Attach a device to a running sandbox VM, or count one more attach of it.",
+    "detach": "Detach a device from a running sandbox VM and drop the container's reference to it.",
+    "status": "Show a sandbox's devices: counts, attachments, interrupted or failed operations, whether the "
+    "host changed under a device since it was built, and (with the live driver's flags, --qmp for QEMU) "
+    "whether what their hot plug created is present in the running VM.",
+    "check": "Check a plan against a real QEMU binary, without booting a guest: every device driver, "
+    "property, object type, machine type and property, and QMP command the plan uses must exist in that "
+    "binary. PLAN is `vmdev plan --format json` output, checked as it stands; an OCI_CONFIG is planned "
+    "first, with the flags of vmdev plan. One line per mismatch on stdout (`vmdev: check: DEVICE: OPTION: "
+    "PROBLEM`); exit 0 when clean, 1 on any mismatch or error.",
+}
 _GROUP: list[click.Group] = []
 
 
@@ -453,6 +467,9 @@ def _build() -> click.Group:
 
     from vmdev.cliutil import SettingsCommand, errors_as_one_line, fail, flag_overrides
 
+    class _Summary(click.Command):
+        """A lazy built-in command as ``vmdev --help`` lists it (its module is not imported)."""
+
     class _PluginGroup(click.Group):
         """Adds the plugins' commands (the ``register_commands`` hook) when a command is listed or
         not found, once per plugin manager (a process has one; an embedding or a test suite that
@@ -467,7 +484,7 @@ def _build() -> click.Group:
             from vmdev.plugins import get_plugin_manager
 
             for name in LAZY_COMMANDS:  # first, so that a plugin's command of the same name wins
-                self._add_builtin(name)
+                self._add_builtin(name, summary=True)
             try:
                 pm = get_plugin_manager()
                 if pm is self._plugins_from:
@@ -490,9 +507,14 @@ def _build() -> click.Group:
                     self.commands[name] = previous
             self._replaced = None
 
-        def _add_builtin(self, name: str) -> None:
+        def _add_builtin(self, name: str, *, summary: bool = False) -> None:
+            """Add the lazy built-in ``name``: imported, or (``summary``) as its summary for listing."""
             lazy = LAZY_COMMANDS.get(name)
-            if lazy is not None and name not in self.commands:
+            if lazy is None or (name in self.commands and not isinstance(self.commands[name], _Summary)):
+                return
+            if summary and name in SUMMARIES:
+                self.commands.setdefault(name, _Summary(name, help=SUMMARIES[name]))
+            else:
                 self.add_command(getattr(importlib.import_module(lazy[0]), lazy[1]), name)
 
         def list_commands(self, ctx: click.Context) -> list[str]:
@@ -504,7 +526,18 @@ def _build() -> click.Group:
                 self._add_builtin(cmd_name)
             if cmd_name not in self.commands or cmd_name in (self._replaced or {}):
                 self._add_plugin_commands()  # a plugin's, or one a plugin may have: this run's plugins
+            if isinstance(self.commands.get(cmd_name), _Summary) and not self._listing:
+                self._add_builtin(cmd_name)  # to run (or describe) it: the command itself
             return super().get_command(ctx, cmd_name)
+
+        _listing = False
+
+        def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+            self._listing = True  # one line each: the summaries do
+            try:
+                super().format_commands(ctx, formatter)
+            finally:
+                self._listing = False
 
         def main(self, *args: Any, **kwargs: Any) -> Any:
             from vmdev.plugins import shared_manager
@@ -664,7 +697,7 @@ def _build() -> click.Group:
             click.echo(f"\n{name}:\n" + json.dumps(data[name], indent=2))
 
     globals().update(
-        _PluginGroup=_PluginGroup, plugins_cmd=plugins_cmd, resolve_cmd=resolve_cmd,
+        _Summary=_Summary, _PluginGroup=_PluginGroup, plugins_cmd=plugins_cmd, resolve_cmd=resolve_cmd,
         backends_cmd=backends_cmd, settings_cmd=settings_cmd, plan_cmd=plan_cmd, _print_text=_print_text,
     )
     return main
