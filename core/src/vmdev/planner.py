@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import stat
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -121,6 +120,8 @@ class Plan:
                 f"this plan is for {self.settings.hypervisor}, which takes no command-line arguments",
                 field="format",
             )
+        import shlex  # only --format argv and text print it
+
         return shlex.join(argv)
 
 
