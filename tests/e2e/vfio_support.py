@@ -43,6 +43,8 @@ HOST_ROOT_TAG = "hostroot"
 OUT_TAG = "vfout"
 GUEST_OUT = "/run/out"
 RESULT = "result.json"
+#: which scenario the guest runs, and its configuration (written by the host before the boot)
+SCENARIO = "scenario.json"
 #: the modules the L1 guest loads (dependencies are added by the rig's closure)
 L1_MODULES = ("virtio_pci", "9p", "9pnet_virtio", "e1000e", "vfio_pci", "vfio_iommu_type1")
 #: the functions the scenario passes through: BDF -> (vendor, device, PCIe, what)
@@ -145,8 +147,18 @@ def build_l1_initramfs(kernel: Any, cache_dir: Path) -> Path:
     return build_initramfs(kernel, cache_dir, modules=L1_MODULES, optional_modules=(), init_script=init)
 
 
-def run_l1(out_dir: Path, *, timeout: float = 600.0, qemu: str = "qemu-system-x86_64") -> L1Run:
-    """Boot L1 (generic kernel), run :func:`guest_scenario` inside it and return its results."""
+def run_l1(
+    out_dir: Path,
+    *,
+    timeout: float = 600.0,
+    qemu: str = "qemu-system-x86_64",
+    machine_args: Sequence[str] | None = None,
+    scenario: str = "vfio",
+    config: Mapping[str, Any] | None = None,
+) -> L1Run:
+    """Boot L1 (generic kernel), run a scenario inside it (:func:`guest_scenario`, or
+    :func:`gpu_scenario` with ``scenario="gpu"`` and its ``config``) and return its results.
+    ``machine_args`` replace :func:`l1_machine_args`."""
     from vmdev_rig import default_cache_dir, ensure_kernel
 
     cache = default_cache_dir()
@@ -154,13 +166,14 @@ def run_l1(out_dir: Path, *, timeout: float = 600.0, qemu: str = "qemu-system-x8
     initramfs = build_l1_initramfs(kernel, cache)
     out_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(out_dir, 0o777)
+    (out_dir / SCENARIO).write_text(json.dumps({"scenario": scenario, "config": dict(config or {})}))
     serial = out_dir / "serial.log"
     append = (f"console=ttyS0 quiet panic=-1 intel_iommu=on vf.python={sys.executable} "
               f"vf.script={Path(__file__).resolve()}")
     command = [
         qemu, "-nodefaults", "-no-user-config", "-nographic", "-accel", "tcg", "-no-reboot",
         "-serial", f"file:{serial}", "-kernel", str(kernel.vmlinuz), "-initrd", str(initramfs),
-        "-append", append, *l1_machine_args(out_dir),
+        "-append", append, *(l1_machine_args(out_dir) if machine_args is None else machine_args),
     ]
     started = time.monotonic()
     with open(out_dir / "qemu.log", "wb") as log:
@@ -350,15 +363,322 @@ def guest_scenario() -> dict[str, Any]:
     return result
 
 
+# --- GPU-class passthrough (test_gpu_e2e): large BARs and NUMA -----------------------------------
+#: the L1 machine's large-BAR functions: ivshmem-plain over a sparse file, its BAR 2 that size
+GIB = 1 << 30
+GPU_BARS: dict[str, int] = {"bar256": 256 * GIB, "bar1t": 1024 * GIB}
+IVSHMEM = ("0x1af4", "0x1110")
+EDU = ("0x1234", "0x11e8")
+#: the L2 guest's /init (busybox): report the CPU's address width, the ivshmem functions' BAR 2 and
+#: the kernel's PCI messages on the console, until QEMU is stopped
+L2_INIT = r"""#!/bin/sh
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+exec </dev/console >/dev/console 2>&1
+read -r UP _ < /proc/uptime
+echo "L2-READY uptime=$UP"
+echo "L2-CPU $(grep -m1 'address sizes' /proc/cpuinfo)"
+LAST=
+while true; do
+    dmesg -c | grep -i -e 'pci' -e 'BAR' -e 'window' | sed 's/^/L2-K /'
+    NOW=
+    for d in /sys/bus/pci/devices/*; do
+        if [ "$(cat $d/vendor)" = 0x1af4 ] && [ "$(cat $d/device)" = 0x1110 ]; then
+            NOW="$NOW ${d##*/}=$(sed -n 3p $d/resource | cut -d' ' -f1,2)"
+        fi
+    done
+    if [ "$NOW" != "$LAST" ]; then echo "L2-BAR$NOW ."; LAST=$NOW; fi
+    sleep 1
+done
+"""
+
+
+def gpu_l1_machine_args(out_dir: Path, bars_dir: Path) -> list[str]:
+    """An L1 machine for GPU-class tests: two guest NUMA nodes, an emulated VT-d, ivshmem functions
+    with a 256 GiB and a 1 TiB BAR (sparse files in ``bars_dir``) on the root bus, and an edu
+    behind a pxb-pcie of NUMA node 1. L1's CPU reaches 43 address bits (its BARs end above 2 TiB)."""
+    args = [
+        "-machine", "q35,kernel-irqchip=split", "-cpu", "max,phys-bits=43", "-smp", "2", "-m", "2048",
+        "-object", "memory-backend-ram,id=l1m0,size=1024M", "-numa", "node,nodeid=0,memdev=l1m0",
+        "-object", "memory-backend-ram,id=l1m1,size=1024M", "-numa", "node,nodeid=1,memdev=l1m1",
+        "-device", "intel-iommu,intremap=on,caching-mode=on",
+        "-fsdev", "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
+        "-device", f"virtio-9p-pci,fsdev=hostroot,mount_tag={HOST_ROOT_TAG},addr=01.0",
+        "-fsdev", f"local,id=vfout,path={out_dir},security_model=none,multidevs=remap",
+        "-device", f"virtio-9p-pci,fsdev=vfout,mount_tag={OUT_TAG},addr=02.0",
+    ]
+    for slot, (name, size) in enumerate(GPU_BARS.items(), start=3):
+        image = bars_dir / f"{name}.img"
+        with open(image, "wb") as sparse:
+            sparse.truncate(size)
+        args += ["-object", f"memory-backend-file,id={name},size={size},mem-path={image},share=on",
+                 "-device", f"ivshmem-plain,memdev={name},addr={slot:02x}.0"]
+    args += ["-device", "pxb-pcie,id=l1pxb1,bus_nr=128,numa_node=1",
+             "-device", "pcie-root-port,id=l1rp9,bus=l1pxb1,chassis=9,slot=9",
+             "-device", "edu,bus=l1rp9"]
+    return args
+
+
+def build_l2_initramfs(kernel: Any, cache_dir: Path) -> Path:
+    """The L2 guest's initramfs: busybox and :data:`L2_INIT`, no modules (the cloud kernel has its
+    PCI hot plug built in)."""
+    from vmdev_rig.initramfs import build_initramfs
+
+    init = cache_dir / "gpu-l2-init.sh"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    if not init.is_file() or init.read_text() != L2_INIT:
+        init.write_text(L2_INIT)
+    return build_initramfs(kernel, cache_dir, modules=(), optional_modules=(), init_script=init)
+
+
+def run_gpu_l1(out_dir: Path, *, timeout: float = 2400.0) -> L1Run:
+    """Boot the GPU L1 machine and run :func:`gpu_scenario` inside it (the L2 guests boot the
+    cloud kernel, whose vmlinuz and initramfs are made here and read over 9p)."""
+    from vmdev_rig import default_cache_dir, ensure_kernel
+
+    cache = default_cache_dir()
+    l2_kernel = ensure_kernel(cache, "cloud")
+    config = {"l2_kernel": str(l2_kernel.vmlinuz), "l2_initrd": str(build_l2_initramfs(l2_kernel, cache))}
+    bars = out_dir.parent / f"{out_dir.name}-bars"
+    bars.mkdir(parents=True, exist_ok=True)
+    try:
+        return run_l1(out_dir, timeout=timeout, machine_args=gpu_l1_machine_args(out_dir, bars), scenario="gpu",
+                      config=config)
+    finally:
+        for image in bars.glob("*.img"):
+            image.unlink()
+
+
+# guest side (inside L1) ------------------------------------------------------------------------
+def pci_bars(bdf: str) -> list[tuple[int, int, int]]:
+    """(start, end, flags) of a function's BAR lines."""
+    text = (Path("/sys/bus/pci/devices") / bdf / "resource").read_text().splitlines()[:6]
+    return [tuple(int(part, 16) for part in line.split()) for line in text]  # type: ignore[misc]
+
+
+def find_functions() -> dict[str, str]:
+    """The BDFs of L1's big-BAR ivshmem functions (by BAR 2's size) and of the edu on node 1."""
+    found: dict[str, str] = {}
+    for entry in sorted(Path("/sys/bus/pci/devices").iterdir()):
+        ids = ((entry / "vendor").read_text().strip(), (entry / "device").read_text().strip())
+        if ids == IVSHMEM:
+            start, end, _ = pci_bars(entry.name)[2]
+            for name, size in GPU_BARS.items():
+                if end - start + 1 == size:
+                    found[name] = entry.name
+        elif ids == EDU:
+            found["edu"] = entry.name
+    return found
+
+
+def no_mmap(argv: Sequence[str]) -> list[str]:
+    """The plan's argv with ``x-no-mmap=on`` on every vfio-pci device: QEMU then reads the BAR
+    through the VFIO file instead of mapping it (a nested TCG L1 cannot afford to map and DMA-map a
+    256 GiB BAR page by page; where the firmware and the kernel place the BAR does not change)."""
+    return [f"{a},x-no-mmap=on" if a.startswith("vfio-pci,") else a for a in argv]
+
+
+class L2Linux:
+    """An L2 guest booting the cloud kernel with :data:`L2_INIT`, driven over QMP (stdio)."""
+
+    def __init__(self, qemu: str, argv: Sequence[str], config: Mapping[str, Any], name: str) -> None:
+        import threading
+
+        self.serial = Path(f"/run/l2-{name}.log")
+        self.command = [qemu, "-nodefaults", "-no-user-config", "-display", "none", "-accel", "tcg",
+                        "-no-reboot", "-serial", f"file:{self.serial}", "-kernel", config["l2_kernel"],
+                        "-initrd", config["l2_initrd"], "-append", "console=ttyS0 quiet panic=-1",
+                        "-qmp", "stdio", *argv]
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        self.messages: list[dict[str, Any]] = []
+        self.steps: list[dict[str, Any]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.send({"execute": "qmp_capabilities"})
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                self.messages.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+
+    def send(self, message: Mapping[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(message) + "\n")
+        self.proc.stdin.flush()
+
+    def console(self) -> str:
+        return _read(self.serial)
+
+    def wait_console(self, needle: str, after: int, limit: float) -> bool:
+        """Whether ``needle`` shows on the console past offset ``after`` within ``limit`` seconds."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if needle in self.console()[after:]:
+                return True
+            time.sleep(1)
+        return False
+
+    def wait_event(self, event: str, device: str, limit: float, *, after: int = 0) -> bool:
+        """Whether QEMU sends ``event`` for ``device`` among its messages from index ``after`` on."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if any(m.get("event") == event and m.get("data", {}).get("device") == device
+                   for m in self.messages[after:]):
+                return True
+            time.sleep(1)
+        return False
+
+    def step(self, name: str, command: Mapping[str, Any] | None, needles: Sequence[str], limit: float) -> None:
+        """Send ``command`` (if any), then wait for the first of ``needles`` on the console."""
+        offset = len(self.console())
+        if command is not None:
+            self.send(command)
+        deadline = time.monotonic() + limit
+        seen = ""
+        while time.monotonic() < deadline and self.proc.poll() is None and not seen:
+            text = self.console()[offset:]
+            seen = next((n for n in needles if n in text), "")
+            time.sleep(1)
+        time.sleep(2)  # the lines that follow it (the kernel's last words, the BAR report)
+        self.steps.append({"name": name, "seen": seen, "console": self.console()[offset:],
+                           "seconds": round(time.monotonic() - self.started, 1)})
+
+    def finish(self) -> dict[str, Any]:
+        self.send({"execute": "query-pci", "id": "query-pci"})
+        time.sleep(2)
+        self.send({"execute": "quit"})
+        try:
+            _, err = self.proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        replies = [m for m in self.messages if "id" in m or "error" in m]
+        return {"argv": self.command, "rc": self.proc.returncode, "stderr": err, "steps": self.steps,
+                "console": self.console(), "replies": replies,
+                "events": [m for m in self.messages if "event" in m],
+                "query_pci": next((m for m in self.messages if m.get("id") == "query-pci"), None),
+                "seconds": round(time.monotonic() - self.started, 1)}
+
+
+def gpu_plans(vmdev: str, work: Path, groups: Mapping[str, str]) -> dict[str, Any]:
+    """``vmdev plan`` (and ``vmdev explain``) of the large-BAR and NUMA functions, cold and hot."""
+    cases = {
+        "cold256": ("bar256", '[hypervisor.qemu]\ncold_plug_vfio = "root-port"\n'),
+        "hot256": ("bar256", '[hypervisor.qemu]\nhot_plug_vfio = "root-port"\npcie_root_port = 3\n'
+                             "[vmdev]\nhotplug = true\n"),
+        "cold1t": ("bar1t", '[hypervisor.qemu]\ncold_plug_vfio = "root-port"\n'),
+        "numa": ("edu", '[hypervisor.qemu]\ncold_plug_vfio = "root-port"\nenable_numa = true\n'),
+        "numa-off": ("edu", '[hypervisor.qemu]\ncold_plug_vfio = "root-port"\n'),
+    }
+    plans: dict[str, Any] = {}
+    for name, (function, toml) in cases.items():
+        settings = work / f"{name}.toml"
+        settings.write_text(toml)
+        config = oci_config(work / f"{name}.json", [f"/dev/vfio/{groups[function]}"])
+        run = sh([vmdev, "plan", "--format", "json", "--memory", "256", "--config", str(settings), str(config)])
+        run["plan"] = json.loads(run["stdout"]) if run["rc"] == 0 else None
+        if name in ("hot256", "cold1t"):
+            run["explain"] = sh([vmdev, "explain", "--json", "--memory", "256", "--config", str(settings),
+                                 str(config)])
+        plans[name] = run
+    return plans
+
+
+def hot_session(plan: Mapping[str, Any], config: Mapping[str, Any], qemu: str) -> dict[str, Any]:
+    """The hot plan in a Linux L2: the function hot-plugged onto the spare root port (no reservation),
+    onto a port reserving only the BARs' sum, then onto the plan's port."""
+    qemu_plan = plan["qemu"]
+    add = next(c for c in qemu_plan["hotplug"] if c["execute"] == "device_add"
+               and c["arguments"]["driver"] == "vfio-pci")
+    device = add["arguments"]["id"]
+    windows = plan["devices"][0]["windows"]
+    sum_only = ["-device", f"pcie-root-port,id=sumonly,bus=pcie.0,chassis=30,slot=30,"
+                           f"pref64-reserve={windows['pref64'] + windows['pref32']}"]
+    guest = L2Linux(qemu, [*qemu_plan["argv"], *sum_only], config, "hot256")
+    guest.step("boot", None, ["L2-READY"], 900)
+    spare = next(d for d in plan["devices"] if d["kind"] == "pcie-ports")["spare"][0]
+    for name, bus in (("spare", spare), ("sum-only", "sumonly"), ("plan", add["arguments"]["bus"])):
+        arguments = {**add["arguments"], "bus": bus, "x-no-mmap": True}
+        guest.step(name, {"execute": "device_add", "arguments": arguments}, ["L2-BAR 0000:"], 300)
+        if name != "plan":
+            after = len(guest.messages)
+            guest.send({"execute": "device_del", "arguments": {"id": device}})
+            guest.steps[-1]["deleted"] = guest.wait_event("DEVICE_DELETED", device, 180, after=after)
+    return guest.finish()
+
+
+def cold_session(plan: Mapping[str, Any], config: Mapping[str, Any], qemu: str, name: str,
+                 *, drop: str = "") -> dict[str, Any]:
+    """A cold plan in a Linux L2 (``drop``: leave out the plan's option starting with that text)."""
+    argv = list(plan["qemu"]["argv"])
+    if drop:
+        index = next(i for i, a in enumerate(argv) if a.startswith(drop))
+        del argv[index - 1:index + 1]
+    guest = L2Linux(qemu, no_mmap(argv), config, name)
+    guest.step("boot", None, ["L2-READY"], 900)
+    guest.step("settle", None, ["L2-BAR"], 60)
+    result = guest.finish()
+    result["dropped"] = drop
+    return result
+
+
+def gpu_scenario(config: Mapping[str, Any], result: dict[str, Any]) -> None:
+    """Inside the GPU L1: bind the big-BAR and NUMA functions to vfio-pci, plan them, and give each
+    plan to the host's QEMU: firmware-only L2s (SeaBIOS's PCI log, QEMU's PCI tree) and Linux L2s
+    (the kernel assigns the BAR, or says it cannot). Results go into ``result`` as they come."""
+    qemu = "qemu-system-x86_64"
+    vmdev = vmdev_command()
+    work = Path("/run/work")
+    work.mkdir(exist_ok=True)
+    functions = find_functions()
+    result.update({"uname": os.uname().release, "functions": functions})
+    result["bind"] = bind_to_vfio(list(functions.values()))
+    facts = pci_facts()
+    for bdf in functions.values():
+        facts[bdf]["numa_node"] = (Path("/sys/bus/pci/devices") / bdf / "numa_node").read_text().strip()
+        facts[bdf]["bars"] = pci_bars(bdf)
+    result["pci"] = facts
+    result["numa_online"] = Path("/sys/devices/system/node/online").read_text().strip()
+    groups = {name: facts[bdf]["iommu_group"] for name, bdf in functions.items()}
+    plans = result["plans"] = gpu_plans(vmdev, work, groups)
+    sessions: dict[str, Any] = result.setdefault("l2", {})
+    for name in ("cold256", "numa"):
+        if plans[name]["plan"] is not None:
+            sessions[name] = l2_session(qemu, no_mmap(plans[name]["plan"]["qemu"]["argv"]), [],
+                                        Path(f"/run/seabios-{name}.log"))
+    if plans["hot256"]["plan"] is not None:
+        sessions["hot256"] = hot_session(plans["hot256"]["plan"], config, qemu)
+    if plans["cold1t"]["plan"] is not None:
+        sessions["cold1t"] = cold_session(plans["cold1t"]["plan"], config, qemu, "cold1t")
+        sessions["cold1t-default-bits"] = cold_session(plans["cold1t"]["plan"], config, qemu, "cold1t-default",
+                                                       drop="x86_64-cpu.phys-bits=")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--guest", type=Path, required=True, help="run the L1 scenario, write results here")
     args = parser.parse_args(argv)
     started = time.monotonic()
+    chosen = args.guest / SCENARIO
+    setup: dict[str, Any] = json.loads(chosen.read_text()) if chosen.is_file() else {"scenario": "vfio",
+                                                                                      "config": {}}
+    result: dict[str, Any] = {}
     try:
-        result = guest_scenario()
+        if setup["scenario"] == "gpu":
+            gpu_scenario(setup["config"], result)
+        else:
+            result = guest_scenario()
     except Exception as exc:  # noqa: BLE001 - the host test reports it
-        result = {"error": f"{type(exc).__name__}: {exc}"}
+        import traceback
+
+        result.update({"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()})
     result["scenario_seconds"] = round(time.monotonic() - started, 2)
     (args.guest / RESULT).write_text(json.dumps(result, indent=1))
     print("VF-RESULT " + shlex.quote(str(args.guest / RESULT)), flush=True)
