@@ -70,12 +70,30 @@ line (the plan says so in its ``notes`` when it does):
     and firmware to whoever starts QEMU (a note says so). Families read the key too (Kata adds no
     RNG to such a guest and passes devices through only one way).
 
+``enable_numa``, ``numa_mapping``
+    Kata's guest NUMA: one guest node per ``numa_mapping`` entry (host node sets such as ``"0-1"``),
+    or per host node when the mapping is empty (read from sysfs by the :class:`GuestNuma` sandbox
+    device this backend builds): ``-object memory-backend-*,id=numa-mem<g>,size=..,host-nodes=..,
+    policy=bind`` and ``-numa node,nodeid=<g>,memdev=numa-mem<g>`` each (default_memory split
+    evenly: a plan has no vCPUs to split it by, so QEMU maps the vCPUs), then ``-numa dist`` from the
+    host's distances. Root ports asked for with a host NUMA node go behind the ``pxb-pcie`` of the
+    guest node covering it (:meth:`vmdev.pcie.PcieTopology.bind_numa`); once one exists, PCI devices
+    rendered without a bus are pinned to ``pcie.0`` (QEMU would put them on the expander's bus).
+
+Large BARs (no key): the BARs devices placed with ``bars=`` count for the 64-bit PCI window; when it
+holds more than the firmware's default windows, :func:`assemble` lays it out as the firmware will
+(:func:`vmdev.pcie.mmio64_layout`) after RAM and the memory hot-plug area, adds
+``-global x86_64-cpu.phys-bits=N`` when QEMU's default 40 bits do not reach it and, with a UEFI
+``firmware``, ``-fw_cfg name=opt/ovmf/X-PciMmio64Mb,string=<MiB>`` when OVMF's classic 32 GiB
+aperture cannot hold it, and writes the derivation in the notes. Decisions are also recorded for
+``vmdev explain`` (:mod:`vmdev.explain`).
+
 ``firmware`` is declared here as well: it decides the form of Kata's bridges (vmdev plans no
-``-bios``). The keys are scoped to this backend (``Setting.backends``), except ``enable_iommu``
-and ``confidential_guest``, which Kata has for Cloud Hypervisor too and families read whatever the
-backend; another backend may declare its own key of the same name (libvirt's ``enable_hugepages``).
-``enable_iommu`` was declared for every backend by a family plugin before this backend owned it;
-until that plugin drops its declaration, its declaration stands (see :func:`register_settings`).
+``-bios``) and which firmware's layout the large BARs are sized for (set: OVMF; unset: SeaBIOS).
+The keys are scoped to this backend (``Setting.backends``), except ``enable_iommu`` and
+``confidential_guest``, which Kata has for Cloud Hypervisor too and families read whatever the
+backend (with ``settings.value(key, default)``); another backend may declare its own key of the same
+name (libvirt's ``enable_hugepages``).
 """
 
 from __future__ import annotations
