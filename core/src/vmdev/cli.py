@@ -424,6 +424,7 @@ LAZY_COMMANDS: Final = {
     "detach": ("vmdev.sandbox_cli", "detach_cmd"),
     "status": ("vmdev.sandbox_cli", "status_cmd"),
     "check": ("vmdev.preflight", "check_cmd"),
+    "explain": ("vmdev.explain", "explain_cmd"),
 }
 #: the first paragraph of each lazy built-in's help, so that ``vmdev --help`` lists them without
 #: importing them (test_cli checks these against the commands)
