@@ -79,8 +79,6 @@ def test_a_plain_plan_loads_no_module_it_has_no_use_for_and_reads_no_metadata(
     assert any(p.endswith(".dist-info/entry_points.txt") for p in every_plugin)  # it did look
 
 
-@pytest.mark.xfail(strict=True, reason="vmdev.settings imports tomllib at the top (not the planner's to "
-                   "change): only --config needs it")
 def test_a_plain_plan_loads_no_toml_parser(tmp_path: Path, one_device: list[str]) -> None:
     report = run_probe(tmp_path, "plan", *one_device)
     assert "tomllib" not in report["modules"] and "tomli" not in report["modules"]

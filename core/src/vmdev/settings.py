@@ -25,10 +25,6 @@ from vmdev.errors import ConfigError
 if TYPE_CHECKING:
     from vmdev.plugins import PluginManager
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
 #: the backend used when neither a flag nor the configuration file names one
 DEFAULT_HYPERVISOR: Final = "qemu"
@@ -241,6 +237,11 @@ def _hypervisor_section(
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    # imported here: a plan without --config never pays for the TOML parser (issue 13)
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on Python 3.10 only
+        import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
     try:
         with path.open("rb") as handle:
             document: dict[str, Any] = tomllib.load(handle)

@@ -322,7 +322,9 @@ def record_to_json(record: DeviceRecord) -> dict[str, Any]:
 
 def encode(state: SandboxState) -> bytes:
     try:
-        text = json.dumps(to_document(state), indent=1, allow_nan=False)
+        # compact: the indented form forces Python's slow encoder (32 of 44 ms per save of a
+        # 1,000-device sandbox, issue 13); `python -m json.tool` shows a state file readably
+        text = json.dumps(to_document(state), separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise StateError(f"cannot be stored as JSON: {exc}", field="state") from None
     return (text + "\n").encode("utf-8")

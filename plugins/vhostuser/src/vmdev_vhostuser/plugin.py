@@ -53,6 +53,8 @@ def check_settings(settings: SandboxSettings) -> None:
 
 @hookimpl(tryfirst=True)
 def resolve_host_path(info: DeviceInfo, host: HostContext, settings: SandboxSettings) -> str | None:
+    if info.dev_type != "b" or info.major not in devices.STORE_MAJORS:  # the common case, decided cheaply
+        return None
     vhost_user_store = store.VhostUserStore.from_settings(settings)
     if not info.container_path or not vhost_user_store.claims(info):
         return None  # the core's default reports an empty container path
@@ -61,6 +63,8 @@ def resolve_host_path(info: DeviceInfo, host: HostContext, settings: SandboxSett
 
 @hookimpl(tryfirst=True)
 def build_device(info: DeviceInfo, settings: SandboxSettings, alloc: Allocator) -> Device | None:
+    if info.dev_type != "b" or info.major not in devices.STORE_MAJORS:
+        return None
     if not store.VhostUserStore.from_settings(settings).claims(info):
         return None
     return devices.store_device(info, keys.reconnect_timeout(settings), alloc)
