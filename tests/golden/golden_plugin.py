@@ -28,7 +28,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--golden-suite", default="suite")
 
 
-_HEX_ID = re.compile(r"(?<![0-9a-f])([0-9a-f]{12,16})(?![0-9a-f])")
+#: the digest part of an id (``drive-8f9589b2448c75``, ``drive_…``): after a hyphen or an underscore,
+#: so JSON numbers stay numbers
+_HEX_ID = re.compile(r"(?<=[-_])([0-9a-f]{12,16})(?![0-9a-f])")
 
 
 def _normalise(value: Any) -> Any:
