@@ -439,6 +439,9 @@ SUMMARIES: Final = {
     "binary. PLAN is `vmdev plan --format json` output, checked as it stands; an OCI_CONFIG is planned "
     "first, with the flags of vmdev plan. One line per mismatch on stdout (`vmdev: check: DEVICE: OPTION: "
     "PROBLEM`); exit 0 when clean, 1 on any mismatch or error.",
+    "explain": "Explain a plan: for each device, which plugin claimed it and through which hook, which "
+    "settings keys and host facts decided each option, and which limits applied. Takes the arguments of "
+    "vmdev plan.",
 }
 _GROUP: list[click.Group] = []
 
