@@ -372,9 +372,12 @@ def _vfio_dev(
 def check_plan_rules(device: VFIODevice, target: RenderTarget) -> None:
     """One VFIO backend kind per sandbox, and no function passed twice (any hypervisor)."""
     name = device.container_path
-    notes = target.record(BACKEND_NOTE, name, device.backend.value)
-    other = next(((d, b) for d, b in notes.items() if b != device.backend.value), None)
-    if other is not None:
+    backend = device.backend.value
+    notes = target.record(BACKEND_NOTE, name, backend)
+    # every earlier device was checked against the first one, so the first is the sandbox's kind:
+    # comparing with it alone keeps a plan of thousands of functions linear (issue 13)
+    other = next(iter(notes.items()), None)
+    if other is not None and other[1] != backend:
         raise UnsupportedError(
             f"{device.host_path} uses the VFIO {device.backend.value} backend but {other[0]} uses the "
             f"{other[1]} backend; one sandbox uses one: only groups (/dev/vfio/<group>) or only "
