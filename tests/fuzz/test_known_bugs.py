@@ -109,7 +109,6 @@ def test_what_the_block_plugin_logs_about_a_request_is_one_line(session: Session
     no_violation(session, "block-sysfs", case, "block-log-raw-text")
 
 
-@known_bug("vhostuser-store-surrogate")
 @settings(max_examples=3)
 @given(suffix=st.sampled_from(["\ud800", "x\udfff"]))
 def test_a_store_path_no_file_system_can_name_is_refused_in_one_line(session: Session, suffix: str) -> None:
@@ -119,7 +118,6 @@ def test_a_store_path_no_file_system_can_name_is_refused_in_one_line(session: Se
     no_violation(session, "vhost-user-store", case, "vhostuser-store-surrogate")
 
 
-@known_bug("libvirt-xml-text")
 @settings(max_examples=3)
 @given(name=st.sampled_from(["\x1b[31m", "a\udc80", "vm\x01"]))
 def test_a_libvirt_domain_name_xml_cannot_carry_is_refused_in_one_line(session: Session, name: str) -> None:
@@ -127,7 +125,6 @@ def test_a_libvirt_domain_name_xml_cannot_carry_is_refused_in_one_line(session: 
     no_violation(session, "settings", case, "libvirt-xml-text")
 
 
-@known_bug("settings-lone-surrogate")
 @settings(max_examples=5)
 @given(key=st.sampled_from(["file_mem_backend", "virtio_fs_socket", "shared_dir"]))
 def test_a_settings_path_json_cannot_carry_is_refused_in_one_line(session: Session, key: str) -> None:
@@ -136,7 +133,6 @@ def test_a_settings_path_json_cannot_carry_is_refused_in_one_line(session: Sessi
     no_violation(session, "settings", case, "settings-lone-surrogate")
 
 
-@known_bug("qemu-mem-path-control")
 @settings(max_examples=3)
 @given(path=st.sampled_from(["/dev/shm\nx", "/dev/shm/\x1b[2J", "/dev/hugepages\r"]))
 def test_a_memory_backend_path_with_a_control_character_is_refused_in_one_line(session: Session, path: str) -> None:

@@ -130,9 +130,21 @@ def _string(setting: Setting, raw: Any) -> str:
     value = setting.aliases.get(raw, raw)
     if setting.choices and value not in setting.choices:
         raise ValueError(f"{_shown(raw)} is not one of {', '.join(repr(c) for c in setting.choices)}")
-    if "\x00" in value:
-        raise ValueError("must not contain a NUL character")
+    _printable(value, raw)
     return value
+
+
+def _printable(value: str, raw: Any) -> None:
+    """Settings strings end up in paths, QEMU options, XML and JSON: a control character or a lone
+    surrogate (which no file system, XML document or UTF-8 writer can carry) is refused here, once,
+    naming the key, instead of failing wherever the value is used."""
+    for ch in value:
+        if ch == "\x00":
+            raise ValueError(f"{_shown(raw)} contains a NUL character")
+        if ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F:
+            raise ValueError(f"{_shown(raw)} contains a control character")
+        if "\ud800" <= ch <= "\udfff":
+            raise ValueError(f"{_shown(raw)} contains a lone surrogate (not a character)")
 
 
 def _number_text(value: float) -> str:
@@ -177,6 +189,7 @@ def _strings(setting: Setting, raw: Any) -> tuple[str, ...]:
             raise ValueError(f"item {index} must be a string, got {_shown(item)}")
         if setting.choices and item not in setting.choices:
             raise ValueError(f"item {index} {_shown(item)} is not one of {', '.join(setting.choices)}")
+        _printable(item, item)
         out.append(item)
     return tuple(out)
 

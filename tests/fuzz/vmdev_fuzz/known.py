@@ -64,31 +64,6 @@ KNOWN_BUGS: Final[tuple[KnownBug, ...]] = (
         "holding U+0085, U+2028 or another C1 control (the OCI reader refuses only C0 and DEL) forges log lines",
         MULTI_LINE, detail=r"^log: vmdev\.block ",
     ),
-    KnownBug(
-        "vhostuser-store-surrogate", "vmdev-vhostuser",
-        "a vhost_user_store_path holding a lone surrogate ('/run/st\\ud800'): os.listdir raises "
-        "UnicodeEncodeError, a PluginError wrapping it (vmdev_vhostuser.host._node_name)",
-        CRASH, stack=r"^vmdev_vhostuser/host\.py:",
-    ),
-    KnownBug(
-        "libvirt-xml-text", "vmdev-libvirt",
-        "a settings value XML 1.0 cannot carry (libvirt_domain_name '\\x1b[31m' or 'a\\udc80') ends in a raw "
-        "ValueError from the domain XML writer (vmdev_libvirt.xmltree.to_xml, called by assemble)",
-        CRASH, stack=r"^vmdev_libvirt/xmltree\.py:",
-    ),
-    KnownBug(
-        "qemu-mem-path-control", "core (lead)",
-        "file_mem_backend holding a control character ('/dev/shm\\nx') ends in a raw ValueError from "
-        "vmdev.qemu.escape in the QEMU backend's assemble (no check on the key)",
-        CRASH, stack=r"^vmdev/qemu\.py:escape < .*backends/qemu\.py:",
-    ),
-    KnownBug(
-        "settings-lone-surrogate", "core (lead)",
-        "string settings keys take lone surrogates (vmdev.declared refuses NUL only): file_mem_backend, "
-        "virtio_fs_socket, shared_dir = '/srv/\\udc80' reach the plan, whose JSON writes '\\udc80' and every "
-        "JSON reader turns into U+FFFD (the OCI reader and DeviceInfo refuse them already)",
-        PATH_CHANGE, detail=r"^the plan's JSON cannot carry",
-    ),
 )
 
 
