@@ -12,6 +12,7 @@ DEVNAME) is simply not created.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import stat
@@ -211,8 +212,9 @@ def place(root: Path, path: Path, spec: FileSpec) -> bool:
         return False
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_symlink() or path.is_file():
-            path.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            if not stat.S_ISDIR(os.lstat(path).st_mode):
+                path.unlink()  # an earlier entry of the case (a FIFO!) must not be written into
         if spec.kind == TEXT:
             assert isinstance(spec.content, str)
             path.write_bytes(spec.content.encode("utf-8", "surrogatepass"))
@@ -298,6 +300,8 @@ def _pci(fake: FakeHost, spec: PciSpec) -> None:
 
 
 def _group_entry(fake: FakeHost, entry: GroupEntry) -> None:
+    if not usable_name(entry.name):
+        return
     try:
         if entry.kind == "mdev":
             from vmdev_vfio.testing import mdev_device

@@ -153,7 +153,9 @@ class CleanKeys:
 def option_violations(argv: Sequence[str], clean: CleanKeys, tainted: Iterable[str]) -> list[Violation]:
     """Injection in a QEMU-style command line (see the module's description)."""
     out: list[Violation] = []
-    hostile = [t for t in set(tainted) if t and ("," in t or "=" in t)]
+    # strings that could split an option: a comma with something on either side (a value is always
+    # preceded by '=', so '=' + the string shows where it sits)
+    hostile = [t for t in set(tainted) if "," in t and len(t.replace(",", "")) >= 2]
     for option in parse_argv(argv):
         label = f"{option.flag} {option.head}"
         if option.bare:
@@ -166,7 +168,7 @@ def option_violations(argv: Sequence[str], clean: CleanKeys, tainted: Iterable[s
                                             f"{option.raw[:300]!r}"))
         if not option.json_form:
             for text in hostile:
-                if text in option.raw and text.replace(",", ",,") not in option.raw:
+                if f"={text}" in option.raw and "=" + text.replace(",", ",,") not in option.raw:
                     out.append(Violation(INJECTION, f"{label}: {text!r} reaches the option unescaped"))
     return out
 

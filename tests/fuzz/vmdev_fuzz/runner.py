@@ -14,6 +14,7 @@ import logging
 import signal
 import tempfile
 import threading
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
@@ -134,6 +135,8 @@ class Session:
                 with time_limit(self.timeout):
                     outcome = SURFACES[surface].run(case, self)
             except Hang as exc:
+                if any(frame.filename.endswith("vmdev_fuzz/hosts.py") for frame in traceback.extract_tb(exc.__traceback__)):
+                    raise RuntimeError(f"the fuzz kit hung building a fake host for {case!r}") from exc
                 outcome = Outcome("hang", [Violation(HANG, str(exc), innermost(exc), stack(exc))], str(exc))
         outcome.violations += logs.problems
         self.record(surface, case, outcome)

@@ -407,7 +407,7 @@ def vfio_case(draw: st.DrawFn) -> PlanCase:
         st.builds(h.GroupEntry, st.just(group), st.sampled_from(UUIDS), st.just("ap"), st.just(""),
                   file_spec(good=st.sampled_from(["05.001f\n", "05.001f\n06.0020\n", "", "zz.zzzz\n"]))),
         st.builds(h.GroupEntry, st.just(group), text.name(), st.just("junk")),
-    ), max_size=2)))
+    ), max_size=2, unique_by=lambda e: e.name)))
     cdevs = draw(st.lists(st.builds(h.CdevSpec, st.integers(0, 3), st.sampled_from(bdfs),
                                     axes.pick("entries", st.just(True), st.booleans())),
                           max_size=2, unique_by=lambda c: c.number))
