@@ -70,14 +70,12 @@ def test_every_known_bug_has_its_property() -> None:
     assert [bug.key for bug in KNOWN_BUGS if f'known_bug("{bug.key}")' not in here] == []
 
 
-@known_bug("block-size-int")
 @settings(max_examples=5)
 @given(size=st.sampled_from(["²\n", "9" * 5000 + "\n", "¹\n"]))
 def test_a_disk_size_int_cannot_read_is_refused_in_one_line(session: Session, size: str) -> None:
     no_violation(session, "block-sysfs", loop_case(size=size), "block-size-int")
 
 
-@known_bug("block-pmem-fifo-hang")
 @settings(max_examples=1)
 @given(name=st.just("image"))
 def test_a_pmem_probe_of_a_fifo_backing_file_does_not_hang(session: Session, name: str) -> None:
@@ -92,7 +90,6 @@ def test_a_pmem_probe_of_a_fifo_backing_file_does_not_hang(session: Session, nam
         no_violation(session, "mounts", case, "block-pmem-fifo-hang")
 
 
-@known_bug("block-backing-strip")
 @settings(max_examples=5)
 @given(name=st.sampled_from([" disk.img ", "disk.img\nsecond", "disk.img\t"]))
 def test_a_loop_backing_file_reaches_the_plan_byte_for_byte(session: Session, name: str) -> None:
@@ -100,7 +97,6 @@ def test_a_loop_backing_file_reaches_the_plan_byte_for_byte(session: Session, na
     no_violation(session, "block-sysfs", loop_case(backing=path + "\n"), "block-backing-strip")
 
 
-@known_bug("block-log-raw-text")
 @settings(max_examples=5)
 @given(path=st.sampled_from(["/dev/disk\x85x", "/dev/disk\u2028x", "/dev/disk\x9bx"]))
 def test_what_the_block_plugin_logs_about_a_request_is_one_line(session: Session, path: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import stat
 import struct
 from pathlib import Path
@@ -166,7 +167,7 @@ def test_pmem_fstype_defaults_to_ext4(
     with caplog.at_level(logging.WARNING, logger="vmdev.block"):
         info = pmem_device_info(str(source), "/pmem", fake_host.context())
     assert dict(info.driver_options) == {"fstype": "ext4"}
-    assert f"mount {source} not found" in caplog.text
+    assert f"mount {str(source)!r} not found" in caplog.text
 
 
 def test_pmem_without_signature_is_katas_error(fake_host: FakeHost, tmp_path: Path) -> None:
@@ -204,7 +205,7 @@ def test_pmem_source_missing(fake_host: FakeHost, tmp_path: Path) -> None:
 
 def test_pmem_module_reads_only_what_it_is_given(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     opened: list[Any] = []
-    real_open = open
+    real_open = os.open
 
     def spy(path: Any, *args: Any, **kwargs: Any) -> Any:
         opened.append(path)
@@ -212,7 +213,7 @@ def test_pmem_module_reads_only_what_it_is_given(monkeypatch: pytest.MonkeyPatch
 
     image = tmp_path / "x.img"
     image.write_bytes(b"\0" * 10)
-    monkeypatch.setattr("builtins.open", spy)
+    monkeypatch.setattr(os, "open", spy)
     assert pmem.read_pfn_info(image) is None
     assert opened == [image]
 

@@ -16,7 +16,7 @@ from typing import Final
 
 import attrs
 
-from vmdev_fuzz.oracles import CRASH, HANG, MULTI_LINE, PATH_CHANGE, Violation
+from vmdev_fuzz.oracles import Violation
 
 
 @attrs.frozen
@@ -40,30 +40,6 @@ class KnownBug:
 
 
 KNOWN_BUGS: Final[tuple[KnownBug, ...]] = (
-    KnownBug(
-        "block-size-int", "vmdev-block",
-        "a disk's sysfs size that str.isdigit() takes but int() refuses ('²', 5,000 digits) ends in a "
-        "PluginError wrapping ValueError (vmdev_block.host.block_size)",
-        CRASH, stack=r"^vmdev_block/host\.py:block_size",
-    ),
-    KnownBug(
-        "block-pmem-fifo-hang", "vmdev-block",
-        "a loop-mounted source whose loop device's backing_file names a FIFO: the PFN probe's open() blocks "
-        "forever (vmdev_block.pmem.read_pfn_info)",
-        HANG, stack=r"^vmdev_block/pmem\.py:read_pfn_info",
-    ),
-    KnownBug(
-        "block-backing-strip", "vmdev-block",
-        "a loop device's backing_file is read with SysfsReader.read_line: stripped and cut at the first line "
-        "break, so the plan's backing_file is not the host's (vmdev_block.host.loop_backing_file)",
-        PATH_CHANGE, detail=r"backing file .*, but the host's is",
-    ),
-    KnownBug(
-        "block-log-raw-text", "vmdev-block",
-        "log records quote container and host paths raw ('%s: cannot read the read-only flag of %s'): a path "
-        "holding U+0085, U+2028 or another C1 control (the OCI reader refuses only C0 and DEL) forges log lines",
-        MULTI_LINE, detail=r"^log: vmdev\.block ",
-    ),
 )
 
 

@@ -207,7 +207,7 @@ def _check_host_mounts(info: DeviceInfo, host: HostContext, config: BlockSetting
         return
     where = f"at {json.dumps(mount.mount_point)} (as {mount.major}:{mount.minor}, {json.dumps(mount.source)})"
     if config.allow_host_mounted:
-        log.warning("%s: %s is mounted read-write on the host %s; passed writable because %s is set",
+        log.warning("%r: %r is mounted read-write on the host %s; passed writable because %s is set",
                     info.name, info.host_path, where, KEY_ALLOW_HOST_MOUNTED)
         return
     raise DeviceError(

@@ -56,14 +56,18 @@ def loop_backing_file(host: HostContext, major: int, minor: int) -> str | None:
 
     None when the device is not a loop device (no ``loop/backing_file``) or has no backing file.
     """
-    value = host.sysfs.read_line(f"{sysfs_block_dir(major, minor)}/loop/backing_file")
+    text = host.sysfs.read_text(f"{sysfs_block_dir(major, minor)}/loop/backing_file")
+    # the kernel ends the path with one newline; anything else is the path, byte for byte (a file
+    # called "img " is another file than "img": stripping would attach the wrong one)
+    value = text[:-1] if text and text.endswith("\n") else text
     return value or None
 
 
 def block_size(host: HostContext, major: int, minor: int) -> int | None:
     """Size in bytes of block device MAJ:MIN from sysfs ``size`` (512-byte sectors), or None."""
     text = host.sysfs.read_line(f"{sysfs_block_dir(major, minor)}/size")
-    if text is None or not text.isdigit():
+    # ASCII digits only (str.isdigit takes '²', which int() refuses) and no more than a u64 holds
+    if text is None or not text.isascii() or not text.isdigit() or len(text) > 20:
         return None
     return int(text) * SECTOR_SIZE
 
@@ -88,7 +92,8 @@ def probe_read_only(host: HostContext, host_path: str, *, device: str) -> bool:
     try:
         return blkroget(node)
     except OSError as exc:
-        log.info("%s: cannot read the read-only flag of %s (BLKROGET): %s", device, node, exc.strerror)
+        log.info("%r: cannot read the read-only flag of %r (BLKROGET): %s", device, os.fspath(node),
+                 exc.strerror)
         return False
 
 
@@ -267,7 +272,7 @@ def pmem_device_info(
 def _fstype(host: HostContext, source: str, destination: str) -> str:
     fstype = mount_fstype(host, source)
     if fstype is None:
-        log.warning("%s: mount %s not found in %s; assuming %s", destination, source,
+        log.warning("%r: mount %r not found in %s; assuming %s", destination, source,
                     host.proc_path("mounts"), DEFAULT_FSTYPE)
         return DEFAULT_FSTYPE
     return fstype

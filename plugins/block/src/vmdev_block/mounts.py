@@ -78,5 +78,5 @@ def device_from_mount(mount: OciMount, host: HostContext, settings: SandboxSetti
     try:
         return pmem_device_info(mount.source, mount.destination, host, read_only=mount.read_only)
     except NotPersistentMemoryError as exc:
-        log.debug("%s: not persistent memory: %s", mount.destination, exc.message)
+        log.debug("%r: not persistent memory: %s", mount.destination, str(exc))
         return None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import struct
 from typing import Final
 
@@ -92,11 +93,17 @@ def read_pfn_info(path: str | os.PathLike[str]) -> PfnInfo | None:
     Like Kata, a file that cannot be opened or is too short has no signature.
     """
     try:
-        with open(path, "rb") as image:
+        # a FIFO or device named as the backing file must not block the plan: open non-blocking and
+        # read regular files only
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        with os.fdopen(fd, "rb") as image:
+            if not stat.S_ISREG(os.fstat(image.fileno()).st_mode):
+                log.info("the PFN info block of %r is not read: not a regular file", os.fspath(path))
+                return None
             image.seek(PFN_INFO_OFFSET)
             block = image.read(PFN_INFO_SIZE)
     except OSError as exc:
-        log.info("cannot read the PFN info block of %s: %s", path, exc.strerror)
+        log.info("cannot read the PFN info block of %r: %s", os.fspath(path), exc.strerror)
         return None
     if not block.startswith(PFN_SIGNATURE):
         return None
