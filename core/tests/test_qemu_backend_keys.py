@@ -573,3 +573,16 @@ def test_with_a_pxb_pcie_devices_without_a_bus_are_pinned_to_the_root_bus(run: C
     assert "leaf-pci: pinned to bus=pcie.0 (QEMU would place it on a pxb-pcie's bus, which takes bridges only)" \
         in notes(result)
     assert option(run("leaf"), "-device") == ["leaf-pci,id=gadget-leaf", "isa-thing,id=gadget-leaf-isa"]
+
+
+def test_a_runtime_rs_confidential_guest_gets_plain_bridges_as_runtime_rs_does(
+    fake_host: FakeHost, vmdev_plugins: PluginFactory
+) -> None:
+    from vmdev.backends.qemu import kata_bridges
+
+    options = {"default_bridges": 1, "firmware": "/opt/kata/share/ovmf/OVMF.fd", "confidential_guest": True}
+    go = SandboxSettings(options=options)
+    rs = SandboxSettings(options=options, runtime={"name": "virt_container"})
+    pm = vmdev_plugins()
+    assert kata_bridges(pm.prepare_settings(go))[:2] == (1, True)  # Kata Go nests them with a firmware
+    assert kata_bridges(pm.prepare_settings(rs))[:2] == (1, False)  # runtime-rs plugs them into pcie.0

@@ -396,7 +396,7 @@ CAUSES: Final = (
           "runtime-rs confidential q35 files with a firmware: vmdev nests the bridges behind root ports as the Go "
           "runtime does; runtime-rs plugs plain pci-bridges into pcie.0",
           lambda c: _qemu(c) and _bridges_expected(c) > 0 and _rs_confidential_firmware(c),
-          check=_check_bridges, names=("default_bridges",)),
+          check=_check_bridges, names=("default_bridges",), fixed_in="runtime-rs flavour follows runtime-rs"),
     Cause("enable_iommu", "enable_iommu is ignored (QEMU q35: no vIOMMU)",
           lambda c: c.config.option("enable_iommu") is True and _qemu(c) and _q35(c),
           check=_check_qemu_iommu, names=("enable_iommu",), fixed_in="89990a4"),

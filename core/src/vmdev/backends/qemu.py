@@ -290,7 +290,8 @@ def _machine_is(settings: SandboxSettings, *prefixes: str) -> bool:
 
 def kata_bridges(settings: SandboxSettings) -> tuple[int, bool, str]:
     """How many of Kata's hot-plug bridges the plan has, whether they are nested behind root ports
-    (q35 with a firmware), and a note when that differs from the value asked for."""
+    (q35 with a firmware, except a runtime-rs file's confidential guest, as each Kata runtime does),
+    and a note when that differs from the value asked for."""
     asked = _value(settings, BRIDGES_KEY)
     if asked is None:
         return 0, False, ""
@@ -300,6 +301,8 @@ def kata_bridges(settings: SandboxSettings) -> tuple[int, bool, str]:
         why = "s390x's are bookkeeping only" if settings.is_ccw else "only q35, virt and pseries get them"
         return 0, False, f"{BRIDGES_KEY}: machine {settings.machine_type} gets no bridges, as in Kata ({why})"
     nested = _machine_is(settings, "q35", "pc-q35") and bool(_value(settings, FIRMWARE_KEY))
+    if nested and settings.kata_runtime == "runtime-rs" and _value(settings, CONFIDENTIAL_KEY):
+        nested = False  # runtime-rs plugs a confidential guest's bridges into pcie.0 as plain pci-bridges
     return count, nested, note
 
 
