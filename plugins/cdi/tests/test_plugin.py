@@ -224,7 +224,9 @@ devices:
 
 @pytest.fixture
 def l1(fake_host: FakeHost) -> FakeHost:
-    testing = pytest.importorskip("vmdev_vfio.testing")
+    testing = pytest.importorskip(
+        "vmdev_vfio.testing", reason="plans a CDI-named VFIO group through vmdev-vfio, which is not installed "
+        "(vmdev-cdi works without it; tox -e cdi installs it)")
     host: FakeHost = testing.build_l1_host(fake_host)
     return host
 
@@ -315,7 +317,9 @@ def test_other_hypervisors_get_names_but_no_pci_paths(vmdev_plugins: Any, l1: Fa
 
 # --- a block device named by a CDI spec ---------------------------------------------------------
 def test_a_block_node_named_by_cdi_becomes_a_disk(run: Any, fake_host: FakeHost, cdi_dir: Path, tmp_path: Path) -> None:
-    testing = pytest.importorskip("vmdev_block.testing")
+    testing = pytest.importorskip(
+        "vmdev_block.testing", reason="plans a CDI-named block node through vmdev-block, which is not installed "
+        "(vmdev-cdi works without it; tox -e cdi installs it)")
     backing = tmp_path / "disk.img"
     backing.write_bytes(b"\0" * 1024 * 1024)
     testing.loop_device(fake_host, 7, 7, backing)
