@@ -549,6 +549,15 @@ class PluginManager:
         if first:
             found = self._first(hook, subject, kwargs)
             return [] if found is None else [found]
+        result, answered = self._dispatch(hook, subject, kwargs)
+        answers = [Answer(value=v, plugin=_who(answered, v)) for v in result]
+        if self.policy.trace:
+            _logger("vmdev.trace").debug("%s result: %r", hook, [(a.plugin, a.value) for a in answers])
+        return answers
+
+    def _dispatch(self, hook: str, subject: str, kwargs: dict[str, Any]) -> tuple[Any, list[tuple[str, Any]]]:
+        """Call ``hook`` through ``pm.hook``; its result and the (plugin, answer) pairs the
+        instrumented implementations reported. A VmdevError without a device gets ``subject``."""
         if not self._loaded:
             self.load()
         answered: list[tuple[str, Any]] = []
@@ -561,10 +570,7 @@ class PluginManager:
             raise
         finally:
             _answers.reset(token)
-        answers = [Answer(value=v, plugin=_who(answered, v)) for v in result]
-        if self.policy.trace:
-            _logger("vmdev.trace").debug("%s result: %r", hook, [(a.plugin, a.value) for a in answers])
-        return answers
+        return result, answered
 
     def _first(self, hook: str, subject: str, kwargs: dict[str, Any]) -> Answer | None:
         """:meth:`_call` for a first-result hook: its answer, or None."""
@@ -576,18 +582,7 @@ class PluginManager:
     ) -> tuple[Any, list[tuple[str, Any]]]:
         """A first-result hook's result and who answered what (the path taken for every device: the
         plugin's name is looked up only when it is needed)."""
-        if not self._loaded:
-            self.load()
-        answered: list[tuple[str, Any]] = []
-        token = _answers.set(answered)
-        try:
-            result = getattr(self._pm.hook, hook)(**kwargs)
-        except VmdevError as exc:
-            if subject and not exc.device:
-                exc.device = subject  # the plugin did not say which device: the call was about this one
-            raise
-        finally:
-            _answers.reset(token)
+        result, answered = self._dispatch(hook, subject, kwargs)
         if self.policy.trace:
             shown = [] if result is None else [(_who(answered, result), result)]
             _logger("vmdev.trace").debug("%s result: %r", hook, shown)
@@ -601,11 +596,7 @@ class PluginManager:
 
             def register(backend: Backend) -> None:
                 plugin = _running.get()
-                if not isinstance(backend, Backend):
-                    raise PluginError(
-                        f"plugin {plugin!r} registered {type(backend).__name__}, not a vmdev.backend.Backend",
-                        field="register_backends",
-                    )
+                _check_registered(backend, Backend, "vmdev.backend.Backend", plugin, "register_backends")
                 if backend.name in found:
                     raise PluginError(
                         f"plugins {found[backend.name].plugin!r} and {plugin!r} both register a backend "
@@ -634,12 +625,7 @@ class PluginManager:
 
             def register(setting: Setting) -> None:
                 plugin = _running.get()
-                if not isinstance(setting, Setting):
-                    raise PluginError(
-                        f"plugin {plugin!r} registered {type(setting).__name__}, "
-                        "not a vmdev.declared.Setting",
-                        field="register_settings",
-                    )
+                _check_registered(setting, Setting, "vmdev.declared.Setting", plugin, "register_settings")
                 for other in found:
                     if other.setting.name == setting.name and other.setting.overlaps(setting):
                         raise PluginError(
@@ -893,6 +879,12 @@ def _answering(function: Callable[..., Any], plugin: str, hook: str, trace: bool
 
     implementation.__wrapped__ = function  # type: ignore[attr-defined]
     return implementation
+
+
+def _check_registered(value: Any, kind: type, name: str, plugin: str, hook: str) -> None:
+    """What a ``register`` callback was given must be of the hook's type."""
+    if not isinstance(value, kind):
+        raise PluginError(f"plugin {plugin!r} registered {type(value).__name__}, not a {name}", field=hook)
 
 
 def _section_list(value: Any, name: str, plugin: str) -> list[Any]:

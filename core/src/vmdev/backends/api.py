@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
 
 from vmdev.serialize import to_json
 from vmdev.targets import ApiRequest
+
+
+def hot_requests(attaches: Sequence[Any]) -> tuple[tuple[ApiRequest, ...], tuple[ApiRequest, ...]]:
+    """The hot-plug requests of every device in plan order, and the unplug requests in reverse
+    device order (each device's own requests keep their order)."""
+    hotplug = tuple(r for attach in attaches for r in attach.hotplug)
+    unplug = tuple(r for attach in reversed(attaches) for r in attach.unplug)
+    return hotplug, unplug
 
 
 @attrs.frozen(kw_only=True)

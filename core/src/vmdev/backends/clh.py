@@ -15,7 +15,7 @@ import attrs
 
 from vmdev._convert import any_dict
 from vmdev.backend import Backend, RenderContext
-from vmdev.backends.api import ApiPlan
+from vmdev.backends.api import ApiPlan, hot_requests
 from vmdev.declared import INTEGER, Setting
 from vmdev.errors import UnsupportedError
 from vmdev.hookspecs import hookimpl
@@ -47,8 +47,6 @@ class ClhTarget(RenderTarget):
 
 def assemble(settings: SandboxSettings, target: RenderTarget, devices: Sequence[Any]) -> ApiPlan:
     config: dict[str, Any] = {}
-    hotplug: list[ApiRequest] = []
-    unplug: list[list[ApiRequest]] = []
     for planned in devices:
         attach = planned.attach
         assert isinstance(attach, ClhAttach)
@@ -63,12 +61,10 @@ def assemble(settings: SandboxSettings, target: RenderTarget, devices: Sequence[
                 )
             else:
                 config[key] = value
-        hotplug += attach.hotplug
-        unplug.append(list(attach.unplug))
     if settings.values.get("enable_iommu"):  # Kata's clh.go: platform.SetIommuSegments([0])
         config.setdefault("platform", {}).setdefault("iommu_segments", [0])
-    return ApiPlan(config=config, requests=(), hotplug=tuple(hotplug),
-                   unplug=tuple(r for group in reversed(unplug) for r in group), config_key="vm_config")
+    hotplug, unplug = hot_requests([planned.attach for planned in devices])
+    return ApiPlan(config=config, requests=(), hotplug=hotplug, unplug=unplug, config_key="vm_config")
 
 
 def _target(settings: SandboxSettings, context: RenderContext) -> RenderTarget:

@@ -13,7 +13,7 @@ import attrs
 
 from vmdev._convert import any_dict
 from vmdev.backend import Backend, RenderContext
-from vmdev.backends.api import ApiPlan
+from vmdev.backends.api import ApiPlan, hot_requests
 from vmdev.hookspecs import hookimpl
 from vmdev.settings import SandboxSettings
 from vmdev.targets import ApiRequest, RenderTarget, request_tuple
@@ -39,17 +39,11 @@ class FirecrackerTarget(RenderTarget):
 
 
 def assemble(settings: SandboxSettings, target: RenderTarget, devices: Sequence[Any]) -> ApiPlan:
-    requests: list[ApiRequest] = []
-    hotplug: list[ApiRequest] = []
-    unplug: list[list[ApiRequest]] = []
-    for planned in devices:
-        attach = planned.attach
-        assert isinstance(attach, FirecrackerAttach)
-        requests += attach.requests
-        hotplug += attach.hotplug
-        unplug.append(list(attach.unplug))
-    return ApiPlan(config={}, requests=tuple(requests), hotplug=tuple(hotplug),
-                   unplug=tuple(r for group in reversed(unplug) for r in group), config_key="")
+    attaches = [planned.attach for planned in devices]
+    assert all(isinstance(attach, FirecrackerAttach) for attach in attaches)
+    hotplug, unplug = hot_requests(attaches)
+    requests = tuple(r for attach in attaches for r in attach.requests)
+    return ApiPlan(config={}, requests=requests, hotplug=hotplug, unplug=unplug, config_key="")
 
 
 def _target(settings: SandboxSettings, context: RenderContext) -> RenderTarget:
