@@ -9,7 +9,6 @@ whose PCI tree puts it at the guest PCI path of the plan's guest-side CDI spec.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +26,11 @@ from cdi_support import (
     run_l1,
     write_spec,
 )
+from l1_support import l1_or_fail, planned
 from vfio_support import L1Run
-from vmdev_rig import GuestReport, Rig, RigSetupError, ensure_kernel
+from vmdev_rig import GuestReport, Rig
 from vmdev_rig.images import MakeDisk
-from vmdev_rig.initramfs import busybox_applets
 
-INSTALL = "sudo scripts/install-test-deps"
 MEMORY = ("--memory", "256")
 
 
@@ -84,28 +82,8 @@ def test_cdi_read_only_permissions_reach_the_guest_and_cdi_device_is_cri_s_field
 @pytest.fixture(scope="module")
 def l1(tmp_path_factory: pytest.TempPathFactory) -> L1Run:
     """The L1 run of the CDI scenario, once for this module."""
-    problems = [f"{tool} is not on PATH" for tool in ("qemu-system-x86_64",) if shutil.which(tool) is None]
-    try:
-        busybox_applets()
-        ensure_kernel(None, "generic")
-    except RigSetupError as exc:
-        problems.append(str(exc))
-    if problems:
-        pytest.fail(f"the CDI nested-VFIO test cannot run: {'; '.join(problems)}. Fix: {INSTALL}", pytrace=False)
-    run = run_l1(tmp_path_factory.mktemp("cdi-l1"))
-    if not run.result or "error" in run.result:
-        pytest.fail(f"the L1 scenario did not complete (QEMU rc {run.rc}, {run.seconds:.0f} s): "
-                    f"{run.result.get('error', 'no result')}\nserial:\n{run.serial[-3000:]}\n"
-                    f"qemu:\n{run.stderr[-2000:]}", pytrace=False)
-    print(f"L1 run: {run.seconds:.1f} s, scenario {run.result['scenario_seconds']} s")
-    return run
-
-
-def planned(l1: L1Run, name: str) -> dict[str, Any]:
-    run = l1.result["plans"][name]
-    assert run["rc"] == 0, run["stderr"]
-    data: dict[str, Any] = run["plan"]
-    return data
+    return l1_or_fail("CDI nested-VFIO", lambda: run_l1(tmp_path_factory.mktemp("cdi-l1")),
+                      kernels=("generic",))
 
 
 @pytest.mark.parametrize("name", list(PLAN_CONFIGS))

@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from l1_support import l1_or_fail, planned
 from vfio_support import GPU_BARS, L1Run, l2_session, run_gpu_l1
 from vmdev.oci import parse_spec
 from vmdev.planner import plan
@@ -35,12 +34,9 @@ from vmdev.plugins import get_plugin_manager
 from vmdev.qemu import split_opts
 from vmdev.settings import SandboxSettings
 from vmdev.testing import FakeHost
-from vmdev_rig import RigSetupError, ensure_kernel
-from vmdev_rig.initramfs import busybox_applets
 from vmdev_vfio.testing import NVIDIA_NODES, build_h200_host, h200_requests
 
 GIB = 1 << 30
-INSTALL = "sudo scripts/install-test-deps"
 #: the kernel's words for a BAR it cannot place (6.1 older: "BAR 2: no space for [mem size ...]";
 #: Debian's 6.1.0-57: "BAR 2 [mem size ...]: can't assign; no space")
 NO_SPACE_256G = re.compile(r"BAR 2(: no space for \[mem size 0x4000000000 64bit pref\]| \[mem size "
@@ -50,29 +46,8 @@ NO_SPACE_256G = re.compile(r"BAR 2(: no space for \[mem size 0x4000000000 64bit 
 @pytest.fixture(scope="module")
 def l1(tmp_path_factory: pytest.TempPathFactory) -> L1Run:
     """The GPU L1 run, once for this module (L1 boot, a few firmware-only and three Linux L2 guests)."""
-    problems = [f"{tool} is not on PATH" for tool in ("qemu-system-x86_64",) if shutil.which(tool) is None]
-    try:
-        busybox_applets()
-        ensure_kernel(None, "generic")
-        ensure_kernel(None, "cloud")
-    except RigSetupError as exc:
-        problems.append(str(exc))
-    if problems:
-        pytest.fail(f"the GPU real-kernel test cannot run: {'; '.join(problems)}. Fix: {INSTALL}", pytrace=False)
-    run = run_gpu_l1(tmp_path_factory.mktemp("gpu-l1"))
-    if not run.result or "error" in run.result:
-        pytest.fail(f"the GPU L1 scenario did not complete (QEMU rc {run.rc}, {run.seconds:.0f} s): "
-                    f"{run.result.get('error', 'no result')}\nserial:\n{run.serial[-3000:]}\n"
-                    f"qemu:\n{run.stderr[-2000:]}", pytrace=False)
-    print(f"GPU L1 run: {run.seconds:.1f} s, scenario {run.result['scenario_seconds']} s")
-    return run
-
-
-def planned(l1: L1Run, name: str) -> dict[str, Any]:
-    run = l1.result["plans"][name]
-    assert run["rc"] == 0, run["stderr"]
-    plan_data: dict[str, Any] = run["plan"]
-    return plan_data
+    return l1_or_fail("GPU real-kernel", lambda: run_gpu_l1(tmp_path_factory.mktemp("gpu-l1")),
+                      kernels=("generic", "cloud"))
 
 
 def devices_of(argv: list[str], head: str) -> list[list[str]]:

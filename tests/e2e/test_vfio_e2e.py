@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from l1_support import l1_or_fail, planned
 from vfio_support import BRIDGE_BDF, L1_FUNCTIONS, PLAN_CONFIGS, L1Run, run_l1
 from vmdev.oci import parse_spec
 from vmdev.planner import Plan, plan
@@ -25,8 +26,7 @@ from vmdev.plugins import LoadPolicy, PluginManager
 from vmdev.qemu import split_opts
 from vmdev.settings import SandboxSettings
 from vmdev.testing import FakeHost
-from vmdev_rig import Rig, RigSetupError, ensure_kernel
-from vmdev_rig.initramfs import busybox_applets
+from vmdev_rig import Rig
 from vmdev_vfio.testing import (
     ap_matrix_device,
     build_l1_host,
@@ -36,35 +36,12 @@ from vmdev_vfio.testing import (
     mdev_device,
 )
 
-INSTALL = "sudo scripts/install-test-deps"
-
 
 @pytest.fixture(scope="module")
 def l1(tmp_path_factory: pytest.TempPathFactory) -> L1Run:
     """The L1 run, once for this module (about a minute under TCG)."""
-    problems = [f"{tool} is not on PATH" for tool in ("qemu-system-x86_64",) if shutil.which(tool) is None]
-    try:
-        busybox_applets()
-        ensure_kernel(None, "generic")
-    except RigSetupError as exc:
-        problems.append(str(exc))
-    if problems:
-        pytest.fail(f"the VFIO real-kernel test cannot run: {'; '.join(problems)}. Fix: {INSTALL}",
-                    pytrace=False)
-    run = run_l1(tmp_path_factory.mktemp("vfio-l1"))
-    if not run.result or "error" in run.result:
-        pytest.fail(f"the L1 scenario did not complete (QEMU rc {run.rc}, {run.seconds:.0f} s): "
-                    f"{run.result.get('error', 'no result')}\nserial:\n{run.serial[-3000:]}\n"
-                    f"qemu:\n{run.stderr[-2000:]}", pytrace=False)
-    print(f"L1 run: {run.seconds:.1f} s, scenario {run.result['scenario_seconds']} s")
-    return run
-
-
-def planned(l1: L1Run, name: str) -> dict[str, Any]:
-    run = l1.result["plans"][name]
-    assert run["rc"] == 0, run["stderr"]
-    plan_data: dict[str, Any] = run["plan"]
-    return plan_data
+    return l1_or_fail("VFIO real-kernel", lambda: run_l1(tmp_path_factory.mktemp("vfio-l1")),
+                      kernels=("generic",))
 
 
 def vfio_devices(plan_data: dict[str, Any]) -> list[dict[str, Any]]:
