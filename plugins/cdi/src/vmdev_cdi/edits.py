@@ -23,7 +23,7 @@ import attrs
 
 from vmdev_cdi.errors import CDIError
 from vmdev_cdi.gotext import clean, errno_text, goquote
-from vmdev_cdi.model import ContainerEdits, DeviceNode, Hook, IntelRdt, Mount
+from vmdev_cdi.model import ContainerEdits, DeviceNode, Hook, Mount, rdt_to_oci
 from vmdev_cdi.validate import NO_PERMISSIONS
 
 StatFunc = Callable[[str], os.stat_result]
@@ -215,17 +215,4 @@ def hook_to_oci(hook: Hook) -> dict[str, Any]:
         out["env"] = list(hook.env)
     if hook.timeout is not None:
         out["timeout"] = hook.timeout
-    return out
-
-
-def rdt_to_oci(rdt: IntelRdt) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in (("closID", rdt.clos_id), ("l3CacheSchema", rdt.l3_cache_schema),
-                       ("memBwSchema", rdt.mem_bw_schema)):
-        if value:
-            out[key] = value
-    if rdt.schemata:
-        out["schemata"] = list(rdt.schemata)
-    if rdt.enable_monitoring:
-        out["enableMonitoring"] = True
     return out

@@ -190,7 +190,7 @@ def edits_to_go(edits: ContainerEdits) -> dict[str, Any]:
     if edits.mounts:
         out["mounts"] = [_mount(m) for m in edits.mounts]
     if edits.intel_rdt is not None:
-        out["intelRdt"] = _rdt(edits.intel_rdt)
+        out["intelRdt"] = rdt_to_oci(edits.intel_rdt)
     if edits.additional_gids:
         out["additionalGids"] = list(edits.additional_gids)
     return out
@@ -233,7 +233,8 @@ def _mount(mount: Mount) -> dict[str, Any]:
     return out
 
 
-def _rdt(rdt: IntelRdt) -> dict[str, Any]:
+def rdt_to_oci(rdt: IntelRdt) -> dict[str, Any]:
+    """``intelRdt`` as the OCI spec (and the CDI spec) writes it: empty values are left out."""
     out: dict[str, Any] = {}
     for key, value in (("closID", rdt.clos_id), ("l3CacheSchema", rdt.l3_cache_schema),
                        ("memBwSchema", rdt.mem_bw_schema)):
