@@ -4,71 +4,53 @@ Plugins return :class:`ClhAttach`; :func:`assemble` merges the fragments into on
 (list keys such as ``disks`` are appended, a scalar set twice differently is an error) and keeps
 the hot-plug request bodies in plan order, unplug in reverse. No live driver: vmdev keeps the
 books of a Cloud Hypervisor sandbox, the runtime sends the requests.
+
+This module only registers the backend and its setting: it is imported on every ``vmdev plan``,
+so the target, the attach type and :func:`assemble` live in :mod:`vmdev.backends.clh_target`,
+imported when a Cloud Hypervisor plan is made (their names stay importable from here).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, Final
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final
 
-import attrs
-
-from vmdev._convert import any_dict
-from vmdev.backend import Backend, RenderContext
-from vmdev.backends.api import ApiPlan, hot_requests
+from vmdev.backend import Backend, BackendPlan, RenderContext
 from vmdev.declared import INTEGER, Setting
-from vmdev.errors import UnsupportedError
 from vmdev.hookspecs import hookimpl
 from vmdev.settings import SandboxSettings
-from vmdev.targets import ApiRequest, RenderTarget, request_tuple
+from vmdev.targets import RenderTarget
+
+if TYPE_CHECKING:
+    from vmdev.backends.clh_target import ClhAttach as ClhAttach
+    from vmdev.backends.clh_target import ClhTarget as ClhTarget
+    from vmdev.backends.clh_target import assemble as assemble
 
 NAME: Final = "cloud-hypervisor"
 VCPUS_KEY: Final = "default_vcpus"
 #: Cloud Hypervisor's limit of boot vCPUs (its API's cpus.boot_vcpus is a u8)
 MAX_VCPUS: Final = 254
+_LAZY: Final = frozenset({"ClhAttach", "ClhTarget", "assemble"})
 
 
-@attrs.frozen(kw_only=True)
-class ClhAttach:
-    """Cloud Hypervisor: ``VmConfig`` fragments (list keys are appended) and API bodies."""
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from vmdev.backends import clh_target
 
-    vm_config: Mapping[str, Any] = attrs.field(factory=dict, converter=any_dict)
-    hotplug: tuple[ApiRequest, ...] = attrs.field(default=(), converter=request_tuple)
-    unplug: tuple[ApiRequest, ...] = attrs.field(default=(), converter=request_tuple)
-    hotplugged: bool = False
-    details: Mapping[str, Any] = attrs.field(factory=dict, converter=any_dict)
-
-
-@attrs.define
-class ClhTarget(RenderTarget):
-    hypervisor: ClassVar[str] = NAME
-    attach_type: ClassVar[type[Any]] = ClhAttach
-
-
-def assemble(settings: SandboxSettings, target: RenderTarget, devices: Sequence[Any]) -> ApiPlan:
-    config: dict[str, Any] = {}
-    for planned in devices:
-        attach = planned.attach
-        assert isinstance(attach, ClhAttach)
-        for key, value in attach.vm_config.items():
-            if isinstance(value, list | tuple):
-                config.setdefault(key, []).extend(value)
-            elif key in config and config[key] != value:
-                raise UnsupportedError(
-                    f"VmConfig.{key} is already set by another device",
-                    device=planned.container_path or planned.id,
-                    field=key,
-                )
-            else:
-                config[key] = value
-    if settings.values.get("enable_iommu"):  # Kata's clh.go: platform.SetIommuSegments([0])
-        config.setdefault("platform", {}).setdefault("iommu_segments", [0])
-    hotplug, unplug = hot_requests([planned.attach for planned in devices])
-    return ApiPlan(config=config, requests=(), hotplug=hotplug, unplug=unplug, config_key="vm_config")
+        return getattr(clh_target, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _target(settings: SandboxSettings, context: RenderContext) -> RenderTarget:
+    from vmdev.backends.clh_target import ClhTarget
+
     return ClhTarget(settings, context)
+
+
+def _assemble(settings: SandboxSettings, target: RenderTarget, devices: Sequence[Any]) -> BackendPlan:
+    from vmdev.backends.clh_target import assemble
+
+    return assemble(settings, target, devices)
 
 
 BACKEND: Final = Backend(
@@ -76,7 +58,7 @@ BACKEND: Final = Backend(
     description="Cloud Hypervisor: VmConfig fragments and vm.add-* request bodies",
     kata_sections=("clh",),
     target=_target,
-    assemble=assemble,
+    assemble=_assemble,
     plan_key="cloud_hypervisor",
 )
 

@@ -2,52 +2,49 @@
 
 Plugins return :class:`FirecrackerAttach`; :func:`assemble` lists the requests in plan order (hot
 plug likewise, unplug in reverse). No live driver.
+
+This module only registers the backend (it is imported on every ``vmdev plan``); the target, the
+attach type and :func:`assemble` live in :mod:`vmdev.backends.firecracker_target`, imported when a
+Firecracker plan is made (their names stay importable from here).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, Final
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final
 
-import attrs
-
-from vmdev._convert import any_dict
-from vmdev.backend import Backend, RenderContext
-from vmdev.backends.api import ApiPlan, hot_requests
+from vmdev.backend import Backend, BackendPlan, RenderContext
 from vmdev.hookspecs import hookimpl
 from vmdev.settings import SandboxSettings
-from vmdev.targets import ApiRequest, RenderTarget, request_tuple
+from vmdev.targets import RenderTarget
+
+if TYPE_CHECKING:
+    from vmdev.backends.firecracker_target import FirecrackerAttach as FirecrackerAttach
+    from vmdev.backends.firecracker_target import FirecrackerTarget as FirecrackerTarget
+    from vmdev.backends.firecracker_target import assemble as assemble
 
 NAME: Final = "firecracker"
+_LAZY: Final = frozenset({"FirecrackerAttach", "FirecrackerTarget", "assemble"})
 
 
-@attrs.frozen(kw_only=True)
-class FirecrackerAttach:
-    """Firecracker: the API requests that configure the device before boot, or hot-plug it."""
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from vmdev.backends import firecracker_target
 
-    requests: tuple[ApiRequest, ...] = attrs.field(default=(), converter=request_tuple)
-    hotplug: tuple[ApiRequest, ...] = attrs.field(default=(), converter=request_tuple)
-    unplug: tuple[ApiRequest, ...] = attrs.field(default=(), converter=request_tuple)
-    hotplugged: bool = False
-    details: Mapping[str, Any] = attrs.field(factory=dict, converter=any_dict)
-
-
-@attrs.define
-class FirecrackerTarget(RenderTarget):
-    hypervisor: ClassVar[str] = NAME
-    attach_type: ClassVar[type[Any]] = FirecrackerAttach
-
-
-def assemble(settings: SandboxSettings, target: RenderTarget, devices: Sequence[Any]) -> ApiPlan:
-    attaches = [planned.attach for planned in devices]
-    assert all(isinstance(attach, FirecrackerAttach) for attach in attaches)
-    hotplug, unplug = hot_requests(attaches)
-    requests = tuple(r for attach in attaches for r in attach.requests)
-    return ApiPlan(config={}, requests=requests, hotplug=hotplug, unplug=unplug, config_key="")
+        return getattr(firecracker_target, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _target(settings: SandboxSettings, context: RenderContext) -> RenderTarget:
+    from vmdev.backends.firecracker_target import FirecrackerTarget
+
     return FirecrackerTarget(settings, context)
+
+
+def _assemble(settings: SandboxSettings, target: RenderTarget, devices: Sequence[Any]) -> BackendPlan:
+    from vmdev.backends.firecracker_target import assemble
+
+    return assemble(settings, target, devices)
 
 
 BACKEND: Final = Backend(
@@ -55,7 +52,7 @@ BACKEND: Final = Backend(
     description="Firecracker: API requests before boot",
     kata_sections=("firecracker",),
     target=_target,
-    assemble=assemble,
+    assemble=_assemble,
 )
 
 
