@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Final
 
+from vmdev_cdi.constants import ANNOTATION_PREFIX as ANNOTATION_PREFIX
 from vmdev_cdi.errors import CDIError
 from vmdev_cdi.gotext import byte_rune, goquote, runes, utf8
 from vmdev_cdi.names import is_alnum, is_qualified_name, parse_qualified_name
 
-ANNOTATION_PREFIX: Final = "cdi.k8s.io/"
 #: the longest ``plugin_deviceID`` part of a key, in bytes
 MAX_NAME_LEN: Final = 63
 

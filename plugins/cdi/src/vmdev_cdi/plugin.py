@@ -10,24 +10,36 @@
   passes it on (host ``cdi.k8s.io/`` annotations removed, the guest's ``cdi.k8s.io/vfio<N>`` added)
   and the guest's CDI spec files (see :mod:`vmdev_cdi.handoff`);
 * ``register_commands``: ``vmdev cdi list|validate|inject``.
+
+Every ``vmdev plan`` imports this module, with or without CDI, so it imports only the settings
+keys and constants (:mod:`vmdev_cdi.settings`, :mod:`vmdev_cdi.constants`). The library (registry,
+spec decoding with yaml, the model's attrs classes, the handoff) is imported by a hook only when
+the spec has a ``cdi.k8s.io/`` annotation or the settings name a CDI device, as Kata's Go runtime
+consults its CDI cache only when a container requests CDI devices.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
-
-import click
+from typing import TYPE_CHECKING, Any
 
 from vmdev import hookimpl
-from vmdev.declared import Setting
-from vmdev.host import HostContext
-from vmdev.models import DeviceInfo
-from vmdev.oci import OciSpec
-from vmdev.settings import SandboxSettings
-from vmdev_cdi import handoff
-from vmdev_cdi.settings import SETTINGS
-from vmdev_cdi.source import inject_spec, injection_of
+from vmdev_cdi.constants import ANNOTATION_PREFIX
+from vmdev_cdi.settings import SETTINGS, devices
+
+if TYPE_CHECKING:
+    import click
+
+    from vmdev.declared import Setting
+    from vmdev.host import HostContext
+    from vmdev.models import DeviceInfo
+    from vmdev.oci import OciSpec
+    from vmdev.settings import SandboxSettings
+
+
+def requests_cdi(spec: OciSpec, settings: SandboxSettings) -> bool:
+    """Whether ``spec`` or the settings ask for any CDI device (the cheap test before the library)."""
+    return any(key.startswith(ANNOTATION_PREFIX) for key in spec.annotations) or bool(devices(settings))
 
 
 @hookimpl
@@ -40,12 +52,21 @@ def register_settings(register: Callable[[Setting], None]) -> None:
 def device_requests(
     spec: OciSpec, settings: SandboxSettings, host: HostContext
 ) -> Sequence[DeviceInfo] | None:
+    if not requests_cdi(spec, settings):
+        return None
+    from vmdev_cdi.source import inject_spec
+
     injection = inject_spec(spec, settings, host)
     return None if injection is None else injection.requests
 
 
 @hookimpl
 def finish_plan(plan: Any, spec: OciSpec, settings: SandboxSettings) -> Mapping[str, object] | None:
+    if not requests_cdi(spec, settings):
+        return None
+    from vmdev_cdi import handoff
+    from vmdev_cdi.source import injection_of
+
     injection = injection_of(spec)
     if injection is None:
         return None

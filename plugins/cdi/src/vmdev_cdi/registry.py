@@ -24,10 +24,13 @@ import contextlib
 import errno
 import os
 from collections.abc import Iterable, Iterator, MutableMapping, Sequence
-from typing import Any, Final
+from typing import Any
 
 import attrs
 
+from vmdev_cdi.constants import DEFAULT_DYNAMIC_DIR as DEFAULT_DYNAMIC_DIR
+from vmdev_cdi.constants import DEFAULT_SPEC_DIRS as DEFAULT_SPEC_DIRS
+from vmdev_cdi.constants import DEFAULT_STATIC_DIR as DEFAULT_STATIC_DIR
 from vmdev_cdi.edits import StatFunc, apply_edits
 from vmdev_cdi.errors import CDIError, UnresolvableError
 from vmdev_cdi.gotext import clean, ext, goquote, path_error
@@ -42,10 +45,6 @@ from vmdev_cdi.spec import (
     new_spec,
     read_spec,
 )
-
-DEFAULT_STATIC_DIR: Final = "/etc/cdi"
-DEFAULT_DYNAMIC_DIR: Final = "/var/run/cdi"
-DEFAULT_SPEC_DIRS: Final = (DEFAULT_STATIC_DIR, DEFAULT_DYNAMIC_DIR)
 
 
 @attrs.frozen

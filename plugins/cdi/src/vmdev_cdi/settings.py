@@ -4,24 +4,32 @@ Both keys may be set in ``configuration.toml`` (the hypervisor section or vmdev'
 table) or on the command line of ``vmdev plan`` (``--cdi-spec-dir DIR``, ``--cdi-device NAME``,
 each repeatable). Kata has no such keys: its Go runtime always reads the library's default
 directories, and the CRI field reaches it through containerd's own injection.
+
+This module is imported with the entry module on every ``vmdev plan``, so it imports nothing of
+the library at module level: a flag's name is checked by the name parser only when one is given.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from vmdev.declared import STRINGS, Setting
-from vmdev.settings import SandboxSettings
-from vmdev_cdi.errors import CDIError
-from vmdev_cdi.names import parse_qualified_name
-from vmdev_cdi.registry import DEFAULT_SPEC_DIRS
+from vmdev_cdi.constants import DEFAULT_SPEC_DIRS
+
+if TYPE_CHECKING:
+    from vmdev.settings import SandboxSettings
 
 SPEC_DIRS: Final = "cdi_spec_dirs"
 DEVICES: Final = "cdi_devices"
 
 
 def _check_names(names: Sequence[str]) -> None:
+    if not names:
+        return
+    from vmdev_cdi.errors import CDIError
+    from vmdev_cdi.names import parse_qualified_name
+
     for name in names:
         try:
             parse_qualified_name(name)
