@@ -2,9 +2,41 @@
 
 Public names: :class:`RNGDev` and :data:`RNG_ID` (the device), and the settings keys
 (:data:`ENTROPY_SOURCE`, :data:`VALID_ENTROPY_SOURCES`). See ``plugin.py`` for the anatomy.
+
+The names are resolved on first use (PEP 562 ``__getattr__``): importing the package, as loading
+the plugin does, creates no class (issue 13, cold start).
 """
 
-from vmdev_rng.device import RNG_ID, RNGDev
-from vmdev_rng.settings import DEFAULT_ENTROPY_SOURCE, ENTROPY_SOURCE, VALID_ENTROPY_SOURCES
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vmdev_rng.device import RNGDev
+    from vmdev_rng.kinds import RNG_ID
+    from vmdev_rng.settings import DEFAULT_ENTROPY_SOURCE, ENTROPY_SOURCE, VALID_ENTROPY_SOURCES
+
+#: each public name and the module defining it
+_HOMES = {
+    "DEFAULT_ENTROPY_SOURCE": "vmdev_rng.settings",
+    "ENTROPY_SOURCE": "vmdev_rng.settings",
+    "RNG_ID": "vmdev_rng.kinds",
+    "VALID_ENTROPY_SOURCES": "vmdev_rng.settings",
+    "RNGDev": "vmdev_rng.device",
+}
 
 __all__ = ["DEFAULT_ENTROPY_SOURCE", "ENTROPY_SOURCE", "RNG_ID", "VALID_ENTROPY_SOURCES", "RNGDev"]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -7,7 +7,7 @@ One ``RNGDev`` per sandbox, with the fixed id ``rng0`` (Kata's ``rng0``); it is 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar
 
 import attrs
 
@@ -15,16 +15,17 @@ from vmdev.host import HostContext
 from vmdev.serialize import from_json
 from vmdev.settings import SandboxSettings
 from vmdev_rng.host import check_entropy_source
-from vmdev_rng.settings import DEFAULT_ENTROPY_SOURCE, entropy_source
+from vmdev_rng.kinds import RNG_ID, RNG_KIND
+from vmdev_rng.settings import DEFAULT_ENTROPY_SOURCE, S390_CCW_MACHINE, entropy_source, wanted
 
-RNG_ID: Final = "rng0"
+__all__ = ["RNG_ID", "S390_CCW_MACHINE", "RNGDev", "build", "from_state", "wanted"]
 
 
 @attrs.frozen(kw_only=True)
 class RNGDev:
     """The sandbox's virtio-rng device and its entropy source on the host."""
 
-    kind: ClassVar[str] = "rng"
+    kind: ClassVar[str] = RNG_KIND
     id: str = RNG_ID
     filename: str = DEFAULT_ENTROPY_SOURCE
 
@@ -32,19 +33,6 @@ class RNGDev:
     def host_path(self) -> str:
         """The entropy source on the host (``""``: the hypervisor's default source)."""
         return self.filename
-
-
-#: the machine type whose guests Kata gives no RNG (s390x draws entropy from CPACF)
-S390_CCW_MACHINE: Final = "s390-ccw-virtio"
-
-
-def wanted(settings: SandboxSettings) -> bool:
-    """Whether the sandbox gets an RNG: Kata's QEMU adds none to an s390x CCW machine (CPACF gives
-    the guest entropy) nor to a confidential guest (``confidential_guest``, declared by the QEMU
-    backend); other backends always get one."""
-    if settings.hypervisor != "qemu":
-        return True
-    return not (settings.machine_type == S390_CCW_MACHINE or settings.value("confidential_guest", False))
 
 
 def build(settings: SandboxSettings, host: HostContext) -> RNGDev:

@@ -2,11 +2,17 @@
 
 Hook implementations only; each delegates to one module of the family's template:
 
-* ``settings.py``: the declared keys (``entropy_source``, ``valid_entropy_sources``) and the rule
-  across them;
+* ``settings.py``: the declared keys (``entropy_source``, ``valid_entropy_sources``), the rule
+  across them, and whether the sandbox wants an RNG at all;
+* ``kinds.py``: the device kind and id the hooks test first;
 * ``device.py``: the model (``RNGDev``), building it, rebuilding it from saved state;
 * ``host.py``: the check that the entropy source exists on the host;
 * ``render_qemu.py``, ``render_clh.py``, ``render_firecracker.py``: one per backend.
+
+This module is imported on every ``vmdev`` run (issue 13, cold start), so at import it loads only
+the light ``settings``/``kinds`` modules: each hook first decides cheaply (the device's ``kind``,
+the saved kind, the target's ``hypervisor`` name) whether the call is the family's, and only then
+imports the model or the one renderer it needs. No backend module is imported from here.
 
 For any other backend ``attach_options`` declines, so a backend's own plugin may render the RNG
 (``examples/backend-plugin`` does for StratoVirt); if none does, the core names the device and
@@ -16,27 +22,25 @@ the backend.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Final
 
 from vmdev import hookimpl
-from vmdev.backends.clh import ClhTarget
-from vmdev.backends.firecracker import FirecrackerTarget
-from vmdev.backends.qemu import QemuTarget
-from vmdev.declared import Setting
-from vmdev.host import HostContext
-from vmdev.models import Device
-from vmdev.settings import SandboxSettings
-from vmdev.targets import AttachOptions, RenderTarget
-from vmdev_rng import render_clh, render_firecracker, render_qemu
-from vmdev_rng.device import RNG_ID, RNGDev, build, from_state, wanted
-from vmdev_rng.settings import SETTINGS, check_allowed
+from vmdev_rng.kinds import RNG_ID, RNG_KIND
+from vmdev_rng.settings import SETTINGS, check_allowed, wanted
 
-#: the target class of each backend this family renders for, and its renderer
-RENDERERS: Final[tuple[tuple[type[RenderTarget], Callable[[RNGDev, Any, bool], AttachOptions]], ...]] = (
-    (QemuTarget, render_qemu.render),
-    (ClhTarget, render_clh.render),
-    (FirecrackerTarget, render_firecracker.render),
-)
+if TYPE_CHECKING:
+    from vmdev.declared import Setting
+    from vmdev.host import HostContext
+    from vmdev.models import Device
+    from vmdev.settings import SandboxSettings
+    from vmdev.targets import AttachOptions, RenderTarget
+
+#: the backends this family renders for (``RenderTarget.hypervisor``) and the module rendering each
+RENDERERS: Final = {
+    "qemu": "vmdev_rng.render_qemu",
+    "cloud-hypervisor": "vmdev_rng.render_clh",
+    "firecracker": "vmdev_rng.render_firecracker",
+}
 
 
 @hookimpl
@@ -52,11 +56,19 @@ def check_settings(settings: SandboxSettings) -> None:
 
 @hookimpl
 def sandbox_devices(settings: SandboxSettings, host: HostContext) -> Sequence[Device]:
-    return [build(settings, host)] if wanted(settings) else []
+    if not wanted(settings):
+        return []
+    from vmdev_rng.device import build
+
+    return [build(settings, host)]
 
 
 @hookimpl
 def device_from_state(kind: str, data: Mapping[str, object]) -> Device | None:
+    if kind != RNG_KIND:
+        return None
+    from vmdev_rng.device import from_state
+
     return from_state(kind, data)
 
 
@@ -64,14 +76,25 @@ def device_from_state(kind: str, data: Mapping[str, object]) -> Device | None:
 def host_facts(device: Device, host: HostContext) -> Mapping[str, str] | None:
     # The entropy source is the device's host node, whose type and major:minor the core records;
     # nothing else on the host decides the RNG's options.
-    return {} if isinstance(device, RNGDev) else None
+    return {} if _is_rng(device) else None
 
 
 @hookimpl
 def attach_options(device: Device, target: RenderTarget, hotplug: bool) -> AttachOptions | None:
-    if not isinstance(device, RNGDev):
+    module = RENDERERS.get(target.hypervisor)
+    if module is None or not _is_rng(device):
         return None
-    for target_type, render in RENDERERS:
-        if isinstance(target, target_type):
-            return render(device, target, hotplug)
-    return None
+    from importlib import import_module
+
+    render: Callable[..., AttachOptions] = import_module(module).render
+    return render(device, target, hotplug)
+
+
+def _is_rng(device: Device) -> bool:
+    """Whether ``device`` is this family's: its kind first (no import for other families' devices),
+    then its class (another plugin's device may reuse the kind name)."""
+    if device.kind != RNG_KIND:
+        return False
+    from vmdev_rng.device import RNGDev
+
+    return isinstance(device, RNGDev)

@@ -19,6 +19,9 @@ ENTROPY_SOURCE: Final = "entropy_source"
 VALID_ENTROPY_SOURCES: Final = "valid_entropy_sources"
 DEFAULT_ENTROPY_SOURCE: Final = "/dev/urandom"
 DEFAULT_VALID_ENTROPY_SOURCES: Final = ("/dev/urandom", "/dev/random", "")
+#: the machine type whose guests Kata gives no RNG (s390x draws entropy from CPACF)
+S390_CCW_MACHINE: Final = "s390-ccw-virtio"
+
 
 def check_source(source: str) -> None:
     """An entropy source is a host path handed to the hypervisor: no control character (QEMU's
@@ -63,3 +66,13 @@ def check_allowed(settings: SandboxSettings, device: str) -> None:
             device=device,
             field=ENTROPY_SOURCE,
         )
+
+
+def wanted(settings: SandboxSettings) -> bool:
+    """Whether the sandbox gets an RNG: Kata's QEMU adds none to an s390x CCW machine (CPACF gives
+    the guest entropy) nor to a confidential guest (``confidential_guest``, declared by the QEMU
+    backend); other backends always get one. Here, not in ``device.py``, so that a sandbox without
+    an RNG never imports the device model."""
+    if settings.hypervisor != "qemu":
+        return True
+    return not (settings.machine_type == S390_CCW_MACHINE or settings.value("confidential_guest", False))
