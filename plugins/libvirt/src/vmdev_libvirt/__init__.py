@@ -4,11 +4,33 @@ Public names for family plugins that render themselves for libvirt: :class:`Libv
 render target, with :meth:`~LibvirtTarget.address` for a device's guest PCI address) and
 :class:`LibvirtAttach` (what ``attach_options`` returns for it), :func:`element` and
 :func:`alias` to build the XML. :class:`LibvirtPlan` is the plan's ``libvirt`` part.
+
+Every ``vmdev plan`` imports this package with the plugin, whatever the hypervisor, so the names
+are imported on first use (PEP 562): a QEMU plan never creates the target's attrs classes.
 """
 
-from vmdev_libvirt.domain import LibvirtPlan
-from vmdev_libvirt.target import NAME, LibvirtAttach, LibvirtTarget, alias
-from vmdev_libvirt.xmltree import element, pci_address, to_xml
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vmdev_libvirt.constants import NAME
+    from vmdev_libvirt.domain import LibvirtPlan
+    from vmdev_libvirt.target import LibvirtAttach, LibvirtTarget, alias
+    from vmdev_libvirt.xmltree import element, pci_address, to_xml
+
+#: public name -> the module that defines it
+_LAZY: dict[str, str] = {
+    "NAME": "vmdev_libvirt.constants",
+    "LibvirtAttach": "vmdev_libvirt.target",
+    "LibvirtPlan": "vmdev_libvirt.domain",
+    "LibvirtTarget": "vmdev_libvirt.target",
+    "alias": "vmdev_libvirt.target",
+    "element": "vmdev_libvirt.xmltree",
+    "pci_address": "vmdev_libvirt.xmltree",
+    "to_xml": "vmdev_libvirt.xmltree",
+}
 
 __all__ = [
     "NAME",
@@ -20,3 +42,16 @@ __all__ = [
     "pci_address",
     "to_xml",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -9,32 +9,53 @@ Hook implementations only:
   the built-in families' devices, each rendered by its ``render_<family>`` module when that
   family is installed (:mod:`vmdev_libvirt.families`). A device of any other family is declined,
   and the core names it and the backend.
+
+Every ``vmdev plan`` imports this module, whatever the hypervisor, so it imports only the backend's
+name and settings keys. The backend is registered with small functions that import the render
+target, the domain and the live driver when the core calls them (only for a libvirt plan or
+``vmdev attach --hypervisor libvirt``), and ``attach_options`` declines any other backend's target
+by its name before importing the family renderers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
-
-import attrs
+from typing import TYPE_CHECKING, Final
 
 from vmdev import hookimpl
-from vmdev.backend import Backend, LiveConnection, LiveOption, RenderContext
-from vmdev.declared import Setting
-from vmdev.models import Device
-from vmdev.settings import SandboxSettings
-from vmdev.targets import AttachOptions, RenderTarget
-from vmdev_libvirt.domain import assemble
-from vmdev_libvirt.families import renderer
+from vmdev_libvirt.constants import NAME
 from vmdev_libvirt.settings import SETTINGS
-from vmdev_libvirt.target import NAME, LibvirtTarget
 
 if TYPE_CHECKING:
+    from vmdev.backend import Backend, BackendPlan, LiveConnection, RenderContext
+    from vmdev.declared import Setting
     from vmdev.live import HotPlugger
+    from vmdev.models import Device
+    from vmdev.planner import PlannedDevice
+    from vmdev.settings import SandboxSettings
+    from vmdev.targets import AttachOptions, RenderTarget
+
+DESCRIPTION: Final = "libvirt: <devices> XML, a minimal domain, and hot plug through libvirt"
+#: ``vmdev attach/detach/status`` options of the live driver: (name, flag, metavar, required, help)
+LIVE_OPTIONS: Final = (
+    ("domain", "--domain", "NAME", True, "The running libvirt domain (name or UUID)."),
+    ("connect", "--connect", "URI", False,
+     "libvirt connection URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///system)."),
+)
 
 
 def _target(settings: SandboxSettings, context: RenderContext) -> RenderTarget:
+    from vmdev_libvirt.target import LibvirtTarget
+
     return LibvirtTarget(settings, context)
+
+
+def _assemble(
+    settings: SandboxSettings, target: RenderTarget, devices: tuple[PlannedDevice, ...]
+) -> BackendPlan:
+    from vmdev_libvirt.domain import assemble
+
+    return assemble(settings, target, devices)
 
 
 def _live(connection: LiveConnection) -> HotPlugger:
@@ -43,36 +64,40 @@ def _live(connection: LiveConnection) -> HotPlugger:
     return connect(connection)
 
 
-BACKEND = Backend(
-    name=NAME,
-    description="libvirt: <devices> XML, a minimal domain, and hot plug through libvirt",
-    kata_sections=(NAME,),
-    target=_target,
-    assemble=assemble,
-    live=_live,
-    live_options=(
-        LiveOption(name="domain", flag="--domain", metavar="NAME",
-                   help="The running libvirt domain (name or UUID)."),
-        LiveOption(name="connect", flag="--connect", metavar="URI", required=False,
-                   help="libvirt connection URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///system)."),
-    ),
-)
+def backend() -> Backend:
+    """The libvirt backend (its parts are imported when the core calls them)."""
+    from vmdev.backend import Backend, LiveOption
+
+    return Backend(
+        name=NAME,
+        description=DESCRIPTION,
+        kata_sections=(NAME,),
+        target=_target,
+        assemble=_assemble,
+        live=_live,
+        live_options=tuple(LiveOption(name=name, flag=flag, metavar=metavar, required=required, help=text)
+                           for name, flag, metavar, required, text in LIVE_OPTIONS),
+    )
 
 
 @hookimpl
 def register_backends(register: Callable[[Backend], None]) -> None:
-    register(BACKEND)
+    register(backend())
 
 
 @hookimpl
 def register_settings(register: Callable[[Setting], None]) -> None:
     for setting in SETTINGS:
-        # Kata's keys here are the libvirt backend's: QEMU's backend may declare the same names
-        register(attrs.evolve(setting, backends=(BACKEND.name,)))
+        register(setting)
 
 
 @hookimpl(trylast=True)
 def attach_options(device: Device, target: RenderTarget, hotplug: bool) -> AttachOptions | None:
+    if target.hypervisor != NAME:
+        return None
+    from vmdev_libvirt.families import renderer
+    from vmdev_libvirt.target import LibvirtTarget
+
     if not isinstance(target, LibvirtTarget):
         return None
     render = renderer(device)

@@ -17,14 +17,21 @@ section; a ``[vmdev]`` table wins over it as for every backend):
 
 Settings of the device families (``block_device_aio`` and the cache keys of vmdev-block) are read
 when that family declares them: :func:`family_value`.
+
+Kata's keys here are the libvirt backend's (``backends=(NAME,)``): QEMU's backend may declare the
+same names. This module is imported with the entry module on every ``vmdev plan``, so it holds
+only the keys and constants.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from vmdev.declared import BOOLEAN, INTEGER, STRING, Setting
-from vmdev.settings import SandboxSettings
+from vmdev_libvirt.constants import NAME
+
+if TYPE_CHECKING:
+    from vmdev.settings import SandboxSettings
 
 LIBVIRT_URI: Final = "libvirt_uri"
 MANAGED_HOSTDEVS: Final = "libvirt_managed_hostdevs"
@@ -41,6 +48,8 @@ HUGEPAGES: Final = "enable_hugepages"
 DEFAULT_URI: Final = "qemu:///system"
 DEFAULT_DOMAIN_NAME: Final = "vmdev-sandbox"
 DOMAIN_TYPES: Final = ("kvm", "qemu")
+#: every key is the libvirt backend's
+ONLY: Final = (NAME,)
 #: libvirt's limit of vCPUs per QEMU domain on x86 (q35 with x2APIC)
 MAX_VCPUS: Final = 4096
 
@@ -52,38 +61,38 @@ def _domain_name(value: str) -> None:
 
 SETTINGS: Final = (
     Setting(
-        name=LIBVIRT_URI, type=STRING, default=DEFAULT_URI,
+        backends=ONLY, name=LIBVIRT_URI, type=STRING, default=DEFAULT_URI,
         description="the libvirt connection URI of vmdev attach/detach unless --connect is given "
         "(when the core passes the sandbox's settings to the live driver)",
     ),
     Setting(
-        name=MANAGED_HOSTDEVS, type=BOOLEAN, default=False,
+        backends=ONLY, name=MANAGED_HOSTDEVS, type=BOOLEAN, default=False,
         description="let libvirt bind passed-through PCI functions to vfio-pci itself (hostdev "
         "managed='yes'); off: the host binds them, as Kata expects",
     ),
     Setting(
-        name=DOMAIN_TYPE, type=STRING, default="kvm", choices=DOMAIN_TYPES,
+        backends=ONLY, name=DOMAIN_TYPE, type=STRING, default="kvm", choices=DOMAIN_TYPES,
         description="the libvirt domain type: kvm, or qemu for QEMU's TCG emulation",
     ),
     Setting(
-        name=DOMAIN_NAME, type=STRING, default=DEFAULT_DOMAIN_NAME, check=_domain_name,
+        backends=ONLY, name=DOMAIN_NAME, type=STRING, default=DEFAULT_DOMAIN_NAME, check=_domain_name,
         description="the <name> of the planned domain",
     ),
     Setting(
-        name=VCPUS, type=INTEGER, default=1, minimum=1, maximum=MAX_VCPUS, kata_key=VCPUS,
+        backends=ONLY, name=VCPUS, type=INTEGER, default=1, minimum=1, maximum=MAX_VCPUS, kata_key=VCPUS,
         description="the domain's vCPUs (<vcpu>)",
     ),
-    Setting(name=KERNEL, type=STRING, default="", kata_key=KERNEL,
+    Setting(backends=ONLY, name=KERNEL, type=STRING, default="", kata_key=KERNEL,
             description="guest kernel for direct kernel boot (<os><kernel>); \"\": boot from firmware"),
-    Setting(name=INITRD, type=STRING, default="", kata_key=INITRD,
+    Setting(backends=ONLY, name=INITRD, type=STRING, default="", kata_key=INITRD,
             description="initrd of direct kernel boot (<os><initrd>)"),
-    Setting(name=KERNEL_PARAMS, type=STRING, default="", kata_key=KERNEL_PARAMS,
+    Setting(backends=ONLY, name=KERNEL_PARAMS, type=STRING, default="", kata_key=KERNEL_PARAMS,
             description="kernel command line of direct kernel boot (<os><cmdline>)"),
-    Setting(name=FIRMWARE, type=STRING, default="", kata_key=FIRMWARE,
+    Setting(backends=ONLY, name=FIRMWARE, type=STRING, default="", kata_key=FIRMWARE,
             description="firmware image (<loader type='rom'>); \"\": libvirt's default"),
-    Setting(name=EMULATOR, type=STRING, default="", kata_key=EMULATOR,
+    Setting(backends=ONLY, name=EMULATOR, type=STRING, default="", kata_key=EMULATOR,
             description="the QEMU binary (<emulator>); \"\": libvirt's default for the machine"),
-    Setting(name=HUGEPAGES, type=BOOLEAN, default=False, kata_key=HUGEPAGES,
+    Setting(backends=ONLY, name=HUGEPAGES, type=BOOLEAN, default=False, kata_key=HUGEPAGES,
             description="back guest RAM with huge pages (<memoryBacking><hugepages/>)"),
 )
 

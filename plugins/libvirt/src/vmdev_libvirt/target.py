@@ -31,9 +31,9 @@ from vmdev.pcie import MAX_ROOT_PORTS
 from vmdev.qemu import MemoryNeeds
 from vmdev.state import PortRecord
 from vmdev.targets import RenderTarget
+from vmdev_libvirt.constants import NAME as NAME
 from vmdev_libvirt.xmltree import parse, pci_address, to_xml
 
-NAME: Final = "libvirt"
 #: libvirt names the PCI controller with index N ``pci.N``: a hot-plug port's id in vmdev's books
 PORT_PREFIX: Final = "pci."
 #: user aliases (libvirt keeps them as given) start with this
