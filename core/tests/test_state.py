@@ -146,7 +146,7 @@ def test_a_version_1_state_still_loads_with_no_host_facts_recorded() -> None:
     (record,) = state.devices
     assert record.facts == {} and record.attachment is not None and record.attachment.shared == ()
     assert record.attachment.unplug == ({"execute": "blockdev-del", "arguments": {"node-name": "drive-1"}},)
-    assert json.loads(encode(state))["version"] == STATE_VERSION == 2  # saved again in the current layout
+    assert json.loads(encode(state))["version"] == STATE_VERSION == 3  # saved again in the current layout
 
 
 def test_garbage_is_not_a_state() -> None:

@@ -375,12 +375,12 @@ class DeviceManager:
         registry = self._registry
         scope = build_scope(key)
         try:
-            built = self._pipeline.build(info, registry.allocator.scoped(scope))
+            built = self._pipeline.build(info, registry.scoped(scope))
             device = built.device
             registry.check_id_free(device.id, info.name)
             facts = self._devices.facts(device, info.host_path, info.name)
         except BaseException:
-            registry.allocator.release_scope(scope)
+            registry.release_scope(scope)
             raise
         self._devices.keep(device)
         return DeviceRecord(
@@ -494,8 +494,7 @@ class DeviceManager:
         the sandbox holds. Called while rendering, without the lock."""
         driver = self.hotplugger
         ports = driver.free_ports() if driver is not None else self._registry.ports
-        held = self._registry.held_buses()
-        return [p for p in ports if p.id not in held]
+        return self._registry.unheld(ports)
 
     def _plug(self, device_id: str) -> DeviceRecord:
         """The first attach of a claimed device: render it for the running VM (without the lock; the
@@ -615,8 +614,7 @@ class DeviceManager:
         ``steps``, its rendering) is being plugged or unplugged right now: sharing is decided once
         that is done (under the lock; only devices doing VM I/O are waited for, and they wait for
         nothing, so waits never form a cycle)."""
-        registry = self._registry
-        busy = [other for other in registry.in_vm(besides=record.id) if registry.in_io(other.id)]
+        busy = self._registry.in_io_records(besides=record.id)
         return bool(busy) and self._sharing().conflicts(record, steps, busy)
 
     def _creations(self, device_id: str, hotplug: Sequence[Step]) -> tuple[list[Step], list[str]]:

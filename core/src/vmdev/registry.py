@@ -18,16 +18,23 @@ then sees the committed result: a second attach of a device being plugged counts
 succeeded, or plugs it itself after a failure. A device deciding what to share with others waits
 for the sharing devices whose VM I/O is under way (:meth:`Registry.in_io`; those wait for nothing,
 so waits never form a cycle). Count changes of devices that are not busy never wait. Every change
-is passed to the ``journal`` (the CLI saves it), under the lock, so saves are in order.
+is passed to the ``journal`` (the CLI saves it), under the lock, so saves are in order: a
+:class:`vmdev.state.ChangeJournal` (the CLI's :class:`vmdev.state.StateJournal`) gets what changed
+(a :class:`vmdev.state.StateChange`), a plain callable the whole new state.
+
+**Cost.** What a change does under the lock does not grow with the sandbox: devices are indexed by
+key, sandbox devices and busy devices are kept apart, the held hot-plug ports are counted and the
+render notes of the devices in the VM are merged as they change (issue 13). Only the whole-state
+reads (:meth:`Registry.snapshot`, :meth:`Registry.records`, :meth:`Registry.in_vm`) walk every
+device.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -35,19 +42,23 @@ import attrs
 from vmdev.errors import InvalidIdError, VmdevError
 from vmdev.live import describe_step
 from vmdev.models import DeviceInfo
-from vmdev.resources import Allocator
+from vmdev.resources import SCOPE_SEPARATOR, Allocator, ScopedAllocator
 from vmdev.settings import SandboxSettings
 from vmdev.state import (
     MAX_COUNT,
     Attachment,
     AttachPhase,
+    ChangeJournal,
     DeviceRecord,
     PortRecord,
     SandboxState,
+    StateChange,
     process_alive,
 )
 
-Journal = Callable[[SandboxState], None]
+#: what receives every change: a :class:`~vmdev.state.ChangeJournal` (told what changed) or a
+#: callable given the whole new state (``StateFile.save``, as before)
+Journal = Callable[[SandboxState], None] | ChangeJournal
 
 
 # --- errors ------------------------------------------------------------------------------------------
@@ -107,6 +118,8 @@ def needs_host_path(info: DeviceInfo) -> bool:
 
 def build_scope(key: str) -> str:
     """The allocator scope of the device with ``key``: its numbers are freed with it."""
+    import hashlib  # here: `vmdev attach` of a known device never builds one (start-up time)
+
     return "build:" + hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
 
 
@@ -118,14 +131,74 @@ def _footprint(attachment: Attachment | None) -> Any:
 
 
 # --- the registry ------------------------------------------------------------------------------------
+@attrs.define
+class _RecordingAllocator(ScopedAllocator):
+    """A device's scoped view of the sandbox's pools that tells the registry what it takes, so the
+    journal gets the allocations that changed, not all of them."""
+
+    taken: Callable[[str, int, str], None] = attrs.field(kw_only=True)
+    released: Callable[[str], None] = attrs.field(kw_only=True)
+
+    def take(self, pool: str, owner: str, *, limit: int, device: str = "", start: int = 0) -> int:
+        index = super().take(pool, owner, limit=limit, device=device, start=start)
+        self.taken(pool, index, self.scope + SCOPE_SEPARATOR + owner)
+        return index
+
+    def release(self, owner: str) -> None:
+        self.released(self.scope + SCOPE_SEPARATOR + owner)
+        super().release(owner)
+
+
+class _Notes:
+    """The render notes of the devices in the VM, merged as :meth:`Registry.seed_notes` gives them,
+    kept up to date per change: ``sources`` holds each note's value per device (the device
+    created last wins, as when merging in creation order), ``merged`` the winners. Inner dicts of
+    ``merged`` are replaced, never changed, so a merged view handed out stays as it was."""
+
+    def __init__(self) -> None:
+        self.sources: dict[str, dict[str, dict[str, str]]] = {}
+        self.merged: dict[str, dict[str, str]] = {}
+
+    def change(self, device_id: str, before: Mapping[str, Mapping[str, str]],
+               after: Mapping[str, Mapping[str, str]], order: Mapping[str, int]) -> None:
+        touched: set[tuple[str, str]] = set()
+        for key, inner in before.items():
+            for name in inner:
+                self.sources.get(key, {}).get(name, {}).pop(device_id, None)
+                touched.add((key, name))
+        for key, inner in after.items():
+            for name, value in inner.items():
+                self.sources.setdefault(key, {}).setdefault(name, {})[device_id] = value
+                touched.add((key, name))
+        for key in {key for key, _ in touched}:
+            merged = dict(self.merged.get(key, {}))
+            for name in [name for k, name in touched if k == key]:
+                winner = self.winner(key, name, order, besides="")
+                if winner is None:
+                    merged.pop(name, None)
+                    self.sources[key].pop(name, None)
+                else:
+                    merged[name] = winner
+            if merged:
+                self.merged[key] = merged
+            else:
+                self.merged.pop(key, None)
+                self.sources.pop(key, None)
+
+    def winner(self, key: str, name: str, order: Mapping[str, int], *, besides: str) -> str | None:
+        values = {d: v for d, v in self.sources.get(key, {}).get(name, {}).items() if d != besides}
+        if not values:
+            return None
+        return values[max(values, key=order.__getitem__)]
+
+
 class Registry:
     """A sandbox's devices, counts, allocations and ports (see the module documentation)."""
 
     def __init__(self, state: SandboxState, journal: Journal | None = None) -> None:
         self.settings: SandboxSettings = state.settings
-        self.journal = journal
         self._cond = threading.Condition(threading.RLock())
-        self._records: dict[str, DeviceRecord] = {r.id: r for r in state.devices}
+        self._records: dict[str, DeviceRecord] = {}
         self._alloc = Allocator.restore(state.allocations)
         self.ports: tuple[PortRecord, ...] = state.ports
         self._busy: dict[str, str] = {}
@@ -133,6 +206,68 @@ class Registry:
         self._io: set[str] = set()
         #: bumped whenever a device's footprint in the VM changes (ports, notes, steps)
         self.generation = 0
+        # indexes (see the module documentation: per-change work must not grow with the sandbox)
+        self._order: dict[str, int] = {}
+        self._made = 0
+        self._by_key: dict[str, list[str]] = {}
+        self._sandbox: dict[str, None] = {}
+        self._buses: dict[str, int] = {}
+        self._notes = _Notes()
+        self._scopes: dict[str, dict[tuple[str, int], str]] = {}
+        for pool, used in state.allocations.items():
+            for index, owner in used.items():
+                scope = owner.split(SCOPE_SEPARATOR, 1)[0]
+                self._scopes.setdefault(scope, {})[(pool, int(index))] = owner
+        for record in state.devices:
+            self._records[record.id] = record
+            self._index(None, record)
+        # what changed since the journal was last told
+        self._put: dict[str, DeviceRecord] = {}
+        self._drop: dict[str, None] = {}
+        self._alloc_changes: dict[str, dict[int, str | None]] = {}
+        self._ports_changed = False
+        self._journal_fn: Callable[[SandboxState], None] | None = None
+        self._recorder: ChangeJournal | None = None
+        self._set_journal(journal, state)
+
+    # --- the journal ---------------------------------------------------------------------------
+    @property
+    def journal(self) -> Journal | None:
+        return self._recorder if self._recorder is not None else self._journal_fn
+
+    @journal.setter
+    def journal(self, journal: Journal | None) -> None:
+        with self._cond:
+            self._set_journal(journal, None)
+
+    def _set_journal(self, journal: Journal | None, state: SandboxState | None) -> None:
+        """A change journal starts from ``state`` (the state the registry was made with, which its
+        file may hold already) or, set later, from the whole current state."""
+        self._clear_changes()
+        if isinstance(journal, ChangeJournal):
+            self._recorder, self._journal_fn = journal, None
+            journal.begin(state if state is not None else self.snapshot(), continues=state is not None)
+        else:
+            self._recorder, self._journal_fn = None, journal
+
+    def _clear_changes(self) -> None:
+        self._put, self._drop, self._alloc_changes, self._ports_changed = {}, {}, {}, False
+
+    def journal_now(self) -> None:
+        with self._cond:
+            self._journal()
+
+    def _journal(self) -> None:
+        if self._recorder is not None:
+            change = StateChange(put=tuple(self._put.values()), drop=tuple(self._drop),
+                                 allocations=self._alloc_changes,
+                                 ports=self.ports if self._ports_changed else None)
+            self._clear_changes()
+            self._recorder.record(change, self.snapshot)
+        else:
+            self._clear_changes()
+            if self._journal_fn is not None:
+                self._journal_fn(self.snapshot())
 
     # --- the lock ------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -173,6 +308,13 @@ class Registry:
         (and only for it: a device doing I/O never waits, so waits cannot form a cycle)."""
         return device_id in self._io
 
+    def in_io_records(self, *, besides: str) -> list[DeviceRecord]:
+        """The devices whose VM I/O is under way, ``besides`` excepted, in creation order."""
+        with self._cond:
+            ids = sorted((d for d in self._io if d != besides and d in self._records),
+                         key=self._order.__getitem__)
+            return [r for r in map(self._records.__getitem__, ids) if r.attachment is not None]
+
     def idle(self, device_id: str) -> DeviceRecord:
         """The device once no other thread of this process is attaching, detaching or removing it
         (the caller holds the lock)."""
@@ -200,12 +342,13 @@ class Registry:
 
     def by_key(self, key: str) -> DeviceRecord | None:
         with self._cond:
-            return next((r for r in self._records.values() if r.key == key), None)
+            ids = self._by_key.get(key)
+            return self._records[ids[0]] if ids else None
 
     def sandbox_device(self, name: str) -> DeviceRecord | None:
         """The sandbox device (no request) whose id or kind is ``name``, if exactly one is."""
         with self._cond:
-            matches = [r for r in self._records.values() if r.info is None and name in (r.id, r.kind)]
+            matches = [r for r in map(self._records.__getitem__, self._sandbox) if name in (r.id, r.kind)]
             return matches[0] if len(matches) == 1 else None
 
     def in_vm(self, *, besides: str) -> list[DeviceRecord]:
@@ -217,21 +360,64 @@ class Registry:
     def held_buses(self) -> set[str]:
         """The hot-plug ports some device of the sandbox has taken."""
         with self._cond:
-            return {bus for r in self._records.values() if r.attachment is not None
-                    for bus in r.attachment.buses}
+            return set(self._buses)
+
+    def unheld(self, ports: Iterable[PortRecord]) -> list[PortRecord]:
+        """``ports`` without those a device of the sandbox has taken."""
+        with self._cond:
+            return [port for port in ports if port.id not in self._buses]
 
     def seed_notes(self, *, besides: str = "") -> dict[str, dict[str, str]]:
-        """The render notes of every device in the VM (a plugin's cross-device rules see them)."""
-        seed: dict[str, dict[str, str]] = {}
-        for record in self.in_vm(besides=besides):
-            assert record.attachment is not None
+        """The render notes of every device in the VM (a plugin's cross-device rules see them).
+        The inner dicts are shared with the registry: read them, do not change them."""
+        with self._cond:
+            seed = dict(self._notes.merged)
+            record = self._records.get(besides)
+            if record is None or record.attachment is None:
+                return seed
             for key, inner in record.attachment.notes.items():
-                seed.setdefault(key, {}).update(inner)
-        return seed
+                merged = dict(seed.get(key, {}))
+                for name in inner:
+                    value = self._notes.winner(key, name, self._order, besides=besides)
+                    if value is None:
+                        merged.pop(name, None)
+                    else:
+                        merged[name] = value
+                if merged:
+                    seed[key] = merged
+                else:
+                    seed.pop(key, None)
+            return seed
 
     @property
     def allocator(self) -> Allocator:
         return self._alloc
+
+    def scoped(self, scope: str) -> Allocator:
+        """The allocator view a device is built with (its numbers are freed with it)."""
+        view = self._alloc.scoped(scope)
+        return _RecordingAllocator(pools=view._pools, scope=scope, taken=self._taken,
+                                   released=self._released)
+
+    def release_scope(self, scope: str) -> None:
+        """Free the numbers taken through :meth:`scoped` view ``scope`` (a device that was not made)."""
+        with self._cond:
+            for (pool, index), _ in self._scopes.pop(scope, {}).items():
+                self._alloc_changes.setdefault(pool, {})[index] = None
+            self._alloc.release_scope(scope)
+
+    def _taken(self, pool: str, index: int, owner: str) -> None:
+        with self._cond:
+            self._scopes.setdefault(owner.split(SCOPE_SEPARATOR, 1)[0], {})[(pool, index)] = owner
+            self._alloc_changes.setdefault(pool, {})[index] = owner
+
+    def _released(self, owner: str) -> None:
+        with self._cond:
+            held = self._scopes.get(owner.split(SCOPE_SEPARATOR, 1)[0], {})
+            for (pool, index), holder in list(held.items()):
+                if holder == owner:
+                    del held[(pool, index)]
+                    self._alloc_changes.setdefault(pool, {})[index] = None
 
     def snapshot(self) -> SandboxState:
         with self._cond:
@@ -247,8 +433,10 @@ class Registry:
         with self._cond:
             before = self._records.get(record.id)
             self._records[record.id] = record
+            self._index(before, record)
             if before is None or _footprint(before.attachment) != _footprint(record.attachment):
                 self.generation += 1
+            self._put[record.id] = record
             self._journal()
             return record
 
@@ -267,23 +455,56 @@ class Registry:
     def forget(self, record: DeviceRecord) -> None:
         """Drop the device and free its build-time numbers."""
         with self._cond:
-            del self._records[record.id]
-            self._alloc.release_scope(build_scope(record.key))
+            record = self._records.pop(record.id)
+            self._index(record, None)
+            self.release_scope(build_scope(record.key))
             self.generation += 1
+            self._put.pop(record.id, None)
+            self._drop[record.id] = None
             self._journal()
 
     def set_ports(self, ports: Sequence[PortRecord]) -> None:
         with self._cond:
             self.ports = tuple(ports)
+            self._ports_changed = True
             self._journal()
 
-    def journal_now(self) -> None:
-        with self._cond:
-            self._journal()
+    def _index(self, before: DeviceRecord | None, after: DeviceRecord | None) -> None:
+        """Keep the indexes in step with one record's change (under the lock)."""
+        device_id = (after or before).id  # type: ignore[union-attr]
+        if before is None:
+            self._made += 1
+            self._order[device_id] = self._made
+        if before is not None and (after is None or after.key != before.key):
+            ids = self._by_key[before.key]
+            ids.remove(device_id)
+            if not ids:
+                del self._by_key[before.key]
+        if after is not None and (before is None or after.key != before.key):
+            self._by_key.setdefault(after.key, []).append(device_id)
+        if after is not None and after.info is None:
+            self._sandbox[device_id] = None
+        else:
+            self._sandbox.pop(device_id, None)
+        self._index_attachment(device_id, before.attachment if before else None,
+                               after.attachment if after else None)
+        if after is None:
+            del self._order[device_id]
 
-    def _journal(self) -> None:
-        if self.journal is not None:
-            self.journal(self.snapshot())
+    def _index_attachment(self, device_id: str, old: Attachment | None, new: Attachment | None) -> None:
+        if old is new:
+            return
+        old_buses, new_buses = (old.buses if old else ()), (new.buses if new else ())
+        if old_buses != new_buses:
+            for bus in old_buses:
+                self._buses[bus] -= 1
+                if not self._buses[bus]:
+                    del self._buses[bus]
+            for bus in new_buses:
+                self._buses[bus] = self._buses.get(bus, 0) + 1
+        old_notes, new_notes = (old.notes if old else {}), (new.notes if new else {})
+        if old_notes != new_notes:
+            self._notes.change(device_id, old_notes, new_notes, self._order)
 
     # --- counts and users ----------------------------------------------------------------------
     def reference(self, record: DeviceRecord, user: str) -> DeviceRecord:

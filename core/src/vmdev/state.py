@@ -1,27 +1,37 @@
 """The persisted state of a sandbox: its devices, their counts and attachments, its allocations.
 
 A :class:`SandboxState` is what the device manager (:mod:`vmdev.manager`) saves between two
-invocations of ``vmdev attach``/``detach``/``status``: versioned JSON (cattrs), written
-atomically by :class:`StateFile`. It names no hypervisor's vocabulary: an attachment keeps the live
+invocations of ``vmdev attach``/``detach``/``status``: versioned JSON (cattrs, imported on first
+use), written atomically by :class:`StateFile` and changed, change by change, by
+:class:`StateJournal`. It names no hypervisor's vocabulary: an attachment keeps the live
 steps its backend rendered as JSON (QMP commands for QEMU, ``{"attach": xml}`` for a libvirt
 backend), a device its saved form (rebuilt by its family's ``device_from_state`` hook) and the
 host facts it was built from. The settings are saved as written, never their derived typed
 ``values`` (the device manager prepares them again when it loads the sandbox).
 
-Writing:
+The file (version 3) is one line holding the whole state (the *snapshot*, a JSON object with
+``format`` and ``version`` first), then one line per change (the *journal*: a JSON object with the
+device records stored, the ids forgotten, the allocations taken or freed and the spare ports, as
+far as the change touched them; see :class:`StateChange`). Loading reads the snapshot and applies
+the changes in order. Saving everything (:meth:`StateFile.save`, and *compaction*: a journal that
+has grown past the snapshot's size is replaced by a new snapshot) is atomic:
 
 1. the JSON goes to a temporary file in the same directory (``O_EXCL``, mode 0600),
 2. which is flushed to the disk (``fsync``),
 3. renamed over the state file (``rename`` is atomic on POSIX file systems),
 4. and the directory is flushed too, so the rename itself survives a crash.
 
-A process killed at any point leaves either the previous state or the new one, never a mix;
-an interrupted write leaves only a temporary file, which the next save of another process
-removes. A state file written by a newer vmdev (a higher ``version``) or one that is not a
-valid state is refused with :class:`StateVersionError` / :class:`StateCorruptError`, never
-guessed at. Older layouts still load: version 1 (steps as QMP commands, no host facts) reads as
-version 2 with no facts recorded. :meth:`StateFile.locked` serialises the load-act-save cycles of
-several processes.
+A change is appended as one ``write`` of its line and its newline, then ``fsync``: it counts once
+the ``fsync`` returned. So a process killed at any point leaves the previous state or the new
+one, never a mix: an interrupted save leaves only a temporary file, which the next save of
+another process removes; an interrupted append leaves a last line without its newline, which
+loading ignores (that change was never acknowledged) and the next change replaces by compacting.
+Anything else that does not read (a bad line before the last, a bad snapshot) is
+:class:`StateCorruptError`, and a state file written by a newer vmdev (a higher ``version``) is
+:class:`StateVersionError`, never guessed at. Older layouts still load: version 2 is a snapshot
+without journal lines, version 1 (steps as QMP commands, no host facts) reads as version 2 with no
+facts recorded; the first change of a journal rewrites them as version 3. :meth:`StateFile.locked`
+serialises the load-act-save cycles of several processes (appends happen under it).
 """
 
 from __future__ import annotations
@@ -36,29 +46,34 @@ import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 import attrs
-import cattrs
-from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from vmdev._convert import any_dict
 from vmdev.errors import VmdevError
 from vmdev.models import DeviceInfo, PCIePort
 from vmdev.qemu import check_id
-from vmdev.serialize import converter as _base_converter
 from vmdev.settings import SandboxSettings
+
+if TYPE_CHECKING:
+    import cattrs
 
 #: the ``format`` key of every state file
 STATE_FORMAT: Final = "vmdev-sandbox-state"
-#: the newest state layout this vmdev reads and the one it writes
-STATE_VERSION: Final = 2
+#: the newest state layout this vmdev reads and the one it writes (3: a snapshot line, then journal
+#: lines)
+STATE_VERSION: Final = 3
 #: the oldest layout it still reads (version 1: no host facts, no shared objects)
 OLDEST_STATE_VERSION: Final = 1
 #: attach and reference counts saturate here (Kata: the largest uint); going past is an error
 MAX_COUNT: Final = 2**32 - 1
 #: how long :meth:`StateFile.locked` waits for another process's lock
 LOCK_TIMEOUT: Final = 120.0
+#: a journal is compacted once its lines would pass the snapshot's size, or this size if larger
+COMPACT_BYTES: Final = 64 * 1024
+#: ... or once it holds this many lines
+COMPACT_LINES: Final = 10_000
 _TEMP_MARK: Final = ".tmp-"
 
 
@@ -254,6 +269,96 @@ class SandboxState:
         return next((r for r in self.devices if r.id == device_id), None)
 
 
+# --- changes ---------------------------------------------------------------------------------------
+def _changes(value: Mapping[str, Mapping[int, str | None]]) -> dict[str, dict[int, str | None]]:
+    return {pool: dict(used) for pool, used in value.items()}
+
+
+@attrs.frozen(kw_only=True)
+class StateChange:
+    """What one change of the books did: a journal line. Applied to the state before it (records
+    stored in ``put`` replace those with their id in place, or come last; ids in ``drop`` go first),
+    it gives the state after it, exactly."""
+
+    #: device records stored (new or changed)
+    put: tuple[DeviceRecord, ...] = attrs.field(default=(), converter=_records)
+    #: ids of devices forgotten
+    drop: tuple[str, ...] = attrs.field(default=(), converter=_strs)
+    #: allocations taken (the owner) or freed (None), by pool then index
+    allocations: Mapping[str, Mapping[int, str | None]] = attrs.field(factory=dict, converter=_changes)
+    #: the spare hot-plug ports, when they changed
+    ports: tuple[PortRecord, ...] | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not (self.put or self.drop or self.allocations or self.ports is not None)
+
+    def to_json(self) -> dict[str, Any]:
+        """The journal line's object: only the keys the change has."""
+        line: dict[str, Any] = {}
+        if self.drop:
+            line["drop"] = list(self.drop)
+        if self.put:
+            line["put"] = [record_to_json(record) for record in self.put]
+        if self.allocations:
+            line["alloc"] = {pool: {str(i): o for i, o in used.items()}
+                             for pool, used in self.allocations.items()}
+        if self.ports is not None:
+            line["ports"] = [{"id": port.id, "kind": port.kind} for port in self.ports]
+        return line
+
+    def apply(self, devices: dict[str, DeviceRecord], allocations: dict[str, dict[str, str]]) -> None:
+        """Apply the change to a state's devices by id and its allocations (ports: see ``ports``)."""
+        for device_id in self.drop:
+            devices.pop(device_id, None)
+        for record in self.put:
+            devices[record.id] = record
+        for pool, used in self.allocations.items():
+            held = allocations.setdefault(pool, {})
+            for index, owner in used.items():
+                if owner is None:
+                    held.pop(str(index), None)
+                else:
+                    held[str(index)] = owner
+
+
+@runtime_checkable
+class ChangeJournal(Protocol):
+    """What the device manager's books tell each change to (:class:`StateJournal` writes them)."""
+
+    def begin(self, state: SandboxState, *, continues: bool) -> None:
+        """The books start as ``state``: the state they were made with (``continues``: a journal
+        on the file it was loaded from may append to it), or the whole current state of books
+        whose journal is changed (the journal must start with a snapshot)."""
+
+    def record(self, change: StateChange, current: Callable[[], SandboxState]) -> None:
+        """One change (possibly empty: saving was asked for); ``current()`` is the whole new state,
+        for a journal that writes a snapshot instead."""
+
+
+def _change_from(value: Any, *, source: str, line: int) -> StateChange:
+    where = f"line {line}"
+    if not isinstance(value, dict) or not set(value) <= {"put", "drop", "alloc", "ports"}:
+        raise StateCorruptError(f"{where} is not a journal line (a JSON object with put, drop, alloc, ports)",
+                                device=source, field=where)
+    put = _structure(value.get("put", []), list[DeviceRecord], source=source, what=f"{where}: invalid change",
+                     path=f"{where}.put")
+    drop = _structure(value.get("drop", []), list[str], source=source, what=f"{where}: invalid change",
+                      path=f"{where}.drop")
+    alloc = _structure(value.get("alloc", {}), dict[str, dict[str, str | None]], source=source,
+                       what=f"{where}: invalid change", path=f"{where}.alloc")
+    if any(not index.isdigit() for used in alloc.values() for index in used):
+        raise StateCorruptError(f"{where}: invalid change: an allocation index is not a number",
+                                device=source, field=f"{where}.alloc")
+    ports = value.get("ports")
+    allocations = {pool: {int(i): o for i, o in used.items()} for pool, used in alloc.items()}
+    return StateChange(
+        put=put, drop=drop, allocations=allocations,
+        ports=None if ports is None else _structure(ports, list[PortRecord], source=source,
+                                                    what=f"{where}: invalid change", path=f"{where}.ports"),
+    )
+
+
 # --- JSON ------------------------------------------------------------------------------------------
 def _strict(kind: type) -> Callable[[Any, Any], Any]:
     """A structure hook that accepts ``kind`` only (cattrs would convert ``"2"`` to 2)."""
@@ -275,7 +380,11 @@ _DERIVED_SETTINGS: Final = ("values",)
 
 
 def _make_converter() -> cattrs.Converter:
-    conv = _base_converter.copy()
+    from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
+    from vmdev import serialize
+
+    conv = serialize.converter.copy()
     conv.register_structure_hook(Any, lambda value, _: value)
     for kind in (int, str, bool, float):
         conv.register_structure_hook(kind, _strict(kind))
@@ -303,12 +412,20 @@ def _make_converter() -> cattrs.Converter:
     return conv
 
 
-_converter = _make_converter()
+_made: list[cattrs.Converter] = []
+
+
+def _converter() -> cattrs.Converter:
+    """The state's converter, made (cattrs imported) on first use: `vmdev attach` of a device
+    that needs no saving or loading imports no cattrs."""
+    if not _made:
+        _made.append(_make_converter())
+    return _made[0]
 
 
 def to_document(state: SandboxState) -> dict[str, Any]:
     """The JSON document of ``state`` (``format`` and ``version`` first)."""
-    body = _converter.unstructure(state)
+    body = _converter().unstructure(state)
     document: dict[str, Any] = {"format": STATE_FORMAT, "version": STATE_VERSION}
     document.update(body)
     return document
@@ -316,7 +433,7 @@ def to_document(state: SandboxState) -> dict[str, Any]:
 
 def record_to_json(record: DeviceRecord) -> dict[str, Any]:
     """One device record as JSON (as it appears in the state file)."""
-    data: dict[str, Any] = _converter.unstructure(record)
+    data: dict[str, Any] = _converter().unstructure(record)
     return data
 
 
@@ -353,14 +470,22 @@ def from_document(document: Any, *, source: str = "") -> SandboxState:
     # version 1 differs only by what it lacks (host facts, shared objects: none recorded) and keeps
     # QMP commands as steps, which are the same JSON objects; saved typed settings values are ignored
     body = {k: v for k, v in document.items() if k not in ("format", "version")}
+    state: SandboxState = _structure(body, SandboxState, source=source, what="invalid state")
+    return state
+
+
+def _structure(value: Any, kind: Any, *, source: str, what: str, path: str = "$") -> Any:
+    """``value`` structured as ``kind``; :class:`StateCorruptError` naming the JSON path if it is not one."""
+    import cattrs
+
     try:
-        return _converter.structure(body, SandboxState)
+        return _converter().structure(value, kind)
     except cattrs.BaseValidationError as exc:
-        first = cattrs.transform_error(exc, path="$", format_exception=_describe)[0]
-        message, _, path = first.rpartition(" @ ")
-        raise StateCorruptError(f"invalid state: {message}", device=source, field=path) from None
+        first = cattrs.transform_error(exc, path=path, format_exception=_describe)[0]
+        message, _, where = first.rpartition(" @ ")
+        raise StateCorruptError(f"{what}: {message}", device=source, field=where) from None
     except (VmdevError, TypeError, ValueError, KeyError) as exc:
-        raise StateCorruptError(f"invalid state: {_describe(exc, None)}", device=source, field="$") from None
+        raise StateCorruptError(f"{what}: {_describe(exc, None)}", device=source, field=path) from None
 
 
 def _describe(exc: BaseException, expected: Any) -> str:
@@ -375,6 +500,11 @@ def _describe(exc: BaseException, expected: Any) -> str:
 
 
 def decode(data: bytes, *, source: str = "") -> SandboxState:
+    """The state a state file's bytes hold (its snapshot, its journal lines applied)."""
+    return _read(data, source=source)[0]
+
+
+def _decode_document(data: bytes, *, source: str) -> SandboxState:
     try:
         document = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -383,6 +513,77 @@ def decode(data: bytes, *, source: str = "") -> SandboxState:
 
 
 # --- the file --------------------------------------------------------------------------------------
+@attrs.frozen
+class _Layout:
+    """What a load saw of a state file: where its journal may be appended to."""
+
+    #: (device, inode, size) of the file as read
+    identity: tuple[int, int, int]
+    #: the size of its snapshot line and of its journal lines
+    snapshot_bytes: int
+    journal_bytes: int
+    lines: int
+    #: the state it held, so a journal can tell the books start from it
+    state: SandboxState
+
+
+#: per state file path, the layout this process last read or wrote, when journal lines may follow
+_KNOWN: dict[str, _Layout] = {}
+_KNOWN_MAX: Final = 16
+
+
+def _remember(path: Path, layout: _Layout | None) -> None:
+    key = str(path)
+    _KNOWN.pop(key, None)
+    if layout is not None:
+        _KNOWN[key] = layout
+        while len(_KNOWN) > _KNOWN_MAX:
+            del _KNOWN[next(iter(_KNOWN))]
+
+
+def _identity(info: os.stat_result) -> tuple[int, int, int]:
+    return (info.st_dev, info.st_ino, info.st_size)
+
+
+def _read(data: bytes, *, source: str) -> tuple[SandboxState, tuple[int, int] | None]:
+    """The state a file's bytes hold: its snapshot with its journal lines applied; and, when more
+    lines may be appended (a version 3 snapshot, every line complete), the sizes of the snapshot
+    line and of the journal lines."""
+    end = data.find(b"\n")
+    document: Any = None
+    if end >= 0:
+        try:
+            document = json.loads(data[:end].decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            document = None
+    if not isinstance(document, dict):  # an older vmdev's indented file, or not a state at all
+        return _decode_document(data, source=source), None
+    state = from_document(document, source=source)
+    lines = data[end + 1 :].split(b"\n")
+    tail = lines.pop()  # after the last newline: empty, or an append that was interrupted
+    appendable = not tail and document["version"] == STATE_VERSION
+    if not lines:
+        return state, ((end + 1, 0) if appendable else None)
+    devices = {record.id: record for record in state.devices}
+    allocations = {pool: dict(used) for pool, used in state.allocations.items()}
+    ports = state.ports
+    for number, line in enumerate(lines, start=2):
+        try:
+            value = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise StateCorruptError(f"line {number} is not valid JSON: {exc}", device=source,
+                                    field=f"line {number}") from None
+        change = _change_from(value, source=source, line=number)
+        change.apply(devices, allocations)
+        ports = change.ports if change.ports is not None else ports
+    state = SandboxState(
+        settings=state.settings, devices=tuple(devices.values()), ports=ports,
+        allocations={pool: dict(sorted(used.items(), key=lambda item: int(item[0])))
+                     for pool, used in allocations.items() if used},
+    )
+    return state, ((end + 1, len(data) - end - 1) if appendable else None)
+
+
 @attrs.frozen
 class StateFile:
     """A state file on disk: atomic saves, strict loads, and a lock for load-act-save cycles."""
@@ -397,14 +598,22 @@ class StateFile:
         return self.path.exists()
 
     def load(self) -> SandboxState:
-        """The saved state; :class:`StateError` when the file is missing, unreadable or invalid."""
+        """The saved state (snapshot and journal); :class:`StateError` when the file is missing,
+        unreadable or invalid."""
         try:
-            data = self.path.read_bytes()
+            with open(self.path, "rb") as file:
+                identity = _identity(os.fstat(file.fileno()))
+                data = file.read()
         except FileNotFoundError:
             raise StateError("no such state file", device=str(self.path)) from None
         except OSError as exc:
             raise StateError(f"cannot read the state file: {exc.strerror}", device=str(self.path)) from None
-        return decode(data, source=str(self.path))
+        state, sizes = _read(data, source=str(self.path))
+        if sizes is None or identity[2] != len(data):
+            _remember(self.path, None)
+        else:
+            _remember(self.path, _Layout(identity, sizes[0], sizes[1], data.count(b"\n") - 1, state))
+        return state
 
     def load_or(self, default: SandboxState) -> SandboxState:
         """The saved state, or ``default`` when there is no state file yet."""
@@ -412,7 +621,12 @@ class StateFile:
 
     def save(self, state: SandboxState) -> None:
         """Replace the state file with ``state`` atomically (see the module documentation)."""
+        _remember(self.path, None)
         write_atomically(self.path, encode(state))
+
+    def journal(self) -> StateJournal:
+        """A journal of changes to this file (see :class:`StateJournal`)."""
+        return StateJournal(self)
 
     @contextlib.contextmanager
     def locked(self, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
@@ -424,6 +638,101 @@ class StateFile:
             yield
         finally:
             os.close(fd)  # releases the lock
+
+
+class StateJournal:
+    """Appends each change of a sandbox's books to its state file as one line (see the module
+    documentation), and compacts the file (a new snapshot, written atomically) once the lines
+    would pass the snapshot's size (at least ``compact_bytes``) or number ``compact_lines``: the
+    cost of a change follows the change, not the sandbox, and loading stays within twice a
+    snapshot's reading.
+
+    It appends to the file only when the books start from the state this process loaded from
+    that very file (same inode and size, nothing written since) or last wrote to it; otherwise
+    its first change writes a snapshot. A failed write makes the next change write a snapshot
+    too. Call it under :meth:`StateFile.locked` when other processes may change the sandbox.
+    """
+
+    def __init__(self, file: StateFile | str | os.PathLike[str], *, compact_bytes: int = COMPACT_BYTES,
+                 compact_lines: int = COMPACT_LINES) -> None:
+        self.file = file if isinstance(file, StateFile) else StateFile(Path(file))
+        self.compact_bytes = compact_bytes
+        self.compact_lines = compact_lines
+        self._layout: _Layout | None = None
+        #: what this journal wrote: snapshots (compactions) and appended lines
+        self.compactions = 0
+        self.appends = 0
+
+    def begin(self, state: SandboxState, *, continues: bool) -> None:
+        known = _KNOWN.get(str(self.file.path))
+        fits = continues and known is not None and known.state.devices is state.devices \
+            and known.state.ports == state.ports and known.state.allocations == state.allocations
+        self._layout = known if fits else None
+
+    def record(self, change: StateChange, current: Callable[[], SandboxState]) -> None:
+        layout = self._layout
+        if layout is None:
+            self.compact(current())
+            return
+        if change.empty:
+            return
+        try:
+            text = json.dumps(change.to_json(), separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise StateError(f"cannot be stored as JSON: {exc}", field="state") from None
+        line = (text + "\n").encode("utf-8")
+        if layout.journal_bytes + len(line) > max(layout.snapshot_bytes, self.compact_bytes) \
+                or layout.lines >= self.compact_lines:
+            self.compact(current())
+            return
+        self._append(layout, line, current)
+
+    def compact(self, state: SandboxState) -> None:
+        """Replace the file by a snapshot of ``state`` (atomically), with no journal lines."""
+        self._layout = None
+        data = encode(state)
+        self.file.save(state)
+        self.compactions += 1
+        try:
+            identity = _identity(os.stat(self.file.path))
+        except OSError:
+            return
+        self._layout = _Layout(identity, len(data), 0, 0, state)
+        _remember(self.file.path, self._layout)
+
+    def _append(self, layout: _Layout, line: bytes, current: Callable[[], SandboxState]) -> None:
+        path = self.file.path
+        self._layout = None  # until the line is on the disk: a failure compacts next time
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        except OSError:
+            self.compact(current())  # gone or replaced: start again
+            return
+        try:
+            if _identity(os.fstat(fd)) != layout.identity:  # changed by someone else: start again
+                os.close(fd)
+                fd = -1
+                self.compact(current())
+                return
+            _write_all(fd, line)
+            os.fsync(fd)
+        except OSError as exc:
+            raise StateError(f"cannot append to the state file: {exc.strerror}", device=str(path)) from None
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        dev, ino, size = layout.identity
+        self._layout = attrs.evolve(layout, identity=(dev, ino, size + len(line)),
+                                    journal_bytes=layout.journal_bytes + len(line), lines=layout.lines + 1)
+        _remember(path, self._layout)
+        self.appends += 1
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
 
 
 def _flock(fd: int, timeout: float, name: str) -> None:
@@ -450,10 +759,7 @@ def write_atomically(path: Path, data: bytes) -> None:
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            _write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -510,15 +816,20 @@ __all__ = [
     "OLDEST_STATE_VERSION",
     "STATE_FORMAT",
     "STATE_VERSION",
+    "COMPACT_BYTES",
+    "COMPACT_LINES",
     "AttachPhase",
     "Attachment",
+    "ChangeJournal",
     "DeviceRecord",
     "PortRecord",
     "SandboxState",
     "StateCorruptError",
     "Step",
     "StateError",
+    "StateChange",
     "StateFile",
+    "StateJournal",
     "StateLockedError",
     "StateVersionError",
     "decode",
