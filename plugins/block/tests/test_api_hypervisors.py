@@ -274,8 +274,8 @@ def test_enable_iommu_puts_cloud_hypervisor_disks_and_the_platform_behind_the_vi
     from vmdev.backends.clh import assemble
     from vmdev.settings import SandboxSettings
     from vmdev_block import BlockDrive
+    from vmdev_block.options import BlockSettings
     from vmdev_block.render_clh import _clh_disk
-    from vmdev_block.settings import BlockSettings
 
     drive = BlockDrive(file="/dev/sdb", id="drive-1")
     assert _clh_disk(drive, BlockSettings(driver="virtio-blk", aio="threads", iommu=True))["iommu"] is True

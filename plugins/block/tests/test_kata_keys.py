@@ -12,7 +12,7 @@ import pytest
 
 from vmdev.errors import ConfigError
 from vmdev.qemu import split_opts
-from vmdev_block.settings import block_settings
+from vmdev_block.options import block_settings
 
 SIZES = {"block_device_logical_sector_size": 512, "block_device_physical_sector_size": 4096}
 THREADS = {"enable_iothreads": True, "indep_iothreads": 2}

@@ -14,7 +14,7 @@ import pytest
 from vmdev.errors import ConfigError, DeviceError
 from vmdev.settings import load_settings
 from vmdev_block.naming import scsi_address, scsi_id_lun, virt_drive_name
-from vmdev_block.settings import block_settings
+from vmdev_block.options import block_settings
 
 KEYS = ("block_device_driver", "block_device_aio", "block_device_cache_set", "block_device_cache_direct",
         "block_device_cache_noflush", "disable_block_device_use")

@@ -1,34 +1,42 @@
 """vmdev-block: disks and persistent memory for the sandbox VM (entry point ``vmdev_block.plugin``).
 
 The block family's names that the core held before the open core (issue 9) are importable from
-here: ``from vmdev_block import BlockDrive, VIRTIO_BLOCK, pmem_device_info``.
+here: ``from vmdev_block import BlockDrive, VIRTIO_BLOCK, pmem_device_info``. They are resolved on
+first use (PEP 562 ``__getattr__``): importing the package, as loading the plugin does, creates no
+class (issue 13, cold start).
 """
 
-from vmdev_block.constants import (
-    AIO_IO_URING,
-    AIO_NATIVE,
-    AIO_THREADS,
-    BLOCK_AIO_MODES,
-    BLOCK_DRIVER_OPT,
-    BLOCK_DRIVERS,
-    BLOCK_INDEX_POOL,
-    DEVICE_BLOCK,
-    FS_TYPE_OPT,
-    MAX_BLOCK_INDEX,
-    MAX_SCSI_DEVICES,
-    NVDIMM,
-    PMEM_DRIVERS,
-    SCSI_CONTROLLER_ID,
-    SUPPORTED_DRIVERS,
-    VIRTIO_BLOCK,
-    VIRTIO_BLOCK_CCW,
-    VIRTIO_MMIO,
-    VIRTIO_PMEM,
-    VIRTIO_SCSI,
-)
-from vmdev_block.device import BlockDevice
-from vmdev_block.drive import BlockDrive
-from vmdev_block.host import NotPersistentMemoryError, pmem_device_info
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vmdev_block.constants import (
+        AIO_IO_URING,
+        AIO_NATIVE,
+        AIO_THREADS,
+        BLOCK_AIO_MODES,
+        BLOCK_DRIVER_OPT,
+        BLOCK_DRIVERS,
+        BLOCK_INDEX_POOL,
+        DEVICE_BLOCK,
+        FS_TYPE_OPT,
+        MAX_BLOCK_INDEX,
+        MAX_SCSI_DEVICES,
+        NVDIMM,
+        PMEM_DRIVERS,
+        SCSI_CONTROLLER_ID,
+        SUPPORTED_DRIVERS,
+        VIRTIO_BLOCK,
+        VIRTIO_BLOCK_CCW,
+        VIRTIO_MMIO,
+        VIRTIO_PMEM,
+        VIRTIO_SCSI,
+    )
+    from vmdev_block.device import BlockDevice
+    from vmdev_block.drive import BlockDrive
+    from vmdev_block.host import NotPersistentMemoryError, pmem_device_info
 
 __all__ = [
     "AIO_IO_URING",
@@ -56,3 +64,23 @@ __all__ = [
     "NotPersistentMemoryError",
     "pmem_device_info",
 ]
+
+#: the module defining each public name that is not one of :mod:`vmdev_block.constants`
+_HOMES = {
+    "BlockDevice": "vmdev_block.device",
+    "BlockDrive": "vmdev_block.drive",
+    "NotPersistentMemoryError": "vmdev_block.host",
+    "pmem_device_info": "vmdev_block.host",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(_HOMES.get(name, "vmdev_block.constants")), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

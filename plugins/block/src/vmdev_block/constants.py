@@ -59,5 +59,7 @@ BLOCK_INDEX_POOL: Final = DISK_INDEX_POOL
 NVDIMM_POOL: Final = "block.nvdimm"
 #: QEMU id of the one virtio-scsi controller a sandbox's SCSI disks share
 SCSI_CONTROLLER_ID: Final = "scsi0"
+#: Kata's mount option marking a regular file to be attached as a disk (``...=file``)
+BLOCK_FILE_OPTION: Final = "io.katacontainers.fs-opt.block_device"
 #: the refill time of Kata's rate-limiter token buckets, in milliseconds
 RATE_LIMITER_REFILL_MS: Final = 1000

@@ -42,7 +42,8 @@ from vmdev_block.constants import (
 )
 from vmdev_block.drive import BlockDrive, DriveRequest, allocate_drive
 from vmdev_block.host import block_size, loop_backing_file, probe_read_only, writable_host_mount
-from vmdev_block.settings import KEY_ALLOW_HOST_MOUNTED, KEY_DRIVER, BlockSettings, block_settings
+from vmdev_block.options import BlockSettings, block_settings
+from vmdev_block.settings import KEY_ALLOW_HOST_MOUNTED, KEY_DRIVER
 
 log = logging.getLogger("vmdev.block")
 

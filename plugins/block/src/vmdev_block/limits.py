@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from vmdev_block.constants import RATE_LIMITER_REFILL_MS
-from vmdev_block.settings import BlockSettings
+from vmdev_block.options import BlockSettings
 
 BITS_PER_BYTE: Final = 8
 #: the plan note where vmdev follows Kata Go although the configuration is runtime-rs'

@@ -17,33 +17,38 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from typing import Final
 
 from vmdev.errors import DeviceError
 from vmdev.host import HostContext
 from vmdev.models import DeviceInfo
 from vmdev.oci import OciMount
 from vmdev.settings import SandboxSettings
+from vmdev_block.constants import BLOCK_FILE_OPTION
 from vmdev_block.host import NotPersistentMemoryError, pmem_device_info
-from vmdev_block.settings import block_settings
+from vmdev_block.settings import KEY_DISABLE
 
 log = logging.getLogger("vmdev.block")
 
-#: Kata's mount option marking a regular file to be attached as a disk (``...=file``)
-BLOCK_FILE_OPTION: Final = "io.katacontainers.fs-opt.block_device"
+__all__ = ["BLOCK_FILE_OPTION", "device_from_mount", "is_block_file_mount", "may_be_a_disk"]
 
 
 def is_block_file_mount(mount: OciMount) -> bool:
     return any(opt == BLOCK_FILE_OPTION or opt.startswith(BLOCK_FILE_OPTION + "=") for opt in mount.options)
 
 
+def may_be_a_disk(mount: OciMount, settings: SandboxSettings) -> bool:
+    """Whether ``mount`` is looked at all: a bind mount or a block-file mount with a source, and
+    mounts not disabled. Asks nothing of the host (the plugin tests it before importing more)."""
+    if settings.value(KEY_DISABLE) or not mount.source:
+        return False
+    return mount.type == "bind" or is_block_file_mount(mount)
+
+
 def device_from_mount(mount: OciMount, host: HostContext, settings: SandboxSettings) -> DeviceInfo | None:
     """The device request for ``mount``, or None when it stays a file-system mount."""
-    if block_settings(settings).disabled:
+    if not may_be_a_disk(mount, settings):
         return None
     block_file = is_block_file_mount(mount)
-    if (mount.type != "bind" and not block_file) or not mount.source:
-        return None
     try:
         info = host.stat(mount.source)
     except OSError as exc:

@@ -26,7 +26,8 @@ from vmdev_block.constants import NVDIMM, PMEM_DRIVERS, VIRTIO_BLOCK, VIRTIO_PME
 from vmdev_block.device import BlockDevice, unsupported_driver
 from vmdev_block.drive import BlockDrive
 from vmdev_block.limits import RS_RATE_NOTE, rate_limiter
-from vmdev_block.settings import KEY_LOGICAL_SECTOR, KEY_PHYSICAL_SECTOR, BlockSettings
+from vmdev_block.options import BlockSettings
+from vmdev_block.settings import KEY_LOGICAL_SECTOR, KEY_PHYSICAL_SECTOR
 
 CLH_API: Final = "/api/v1"
 #: the queue size Kata Go gives every Cloud Hypervisor disk

@@ -23,7 +23,8 @@ from vmdev_block.constants import AIO_IO_URING, AIO_NATIVE, AIO_THREADS, NVDIMM,
 from vmdev_block.device import BlockDevice, unsupported_driver
 from vmdev_block.drive import BlockDrive
 from vmdev_block.limits import RS_RATE_NOTE, rate_limiter
-from vmdev_block.settings import KEY_AIO, KEY_LOGICAL_SECTOR, KEY_PHYSICAL_SECTOR, BlockSettings
+from vmdev_block.options import BlockSettings
+from vmdev_block.settings import KEY_AIO, KEY_LOGICAL_SECTOR, KEY_PHYSICAL_SECTOR
 
 #: Firecracker ``io_engine`` for each AIO mode it can honour
 _FC_IO_ENGINES: Final = {AIO_IO_URING: "Async", AIO_THREADS: "Sync"}

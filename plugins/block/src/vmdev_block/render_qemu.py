@@ -56,7 +56,8 @@ from vmdev_block.constants import (
 from vmdev_block.device import BlockDevice
 from vmdev_block.drive import BlockDrive, ccw_devno
 from vmdev_block.naming import scsi_id_lun
-from vmdev_block.settings import KEY_BW_RATE, KEY_DRIVER, KEY_OPS_RATE, BlockSettings
+from vmdev_block.options import BlockSettings
+from vmdev_block.settings import KEY_BW_RATE, KEY_DRIVER, KEY_OPS_RATE
 
 MIB: Final = 1024 * 1024
 #: QEMU device id of a disk: ``virtio-<drive id>`` (Kata's naming)
