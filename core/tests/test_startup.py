@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -183,3 +184,79 @@ def test_plain_resolve_and_plugins_are_click_s(both: Any, one_device: list[str])
     assert both("resolve", "--type", "b", "--major", "8", "--minor", "16", "--sysfs-root", sysfs, "/dev/x")[0] == 1
     assert "widgets  (widget-flags 1.0)" in both("plugins")[1]
     assert json.loads(both("plugins", "--json")[1])[-1]["name"] == "widgets"
+
+
+# --- attach and detach: the plain path prints what click's commands print, and changes the same -------
+@pytest.fixture
+def sandboxes(make_dist: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+              tmp_path: Path) -> Any:
+    """``run(*argv)``: ``vmdev attach|detach`` on two sandboxes that had the same commands so far, one
+    through the plain path, one through click (``{state}`` in ``argv`` names each one's state file):
+    both must answer alike (their paths aside) and leave the same state; the plain answer, or None
+    when the plain path leaves the arguments to click."""
+    make_dist("widget-flags", {"widgets": "widget_flags_mod"}, {"widget_flags_mod": FLAGS})
+    monkeypatch.setenv("VMDEV_PLUGINS", "widget-flags")
+    plain_state, click_state = tmp_path / "plain.json", tmp_path / "click.json"
+
+    def run(*argv: str) -> tuple[int, str, str] | None:
+        capsys.readouterr()
+        with shared_manager():
+            status = run_plain([a.replace("{state}", str(plain_state)) for a in argv])
+        out, err = capsys.readouterr()
+        result = CliRunner().invoke(main, [a.replace("{state}", str(click_state)) for a in argv])
+        if status is None:
+            return None
+        same = (result.exit_code, untimed(result.stdout), result.stderr.replace(str(click_state), str(plain_state)))
+        assert (status, untimed(out), err) == same, argv
+        if plain_state.exists():  # the same state, but for when each change happened
+            assert untimed(plain_state) == untimed(click_state), argv
+        return status, out, err
+
+    return run
+
+
+def untimed(text: str | Path) -> str:
+    """``text`` (or the file's) with every ``since`` time the same."""
+    return re.sub(r'"since": ?[0-9.e+-]+', '"since":0', text if isinstance(text, str) else text.read_text())
+
+
+def test_plain_attach_and_detach_are_click_s(sandboxes: Any, one_device: list[str]) -> None:
+    sysfs = one_device[1]
+    null = ["--type", "c", "--major", "1", "--minor", "3", "--sysfs-root", sysfs, "/dev/null"]
+    books = ["--state", "{state}", "--hypervisor", "cloud-hypervisor"]
+    first = sandboxes("attach", *books, "--container", "c1", "--widget-on", *null)
+    assert first[0] == 0 and first[1].startswith("attached generic-"), first
+    assert sandboxes("attach", "--state={state}", "--container=c2", "--timeout", "5", *null)[0] == 0
+    shown = json.loads(sandboxes("attach", "--state", "{state}", "--json", "--oci-device",
+                                 '{"path": "/dev/null", "type": "c", "major": 1, "minor": 3}',
+                                 "--sysfs-root", sysfs)[1])
+    assert shown["device"]["attach_count"] == 3 and shown["plugged"] is False
+    assert sandboxes("detach", "--state", "{state}", "--container", "c1", *null)[0] == 0
+    assert sandboxes("detach", "--state", "{state}", "--id", shown["id"], "--container", "c2")[0] == 0
+    last = sandboxes("detach", "--state", "{state}", "--id", shown["id"], "--json")
+    assert last[0] == 0 and json.loads(last[1])["device"] is None
+
+
+def test_plain_attach_and_detach_errors_are_click_s(sandboxes: Any, one_device: list[str], tmp_path: Path) -> None:
+    sysfs = one_device[1]
+    for argv in (
+        ["detach", "--state", "{state}", "--id", "generic-0"],  # no state file yet
+        ["attach", "--state", "{state}", "--hypervisor", "nope", "--type", "c", "--major", "1", "--minor", "3",
+         "/dev/null"],
+        ["attach", "--state", "{state}", "--sandbox-device", "rng", "--oci-device", "{}"],
+        ["attach", "--state", "{state}", "--oci-device", "{not json"],
+        ["attach", "--state", "{state}", "--type", "c", "--major", "1", "--minor", "3", "--sysfs-root", sysfs,
+         "--qmp", str(tmp_path / "no-such.sock"), "/dev/null"],
+    ):
+        done = sandboxes(*argv)
+        assert done is not None and done[0] == 1 and done[2].startswith("vmdev: error: "), argv
+        assert done[2].count("\n") == 1, argv
+
+
+def test_unusual_attach_and_detach_arguments_are_left_to_click(sandboxes: Any, tmp_path: Path) -> None:
+    for argv in (["attach"], ["attach", "--help"], ["detach", "-h"], ["attach", "--id", "x", "--state", "{state}"],
+                 ["attach", "--state", "{state}", "--timeout", "0"], ["attach", "--state", "{state}", "--type", "x"],
+                 ["attach", "--state", "{state}", "--memory", "0"], ["attach", "--state", "{state}", "a", "b"],
+                 ["detach", "--state", "{state}", "--major", "x"], ["attach", "--state", str(tmp_path)],
+                 ["attach", "--state", "{state}", "--json=1"]):
+        assert sandboxes(*argv) is None, argv

@@ -19,6 +19,7 @@ import os
 import stat
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 from vmdev.errors import VmdevError
@@ -210,11 +211,12 @@ def _plugin_options() -> dict[str, _Option]:
 
 
 def _parse(
-    args: Sequence[str], own: Mapping[str, _Option], positional: int
+    args: Sequence[str], own: Mapping[str, _Option], positional: int, *, optional: int = 0
 ) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
     """click's reading of ``args`` for a command with the options ``own`` (plus the plugins' settings
-    flags) and ``positional`` arguments: the option values by key, the positional values, and the
-    settings keys the plugin flags set (their callbacks, run in the order the options first came)."""
+    flags) and ``positional`` arguments (and up to ``optional`` more): the option values by key, the
+    positional values, and the settings keys the plugin flags set (their callbacks, run in the order
+    the options first came)."""
     plugin = _plugin_options()
     if set(plugin) & (set(own) | {"--help", "-h"}):
         raise _Unplain
@@ -251,7 +253,7 @@ def _parse(
             values[option.key] = value
         if option.setting is not None:
             given.setdefault(option.key, option.setting)
-    if len(rest) != positional:
+    if not positional <= len(rest) <= positional + optional:
         raise _Unplain
     return values, rest, _flag_settings(given, values)
 
@@ -324,6 +326,24 @@ _RESOLVE_OPTIONS: Final = {
     "--json": _Option("as_json", None, flag_value=True),
 }
 _DEVICE_TYPES: Final = ("c", "b", "u", "p")
+#: ``attach``'s and ``detach``'s options (vmdev.sandbox_cli); the live drivers' flags are added
+_SANDBOX_OPTIONS: Final = {
+    "--state": _Option("state_path", lambda v: _path(v, _ANY_FILE)),
+    "--hypervisor": _Option("hypervisor"),
+    "--timeout": _Option("timeout", lambda v: _at_least(_number(v), 0.1)),
+    "--config": _Option("config_file", lambda v: _path(v, _ANY_FILE)),
+    "--machine-type": _Option("machine_type"),
+    "--memory": _Option("memory", lambda v: _at_least(_integer(v), 1)),
+    "--json": _Option("as_json", None, flag_value=True),
+    "--type": _Option("dev_type", lambda v: v if v in _DEVICE_TYPES else _unplain()),
+    "--major": _Option("major", _integer),
+    "--minor": _Option("minor", _integer),
+    "--host-path": _Option("host_path"),
+    "--oci-device": _Option("oci_device"),
+    "--sandbox-device": _Option("sandbox_device"),
+    "--container": _Option("user"),
+    "--sysfs-root": _Option("sysfs_root", lambda v: _path(v, _ANY_DIR)),
+}
 
 
 def _plain_plan(args: Sequence[str]) -> int:
@@ -361,6 +381,61 @@ def _plain_resolve(args: Sequence[str]) -> int:
     return _as_one_line(run)
 
 
+def _unplain() -> Any:
+    raise _Unplain
+
+
+def _at_least(value: Any, minimum: float) -> Any:
+    """click's IntRange/FloatRange(min=...): a smaller value is click's usage error to print."""
+    if value < minimum:
+        raise _Unplain
+    return value
+
+
+def _live_options() -> dict[str, _Option]:
+    """The installed backends' live-driver flags (``--qmp``...), as vmdev.sandbox_cli adds them."""
+    from vmdev.plugins import get_plugin_manager
+
+    backends = get_plugin_manager().backends()
+    return {option.flag: _Option("live:" + option.flag)
+            for name in backends.names() for option in backends.get(name).backend.live_options}
+
+
+def _plain_sandbox(args: Sequence[str], command: str) -> int:
+    """``vmdev attach``/``detach`` (see vmdev.sandbox_ops)."""
+    from vmdev import sandbox_ops
+
+    own = {**_SANDBOX_OPTIONS, **({"--id": _Option("device_id")} if command == "detach" else {})}
+    live = _live_options()
+    if set(live) & set(own):
+        raise _Unplain
+    values, rest, flags = _parse(args, {**own, **live}, 0, optional=1)
+    if "state_path" not in values:
+        raise _Unplain  # a required option: click says so
+    overrides = {"machine_type": values.get("machine_type"), "default_memory": values.get("memory"), **flags}
+    sandbox = sandbox_ops.Sandbox(
+        state_path=values["state_path"], hypervisor=values.get("hypervisor"),
+        live={key[5:]: value for key, value in values.items() if key.startswith("live:")},
+        timeout=values.get("timeout", 30.0), config_file=values.get("config_file"), overrides=overrides,
+        sysfs_root=values.get("sysfs_root"),
+    )
+    device = sandbox_ops.DeviceArgs(
+        dev_type=values.get("dev_type"), major=values.get("major"), minor=values.get("minor"),
+        host_path=values.get("host_path", ""), oci_device=values.get("oci_device"),
+        sandbox_device=values.get("sandbox_device"), container_path=rest[0] if rest else None,
+    )
+    user, as_json = values.get("user", ""), bool(values.get("as_json"))
+
+    def run() -> None:
+        if command == "attach":
+            _echo(sandbox_ops.attach(sandbox, device, user=user, as_json=as_json))
+        else:
+            _echo(sandbox_ops.detach(sandbox, device, device_id=values.get("device_id"), user=user,
+                                     as_json=as_json))
+
+    return _as_one_line(run)
+
+
 def _plain_plugins(args: Sequence[str]) -> int:
     if list(args) not in ([], ["--json"]):
         raise _Unplain
@@ -372,7 +447,10 @@ def _plain_plugins(args: Sequence[str]) -> int:
     return _as_one_line(run)
 
 
-_PLAIN: Final = {"plan": _plain_plan, "resolve": _plain_resolve, "plugins": _plain_plugins}
+_PLAIN: Final[Mapping[str, Callable[[Sequence[str]], int]]] = {
+    "plan": _plain_plan, "resolve": _plain_resolve, "plugins": _plain_plugins,
+    "attach": partial(_plain_sandbox, command="attach"), "detach": partial(_plain_sandbox, command="detach"),
+}
 
 
 def run_plain(argv: Sequence[str]) -> int | None:

@@ -10,27 +10,24 @@ sandbox's, from its state file. See docs/manager.md. Registered on the ``vmdev``
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import click
 
 from vmdev.cliutil import F, SettingsCommand, errors_as_one_line, fail, flag_overrides, host_context
-from vmdev.errors import ConfigError, VmdevError
-from vmdev.models import DeviceInfo
-from vmdev.settings import SandboxSettings, load_settings
+from vmdev.errors import VmdevError
+from vmdev.sandbox_ops import DeviceArgs, Sandbox, attach, check_hypervisor, detach
+from vmdev.sandbox_ops import connection as live_connection
+from vmdev.sandbox_ops import driver as live_driver
 
 if TYPE_CHECKING:
     from vmdev.backend import Backend, LiveConnection
     from vmdev.host import HostContext
-    from vmdev.live import HotPlugger
-    from vmdev.manager import DeviceManager
     from vmdev.plugins import PluginManager
-    from vmdev.state import DeviceRecord, SandboxState, StateFile
+    from vmdev.state import SandboxState
 
 _SETTINGS_FLAGS: dict[str, str] = {
     "machine_type": "machine_type",
@@ -95,43 +92,6 @@ class _SandboxCommand(_LiveFlags, SettingsCommand):
     """``attach``/``detach``: settings flags and live-driver flags."""
 
 
-def _connection(
-    backend: Backend, given: Mapping[str, str], timeout: float, settings: SandboxSettings, *, required: bool
-) -> LiveConnection | None:
-    """How to reach the backend's running VM from the flags given; None for a backend without a
-    live driver (books only) and, unless ``required``, when its flags are not given. The sandbox's
-    ``settings`` go along when the connection carries them (a driver may read its defaults there)."""
-    from vmdev.backend import LiveConnection
-
-    own = {option.flag: option for option in backend.live_options}
-    stray = sorted(set(given) - set(own))
-    if stray:
-        theirs = ", ".join(own) or "none"
-        raise ConfigError(
-            f"is not an option of the {backend.name} backend's live driver (its options: {theirs})",
-            field=stray[0],
-        )
-    if backend.live is None:
-        return None
-    missing = [option.flag for option in backend.live_options if option.required and option.flag not in given]
-    if missing:
-        if not required:
-            return None
-        raise ConfigError(
-            f"is required: the {backend.name} backend reaches the sandbox's running VM through it",
-            field=missing[0],
-        )
-    options = {option.name: given[option.flag] for option in backend.live_options if option.flag in given}
-    extra = {"settings": settings} if "settings" in attrs.fields_dict(LiveConnection) else {}
-    return LiveConnection(options=options, timeout=timeout, **extra)
-
-
-def _driver(backend: Backend, connection: LiveConnection | None) -> HotPlugger | None:
-    if connection is None or backend.live is None:
-        return None
-    return backend.live(connection)
-
-
 # --- options -------------------------------------------------------------------------------------------
 #: how a device is named: as ``vmdev resolve`` takes it, as an OCI device, or a sandbox device
 _device_options = _options(
@@ -161,184 +121,8 @@ _sandbox_options = _options(
 )
 
 
-@attrs.frozen(kw_only=True)
-class _DeviceArgs:
-    """The device options of ``attach``/``detach`` as given."""
-
-    dev_type: str | None = None
-    major: int | None = None
-    minor: int | None = None
-    host_path: str = ""
-    oci_device: str | None = None
-    sandbox_device: str | None = None
-    container_path: str | None = None
-
-    @property
-    def given(self) -> list[str]:
-        forms = (
-            ("--type/--major/--minor", self.dev_type is not None or bool(self.container_path)),
-            ("--oci-device", bool(self.oci_device)),
-            ("--sandbox-device", bool(self.sandbox_device)),
-        )
-        return [name for name, present in forms if present]
-
-    def request(self) -> DeviceInfo | str:
-        """A :class:`DeviceInfo`, or the name of a sandbox device."""
-        if len(self.given) != 1:
-            raise ConfigError(
-                "give exactly one device: --type/--major/--minor CONTAINER_PATH, --oci-device JSON or "
-                f"--sandbox-device NAME (got {', '.join(self.given) or 'none'})",
-                field="device",
-            )
-        if self.sandbox_device:
-            return self.sandbox_device
-        if self.oci_device:
-            return _oci_device(self.oci_device)
-        if self.dev_type is None or self.major is None or self.minor is None or not self.container_path:
-            raise ConfigError("--type, --major, --minor and CONTAINER_PATH are all required", field="device")
-        return DeviceInfo(
-            container_path=self.container_path,
-            dev_type=self.dev_type,
-            major=self.major,
-            minor=self.minor,
-            host_path=self.host_path,
-        )
-
-
-def _oci_device(text: str) -> DeviceInfo:
-    from vmdev.oci import parse_spec
-
-    if text.startswith("@"):
-        try:
-            text = Path(text[1:]).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read {text[1:]}: {exc.strerror}", field="--oci-device") from None
-    try:
-        entry = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"not valid JSON: {exc}", field="--oci-device") from None
-    try:
-        return parse_spec({"linux": {"devices": [entry]}}).devices[0]
-    except ConfigError as exc:
-        field = exc.field.replace("$.linux.devices[0]", "--oci-device")
-        raise ConfigError(exc.message, device=exc.device, field=field) from None
-
-
-def _check_hypervisor(given: str | None, state: SandboxState, state_path: str) -> None:
-    if given is not None and given != state.settings.hypervisor:
-        raise ConfigError(
-            f"this sandbox runs on {state.settings.hypervisor} (kept in its state file), not {given}; "
-            "leave out --hypervisor",
-            device=state_path,
-            field="hypervisor",
-        )
-
-
-@attrs.frozen(kw_only=True)
-class _Sandbox:
-    """The options naming a sandbox, and opening it: load its state, connect to its VM."""
-
-    state_path: str
-    hypervisor: str | None
-    live: Mapping[str, str]
-    timeout: float
-    config_file: str | None
-    overrides: Mapping[str, Any]
-    sysfs_root: str | None
-
-    @property
-    def file(self) -> StateFile:
-        from vmdev.state import StateFile
-
-        return StateFile(self.state_path)
-
-    def state(self, plugins: PluginManager) -> SandboxState:
-        """The saved state, or a new one with the given settings; settings given for an existing
-        sandbox must be the ones it was created with."""
-        from vmdev.state import SandboxState
-
-        given = self.config_file is not None or any(v is not None for v in self.overrides.values())
-        if not self.file.exists():
-            settings = load_settings(self.config_file, hypervisor=self.hypervisor, overrides=self.overrides,
-                                     plugins=plugins)
-            return SandboxState(settings=settings)
-        state = self.file.load()
-        _check_hypervisor(self.hypervisor, state, self.state_path)
-        if given:
-            settings = load_settings(self.config_file, hypervisor=state.settings.hypervisor,
-                                     overrides=self.overrides, plugins=plugins)
-            if settings != state.settings:
-                raise ConfigError(
-                    "differ from the settings this sandbox was created with (kept in its state file); "
-                    "leave out --config and the settings options",
-                    device=self.state_path,
-                    field="settings",
-                )
-        return state
-
-    @contextlib.contextmanager
-    def opened(self) -> Iterator[DeviceManager]:
-        """Under the state file's lock: a manager for the sandbox that changes its VM through the
-        backend's live driver (books only for a backend without one) and saves every change;
-        saved once more at the end."""
-        from vmdev.manager import DeviceManager
-        from vmdev.plugins import get_plugin_manager
-
-        plugins = get_plugin_manager()
-        with self.file.locked():
-            state = self.state(plugins)
-            backend = plugins.backend(state.settings.hypervisor)
-            connection = _connection(backend, self.live, self.timeout, state.settings, required=True)
-            driver = _driver(backend, connection)
-            try:
-                manager = DeviceManager(state=state, host=host_context(self.sysfs_root), plugins=plugins,
-                                        hotplugger=driver, journal=self.file.save)
-                yield manager
-            finally:
-                if driver is not None:
-                    driver.close()
-            self.file.save(manager.snapshot())
-
-
-def _find_record(
-    manager: DeviceManager, request: DeviceInfo | str | None, device_id: str | None
-) -> DeviceRecord:
-    from vmdev.manager import DeviceNotFoundError, device_key
-
-    if (request is None) == (device_id is None):
-        raise ConfigError("give the device either by --id or by its description", field="device")
-    if device_id is not None:
-        return manager.get(device_id)
-    if isinstance(request, str):
-        found, what, key = manager.find_sandbox_device(request), request, f"sandbox {request}"
-    else:
-        assert request is not None
-        found, what, key = manager.find(request), request.name, device_key(request)
-    if found is None:
-        raise DeviceNotFoundError(f"this sandbox has no such device ({key})", device=what, field="id")
-    return found
-
-
-def _echo_record(record: DeviceRecord | None, verb: str, as_json: bool, extra: dict[str, Any]) -> None:
-    from vmdev.manager import describe_status
-    from vmdev.state import record_to_json
-
-    if as_json:
-        data = record_to_json(record) if record is not None else None
-        click.echo(json.dumps({**extra, "device": data}, indent=2))
-    elif record is None:
-        click.echo(f"{verb} {extra['id']}: no container uses it any more; forgotten")
-    else:
-        buses = record.attachment.buses if record.attachment is not None else ()
-        click.echo(
-            f"{verb} {record.id} ({record.kind}, {record.name}): {describe_status(record)}; attach count "
-            f"{record.attach_count}, references {record.ref_count}"
-            + (f", bus {', '.join(buses)}" if buses else "")
-        )
-
-
-def _sandbox(kwargs: dict[str, Any]) -> _Sandbox:
-    return _Sandbox(
+def _sandbox(kwargs: dict[str, Any]) -> Sandbox:
+    return Sandbox(
         state_path=kwargs.pop("state_path"),
         hypervisor=kwargs.pop("hypervisor"),
         live=_live_flags(),
@@ -363,13 +147,7 @@ def attach_cmd(**kwargs: Any) -> None:
     the RNG (--sandbox-device rng).
     """
     sandbox, as_json, user = _sandbox(kwargs), kwargs.pop("as_json"), kwargs.pop("user")
-    request = _DeviceArgs(**kwargs).request()
-    with sandbox.opened() as manager:
-        if isinstance(request, str):
-            record = manager.add_sandbox_device(request, user=user)
-        else:
-            record = manager.add_device(request, user=user)
-    _echo_record(record, "attached", as_json, {"id": record.id, "plugged": record.attach_count == 1})
+    click.echo(attach(sandbox, DeviceArgs(**kwargs), user=user, as_json=as_json))
 
 
 @click.command("detach", cls=_SandboxCommand)
@@ -385,16 +163,7 @@ def detach_cmd(**kwargs: Any) -> None:
     """
     sandbox, as_json, user = _sandbox(kwargs), kwargs.pop("as_json"), kwargs.pop("user")
     device_id = kwargs.pop("device_id")
-    args = _DeviceArgs(**kwargs)
-    request = args.request() if args.given else None
-    if not sandbox.file.exists():
-        from vmdev.state import StateError
-
-        raise StateError("no such state file: nothing is attached to this sandbox", device=sandbox.state_path)
-    with sandbox.opened() as manager:
-        target = _find_record(manager, request, device_id)
-        record = manager.release_device(target.id, user=user)
-    _echo_record(record, "detached", as_json, {"id": target.id, "unplugged": target.attach_count == 1})
+    click.echo(detach(sandbox, DeviceArgs(**kwargs), device_id=device_id, user=user, as_json=as_json))
 
 
 # --- status --------------------------------------------------------------------------------------------
@@ -425,7 +194,7 @@ def status_cmd(state_path: str, hypervisor: str | None, timeout: float, sysfs_ro
     from vmdev.state import StateFile
 
     state = StateFile(state_path).load()
-    _check_hypervisor(hypervisor, state, state_path)
+    check_hypervisor(hypervisor, state, state_path)
     plugins = get_plugin_manager()
     report = _Report(vm={"hypervisor": state.settings.hypervisor, "connection": {}, "reachable": None,
                          "error": ""})
@@ -434,7 +203,7 @@ def status_cmd(state_path: str, hypervisor: str | None, timeout: float, sysfs_ro
     except VmdevError as exc:
         report.vm["error"] = str(exc)
     else:
-        connection = _connection(backend, _live_flags(), timeout, state.settings, required=False)
+        connection = live_connection(backend, _live_flags(), timeout, state.settings, required=False)
         if connection is not None:
             report.vm["connection"] = dict(connection.options)
             reachable, error = _presence(backend, connection, state, report.presence)
@@ -450,7 +219,7 @@ def _presence(
     backend: Backend, connection: LiveConnection, state: SandboxState, out: dict[str, list[tuple[str, bool]]]
 ) -> tuple[bool, str]:
     try:
-        driver = _driver(backend, connection)
+        driver = live_driver(backend, connection)
         assert driver is not None
         try:
             for record in state.devices:
