@@ -5,50 +5,74 @@ stratovirt``, or a Kata configuration-stratovirt.toml with its ``[hypervisor.str
 ``check_settings`` refuses machines and memory sizes StratoVirt has not, and ``attach_options``
 renders the devices of the families this backend knows for its own target only (any other target
 is declined, and so is a device of a family it does not know).
+
+``vmdev plan`` imports every installed plugin's entry module for every container, whatever the
+hypervisor. So this module imports only ``hookimpl`` and :mod:`~acme_vmdev_stratovirt.constants`:
+the backend is registered with small functions that import the target (:mod:`.target`) and the
+plan (:mod:`.plan`) when the core calls them, which it does only for a StratoVirt plan, and the
+other two hooks compare the backend's name (``settings.hypervisor``, ``target.hypervisor``) before
+importing anything.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
+from typing import TYPE_CHECKING
 
-from acme_vmdev_stratovirt import target as stratovirt
-from acme_vmdev_stratovirt.families import renderer_for
-from acme_vmdev_stratovirt.plan import assemble
+from acme_vmdev_stratovirt.constants import DESCRIPTION, KATA_SECTION, NAME
 from vmdev import hookimpl
-from vmdev.backend import Backend, RenderContext
-from vmdev.models import Device
-from vmdev.settings import SandboxSettings
-from vmdev.targets import AttachOptions, RenderTarget
+
+if TYPE_CHECKING:
+    from vmdev.backend import Backend, BackendPlan, RenderContext
+    from vmdev.models import Device
+    from vmdev.planner import PlannedDevice
+    from vmdev.settings import SandboxSettings
+    from vmdev.targets import AttachOptions, RenderTarget
 
 
 def _target(settings: SandboxSettings, context: RenderContext) -> RenderTarget:
-    return stratovirt.StratoVirtTarget(settings, context)
+    from acme_vmdev_stratovirt.target import StratoVirtTarget
+
+    return StratoVirtTarget(settings, context)
 
 
-BACKEND: Final = Backend(
-    name=stratovirt.NAME,
-    description="StratoVirt: command-line options (q35, virt, microvm) and QMP hot plug of disks",
-    kata_sections=("stratovirt",),
-    target=_target,
-    assemble=assemble,
-)
+def _assemble(
+    settings: SandboxSettings, target: RenderTarget, devices: tuple[PlannedDevice, ...]
+) -> BackendPlan:
+    from acme_vmdev_stratovirt.plan import assemble
+
+    return assemble(settings, target, devices)
+
+
+def backend() -> Backend:
+    """The StratoVirt backend (its target and plan are imported when the core calls them)."""
+    from vmdev.backend import Backend
+
+    return Backend(name=NAME, description=DESCRIPTION, kata_sections=(KATA_SECTION,), target=_target,
+                   assemble=_assemble)
 
 
 @hookimpl
 def register_backends(register: Callable[[Backend], None]) -> None:
-    register(BACKEND)
+    register(backend())
 
 
 @hookimpl
 def check_settings(settings: SandboxSettings) -> None:
-    if settings.hypervisor == stratovirt.NAME:
-        stratovirt.check_settings(settings)
+    if settings.hypervisor == NAME:
+        from acme_vmdev_stratovirt.target import check_settings
+
+        check_settings(settings)
 
 
 @hookimpl
 def attach_options(device: Device, target: RenderTarget, hotplug: bool) -> AttachOptions | None:
-    if not isinstance(target, stratovirt.StratoVirtTarget):
+    if target.hypervisor != NAME:
+        return None
+    from acme_vmdev_stratovirt.families import renderer_for
+    from acme_vmdev_stratovirt.target import StratoVirtTarget
+
+    if not isinstance(target, StratoVirtTarget):
         return None
     render = renderer_for(device)
     return None if render is None else render(device, target, hotplug)

@@ -16,20 +16,18 @@ from typing import Any, ClassVar, Final
 import attrs
 
 from acme_vmdev_stratovirt.cmdline import options, pci_addr
+from acme_vmdev_stratovirt.constants import MACHINES as MACHINES
+from acme_vmdev_stratovirt.constants import MEMORY_RANGE_MIB as MEMORY_RANGE_MIB
+from acme_vmdev_stratovirt.constants import MICROVM as MICROVM
+from acme_vmdev_stratovirt.constants import NAME as NAME
 from vmdev.errors import ConfigError, UnsupportedError
 from vmdev.qemu import QmpCommand
 from vmdev.settings import SandboxSettings
 from vmdev.targets import MMIO, PCI, RenderTarget
 
-NAME: Final = "stratovirt"
-MICROVM: Final = "microvm"
-#: StratoVirt's machine types (``-machine``): microvm, q35 (x86_64) and virt (aarch64)
-MACHINES: Final = (MICROVM, "q35", "virt")
 ROOT_BUS: Final = "pcie.0"
 #: the ``pcie.0`` slots a plan may use (0: host bridge; 0x1f: q35's LPC bridge)
 FREE_SLOTS: Final = tuple(range(0x1, 0x1F))
-#: StratoVirt's guest memory range, in MiB (128 MiB to 512 GiB)
-MEMORY_RANGE_MIB: Final = (128, 512 * 1024)
 ROOT_PORT: Final = "root-port"
 
 
