@@ -15,8 +15,8 @@ from vmdev.planner import plan
 from vmdev.plugins import LoadPolicy, PluginManager
 from vmdev.settings import SandboxSettings, load_settings
 from vmdev.testing import FakeHost
+from vmdev_vfio.config import VfioConfig, read_config
 from vmdev_vfio.device import VFIOMode
-from vmdev_vfio.settings import VfioConfig, read_config
 from vmdev_vfio.testing import group_request
 
 

@@ -3,10 +3,41 @@
 The family's names, importable from the distribution (they lived in ``vmdev.models`` before the
 open core): ``VFIODev``, ``VFIODeviceType``, ``VFIOMode``, ``DEVICE_VFIO``,
 ``PCI_CONFIG_SPACE_SIZE``; and ``VFIODevice``, one request. Test builders are in
-:mod:`vmdev_vfio.testing`.
+:mod:`vmdev_vfio.testing`. The names are resolved on first use (PEP 562 ``__getattr__``):
+importing the package, as loading the plugin does, creates no class (issue 13, cold start).
 """
 
-from vmdev_vfio.device import DEVICE_VFIO, VFIODev, VFIODevice, VFIODeviceType, VFIOMode
-from vmdev_vfio.host import PCI_CONFIG_SPACE_SIZE
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vmdev_vfio.device import VFIODev, VFIODevice, VFIOMode
+    from vmdev_vfio.host import PCI_CONFIG_SPACE_SIZE, VFIODeviceType
+    from vmdev_vfio.kinds import DEVICE_VFIO
 
 __all__ = ["DEVICE_VFIO", "PCI_CONFIG_SPACE_SIZE", "VFIODev", "VFIODevice", "VFIODeviceType", "VFIOMode"]
+
+#: each public name and the module defining it
+_HOMES = {
+    "DEVICE_VFIO": "vmdev_vfio.kinds",
+    "PCI_CONFIG_SPACE_SIZE": "vmdev_vfio.host",
+    "VFIODev": "vmdev_vfio.device",
+    "VFIODevice": "vmdev_vfio.device",
+    "VFIODeviceType": "vmdev_vfio.host",
+    "VFIOMode": "vmdev_vfio.device",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -34,22 +34,30 @@ from vmdev_vfio.host import (
     cdev_function,
     group_members,
 )
+from vmdev_vfio.kinds import (
+    CDEV_DIR,
+    CONTROL_NODE,
+    DEVICE_VFIO,
+    IOMMU_NODE,
+    MODE_GUEST_KERNEL,
+    MODE_VFIO,
+    VFIO_DIR,
+    claims,
+)
 
 if TYPE_CHECKING:
-    from vmdev_vfio.settings import VfioConfig
+    from vmdev_vfio.config import VfioConfig
 
-#: Kata's ``config.DeviceVFIO``: the kind of every VFIO request
-DEVICE_VFIO: Final = "vfio"
-VFIO_DIR: Final = "/dev/vfio/"
-CONTROL_NODE: Final = "/dev/vfio/vfio"
-CDEV_DIR: Final = "/dev/vfio/devices/"
-IOMMU_NODE: Final = "/dev/iommu"
 ID_PREFIX: Final = "vfio"
 BACKEND_NOTE: Final = "vfio.backend"
 FUNCTION_NOTE: Final = "vfio.function:"
 
 __all__ = [
+    "CDEV_DIR",
+    "CONTROL_NODE",
     "DEVICE_VFIO",
+    "IOMMU_NODE",
+    "VFIO_DIR",
     "SkippedFunction",
     "VFIODev",
     "VFIODevice",
@@ -67,8 +75,8 @@ __all__ = [
 class VFIOMode(str, enum.Enum):
     """``vfio_mode``: who binds passed-through devices in the guest."""
 
-    VFIO = "vfio"
-    GUEST_KERNEL = "guest-kernel"
+    VFIO = MODE_VFIO
+    GUEST_KERNEL = MODE_GUEST_KERNEL
 
 
 class VfioBackend(str, enum.Enum):
@@ -225,11 +233,6 @@ def from_state(data: Mapping[str, Any]) -> VFIODevice:
 
 
 # --- building -------------------------------------------------------------------------------------
-def claims(host_path: str) -> bool:
-    """A ``/dev/vfio`` path that is a device to pass (everything but the control node)."""
-    return host_path.startswith(VFIO_DIR) and host_path != CONTROL_NODE
-
-
 def build(info: DeviceInfo, host: HostContext, config: VfioConfig) -> VFIODevice:
     """The device for a claimed request, or a :class:`DeviceError` naming what is wrong."""
     name = info.container_path or info.host_path

@@ -10,17 +10,17 @@ lists the ports no device uses (``spare``) so a runtime knows where later hot pl
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar
 
 import attrs
 
 from vmdev.models import PCIePort
 from vmdev.serialize import from_json
 from vmdev.settings import QEMU, SandboxSettings
-from vmdev_vfio.settings import VfioConfig
+from vmdev_vfio.config import VfioConfig
+from vmdev_vfio.kinds import PORTS_ID, PORTS_KIND
 
-PORTS_ID: Final = "vfio-ports"
-PORTS_KIND: Final = "pcie-ports"
+__all__ = ["PORTS_ID", "PORTS_KIND", "PortReservation", "from_state", "reservation"]
 
 
 @attrs.frozen(kw_only=True)

@@ -7,8 +7,8 @@ from typing import Any, Final
 from vmdev.backends.clh import ClhAttach, ClhTarget
 from vmdev.errors import UnsupportedError
 from vmdev.targets import ApiRequest
+from vmdev_vfio.config import read_config
 from vmdev_vfio.device import VfioBackend, VFIODevice
-from vmdev_vfio.settings import read_config
 
 CLH_API: Final = "/api/v1"
 

@@ -1,8 +1,9 @@
 """The VFIO settings keys, declared once (Kata's names), and the rules across them.
 
 The core parses every key below from these declarations before any hook runs (a wrong type or
-value is a one-line ``ConfigError`` naming the key); this module only turns the typed values
-into a :class:`VfioConfig` and checks what no single key can say.
+value is a one-line ``ConfigError`` naming the key); this module only checks what no single key
+can say (:mod:`vmdev_vfio.config` turns the typed values into a
+``VfioConfig``). It defines no class: the plugin imports it on every run (issue 13, cold start).
 
 ``hot_plug_vfio`` / ``cold_plug_vfio``
     ``no-port`` (default; ``""`` means the same), ``root-port``, ``switch-port`` or
@@ -31,13 +32,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-import attrs
-
 from vmdev.declared import INTEGER, RUNTIME, STRING, Setting
 from vmdev.errors import ConfigError
 from vmdev.models import MAX_PCIE_ROOT_PORT, MAX_PCIE_SWITCH_PORT, PCIePort
 from vmdev.settings import CLOUD_HYPERVISOR, QEMU, SandboxSettings
-from vmdev_vfio.device import VFIOMode
+from vmdev_vfio.kinds import MODE_GUEST_KERNEL, MODE_VFIO
 
 HOT_PLUG_KEY: Final = "hot_plug_vfio"
 COLD_PLUG_KEY: Final = "cold_plug_vfio"
@@ -50,7 +49,7 @@ CONFIDENTIAL_KEY: Final = "confidential_guest"
 #: the port kinds in Kata's order of its error message
 PORT_CHOICES: Final = tuple(p.value for p in (PCIePort.NO_PORT, PCIePort.BRIDGE_PORT, PCIePort.ROOT_PORT,
                                                PCIePort.SWITCH_PORT))
-CLH_PORTS: Final = (PCIePort.NO_PORT, PCIePort.ROOT_PORT)
+CLH_PORTS: Final = (PCIePort.NO_PORT.value, PCIePort.ROOT_PORT.value)
 
 SETTINGS: Final = (
     Setting(
@@ -77,8 +76,8 @@ SETTINGS: Final = (
         "switch ports",
     ),
     Setting(
-        name=MODE_KEY, type=STRING, default=VFIOMode.GUEST_KERNEL.value, kata_key=MODE_KEY, section=RUNTIME,
-        choices=tuple(m.value for m in (VFIOMode.VFIO, VFIOMode.GUEST_KERNEL)),
+        name=MODE_KEY, type=STRING, default=MODE_GUEST_KERNEL, kata_key=MODE_KEY, section=RUNTIME,
+        choices=(MODE_VFIO, MODE_GUEST_KERNEL),
         description="who drives VFIO devices in the guest: guest-kernel (its drivers) or vfio (the "
         "container, through VFIO)",
     ),
@@ -90,71 +89,23 @@ def register(register: Callable[[Setting], None]) -> None:
         register(setting)
 
 
-@attrs.frozen(kw_only=True)
-class VfioConfig:
-    """The VFIO settings of one sandbox, typed."""
-
-    hot_plug: PCIePort = PCIePort.NO_PORT
-    cold_plug: PCIePort = PCIePort.NO_PORT
-    root_ports: int = 0
-    switch_ports: int = 0
-    mode: VFIOMode = VFIOMode.GUEST_KERNEL
-    iommu: bool = False
-    #: a confidential QEMU guest: only IOMMUFD cdevs (Kata: "ConfidentialGuest needs IOMMUFD")
-    confidential: bool = False
-
-    @property
-    def coldplug_all(self) -> bool:
-        """``cold_plug_vfio`` names a port: every VFIO device is present at boot."""
-        return self.cold_plug is not PCIePort.NO_PORT
-
-    @property
-    def port(self) -> PCIePort:
-        """The port kind VFIO devices go to."""
-        return self.cold_plug if self.coldplug_all else self.hot_plug
-
-    @property
-    def reserved_ports(self) -> tuple[PCIePort, int]:
-        """The ports to keep ready whatever the devices (``pcie_root_port``/``pcie_switch_port``)."""
-        if self.port is PCIePort.ROOT_PORT:
-            return PCIePort.ROOT_PORT, self.root_ports
-        if self.port is PCIePort.SWITCH_PORT:
-            return PCIePort.SWITCH_PORT, self.switch_ports
-        return self.port, 0
-
-
-def read_config(settings: SandboxSettings) -> VfioConfig:
-    """The VFIO settings from the core's typed values (``settings`` must be prepared)."""
-    return VfioConfig(
-        hot_plug=PCIePort(settings.value(HOT_PLUG_KEY)),
-        cold_plug=PCIePort(settings.value(COLD_PLUG_KEY)),
-        root_ports=settings.value(ROOT_PORTS_KEY),
-        switch_ports=settings.value(SWITCH_PORTS_KEY),
-        mode=VFIOMode(settings.value(MODE_KEY)),
-        iommu=bool(settings.value(IOMMU_KEY, False)),
-        confidential=settings.hypervisor == QEMU and bool(settings.value(CONFIDENTIAL_KEY, False)),
-    )
-
-
 def check_rules(settings: SandboxSettings) -> None:
     """The rules across keys, as Kata checks them (with its messages, minus its quirks: the
     values are named in the right order), and ``vfio_mode`` in the wrong table."""
     _check_mode_table(settings)
     if settings.hypervisor not in (QEMU, CLOUD_HYPERVISOR):
         return  # Kata checks the port keys for QEMU and Cloud Hypervisor only
-    config = read_config(settings)
-    hot, cold = config.hot_plug, config.cold_plug
-    if hot is not PCIePort.NO_PORT and cold is not PCIePort.NO_PORT:
+    hot: str = settings.value(HOT_PLUG_KEY)
+    cold: str = settings.value(COLD_PLUG_KEY)
+    if hot != PCIePort.NO_PORT.value and cold != PCIePort.NO_PORT.value:
         raise ConfigError(
-            f"invalid hot-plug={hot.value} and cold-plug={cold.value} settings, only one of them can be set",
+            f"invalid hot-plug={hot} and cold-plug={cold} settings, only one of them can be set",
             field=HOT_PLUG_KEY,
         )
     if settings.hypervisor == CLOUD_HYPERVISOR:
         for key, port, what in ((COLD_PLUG_KEY, cold, "cold-plug"), (HOT_PLUG_KEY, hot, "hot-plug")):
             if port not in CLH_PORTS:
-                raise ConfigError(
-                    f"only {what}=no-port or root-port supported on CLH, got {port.value}", field=key
-                )
+                raise ConfigError(f"only {what}=no-port or root-port supported on CLH, got {port}", field=key)
 
 
 def _check_mode_table(settings: SandboxSettings) -> None:
