@@ -123,7 +123,9 @@ class DeviceManager:
     ``settings`` are fixed for the sandbox's life; with ``state`` (a saved sandbox) they come from
     it. Both are prepared by the pipeline (declared keys parsed, ``check_settings`` run).
     ``hotplugger`` is the backend's live driver for the running VM (None: keep the books only);
-    ``journal`` receives the new state after every change.
+    ``journal`` receives every change: a :class:`vmdev.state.ChangeJournal` (a state file's
+    :class:`~vmdev.state.StateJournal`, or its bound ``save``) what changed, a plain callable the
+    whole new state.
     """
 
     def __init__(
@@ -152,6 +154,17 @@ class DeviceManager:
     def load(cls, path: str | os.PathLike[str], **kwargs: Any) -> DeviceManager:
         """A manager for the sandbox saved in ``path`` (``kwargs`` as for the constructor)."""
         return cls(state=StateFile(Path(path)).load(), **kwargs)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], settings: SandboxSettings | None = None,
+             **kwargs: Any) -> DeviceManager:
+        """A manager for the sandbox saved in ``path`` (a new one with ``settings`` when there is
+        no state file yet) that records every change in the file, as a journal line
+        (:class:`vmdev.state.StateJournal`). Hold :meth:`StateFile.locked` around its use when
+        other processes may change the sandbox."""
+        file = StateFile(Path(path))
+        state = file.load() if file.exists() else None
+        return cls(settings, state=state, journal=file.journal(), **kwargs)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the whole sandbox to ``path`` atomically."""

@@ -53,11 +53,13 @@ from vmdev.state import (
     PortRecord,
     SandboxState,
     StateChange,
+    StateFile,
     process_alive,
 )
 
 #: what receives every change: a :class:`~vmdev.state.ChangeJournal` (told what changed) or a
-#: callable given the whole new state (``StateFile.save``, as before)
+#: callable given the whole new state; a state file's bound ``save`` is taken as that file's
+#: :class:`~vmdev.state.StateJournal` (the file holds the same state, written change by change)
 Journal = Callable[[SandboxState], None] | ChangeJournal
 
 
@@ -244,6 +246,9 @@ class Registry:
         """A change journal starts from ``state`` (the state the registry was made with, which its
         file may hold already) or, set later, from the whole current state."""
         self._clear_changes()
+        owner = getattr(journal, "__self__", None)
+        if isinstance(owner, StateFile) and getattr(journal, "__func__", None) is StateFile.save:
+            journal = owner.journal()  # `journal=file.save`: the same file, written change by change
         if isinstance(journal, ChangeJournal):
             self._recorder, self._journal_fn = journal, None
             journal.begin(state if state is not None else self.snapshot(), continues=state is not None)
