@@ -206,3 +206,45 @@ def test_vmdev_help_imports_no_sandbox_or_check_command() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           env={**__import__("os").environ, "VMDEV_PLUGINS": ""})
     assert done.stderr.endswith("[]") and all(name in done.stdout for name in ("attach", "check", "status"))
+
+
+LAZY_PLUGIN = """
+from vmdev import hookimpl
+from vmdev.cliutil import LazyCommand
+
+
+@hookimpl
+def register_commands(cli):
+    cli.add_command(LazyCommand("greet", "greet_cmd_impl:greet", summary="Greet someone."))
+"""
+LAZY_IMPL = """
+import click
+
+
+@click.command("greet")
+@click.option("--loud", is_flag=True, help="Shout.")
+@click.argument("name")
+def greet(loud, name):
+    '''Greet someone.
+
+    At length.'''
+    click.echo(("HELLO " if loud else "hello ") + name)
+"""
+
+
+def test_a_lazy_plugin_command_is_listed_without_importing_it_and_runs_as_itself(
+    make_dist: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    make_dist("greet-dev", {"greet": "greet_cmd_mod"}, {"greet_cmd_mod": LAZY_PLUGIN, "greet_cmd_impl": LAZY_IMPL})
+    monkeypatch.setenv("VMDEV_PLUGINS", "greet-dev")
+    monkeypatch.delitem(sys.modules, "greet_cmd_impl", raising=False)
+    listing = CliRunner().invoke(main, ["--help"])
+    assert listing.exit_code == 0 and "greet" in listing.stdout and "Greet someone." in listing.stdout
+    assert "greet_cmd_impl" not in sys.modules
+    assert CliRunner().invoke(main, ["greet", "--loud", "you"]).stdout == "HELLO you\n"
+    assert "greet_cmd_impl" in sys.modules
+    own_help = CliRunner().invoke(main, ["greet", "--help"]).stdout
+    assert "--loud" in own_help and "At length." in own_help
+    assert CliRunner().invoke(main, ["greet"]).exit_code == 2  # its own usage error: NAME is missing

@@ -2,11 +2,13 @@
 
 ``errors_as_one_line`` turns every error into one line on stderr and exit status 1 (usage
 errors stay click's exit 2); ``host_context`` builds the host context from the common flags;
-``SettingsCommand`` adds the settings flags the plugins declare.
+``SettingsCommand`` adds the settings flags the plugins declare; ``LazyCommand`` lists a command
+by its summary and imports it only to run it.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import traceback
@@ -21,6 +23,38 @@ from vmdev.errors import VmdevError
 from vmdev.host import HostContext
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class LazyCommand(click.Command):
+    """A command ``vmdev --help`` lists by its ``summary``, whose module is imported only when the
+    command itself is wanted (to run it, or for its own ``--help``).
+
+    Every plugin's ``register_commands`` runs for every ``vmdev --help``; a plugin that adds
+    ``cli.add_command(LazyCommand("doctor", "vmdev_vfio.doctor:doctor_command", summary=...))``
+    keeps the command's module, and everything it imports, out of it (``vmdev cdi``'s imports
+    jsonschema and yaml). ``target`` is ``"module:attribute"``; the summary should be the first
+    sentence of the command's help (test it against the loaded command's).
+    """
+
+    def __init__(self, name: str, target: str, *, summary: str) -> None:
+        super().__init__(name, help=summary)
+        self.target = target
+        self._loaded: click.Command | None = None
+
+    def load(self) -> click.Command:
+        """The command ``target`` names (imported once)."""
+        if self._loaded is None:
+            module, _, attribute = self.target.partition(":")
+            command = getattr(importlib.import_module(module), attribute)
+            if not isinstance(command, click.Command):
+                raise TypeError(f"{self.target} is not a click command")
+            self._loaded = command
+        return self._loaded
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        """The real command's context: click runs ``ctx.command``, so the real command runs."""
+        return self.load().make_context(info_name, args, parent=parent, **extra)
 
 
 def fail(message: str) -> None:
