@@ -486,7 +486,10 @@ class Registry:
             if not ids:
                 del self._by_key[before.key]
         if after is not None and (before is None or after.key != before.key):
-            self._by_key.setdefault(after.key, []).append(device_id)
+            ids = self._by_key.setdefault(after.key, [])
+            ids.append(device_id)
+            if len(ids) > 1:  # two devices with one key (never made so by the manager): the first wins
+                ids.sort(key=self._order.__getitem__)
         if after is not None and after.info is None:
             self._sandbox[device_id] = None
         else:
