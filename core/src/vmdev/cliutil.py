@@ -30,7 +30,7 @@ class LazyCommand(click.Command):
     command itself is wanted (to run it, or for its own ``--help``).
 
     Every plugin's ``register_commands`` runs for every ``vmdev --help``; a plugin that adds
-    ``cli.add_command(LazyCommand("doctor", "vmdev_vfio.doctor:doctor_command", summary=...))``
+    ``cli.add_command(LazyCommand("doctor", "acme_widgets.doctor:doctor_command", summary=...))``
     keeps the command's module, and everything it imports, out of it (``vmdev cdi``'s imports
     jsonschema and yaml). ``target`` is ``"module:attribute"``; the summary should be the first
     sentence of the command's help (test it against the loaded command's).

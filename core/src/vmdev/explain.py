@@ -10,18 +10,20 @@ its host path, the host facts recorded for it (the core's node facts and the fam
 ``host_facts``), the ports and bridges it got and the topology's limits, and its options. Decisions
 about the whole machine (the 64-bit PCI window, guest NUMA) are recorded under :data:`MACHINE`.
 
-It answers "why is my GPU on rp3 and not hot-plugged" without reading code.
+It answers "why is my GPU on rp3 and not hot-plugged" without reading code. Rendering code imports
+:func:`decide` from :mod:`vmdev.decisions`, which creates no class (it is re-exported here).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
 from vmdev.backend import PlanNotes, RenderContext
+from vmdev.decisions import MACHINE, decide, explaining
 
 if TYPE_CHECKING:
     import click
@@ -31,10 +33,7 @@ if TYPE_CHECKING:
     from vmdev.planner import Built, Pipeline, Plan
     from vmdev.plugins import PluginManager
     from vmdev.settings import SandboxSettings
-    from vmdev.targets import RenderTarget
 
-#: the device name decisions about the whole machine are recorded under
-MACHINE: Final = "(machine)"
 #: how a request reached the plugin that built it
 FROM_SPEC: Final = "build_device (OCI linux.devices)"
 FROM_MOUNT: Final = "device_from_mount, then build_device"
@@ -79,28 +78,9 @@ class ExplainNotes(PlanNotes):
     def add(self, device: str, decision: Decision) -> None:
         self.decisions.setdefault(device, []).append(decision)
 
-
-def explaining(target: RenderTarget) -> bool:
-    """Whether ``target`` keeps decisions (skip building explanations when it does not)."""
-    return isinstance(target.context.notes, ExplainNotes)
-
-
-def decide(
-    target: RenderTarget,
-    device: str,
-    option: str,
-    because: str,
-    *,
-    settings: Mapping[str, Any] | None = None,
-    facts: Mapping[str, str] | None = None,
-    limits: Sequence[str] = (),
-) -> None:
-    """Record why ``device`` (its name in the plan: the container path, or :data:`MACHINE`) got
-    ``option``. Does nothing unless the plan is made by ``vmdev explain``."""
-    notes = target.context.notes
-    if isinstance(notes, ExplainNotes):
-        notes.add(device, Decision(option=option, because=because, settings=settings or {},
-                                   facts=facts or {}, limits=limits))
+    def add_decision(self, device: str, **fields: Any) -> None:
+        """What :func:`vmdev.decisions.decide` calls: the notebook keeps decisions."""
+        self.add(device, Decision(**fields))
 
 
 # --- the explanation ---------------------------------------------------------------------------------

@@ -104,9 +104,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 import attrs
 
 from vmdev.backend import Backend, LiveConnection, LiveOption, RenderContext
+from vmdev.decisions import MACHINE, decide
 from vmdev.declared import BOOLEAN, INTEGER, STRING, STRINGS, Setting
 from vmdev.errors import ConfigError, PluginError, UnsupportedError
-from vmdev.explain import MACHINE, decide
 from vmdev.hookspecs import hookimpl
 from vmdev.pcie import (
     DEFAULT_PHYS_BITS,
