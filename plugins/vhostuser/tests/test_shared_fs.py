@@ -26,9 +26,9 @@ from vmdev.plugins import PluginManager
 from vmdev.serialize import to_json
 from vmdev.settings import SandboxSettings, load_settings
 from vmdev.testing import FakeHost
+from vmdev_vhostuser.config import FsDaemon
 from vmdev_vhostuser.daemon import virtiofsd_args
 from vmdev_vhostuser.device import VhostUserDeviceAttrs, Virtio9pShare, from_state
-from vmdev_vhostuser.settings import FsDaemon
 
 if sys.version_info >= (3, 11):
     import tomllib

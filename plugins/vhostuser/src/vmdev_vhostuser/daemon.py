@@ -38,8 +38,8 @@ from typing import Any, Final
 
 import attrs
 
+from vmdev_vhostuser.config import FsDaemon, SharedFs
 from vmdev_vhostuser.device import VHOST_USER_FS, VhostUserDeviceAttrs
-from vmdev_vhostuser.settings import FsDaemon, SharedFs
 
 #: the plan section this module fills
 DAEMONS_SECTION: Final = "daemons"

@@ -20,32 +20,48 @@ from vmdev.models import DeviceInfo, PciPath
 from vmdev.qemu import make_id
 from vmdev.resources import Allocator
 from vmdev.serialize import from_json
-from vmdev_vhostuser.settings import UINT32_MAX, NetInterface, NinePShare, SharedFs
+from vmdev_vhostuser.config import NetInterface, NinePShare, SharedFs
+from vmdev_vhostuser.kinds import (
+    DISK_INDEX_POOL,
+    STORE_MAJORS,
+    VHOST_USER_BLK,
+    VHOST_USER_BLK_MAJOR,
+    VHOST_USER_FS,
+    VHOST_USER_KIND,
+    VHOST_USER_NET,
+    VHOST_USER_RECONNECT_TIMEOUT_OPT,
+    VHOST_USER_SCSI,
+    VHOST_USER_SCSI_MAJOR,
+    VHOST_USER_TYPES,
+    VIRTIO_9P_KIND,
+)
+from vmdev_vhostuser.settings import UINT32_MAX
 
-#: the device kind (``Device.kind``) of every vhost-user device
-VHOST_USER_KIND: Final = "vhost-user"
-#: the device kind of the virtio-9p share
-VIRTIO_9P_KIND: Final = "virtio-9p"
+__all__ = [
+    "DISK_INDEX_POOL",
+    "STORE_MAJORS",
+    "VHOST_USER_BLK",
+    "VHOST_USER_BLK_MAJOR",
+    "VHOST_USER_FS",
+    "VHOST_USER_KIND",
+    "VHOST_USER_NET",
+    "VHOST_USER_RECONNECT_TIMEOUT_OPT",
+    "VHOST_USER_SCSI",
+    "VHOST_USER_SCSI_MAJOR",
+    "VHOST_USER_TYPES",
+    "VIRTIO_9P_KIND",
+    "VhostUserDeviceAttrs",
+    "Virtio9pShare",
+    "from_state",
+    "fs_device",
+    "net_device",
+    "ninep_device",
+    "parse_reconnect",
+    "refuse_reconnect",
+    "sandbox_devices",
+    "store_device",
+]
 
-# --- device types (Kata config.DeviceType) ---------------------------------------------------------
-VHOST_USER_SCSI: Final = "vhost-user-scsi-pci"
-VHOST_USER_NET: Final = "virtio-net-pci"
-VHOST_USER_BLK: Final = "vhost-user-blk-pci"
-VHOST_USER_FS: Final = "vhost-user-fs-pci"
-VHOST_USER_TYPES: Final = (VHOST_USER_SCSI, VHOST_USER_NET, VHOST_USER_BLK, VHOST_USER_FS)
-
-# --- the store's pseudo majors (Kata's config.VhostUserBlkMajor/VhostUserSCSIMajor) ----------------
-VHOST_USER_BLK_MAJOR: Final = 241
-VHOST_USER_SCSI_MAJOR: Final = 242
-#: pseudo major -> vhost-user device type
-STORE_MAJORS: Final = {VHOST_USER_BLK_MAJOR: VHOST_USER_BLK, VHOST_USER_SCSI_MAJOR: VHOST_USER_SCSI}
-
-#: driver option (DeviceInfo.driver_options): this device's reconnect timeout, decimal seconds
-VHOST_USER_RECONNECT_TIMEOUT_OPT: Final = "vhost-user-reconnect-timeout"
-
-#: Kata's sandbox-wide block index pool, shared with the block family's drives so that their
-#: indexes never collide; the same string as the core's ``vmdev.resources.DISK_INDEX_POOL``
-DISK_INDEX_POOL: Final = "block.index"
 #: Kata's maxBlockIndex
 MAX_DISK_INDEX: Final = 65535
 

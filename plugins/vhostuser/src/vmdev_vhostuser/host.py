@@ -33,7 +33,8 @@ from vmdev.errors import ResolveError
 from vmdev.host import HostContext
 from vmdev.models import DeviceInfo
 from vmdev.settings import SandboxSettings
-from vmdev_vhostuser.device import STORE_MAJORS, VhostUserDeviceAttrs
+from vmdev_vhostuser.device import VhostUserDeviceAttrs
+from vmdev_vhostuser.kinds import STORE_MAJORS
 from vmdev_vhostuser.settings import (
     DEFAULT_VHOST_USER_STORE_PATH,
     check_socket_path,

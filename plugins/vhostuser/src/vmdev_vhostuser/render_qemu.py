@@ -21,6 +21,7 @@ from vmdev.backends.qemu import QemuTarget
 from vmdev.errors import UnsupportedError
 from vmdev.qemu import MemoryNeeds, OptValue, QemuAttach, QmpCommand, check_id, opts
 from vmdev.targets import CCW, MMIO, PCI
+from vmdev_vhostuser.config import net_interfaces
 from vmdev_vhostuser.device import (
     VHOST_USER_BLK,
     VHOST_USER_FS,
@@ -29,7 +30,7 @@ from vmdev_vhostuser.device import (
     VhostUserDeviceAttrs,
     Virtio9pShare,
 )
-from vmdev_vhostuser.settings import FS_CACHE_SIZE_KEY, net_interfaces
+from vmdev_vhostuser.settings import FS_CACHE_SIZE_KEY
 
 #: QEMU device per vhost-user type and transport
 DRIVERS: Final[dict[str, dict[str, str]]] = {
