@@ -22,25 +22,22 @@ the backend.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, cast
 
 from vmdev import hookimpl
 from vmdev_rng.kinds import RNG_ID, RNG_KIND
 from vmdev_rng.settings import SETTINGS, check_allowed, wanted
 
 if TYPE_CHECKING:
+    from vmdev.backends.clh import ClhTarget
+    from vmdev.backends.firecracker import FirecrackerTarget
+    from vmdev.backends.qemu import QemuTarget
     from vmdev.declared import Setting
     from vmdev.host import HostContext
     from vmdev.models import Device
     from vmdev.settings import SandboxSettings
     from vmdev.targets import AttachOptions, RenderTarget
-
-#: the backends this family renders for (``RenderTarget.hypervisor``) and the module rendering each
-RENDERERS: Final = {
-    "qemu": "vmdev_rng.render_qemu",
-    "cloud-hypervisor": "vmdev_rng.render_clh",
-    "firecracker": "vmdev_rng.render_firecracker",
-}
+    from vmdev_rng.device import RNGDev
 
 
 @hookimpl
@@ -76,25 +73,35 @@ def device_from_state(kind: str, data: Mapping[str, object]) -> Device | None:
 def host_facts(device: Device, host: HostContext) -> Mapping[str, str] | None:
     # The entropy source is the device's host node, whose type and major:minor the core records;
     # nothing else on the host decides the RNG's options.
-    return {} if _is_rng(device) else None
+    return {} if _as_rng(device) is not None else None
 
 
 @hookimpl
 def attach_options(device: Device, target: RenderTarget, hotplug: bool) -> AttachOptions | None:
-    module = RENDERERS.get(target.hypervisor)
-    if module is None or not _is_rng(device):
+    """By the target's ``hypervisor`` name, so no backend module is imported for another backend."""
+    if target.hypervisor not in ("qemu", "cloud-hypervisor", "firecracker"):
         return None
-    from importlib import import_module
+    rng = _as_rng(device)
+    if rng is None:
+        return None
+    if target.hypervisor == "qemu":
+        from vmdev_rng import render_qemu
 
-    render: Callable[..., AttachOptions] = import_module(module).render
-    return render(device, target, hotplug)
+        return render_qemu.render(rng, cast("QemuTarget", target), hotplug)
+    if target.hypervisor == "cloud-hypervisor":
+        from vmdev_rng import render_clh
+
+        return render_clh.render(rng, cast("ClhTarget", target), hotplug)
+    from vmdev_rng import render_firecracker
+
+    return render_firecracker.render(rng, cast("FirecrackerTarget", target), hotplug)
 
 
-def _is_rng(device: Device) -> bool:
-    """Whether ``device`` is this family's: its kind first (no import for other families' devices),
+def _as_rng(device: Device) -> RNGDev | None:
+    """``device`` if it is this family's: its kind first (no import for other families' devices),
     then its class (another plugin's device may reuse the kind name)."""
     if device.kind != RNG_KIND:
-        return False
+        return None
     from vmdev_rng.device import RNGDev
 
-    return isinstance(device, RNGDev)
+    return device if isinstance(device, RNGDev) else None
