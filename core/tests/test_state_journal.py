@@ -127,13 +127,13 @@ def test_a_torn_last_line_is_ignored_and_the_next_change_writes_a_snapshot(tmp_p
 @pytest.mark.parametrize(
     ("damage", "message", "field"),
     [
-        (lambda ls: ls.insert(2, b"{not json"), "line 3 is not valid JSON", "line 3"),
-        (lambda ls: ls.insert(2, b'{"put": [{"id": "x"}]}'), "line 3: invalid change: required field missing",
+        (lambda ls: ls.insert(2, b"{not json"), "journal line is not valid JSON", "line 3"),
+        (lambda ls: ls.insert(2, b'{"put": [{"id": "x"}]}'), "invalid journal line: required field missing",
          "line 3.put[0].key"),
-        (lambda ls: ls.insert(1, b'{"renamed": []}'), "line 2 is not a journal line", "line 2"),
-        (lambda ls: ls.insert(2, b""), "line 3 is not valid JSON", "line 3"),
-        (lambda ls: ls.append(b"[]"), "line 4 is not a journal line", "line 4"),  # complete, so not torn
-        (lambda ls: ls.__setitem__(1, b'{"alloc": {"p": {"x": "o"}}}'), "allocation index is not a number",
+        (lambda ls: ls.insert(1, b'{"renamed": []}'), "is not a journal line", "line 2"),
+        (lambda ls: ls.insert(2, b""), "journal line is not valid JSON", "line 3"),
+        (lambda ls: ls.append(b"[]"), "is not a journal line", "line 4"),  # complete, so not torn
+        (lambda ls: ls.__setitem__(1, b'{"alloc": {"p": {"x": "o"}}}'), "invalid journal line: an allocation index is not a number",
          "line 2.alloc"),
     ],
 )

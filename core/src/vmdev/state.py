@@ -339,23 +339,22 @@ class ChangeJournal(Protocol):
 def _change_from(value: Any, *, source: str, line: int) -> StateChange:
     where = f"line {line}"
     if not isinstance(value, dict) or not set(value) <= {"put", "drop", "alloc", "ports"}:
-        raise StateCorruptError(f"{where} is not a journal line (a JSON object with put, drop, alloc, ports)",
+        raise StateCorruptError("is not a journal line (a JSON object with put, drop, alloc, ports)",
                                 device=source, field=where)
-    put = _structure(value.get("put", []), list[DeviceRecord], source=source, what=f"{where}: invalid change",
-                     path=f"{where}.put")
-    drop = _structure(value.get("drop", []), list[str], source=source, what=f"{where}: invalid change",
-                      path=f"{where}.drop")
-    alloc = _structure(value.get("alloc", {}), dict[str, dict[str, str | None]], source=source,
-                       what=f"{where}: invalid change", path=f"{where}.alloc")
+    what = "invalid journal line"
+    put = _structure(value.get("put", []), list[DeviceRecord], source=source, what=what, path=f"{where}.put")
+    drop = _structure(value.get("drop", []), list[str], source=source, what=what, path=f"{where}.drop")
+    alloc = _structure(value.get("alloc", {}), dict[str, dict[str, str | None]], source=source, what=what,
+                       path=f"{where}.alloc")
     if any(not index.isdigit() for used in alloc.values() for index in used):
-        raise StateCorruptError(f"{where}: invalid change: an allocation index is not a number",
-                                device=source, field=f"{where}.alloc")
+        raise StateCorruptError(f"{what}: an allocation index is not a number", device=source,
+                                field=f"{where}.alloc")
     ports = value.get("ports")
     allocations = {pool: {int(i): o for i, o in used.items()} for pool, used in alloc.items()}
     return StateChange(
         put=put, drop=drop, allocations=allocations,
-        ports=None if ports is None else _structure(ports, list[PortRecord], source=source,
-                                                    what=f"{where}: invalid change", path=f"{where}.ports"),
+        ports=None if ports is None else _structure(ports, list[PortRecord], source=source, what=what,
+                                                    path=f"{where}.ports"),
     )
 
 
@@ -571,7 +570,7 @@ def _read(data: bytes, *, source: str) -> tuple[SandboxState, tuple[int, int] | 
         try:
             value = json.loads(line.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise StateCorruptError(f"line {number} is not valid JSON: {exc}", device=source,
+            raise StateCorruptError(f"journal line is not valid JSON: {exc}", device=source,
                                     field=f"line {number}") from None
         change = _change_from(value, source=source, line=number)
         change.apply(devices, allocations)
