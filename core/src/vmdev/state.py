@@ -42,7 +42,6 @@ import errno
 import fcntl
 import json
 import os
-import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -754,7 +753,7 @@ def write_atomically(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that a crash leaves the old or the new content."""
     directory = path.parent if str(path.parent) else Path(".")
     directory.mkdir(parents=True, exist_ok=True)
-    temp = directory / f".{path.name}{_TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+    temp = directory / f".{path.name}{_TEMP_MARK}{os.getpid()}-{os.urandom(4).hex()}"
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
