@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import acme_vmdev_stratovirt
 
@@ -32,7 +33,7 @@ print(json.dumps({"code": code, "plan": plan, "modules": sorted(sys.modules)}))
 """
 
 
-def plan_modules(tmp_path: Path, plugins: str) -> tuple[dict[str, object], set[str]]:
+def plan_modules(tmp_path: Path, plugins: str) -> tuple[dict[str, Any], set[str]]:
     """Plan one /dev/null device for QEMU on a fake sysfs with only ``plugins`` loaded."""
     sysfs = tmp_path / "sys"
     (sysfs / "dev" / "char" / "1:3").mkdir(parents=True, exist_ok=True)
@@ -54,7 +55,7 @@ def test_a_qemu_plan_imports_only_the_entry_module_and_its_constants(tmp_path: P
     plan, modules = plan_modules(tmp_path, "acme-vmdev-stratovirt")
     _, without = plan_modules(tmp_path, "")
     assert plan["hypervisor"] == "qemu"
-    assert [d["container_path"] for d in plan["devices"]] == ["/dev/null"]  # type: ignore[index]
+    assert [d["container_path"] for d in plan["devices"]] == ["/dev/null"]
     assert {m for m in modules if m.split(".")[0] == "acme_vmdev_stratovirt"} == ALLOWED
     assert not {m for m in modules - without if not m.startswith("acme_vmdev_stratovirt")}
 

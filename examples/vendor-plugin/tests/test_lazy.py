@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import acme_vmdev_watchdog
 
@@ -32,7 +33,7 @@ print(json.dumps({"code": code, "plan": plan, "modules": sorted(sys.modules)}))
 """
 
 
-def plan_modules(tmp_path: Path, plugins: str) -> tuple[dict[str, object], set[str]]:
+def plan_modules(tmp_path: Path, plugins: str) -> tuple[dict[str, Any], set[str]]:
     """Plan one /dev/null device for QEMU on a fake sysfs with only ``plugins`` loaded."""
     sysfs = tmp_path / "sys"
     (sysfs / "dev" / "char" / "1:3").mkdir(parents=True, exist_ok=True)
@@ -53,7 +54,7 @@ def plan_modules(tmp_path: Path, plugins: str) -> tuple[dict[str, object], set[s
 def test_a_plan_without_a_watchdog_imports_only_the_entry_module_and_its_constants(tmp_path: Path) -> None:
     plan, modules = plan_modules(tmp_path, "acme-vmdev-watchdog")
     _, without = plan_modules(tmp_path, "")
-    assert [d["container_path"] for d in plan["devices"]] == ["/dev/null"]  # type: ignore[index]
+    assert [d["container_path"] for d in plan["devices"]] == ["/dev/null"]
     assert {m for m in modules if m.split(".")[0] == "acme_vmdev_watchdog"} == ALLOWED
     assert not {m for m in modules - without if not m.startswith("acme_vmdev_watchdog")}
 

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import vmdev_cdi
 
@@ -31,7 +32,7 @@ print(json.dumps({"code": code, "plan": plan, "modules": sorted(sys.modules)}))
 """
 
 
-def plan_modules(tmp_path: Path, plugins: str) -> tuple[dict[str, object], set[str]]:
+def plan_modules(tmp_path: Path, plugins: str) -> tuple[dict[str, Any], set[str]]:
     """Plan one /dev/null device on a fake sysfs with only ``plugins`` loaded: (plan, modules)."""
     sysfs = tmp_path / "sys"
     (sysfs / "dev" / "char" / "1:3").mkdir(parents=True, exist_ok=True)
@@ -52,7 +53,7 @@ def plan_modules(tmp_path: Path, plugins: str) -> tuple[dict[str, object], set[s
 def test_a_plan_without_cdi_imports_only_the_entry_module_and_its_settings(tmp_path: Path) -> None:
     plan, modules = plan_modules(tmp_path, "vmdev-cdi")
     _, without = plan_modules(tmp_path, "")
-    assert [d["container_path"] for d in plan["devices"]] == ["/dev/null"]  # type: ignore[index]
+    assert [d["container_path"] for d in plan["devices"]] == ["/dev/null"]
     assert {m for m in modules if m.split(".")[0] == "vmdev_cdi"} == ALLOWED
     assert not {m.split(".")[0] for m in modules - without} - {"vmdev_cdi"}, "no yaml, cattrs, click, logging"
 
