@@ -42,9 +42,15 @@ def dirs(tmp_path: Path) -> list[str]:
 
 
 def test_the_plugin_adds_the_cdi_group_through_register_commands(vmdev_plugins: Any) -> None:
+    from vmdev.cliutil import LazyCommand
+
     group = click.Group("vmdev")
     vmdev_plugins("vmdev-cdi").register_commands(group)
-    assert sorted(group.commands["cdi"].commands) == ["inject", "list", "validate"]  # type: ignore[attr-defined]
+    lazy = group.commands["cdi"]
+    assert isinstance(lazy, LazyCommand)
+    loaded = lazy.load()
+    assert isinstance(loaded, click.Group) and sorted(loaded.commands) == ["inject", "list", "validate"]
+    assert lazy.help == (loaded.help or "").split("\n")[0], "--help's summary is the group's first sentence"
 
 
 def test_list_shows_every_device_with_file_priority_and_the_errors(vmdev: Any, dirs: list[str]) -> None:

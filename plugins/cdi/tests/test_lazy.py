@@ -58,6 +58,19 @@ def test_a_plan_without_cdi_imports_only_the_entry_module_and_its_settings(tmp_p
     assert not {m.split(".")[0] for m in modules - without} - {"vmdev_cdi"}, "no yaml, cattrs, click, logging"
 
 
+def test_vmdev_help_lists_the_cdi_group_without_importing_it(tmp_path: Path) -> None:
+    script = ("import sys\nfrom click.testing import CliRunner\nfrom vmdev.cli import main\n"
+              "out = CliRunner().invoke(main, ['--help']).output\n"
+              "print(out); print(' '.join(sorted(sys.modules)))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VMDEV_")}
+    env["VMDEV_PLUGINS"] = "vmdev-cdi"
+    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          check=True)
+    *help_lines, modules = done.stdout.rstrip("\n").split("\n")
+    assert any(line.split()[:2] == ["cdi", "Container"] for line in help_lines), help_lines
+    assert not {"vmdev_cdi.cli", "vmdev_cdi.registry", "yaml", "jsonschema"} & set(modules.split())
+
+
 def test_every_public_name_is_still_importable_from_the_package() -> None:
     for name in vmdev_cdi.__all__:
         assert getattr(vmdev_cdi, name) is not None

@@ -96,8 +96,13 @@ def finish_plan(plan: Any, spec: OciSpec, settings: SandboxSettings) -> Mapping[
     }}
 
 
+#: ``vmdev --help``'s line for ``vmdev cdi``: the first sentence of :func:`vmdev_cdi.cli.cdi_group`'s help
+CLI_SUMMARY = "Container Device Interface: spec directories, spec files, injection."
+
+
 @hookimpl
 def register_commands(cli: click.Group) -> None:
-    from vmdev_cdi.cli import cdi_group
+    # vmdev --help calls this on every plugin: the group's module (jsonschema, yaml) loads when it runs
+    from vmdev.cliutil import LazyCommand
 
-    cli.add_command(cdi_group)
+    cli.add_command(LazyCommand("cdi", "vmdev_cdi.cli:cdi_group", summary=CLI_SUMMARY))
