@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import random
 
+from vmdev.live import StepObjects
 from vmdev.models import DeviceInfo
 from vmdev.registry import Registry
 from vmdev.settings import SandboxSettings
-from vmdev.state import Attachment, AttachPhase, DeviceRecord, PortRecord, SandboxState
+from vmdev.sharing import Sharing, SharingIndex
+from vmdev.state import Attachment, AttachPhase, DeviceRecord, PortRecord, SandboxState, Step
 
 
 def walked_seed(books: Registry, besides: str) -> dict[str, dict[str, str]]:
@@ -69,3 +71,47 @@ def test_the_seed_handed_out_does_not_change_with_later_changes() -> None:
                              attachment=Attachment(phase=AttachPhase.ATTACHED, notes={"k": {"/dev/b": "2"}})))
     assert seed == {"k": {"/dev/a": "1"}}
     assert books.seed_notes() == {"k": {"/dev/a": "1", "/dev/b": "2"}}
+
+
+def objects_of(step: Step) -> StepObjects:
+    """A fake driver's reading of a step: ``c`` creates, ``x`` removes, ``r`` refers to."""
+    creates = step.get("c", "")
+    return StepObjects(creates=creates, removes=step.get("x", ""), refers=frozenset(step.get("r", ())),
+                       undo={"x": creates} if creates else None)
+
+
+def random_steps(rng: random.Random, names: list[str]) -> list[dict[str, object]]:
+    steps: list[dict[str, object]] = []
+    for _ in range(rng.randrange(4)):
+        kind = rng.choice(["c", "x", "r"])
+        steps.append({"r": rng.sample(names, 2)} if kind == "r" else {kind: rng.choice(names)})
+    return steps
+
+
+def test_the_shared_object_index_decides_as_a_walk_over_every_device() -> None:
+    rng = random.Random(7)
+    names = [f"obj{i}" for i in range(6)]
+    books = Registry(SandboxState(settings=SandboxSettings()))
+    index = SharingIndex(objects_of, books.order)
+    walk = Sharing(objects_of)
+    for step in range(1500):
+        n = rng.randrange(10)
+        current = books.find(f"dev{n}")
+        if current is not None and rng.random() < 0.2:
+            books.forget(current)
+        else:
+            attachment = None if rng.random() < 0.2 else Attachment(
+                phase=rng.choice(list(AttachPhase)), hotplug=random_steps(rng, names),
+                unplug=random_steps(rng, names), shared=rng.sample(names, rng.randrange(2)))
+            books.store(DeviceRecord(id=f"dev{n}", key=f"k{n}", kind="g", plugin="p", container_path=None,
+                                     host_path="", attachment=attachment))
+        for device_id in books.attachment_changes():
+            index.update(device_id, books.find(device_id))
+        device_id = f"dev{rng.randrange(10)}"
+        hotplug = random_steps(rng, names)
+        assert index.creations(device_id, hotplug) == walk.creations(hotplug, books.in_vm(besides=device_id)), step
+        record = books.find(device_id)
+        if record is not None:
+            undo = rng.random() < 0.5
+            assert index.removal(record, hotplug, undo=undo) == \
+                walk.removal(record, hotplug, books.in_vm(besides=device_id), undo=undo), step

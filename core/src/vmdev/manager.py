@@ -77,7 +77,7 @@ from vmdev.registry import (
 from vmdev.resources import Allocator
 from vmdev.serialize import to_json
 from vmdev.settings import SandboxSettings
-from vmdev.sharing import Sharing
+from vmdev.sharing import Removal, Sharing, SharingIndex
 from vmdev.state import (
     MAX_COUNT,
     Attachment,
@@ -148,6 +148,7 @@ class DeviceManager:
         self._registry = Registry(attrs.evolve(state, settings=self._pipeline.settings), journal)
         self.hotplugger = hotplugger
         self._devices = DeviceObjects(self._pipeline.pm, self._pipeline.host)
+        self._shared: SharingIndex | None = None
 
     # --- loading and saving --------------------------------------------------------------------
     @classmethod
@@ -630,8 +631,25 @@ class DeviceManager:
         busy = self._registry.in_io_records(besides=record.id)
         return bool(busy) and self._sharing().conflicts(record, steps, busy)
 
+    def _shared_objects(self) -> SharingIndex | None:
+        """The shared-object index of the devices in the VM, brought up to date with the devices
+        whose attachment changed (under the lock); None without an object-aware driver. Built on
+        first use (and for another driver) from every device in the VM."""
+        driver, registry = self.hotplugger, self._registry
+        if not isinstance(driver, ObjectAware):
+            return None
+        changed = registry.attachment_changes()
+        index = self._shared
+        if index is None or index.objects_of != driver.step_objects:
+            index = self._shared = SharingIndex(driver.step_objects, registry.order)
+            changed = [record.id for record in registry.in_vm(besides="")]
+        for device_id in changed:
+            index.update(device_id, registry.find(device_id))
+        return index
+
     def _creations(self, device_id: str, hotplug: Sequence[Step]) -> tuple[list[Step], list[str]]:
-        return self._sharing().creations(hotplug, self._registry.in_vm(besides=device_id))
+        index = self._shared_objects()
+        return index.creations(device_id, hotplug) if index is not None else (list(hotplug), [])
 
     def _removal(
         self, record: DeviceRecord, steps: Sequence[Step], *, undo: bool = False
@@ -639,7 +657,8 @@ class DeviceManager:
         """``record``'s removal steps to run; the removals of objects other devices still use are
         handed to them (stored, under the lock)."""
         registry = self._registry
-        removal = self._sharing().removal(record, steps, registry.in_vm(besides=record.id), undo=undo)
+        index = self._shared_objects()
+        removal = index.removal(record, steps, undo=undo) if index else Removal(steps=tuple(steps))
         for heir_id, more in removal.handed.items():
             heir = registry.get(heir_id)
             assert heir.attachment is not None

@@ -216,6 +216,8 @@ class Registry:
         self._buses: dict[str, int] = {}
         self._notes = _Notes()
         self._scopes: dict[str, dict[tuple[str, int], str]] = {}
+        #: devices whose attachment changed since :meth:`attachment_changes` was last asked
+        self._attachments_changed: dict[str, None] = {}
         for pool, used in state.allocations.items():
             for index, owner in used.items():
                 scope = owner.split(SCOPE_SEPARATOR, 1)[0]
@@ -394,6 +396,18 @@ class Registry:
                     seed.pop(key, None)
             return seed
 
+    def attachment_changes(self) -> list[str]:
+        """The devices whose attachment changed (or that were forgotten) since the last call: the
+        manager keeps its shared-object index up to date with them."""
+        with self._cond:
+            changed = list(self._attachments_changed)
+            self._attachments_changed.clear()
+            return changed
+
+    def order(self, device_id: str) -> int:
+        """Where the device comes in creation order (as :meth:`records` lists them)."""
+        return self._order[device_id]
+
     @property
     def allocator(self) -> Allocator:
         return self._alloc
@@ -502,6 +516,7 @@ class Registry:
     def _index_attachment(self, device_id: str, old: Attachment | None, new: Attachment | None) -> None:
         if old is new:
             return
+        self._attachments_changed[device_id] = None
         old_buses, new_buses = (old.buses if old else ()), (new.buses if new else ())
         if old_buses != new_buses:
             for bus in old_buses:

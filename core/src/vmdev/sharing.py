@@ -16,11 +16,16 @@ alone, with the live driver telling what each step creates, removes and refers t
   object goes with its last user.
 
 Without an object-aware driver (or without a driver: books only) steps run as rendered.
+
+:class:`SharingIndex` makes the same decisions as :class:`Sharing` over every device in the VM
+without walking them per change: it keeps what each device's steps create, use and remove, and
+which devices use each object, up to date from the devices whose attachment changed (issue 13).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Final
 
 import attrs
 
@@ -144,4 +149,99 @@ class Sharing:
         return attachment is not None and any(self._of(step).removes == name for step in attachment.unplug)
 
 
-__all__ = ["ObjectsOf", "Removal", "Sharing"]
+@attrs.frozen
+class _Objects:
+    """What one device in the VM does with VM objects."""
+
+    #: the objects its steps create, refer to, remove or share (:meth:`Sharing.uses`)
+    uses: frozenset[str]
+    #: the objects an attached device's steps created, or that it shares (what others may share)
+    present: frozenset[str]
+    #: the objects its unplug steps remove
+    removes: frozenset[str]
+    attached: bool
+
+
+_NOTHING: Final = _Objects(frozenset(), frozenset(), frozenset(), attached=False)
+
+
+class SharingIndex:
+    """:meth:`Sharing.creations` and :meth:`Sharing.removal` over every device in the VM, from
+    indexes updated per changed device (:meth:`update`) instead of a walk over the sandbox. The
+    caller serialises its use (the registry's lock) and reports every device whose attachment
+    changed; ``order`` gives the devices' creation order (as the walk would meet them)."""
+
+    def __init__(self, objects_of: ObjectsOf, order: Callable[[str], int]) -> None:
+        self.objects_of = objects_of
+        self._order = order
+        self._devices: dict[str, _Objects] = {}
+        self._users: dict[str, dict[str, None]] = {}
+        self._present: dict[str, dict[str, None]] = {}
+
+    def update(self, device_id: str, record: DeviceRecord | None) -> None:
+        """The device's attachment changed (``record``: None when the device is gone)."""
+        before = self._devices.pop(device_id, _NOTHING)
+        after = self._analyse(record)
+        if after is not _NOTHING:
+            self._devices[device_id] = after
+        for index, old, new in ((self._users, before.uses, after.uses),
+                                (self._present, before.present, after.present)):
+            for name in old - new:
+                holders = index[name]
+                del holders[device_id]
+                if not holders:
+                    del index[name]
+            for name in new - old:
+                index.setdefault(name, {})[device_id] = None
+
+    def creations(self, device_id: str, hotplug: Sequence[Step]) -> tuple[list[Step], list[str]]:
+        """:meth:`Sharing.creations` of ``hotplug`` against every other device in the VM."""
+        run: list[Step] = []
+        shared: list[str] = []
+        for step in hotplug:
+            found = self.objects_of(step)
+            if found.creates and self._others(self._present, found.creates, device_id):
+                shared.append(found.creates)
+                continue
+            run.append(step)
+            shared += sorted(name for name in found.refers
+                             if name and self._others(self._present, name, device_id))
+        return run, list(dict.fromkeys(shared))
+
+    def removal(self, record: DeviceRecord, steps: Sequence[Step], *, undo: bool = False) -> Removal:
+        """:meth:`Sharing.removal` of ``record``'s ``steps`` against every other device in the VM."""
+        keep: list[Step] = []
+        handed: dict[str, list[Step]] = {}
+        for step in steps:
+            found = self.objects_of(step)
+            name = found.creates if undo else found.removes
+            holders = self._others(self._users, name, record.id) if name else []
+            if not holders:
+                keep.append(step)
+                continue
+            removing = found.undo if undo else step
+            if removing is not None and not any(name in self._devices[h].removes for h in holders):
+                heir = next((h for h in holders if self._devices[h].attached), holders[0])
+                handed.setdefault(heir, []).append(removing)
+        return Removal(steps=tuple(keep), handed={key: tuple(value) for key, value in handed.items()})
+
+    def _others(self, index: Mapping[str, Mapping[str, None]], name: str, besides: str) -> list[str]:
+        """The devices in ``index`` under ``name`` but ``besides``, in creation order."""
+        return sorted((d for d in index.get(name, ()) if d != besides), key=self._order)
+
+    def _analyse(self, record: DeviceRecord | None) -> _Objects:
+        attachment = record.attachment if record is not None else None
+        if record is None or attachment is None:
+            return _NOTHING
+        sharing = Sharing(self.objects_of)
+        attached = attachment.phase is AttachPhase.ATTACHED
+        present: set[str] = set()
+        if attached:
+            present = {self.objects_of(step).creates for step in attachment.hotplug} | set(attachment.shared)
+            present.discard("")
+        removes = {self.objects_of(step).removes for step in attachment.unplug} - {""}
+        return _Objects(frozenset(sharing.uses(record)), frozenset(present), frozenset(removes),
+                        attached=attached)
+
+
+__all__ = ["ObjectsOf", "Removal", "Sharing", "SharingIndex"]
