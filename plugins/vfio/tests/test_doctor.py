@@ -135,3 +135,25 @@ def test_cli_with_nothing_to_check(runner: CliRunner, tmp_path: Path) -> None:
     assert code == 1
     assert output.splitlines()[0] == "/dev/vfio/: NOT READY"
     assert "no VFIO group or cdev under /dev/vfio" in output
+
+
+def test_vmdev_help_lists_doctor_by_its_own_summary_without_importing_it() -> None:
+    import subprocess
+    import sys
+
+    import click
+
+    from vmdev_vfio.plugin import DOCTOR_SUMMARY, register_commands
+
+    group = click.Group("vmdev")
+    register_commands(group)
+    lazy = group.commands["doctor"]
+    assert lazy.help == (lazy.load().help or "").split("\n")[0] == DOCTOR_SUMMARY  # type: ignore[attr-defined]
+    script = ("import sys\nfrom click.testing import CliRunner\nfrom vmdev.cli import main\n"
+              "print(CliRunner().invoke(main, ['--help']).output)\nprint(' '.join(sorted(sys.modules)))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VMDEV_")}
+    done = subprocess.run([sys.executable, "-c", script], env={**env, "VMDEV_PLUGINS": "vmdev-vfio"},
+                          capture_output=True, text=True, check=True)
+    *listing, modules = done.stdout.rstrip("\n").split("\n")
+    assert any(line.split()[:2] == ["doctor", "Check"] for line in listing), listing
+    assert not {"vmdev_vfio.doctor", "vmdev_vfio.device", "vmdev_vfio.host"} & set(modules.split())

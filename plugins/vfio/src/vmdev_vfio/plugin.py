@@ -27,7 +27,7 @@ For another backend ``attach_options`` declines, so that backend's own plugin ma
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from vmdev import hookimpl
 from vmdev_vfio import settings as vfio_settings
@@ -135,11 +135,19 @@ def attach_options(device: Device, target: RenderTarget, hotplug: bool) -> Attac
     return render_firecracker.render(vfio, cast("FirecrackerTarget", target), hotplug)
 
 
+#: ``vmdev doctor``'s line in ``vmdev --help``: the first sentence of its help
+DOCTOR_SUMMARY: Final = (
+    "Check that the host is ready to pass VFIO devices (/dev/vfio/<group>, /dev/vfio/devices/vfioN)."
+)
+
+
 @hookimpl
 def register_commands(cli: click.Group) -> None:
-    from vmdev_vfio.doctor import doctor_command
+    # vmdev --help calls this on every plugin: the command's module (the family's host probing and
+    # models) loads only when vmdev doctor runs
+    from vmdev.cliutil import LazyCommand
 
-    cli.add_command(doctor_command)
+    cli.add_command(LazyCommand("doctor", "vmdev_vfio.doctor:doctor_command", summary=DOCTOR_SUMMARY))
 
 
 def _as_vfio_device(device: Device) -> VFIODevice | None:
