@@ -283,3 +283,13 @@ def test_enable_iommu_puts_cloud_hypervisor_disks_and_the_platform_behind_the_vi
     on = assemble(SandboxSettings(values={"enable_iommu": True}), None, [])  # type: ignore[arg-type]
     assert on.config == {"platform": {"iommu_segments": [0]}}
     assert assemble(SandboxSettings(), None, []).config == {}  # type: ignore[arg-type]
+
+
+def test_a_burst_without_its_rate_is_ignored_with_a_warning_naming_both_keys(
+    prepared: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="vmdev.block"):  # preparing the settings checks them
+        prepared(options={"disk_rate_limiter_ops_one_time_burst": 5})
+    assert [r.getMessage() for r in caplog.records] == [
+        "disk_rate_limiter_ops_one_time_burst is set but disk_rate_limiter_ops_max_rate is not: the burst is "
+        "ignored (as Kata does)"]

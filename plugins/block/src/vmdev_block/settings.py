@@ -43,7 +43,6 @@ documentation or issues means the same here.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -60,8 +59,6 @@ from vmdev_block.constants import (
     VIRTIO_MMIO,
     VIRTIO_SCSI,
 )
-
-log = logging.getLogger("vmdev.block")
 
 KEY_DRIVER: Final = "block_device_driver"
 KEY_AIO: Final = "block_device_aio"
@@ -216,4 +213,8 @@ def check_rules(settings: SandboxSettings) -> None:
         )
     for rate, burst in RATE_KEYS:
         if settings.value(burst) and not settings.value(rate):
-            log.warning("%s is set but %s is not: the burst is ignored (as Kata does)", burst, rate)
+            import logging  # only to warn: every plan imports this module
+
+            logging.getLogger("vmdev.block").warning(
+                "%s is set but %s is not: the burst is ignored (as Kata does)", burst, rate
+            )
