@@ -421,9 +421,11 @@ class Registry:
     def release_scope(self, scope: str) -> None:
         """Free the numbers taken through :meth:`scoped` view ``scope`` (a device that was not made)."""
         with self._cond:
-            for (pool, index), _ in self._scopes.pop(scope, {}).items():
+            held = self._scopes.pop(scope, {})
+            for pool, index in held:
                 self._alloc_changes.setdefault(pool, {})[index] = None
-            self._alloc.release_scope(scope)
+            for owner in set(held.values()):  # not release_scope: that looks at every owner
+                self._alloc.release(owner)
 
     def _taken(self, pool: str, index: int, owner: str) -> None:
         with self._cond:

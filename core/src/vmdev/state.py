@@ -688,8 +688,9 @@ class StateJournal:
     def compact(self, state: SandboxState) -> None:
         """Replace the file by a snapshot of ``state`` (atomically), with no journal lines."""
         self._layout = None
+        _remember(self.file.path, None)
         data = encode(state)
-        self.file.save(state)
+        write_atomically(self.file.path, data)
         self.compactions += 1
         try:
             identity = _identity(os.stat(self.file.path))
