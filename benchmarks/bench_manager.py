@@ -4,7 +4,9 @@ Issue 13, the "State" goal: one recorded change (a generic device added and rele
 journaled to the state file, as ``vmdev attach``/``detach`` do) in a sandbox that already holds
 1,000 devices costs at most twice the CPU time of the same change in a sandbox of one device
 (goal: at most 2x, a paired ratio). The same ratio is shown for 200 changes in a row, so that the
-journal's compactions (a new snapshot once the lines pass the snapshot's size) are paid for too.
+journal's compactions (a new snapshot once the lines pass the snapshot's size) are paid for too,
+and for a change that hot-plugs and unplugs through QEMU's live driver (the fake QEMU) while 1,000
+devices with their QMP steps are in the VM (the shared-object decisions look at them).
 
 Also measured, against the in-process fake QEMU (``vmdev.fakeqmp``), so the figures are vmdev's own:
 * one change in the 1,000-device sandbox saving the whole state at every step (a plain callable
@@ -111,6 +113,24 @@ def change_in_sandbox(tmp: Path, devices: int, *, times: int = 1, whole: bool = 
     return lambda: cpu(change)
 
 
+def hotplug_in_sandbox(tmp: Path, devices: int) -> Callable[[], float]:
+    """CPU seconds of one change with QEMU's live driver (the RNG hot-plugged and unplugged, every
+    step journaled) in a sandbox whose ``devices`` block devices are in the VM with their QMP steps
+    (what the shared-object decisions look at)."""
+    path = tmp / f"hot-{devices}.json"
+    StateFile(path).save(sandbox_state(devices))
+    pm = PluginManager(LoadPolicy(only=("vmdev-rng",))).load()
+    file = StateFile(path)
+    driver = QmpHotPlugger(FakeQemu().add_port("rpx"))
+    manager = DeviceManager(state=file.load(), plugins=pm, hotplugger=driver, journal=file.journal())
+
+    def change() -> None:
+        manager.add_sandbox_device("rng")
+        manager.release_device("rng0")
+
+    return lambda: cpu(change)
+
+
 def state_costs(tmp: Path) -> None:
     """Wall time of a whole save, a journal append, a compaction and a load, by state size."""
     for devices in (1, 100, 1000):
@@ -157,6 +177,10 @@ def main() -> int:
         small, large = change_in_sandbox(tmp, 1, times=200), change_in_sandbox(tmp, 1000, times=200)
         report.ratio("200 recorded changes in a row, compactions included: 1 device -> 1,000 devices",
                      paired(small, large, max(3, pairs // 3)), goal=GOAL)
+        small, large = hotplug_in_sandbox(tmp, 1), hotplug_in_sandbox(tmp, 1000)
+        small(), large()
+        report.ratio("one recorded hot plug + unplug with QEMU's driver: 1 device -> 1,000 devices in the VM",
+                     paired(small, large, pairs), goal=GOAL)
         whole = change_in_sandbox(tmp, 1000, whole=True)
         seconds = sorted(whole() for _ in range(5))[2]
         print("one change in the 1,000-device sandbox saving the whole state at every step (as before the "
