@@ -10,6 +10,7 @@ from pathlib import Path
 import attrs
 import pytest
 
+from vmdev.manager import DeviceManager
 from vmdev.registry import Registry, build_scope
 from vmdev.settings import SandboxSettings
 from vmdev.state import (
@@ -222,3 +223,14 @@ def test_a_change_holds_only_what_it_changed() -> None:
                                                                        devices=[record(1)])))["devices"][0]],
                                 "alloc": {"p": {"3": "o", "4": None}}}
     assert StateChange().empty and not attrs.evolve(change, put=()).empty
+
+
+def test_journal_now_writes_the_file_only_when_it_does_not_hold_the_books(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    manager = DeviceManager.open(path)
+    manager.journal_now()  # a new sandbox: its file is written
+    assert StateFile(path).load() == manager.snapshot()
+    before = path.stat()
+    DeviceManager.open(path).journal_now()  # loaded from the file it would write: nothing to do
+    after = path.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)

@@ -175,6 +175,13 @@ class DeviceManager:
         """The sandbox as a :class:`~vmdev.state.SandboxState` (immutable)."""
         return self._registry.snapshot()
 
+    def journal_now(self) -> None:
+        """Make sure the journal holds the sandbox as it is: a :class:`~vmdev.state.StateJournal`
+        writes its file only when the file does not hold these books yet (a new sandbox, a journal
+        set later), a plain callable journal gets the whole state. What the CLI calls at the end
+        of a command instead of saving everything again."""
+        self._registry.journal_now()
+
     @property
     def settings(self) -> SandboxSettings:
         """The sandbox's settings, prepared."""
