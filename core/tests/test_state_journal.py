@@ -234,3 +234,15 @@ def test_journal_now_writes_the_file_only_when_it_does_not_hold_the_books(tmp_pa
     DeviceManager.open(path).journal_now()  # loaded from the file it would write: nothing to do
     after = path.stat()
     assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+
+
+def test_books_made_from_a_state_the_file_has_moved_on_from_start_with_a_snapshot(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    first = StateFile(path)
+    first.save(SandboxState(settings=SandboxSettings(), devices=[record(0)]))
+    loaded = first.load()
+    Registry(loaded, StateJournal(path)).store(record(1))  # appended: the file is no longer `loaded`
+    journal = StateJournal(path)
+    stale = Registry(loaded, journal)
+    stale.update("dev0", ref_count=9)
+    assert journal.compactions == 1 and StateFile(path).load() == stale.snapshot()

@@ -521,8 +521,9 @@ class _Layout:
     snapshot_bytes: int
     journal_bytes: int
     lines: int
-    #: the state it held, so a journal can tell the books start from it
-    state: SandboxState
+    #: the state it holds (loaded or written whole), so a journal can tell the books start from it;
+    #: None once lines were appended to it
+    state: SandboxState | None
 
 
 #: per state file path, the layout this process last read or wrote, when journal lines may follow
@@ -663,8 +664,9 @@ class StateJournal:
 
     def begin(self, state: SandboxState, *, continues: bool) -> None:
         known = _KNOWN.get(str(self.file.path))
-        fits = continues and known is not None and known.state.devices is state.devices \
-            and known.state.ports == state.ports and known.state.allocations == state.allocations
+        held = known.state if known is not None else None
+        fits = continues and held is not None and held.devices is state.devices \
+            and held.ports == state.ports and held.allocations == state.allocations
         self._layout = known if fits else None
 
     def record(self, change: StateChange, current: Callable[[], SandboxState]) -> None:
@@ -721,7 +723,7 @@ class StateJournal:
             if fd >= 0:
                 os.close(fd)
         dev, ino, size = layout.identity
-        self._layout = attrs.evolve(layout, identity=(dev, ino, size + len(line)),
+        self._layout = attrs.evolve(layout, identity=(dev, ino, size + len(line)), state=None,
                                     journal_bytes=layout.journal_bytes + len(line), lines=layout.lines + 1)
         _remember(path, self._layout)
         self.appends += 1
