@@ -42,6 +42,7 @@ import errno
 import fcntl
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -531,13 +532,17 @@ _KNOWN: dict[str, _Layout] = {}
 _KNOWN_MAX: Final = 16
 
 
+_KNOWN_LOCK: Final = threading.Lock()
+
+
 def _remember(path: Path, layout: _Layout | None) -> None:
     key = str(path)
-    _KNOWN.pop(key, None)
-    if layout is not None:
-        _KNOWN[key] = layout
-        while len(_KNOWN) > _KNOWN_MAX:
-            del _KNOWN[next(iter(_KNOWN))]
+    with _KNOWN_LOCK:
+        _KNOWN.pop(key, None)
+        if layout is not None:
+            _KNOWN[key] = layout
+            while len(_KNOWN) > _KNOWN_MAX:
+                del _KNOWN[next(iter(_KNOWN))]
 
 
 def _identity(info: os.stat_result) -> tuple[int, int, int]:
