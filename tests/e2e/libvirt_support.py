@@ -159,5 +159,7 @@ def wait_serial(serial_log: Path, text: str, *, timeout: float = 90) -> None:
 
 
 def state_devices(state: Path) -> list[Mapping[str, Any]]:
-    devices: list[Mapping[str, Any]] = json.loads(state.read_text())["devices"]
-    return devices
+    """The sandbox's devices as JSON, read as vmdev reads its state (a snapshot and journal lines)."""
+    from vmdev.state import StateFile, record_to_json
+
+    return [record_to_json(record) for record in StateFile(state).load().devices]

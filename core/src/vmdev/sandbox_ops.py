@@ -208,7 +208,7 @@ class Sandbox:
             finally:
                 if live is not None:
                     live.close()
-            self.file.save(manager.snapshot())
+            manager.journal_now()  # appends what is not in the file yet; no whole rewrite per command
 
 
 def find_record(
