@@ -38,7 +38,6 @@ last.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -89,8 +88,6 @@ from vmdev.state import (
     Step,
     process_alive,
 )
-
-log = logging.getLogger("vmdev.manager")
 
 
 # --- render notes across the sandbox -----------------------------------------------------------------
@@ -563,7 +560,7 @@ class DeviceManager:
                                       since=time.time(), steps_done=len(run),
                                       resident=not current.attachment.unplug)
             if attachment.resident:
-                log.info("%s cannot be unplugged: it stays in the VM until it stops", record.name)
+                _log().info("%s cannot be unplugged: it stays in the VM until it stops", record.name)
             return registry.store(attrs.evolve(current, attach_count=1, attachment=attachment))
 
     def _progress(self, device_id: str) -> Callable[[int], None]:
@@ -670,7 +667,8 @@ class DeviceManager:
             heir = registry.get(heir_id)
             assert heir.attachment is not None
             registry.update_attachment(heir_id, unplug=(*heir.attachment.unplug, *more))
-            log.info("%s: %s hands the removal of a shared object to %s", record.name, record.id, heir.name)
+            _log().info("%s: %s hands the removal of a shared object to %s",
+                        record.name, record.id, heir.name)
         return removal.steps
 
 
@@ -699,3 +697,11 @@ __all__ = [
     "describe_status",
     "device_key",
 ]
+
+
+def _log() -> Any:
+    """The manager's logger; :mod:`logging` is imported when something is logged, not by every
+    ``vmdev attach`` (start-up time, issue 13)."""
+    import logging
+
+    return logging.getLogger("vmdev.manager")

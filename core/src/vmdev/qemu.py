@@ -20,9 +20,9 @@ from vmdev._convert import any_dict, str_tuple
 from vmdev.errors import InvalidIdError
 
 try:  # hashlib's own BLAKE2, without hashlib (which loads OpenSSL for hashes vmdev never uses)
-    from _blake2 import blake2b
+    from _blake2 import blake2b as blake2b
 except ImportError:  # pragma: no cover - an interpreter without CPython's _blake2 module
-    from hashlib import blake2b
+    from hashlib import blake2b as blake2b
 
 #: What QEMU accepts as an id (``id_wellformed``): a letter, then letters, digits, ``-._``.
 _ID_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")

@@ -120,9 +120,9 @@ def needs_host_path(info: DeviceInfo) -> bool:
 
 def build_scope(key: str) -> str:
     """The allocator scope of the device with ``key``: its numbers are freed with it."""
-    import hashlib  # here: `vmdev attach` of a known device never builds one (start-up time)
+    from vmdev.qemu import blake2b  # CPython's BLAKE2 without hashlib (which loads OpenSSL)
 
-    return "build:" + hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
+    return "build:" + blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
 
 
 def _footprint(attachment: Attachment | None) -> Any:
