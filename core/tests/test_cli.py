@@ -95,6 +95,18 @@ def test_plan_errors_are_one_line(cli: Any, tmp_path: Path, document: Any, expec
     assert "Traceback" not in result.stderr
 
 
+def test_vmdev_debug_adds_the_traceback_to_the_one_line_error(
+    cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = write_spec(tmp_path, "{broken")
+    monkeypatch.setenv("VMDEV_DEBUG", "1")
+    debugged = cli("plan", "--format", "text", spec)  # --format text: click's command, not the plain path
+    assert debugged.exit_code == 1 and "Traceback" in debugged.stderr
+    assert debugged.stderr.splitlines()[-1].startswith("vmdev: error: ")
+    monkeypatch.delenv("VMDEV_DEBUG")
+    assert "Traceback" not in cli("plan", "--format", "text", spec).stderr
+
+
 def test_usage_errors_exit_2(cli: Any, tmp_path: Path) -> None:
     assert cli("plan").exit_code == 2
     assert cli("resolve", "--type", "x", "--major", "1", "--minor", "1", "/dev/a").exit_code == 2

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import traceback
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -62,6 +61,14 @@ def fail(message: str) -> None:
     sys.exit(1)
 
 
+def _debug() -> None:
+    """With VMDEV_DEBUG set, the traceback of the error being handled (traceback is imported only then)."""
+    if os.environ.get("VMDEV_DEBUG"):
+        import traceback
+
+        traceback.print_exc()
+
+
 def errors_as_one_line(func: F) -> F:
     """Turn every error into one line on stderr and exit status 1."""
 
@@ -70,12 +77,10 @@ def errors_as_one_line(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except VmdevError as exc:
-            if os.environ.get("VMDEV_DEBUG"):
-                traceback.print_exc()
+            _debug()
             fail(str(exc))
         except Exception as exc:  # noqa: BLE001 - no traceback for users; VMDEV_DEBUG shows it
-            if os.environ.get("VMDEV_DEBUG"):
-                traceback.print_exc()
+            _debug()
             fail(f"internal error: {type(exc).__name__}: {exc} (set VMDEV_DEBUG=1 for details)")
 
     return wrapper  # type: ignore[return-value]
