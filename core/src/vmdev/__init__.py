@@ -9,7 +9,7 @@ loaded on first use (see :mod:`vmdev.plugins`). Public entry points::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from vmdev.errors import (
     ConfigError,
@@ -22,6 +22,7 @@ from vmdev.errors import (
     VmdevError,
 )
 from vmdev.hookspecs import hookimpl
+from vmdev.lazy import lazy_exports
 from vmdev.log import set_logger
 
 if TYPE_CHECKING:
@@ -43,15 +44,6 @@ _LAZY = {
     "SandboxSettings": "vmdev.settings",
     "load_settings": "vmdev.settings",
 }
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'vmdev' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(module), name)
 
 
 __all__ = [
@@ -76,3 +68,5 @@ __all__ = [
     "plan",
     "set_logger",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
