@@ -5,8 +5,9 @@ it), so a package that re-exported its names eagerly would import its whole fami
 classes for plans that never use them (issue 13, cold start). A package says instead where each
 name lives::
 
-    __all__ = ["RNG_ID", "RNGDev"]
-    __getattr__, __dir__ = lazy_exports(__name__, {"RNG_ID": "vmdev_rng.kinds", "RNGDev": "vmdev_rng.device"})
+    __all__ = ["WIDGET_KIND", "WidgetDevice"]
+    __getattr__, __dir__ = lazy_exports(__name__, {"WIDGET_KIND": "acme_widgets.kinds",
+                                                   "WidgetDevice": "acme_widgets.device"})
 
 and imports the same names under ``if TYPE_CHECKING:`` for type checkers. ``import vmdev`` does
 the same for its own names.
