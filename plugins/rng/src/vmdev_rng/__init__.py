@@ -3,14 +3,15 @@
 Public names: :class:`RNGDev` and :data:`RNG_ID` (the device), and the settings keys
 (:data:`ENTROPY_SOURCE`, :data:`VALID_ENTROPY_SOURCES`). See ``plugin.py`` for the anatomy.
 
-The names are resolved on first use (PEP 562 ``__getattr__``): importing the package, as loading
-the plugin does, creates no class (issue 13, cold start).
+The names are resolved on first use (:func:`vmdev.lazy.lazy_exports`): importing the package, as
+loading the plugin does, creates no class (issue 13, cold start).
 """
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from vmdev.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from vmdev_rng.device import RNGDev
@@ -28,15 +29,4 @@ _HOMES = {
 
 __all__ = ["DEFAULT_ENTROPY_SOURCE", "ENTROPY_SOURCE", "RNG_ID", "VALID_ENTROPY_SOURCES", "RNGDev"]
 
-
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(home), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES)
