@@ -2,14 +2,15 @@
 
 The block family's names that the core held before the open core (issue 9) are importable from
 here: ``from vmdev_block import BlockDrive, VIRTIO_BLOCK, pmem_device_info``. They are resolved on
-first use (PEP 562 ``__getattr__``): importing the package, as loading the plugin does, creates no
+first use (:func:`vmdev.lazy.lazy_exports`): importing the package, as loading the plugin does, creates no
 class (issue 13, cold start).
 """
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from vmdev.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from vmdev_block.constants import (
@@ -73,14 +74,6 @@ _HOMES = {
     "pmem_device_info": "vmdev_block.host",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name not in __all__:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(_HOMES.get(name, "vmdev_block.constants")), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(
+    __name__, {name: _HOMES.get(name, "vmdev_block.constants") for name in __all__}
+)
