@@ -3,14 +3,15 @@
 The family's names, importable from the distribution (they lived in ``vmdev.models`` before the
 open core): ``VFIODev``, ``VFIODeviceType``, ``VFIOMode``, ``DEVICE_VFIO``,
 ``PCI_CONFIG_SPACE_SIZE``; and ``VFIODevice``, one request. Test builders are in
-:mod:`vmdev_vfio.testing`. The names are resolved on first use (PEP 562 ``__getattr__``):
+:mod:`vmdev_vfio.testing`. The names are resolved on first use (:func:`vmdev.lazy.lazy_exports`):
 importing the package, as loading the plugin does, creates no class (issue 13, cold start).
 """
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from vmdev.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from vmdev_vfio.device import VFIODev, VFIODevice, VFIOMode
@@ -29,15 +30,4 @@ _HOMES = {
     "VFIOMode": "vmdev_vfio.device",
 }
 
-
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(home), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES)
