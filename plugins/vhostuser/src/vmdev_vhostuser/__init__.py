@@ -2,14 +2,15 @@
 
 The family's names, which lived in the core before issue 9, are importable from here:
 ``from vmdev_vhostuser import VhostUserDeviceAttrs, VHOST_USER_BLK, VhostUserStore``. They are
-resolved on first use (PEP 562 ``__getattr__``): importing the package, as loading the plugin does,
+resolved on first use (:func:`vmdev.lazy.lazy_exports`): importing the package, as loading the plugin does,
 creates no class (issue 13, cold start).
 """
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from vmdev.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from vmdev_vhostuser.device import VhostUserDeviceAttrs, Virtio9pShare
@@ -83,15 +84,4 @@ _HOMES = {
     "VIRTIO_FS_NYDUS": "vmdev_vhostuser.settings",
 }
 
-
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(home), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES)
