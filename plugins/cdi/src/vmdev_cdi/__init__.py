@@ -13,14 +13,16 @@ dicts and needs nothing else of vmdev::
     inject(oci, names)                 # edits the OCI spec in place, as containerd and Kata do
 
 The vmdev plugin is :mod:`vmdev_cdi.plugin` (entry point ``cdi``). Every ``vmdev plan`` imports
-this package with the plugin, so the names here are imported on first use (PEP 562), not with the
-package: a plan without CDI never creates the model's attrs classes or imports yaml.
+this package with the plugin, so the names here are imported on first use
+(:func:`vmdev.lazy.lazy_exports`), not with the package: a plan without CDI never creates the
+model's attrs classes or imports yaml.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from vmdev.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from vmdev_cdi.annotations import annotation_key, annotation_value, parse_annotations, update_annotations
@@ -134,15 +136,4 @@ __all__ = [
     "validate_version",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
