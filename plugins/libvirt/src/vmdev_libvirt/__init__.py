@@ -6,13 +6,15 @@ render target, with :meth:`~LibvirtTarget.address` for a device's guest PCI addr
 :func:`alias` to build the XML. :class:`LibvirtPlan` is the plan's ``libvirt`` part.
 
 Every ``vmdev plan`` imports this package with the plugin, whatever the hypervisor, so the names
-are imported on first use (PEP 562): a QEMU plan never creates the target's attrs classes.
+are imported on first use (:func:`vmdev.lazy.lazy_exports`): a QEMU plan never creates the
+target's attrs classes.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from vmdev.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from vmdev_libvirt.constants import NAME
@@ -43,15 +45,4 @@ __all__ = [
     "to_xml",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
