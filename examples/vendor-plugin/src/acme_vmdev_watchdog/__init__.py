@@ -1,14 +1,15 @@
 """Example vendor plugin for vmdev (entry point ``acme_vmdev_watchdog.plugin``).
 
 ``vmdev plan`` imports this package with the entry module for every container, so the public
-names are imported on first use (PEP 562), not with the package: a plan without a watchdog
-creates none of its classes.
+names are imported on first use (:func:`vmdev.lazy.lazy_exports`), not with the package: a
+plan without a watchdog creates none of its classes.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from vmdev.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from acme_vmdev_watchdog.constants import KIND, WATCHDOG_MAJOR, WATCHDOG_MINOR
@@ -26,15 +27,4 @@ _LAZY: dict[str, str] = {
 
 __all__ = ["KIND", "QEMU_DRIVER", "WATCHDOG_MAJOR", "WATCHDOG_MINOR", "WatchdogDev"]
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
