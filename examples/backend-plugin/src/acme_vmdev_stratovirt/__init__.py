@@ -6,13 +6,15 @@ render for), ``plan.py`` (the plan's ``stratovirt`` part) and ``render_rng.py``/
 (the families it knows).
 
 ``vmdev plan`` imports this package with the entry module for every container, so the public
-names are imported on first use (PEP 562): a QEMU plan creates none of the backend's classes.
+names are imported on first use (:func:`vmdev.lazy.lazy_exports`): a QEMU plan creates none
+of the backend's classes.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from vmdev.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from acme_vmdev_stratovirt.constants import NAME
@@ -29,15 +31,4 @@ _LAZY: dict[str, str] = {
 
 __all__ = ["NAME", "StratoVirtAttach", "StratoVirtPlan", "StratoVirtTarget"]
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
