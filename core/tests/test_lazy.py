@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from vmdev.testing import StartupProbe
+
 PACKAGE = """
 from vmdev.lazy import lazy_exports
 
@@ -36,7 +38,7 @@ def test_a_lazy_name_is_imported_from_its_module_when_first_asked_for(lazypkg: A
     assert "Heavy" in dir(lazypkg) and "LIGHT" in dir(lazypkg)
     heavy = lazypkg.Heavy
     assert heavy is sys.modules["lazypkg.heavy"].Heavy and vars(lazypkg)["Heavy"] is heavy
-    from lazypkg import Heavy
+    from lazypkg import Heavy  # type: ignore[import-not-found]  # made by the fixture
 
     assert Heavy is heavy
 
@@ -47,7 +49,7 @@ def test_an_unknown_name_is_an_attribute_error_naming_the_package(lazypkg: Any) 
 
 
 def test_a_plain_qemu_plan_creates_no_class_of_other_backends_or_of_explain(
-    startup_probe: Any, null_plan: list[str]
+    startup_probe: StartupProbe, null_plan: list[str]
 ) -> None:
     report = startup_probe("", *null_plan)
     assert report.code == 0 and '"/dev/null"' in report.stdout
@@ -58,7 +60,7 @@ def test_a_plain_qemu_plan_creates_no_class_of_other_backends_or_of_explain(
 
 
 def test_a_cloud_hypervisor_plan_creates_its_backend_s_classes_only_then(
-    startup_probe: Any, null_plan: list[str]
+    startup_probe: StartupProbe, null_plan: list[str]
 ) -> None:
     report = startup_probe("", *null_plan, "--hypervisor", "cloud-hypervisor")
     assert report.code == 0 and report.classes_of("vmdev.backends.clh_target")

@@ -36,7 +36,8 @@ from vmdev.fakehost import FakeHost
 from vmdev.plugins import LoadPolicy, PluginManager
 
 __all__ = [
-    "FakeHost", "PluginFactory", "StartupReport", "fake_host", "null_plan", "startup_probe", "vmdev_plugins",
+    "FakeHost", "PluginFactory", "StartupProbe", "StartupReport", "fake_host", "null_plan", "startup_probe",
+    "vmdev_plugins",
 ]
 
 PluginFactory = Callable[..., PluginManager]

@@ -7,16 +7,16 @@ the same plan with no plugin: the shape backend vendors copy."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import acme_vmdev_stratovirt
+from vmdev.testing import StartupProbe
 
 #: what a QEMU plan may import of this distribution: the entry module and its constants
 ALLOWED = {"acme_vmdev_stratovirt", "acme_vmdev_stratovirt.plugin", "acme_vmdev_stratovirt.constants"}
 
 
 def test_a_qemu_plan_imports_only_the_entry_module_and_its_constants(
-        startup_probe: Any, null_plan: list[str]) -> None:
+        startup_probe: StartupProbe, null_plan: list[str]) -> None:
     report = startup_probe("acme-vmdev-stratovirt", *null_plan)
     without = startup_probe("", *null_plan)
     assert (report.code, without.code) == (0, 0)

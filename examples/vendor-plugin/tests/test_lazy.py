@@ -7,16 +7,16 @@ plan with no plugin: the shape vendors copy."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import acme_vmdev_watchdog
+from vmdev.testing import StartupProbe
 
 #: what a plan without a watchdog may import of this distribution: the entry module, its constants
 ALLOWED = {"acme_vmdev_watchdog", "acme_vmdev_watchdog.plugin", "acme_vmdev_watchdog.constants"}
 
 
 def test_a_plan_without_a_watchdog_imports_only_the_entry_module_and_its_constants(
-        startup_probe: Any, null_plan: list[str]) -> None:
+        startup_probe: StartupProbe, null_plan: list[str]) -> None:
     report = startup_probe("acme-vmdev-watchdog", *null_plan)
     without = startup_probe("", *null_plan)
     assert (report.code, without.code) == (0, 0)

@@ -18,7 +18,7 @@ GENERIC = {
                      "PCI_DOMAIN", "MAX_PCIE_ROOT_PORT", "MAX_PCIE_SWITCH_PORT", "PCI_BRIDGE_MAX_CAPACITY",
                      "MAX_DEV_ID_SIZE"},
     "vmdev.host": {"HostContext", "SysfsReader", "StatFunc", "read_regular", "decode_text"},
-    "vmdev.testing": {"FakeHost"},
+    "vmdev.testing": {"FakeHost", "StartupProbe"},
     "vmdev.targets": {"ApiRequest", "AttachOptions", "RenderTarget", "PCI", "MMIO", "CCW", "request_tuple"},
     "vmdev.cliutil": set(),
 }

@@ -5,16 +5,16 @@ asks for no CDI device. Measured in a fresh interpreter, against the same plan w
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import vmdev_cdi
+from vmdev.testing import StartupProbe
 
 #: the modules of the family a plan without CDI may import: the entry module and its light settings
 ALLOWED = {"vmdev_cdi", "vmdev_cdi.plugin", "vmdev_cdi.settings", "vmdev_cdi.constants"}
 
 
 def test_a_plan_without_cdi_imports_only_the_entry_module_and_its_settings(
-        startup_probe: Any, null_plan: list[str]) -> None:
+        startup_probe: StartupProbe, null_plan: list[str]) -> None:
     report = startup_probe("vmdev-cdi", *null_plan)
     without = startup_probe("", *null_plan)
     assert (report.code, without.code) == (0, 0)
@@ -24,7 +24,7 @@ def test_a_plan_without_cdi_imports_only_the_entry_module_and_its_settings(
     assert not {m.split(".")[0] for m in added} - {"vmdev_cdi"}, "no yaml, cattrs, click, logging"
 
 
-def test_vmdev_help_lists_the_cdi_group_without_importing_it(startup_probe: Any) -> None:
+def test_vmdev_help_lists_the_cdi_group_without_importing_it(startup_probe: StartupProbe) -> None:
     report = startup_probe("vmdev-cdi", "--help")
     help_lines = report.stdout.splitlines()
     assert report.code == 0

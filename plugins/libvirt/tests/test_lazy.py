@@ -6,10 +6,10 @@ Measured in a fresh interpreter planning for QEMU, against the same plan with no
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import vmdev_libvirt
 from vmdev.plugins import PluginManager
+from vmdev.testing import StartupProbe
 from vmdev_libvirt.settings import SETTINGS
 
 #: the modules of the family a QEMU plan may import: the entry module and its light settings
@@ -17,7 +17,7 @@ ALLOWED = {"vmdev_libvirt", "vmdev_libvirt.plugin", "vmdev_libvirt.settings", "v
 
 
 def test_a_qemu_plan_imports_only_the_entry_module_and_its_settings(
-        startup_probe: Any, null_plan: list[str]) -> None:
+        startup_probe: StartupProbe, null_plan: list[str]) -> None:
     report = startup_probe("vmdev-libvirt", *null_plan)
     without = startup_probe("", *null_plan)
     assert (report.code, without.code) == (0, 0)

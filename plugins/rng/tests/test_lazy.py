@@ -7,20 +7,20 @@ and lists the family's modules it imported and the modules whose attrs classes i
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
+
+from vmdev.testing import StartupProbe
 
 #: the modules loading the plugin may import: the package, its entry module, the light constants
 LIGHT = ["vmdev_rng", "vmdev_rng.kinds", "vmdev_rng.plugin", "vmdev_rng.settings"]
 
 
-def test_loading_the_plugin_imports_none_of_the_family_modules(startup_probe: Any) -> None:
+def test_loading_the_plugin_imports_none_of_the_family_modules(startup_probe: StartupProbe) -> None:
     report = startup_probe("vmdev-rng")
     assert (report.of("vmdev_rng"), report.classes_of("vmdev_rng")) == (LIGHT, [])
 
 
-def test_a_plan_without_an_rng_imports_no_device_model(startup_probe: Any, null_plan: list[str]) -> None:
+def test_a_plan_without_an_rng_imports_no_device_model(startup_probe: StartupProbe, null_plan: list[str]) -> None:
     # an s390x CCW guest gets no RNG (as in Kata): nothing of the family beyond the light modules
     report = startup_probe("vmdev-rng", *null_plan, "--machine-type", "s390-ccw-virtio")
     assert report.code == 0
@@ -31,7 +31,7 @@ def test_a_plan_without_an_rng_imports_no_device_model(startup_probe: Any, null_
     ("qemu", "render_qemu"), ("cloud-hypervisor", "render_clh"), ("firecracker", "render_firecracker"),
 ])
 def test_a_plan_with_the_rng_imports_only_the_renderer_of_its_backend(
-        startup_probe: Any, null_plan: list[str], hypervisor: str, renderer: str) -> None:
+        startup_probe: StartupProbe, null_plan: list[str], hypervisor: str, renderer: str) -> None:
     report = startup_probe("vmdev-rng", *null_plan, "--hypervisor", hypervisor)
     wanted = ["vmdev_rng.device", "vmdev_rng.host", f"vmdev_rng.{renderer}"]
     assert report.code == 0

@@ -9,29 +9,30 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
+
+from vmdev.testing import StartupProbe
 
 #: the modules loading the plugin may import: the package, its entry module, the light constants
 LIGHT = ["vmdev_vfio", "vmdev_vfio.kinds", "vmdev_vfio.plugin", "vmdev_vfio.settings"]
 
 
-def test_loading_the_plugin_imports_none_of_the_family_modules(startup_probe: Any) -> None:
+def test_loading_the_plugin_imports_none_of_the_family_modules(startup_probe: StartupProbe) -> None:
     report = startup_probe("vmdev-vfio")
     assert (report.of("vmdev_vfio"), report.classes_of("vmdev_vfio")) == (LIGHT, [])
 
 
 @pytest.mark.parametrize("hypervisor", ["qemu", "cloud-hypervisor", "firecracker"])
 def test_a_plan_of_dev_null_imports_none_of_the_family_modules(
-        startup_probe: Any, null_plan: list[str], hypervisor: str) -> None:
+        startup_probe: StartupProbe, null_plan: list[str], hypervisor: str) -> None:
     report = startup_probe("vmdev-vfio", *null_plan, "--hypervisor", hypervisor)
     assert report.code == 0
     assert (report.of("vmdev_vfio"), report.classes_of("vmdev_vfio")) == (LIGHT, [])
 
 
 def test_the_vfio_control_node_is_declined_without_importing_the_family(
-        startup_probe: Any, null_plan: list[str]) -> None:
+        startup_probe: StartupProbe, null_plan: list[str]) -> None:
     sysfs = Path(null_plan[null_plan.index("--sysfs-root") + 1])
     uevent = sysfs / "dev" / "char" / "10:196" / "uevent"
     uevent.parent.mkdir(parents=True)

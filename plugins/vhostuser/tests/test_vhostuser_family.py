@@ -216,7 +216,7 @@ CORE_GENERIC = {
     },
     "vmdev.host": {"HostContext", "SysfsReader", "StatFunc"},
     "vmdev.targets": {"ApiRequest", "AttachOptions", "RenderTarget", "PCI", "MMIO", "CCW"},
-    "vmdev.testing": {"FakeHost"},
+    "vmdev.testing": {"FakeHost", "StartupProbe"},
     "vmdev.cliutil": {"errors_as_one_line", "fail", "SettingsCommand", "flag_overrides"},
 }
 
