@@ -4,7 +4,12 @@ against the fake QEMU, which tracks every reference."""
 
 from __future__ import annotations
 
+import json
+import socket
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -355,3 +360,89 @@ def test_a_monitor_busy_with_another_client_is_named_as_the_likely_cause(sock: P
         QmpConnectionError, match=r"did not greet within 0.3 s .*serves one client at a time"
     ):
         QmpSession.connect(str(sock), timeout=0.3)
+
+
+# --- the QMP wire, as QmpSession reads it (a scripted monitor on a raw socket) ---------------------------
+GREETING = b'{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}}, "capabilities": []}}\r\n'
+
+
+def scripted_monitor(path: Path, script: Any) -> threading.Thread:
+    """A monitor that greets, answers qmp_capabilities, then runs ``script(conn, reader)``."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn, server:
+            reader = conn.makefile("rb")
+            conn.sendall(GREETING)
+            hello = json.loads(reader.readline())
+            conn.sendall(json.dumps({"return": {}, "id": hello["id"]}).encode() + b"\r\n")
+            script(conn, reader)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_answers_are_matched_by_id_and_events_between_them_are_kept(sock: Path) -> None:
+    def script(conn: socket.socket, reader: Any) -> None:
+        first, second = json.loads(reader.readline()), json.loads(reader.readline())
+        conn.sendall(b'{"event": "RESUME", "data": {}, "timestamp": {"seconds": 1, "microseconds": 0}}\r\n')
+        conn.sendall(json.dumps({"return": "second", "id": second["id"]}).encode() + b"\r\n")
+        conn.sendall(json.dumps({"return": "first", "id": first["id"]}).encode() + b"\r\n")
+
+    scripted_monitor(sock, script)
+    with QmpSession.connect(str(sock)) as session:
+        answers: dict[str, Any] = {}
+        other = threading.Thread(target=lambda: answers.update(b=session.execute("query-b")))
+        ask_first = threading.Thread(target=lambda: answers.update(a=session.execute("query-a")))
+        ask_first.start()
+        time.sleep(0.1)  # query-a goes out first; its answer comes last
+        other.start()
+        ask_first.join(5)
+        other.join(5)
+        assert answers == {"a": "first", "b": "second"}
+        assert [e["event"] for e in session.events()] == ["RESUME"]
+
+
+@pytest.mark.parametrize(("wire", "expected"), [
+    (b"not json\r\n", "connection to QEMU lost during query-status: Expecting value"),
+    (b"", "connection to QEMU lost during query-status: QEMU closed the connection"),
+])
+def test_a_broken_monitor_is_a_lost_connection_in_one_line(sock: Path, wire: bytes, expected: str) -> None:
+    def script(conn: socket.socket, reader: Any) -> None:
+        reader.readline()
+        conn.sendall(wire)
+
+    scripted_monitor(sock, script)
+    with QmpSession.connect(str(sock)) as session, pytest.raises(QmpConnectionError) as exc:
+        session.execute("query-status", timeout=5.0)
+    assert str(exc.value).startswith(f"{sock}: qmp: {expected}") and "\n" not in str(exc.value)
+
+
+def test_a_command_without_an_answer_times_out_naming_it(sock: Path) -> None:
+    done = threading.Event()
+    scripted_monitor(sock, lambda conn, reader: done.wait(5))
+    with QmpSession.connect(str(sock)) as session, pytest.raises(
+        QmpConnectionError, match=r"QEMU gave no answer to query-status within 0\.2 s"
+    ):
+        session.execute("query-status", timeout=0.2)
+    done.set()
+
+
+def test_a_socket_that_is_no_monitor_is_refused_at_the_greeting(sock: Path) -> None:
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(sock))
+    server.listen(1)
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn, server:
+            conn.sendall(b'{"hello": "I am not QEMU"}\n')
+            conn.recv(1)
+
+    threading.Thread(target=serve, daemon=True).start()
+    with pytest.raises(QmpConnectionError, match="it sent no QMP greeting"):
+        QmpSession.connect(str(sock), timeout=2.0)
