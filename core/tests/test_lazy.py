@@ -65,3 +65,20 @@ def test_a_cloud_hypervisor_plan_creates_its_backend_s_classes_only_then(
     report = startup_probe("", *null_plan, "--hypervisor", "cloud-hypervisor")
     assert report.code == 0 and report.classes_of("vmdev.backends.clh_target")
     assert "vmdev.backends.firecracker_target" not in report.modules
+
+
+def test_a_backend_names_its_parts_and_they_are_imported_when_first_called(lazypkg: Any) -> None:
+    from vmdev.backend import Backend
+
+    backend = Backend(name="lazy", description="d", target="lazypkg.heavy:Heavy", assemble="lazypkg:Heavy")
+    assert "lazypkg.heavy" not in sys.modules and backend.live is None
+    made: Any = backend.target  # a class standing in for a target factory
+    assert type(made()).__name__ == "Heavy" and "lazypkg.heavy" in sys.modules
+
+
+def test_a_reference_that_is_no_module_attribute_is_refused() -> None:
+    from vmdev.lazy import load_reference
+
+    assert load_reference("vmdev.lazy:load_reference") is load_reference
+    with pytest.raises(ValueError, match="is not 'module' or 'module:attribute'"):
+        load_reference("not a reference")

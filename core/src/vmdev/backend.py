@@ -135,6 +135,17 @@ def _options(value: Sequence[LiveOption]) -> tuple[LiveOption, ...]:
     return tuple(value)
 
 
+def _callable(value: Callable[..., Any] | str) -> Callable[..., Any]:
+    """A callable, or ``"module:attribute"`` naming one (imported on its first call)."""
+    from vmdev.lazy import imported
+
+    return imported(value) if isinstance(value, str) else value
+
+
+def _optional_callable(value: Callable[..., Any] | str | None) -> Callable[..., Any] | None:
+    return None if value is None else _callable(value)
+
+
 @attrs.frozen(kw_only=True)
 class Backend:
     """A hypervisor backend.
@@ -145,17 +156,25 @@ class Backend:
     a hot plugger for a running VM from a :class:`LiveConnection` (None: the backend has no
     live hot plug; the device manager then only keeps the books). ``plan_key`` is the plan's
     JSON key (default: the name with ``-`` as ``_``).
+
+    ``target``, ``assemble`` and ``live`` may be given as ``"module:attribute"``: the backend is
+    registered on every ``vmdev plan``, whatever the hypervisor, and what it names is imported only
+    when the core first calls it (issue 13).
     """
 
     name: str = attrs.field(validator=_check_name)
     description: str
     kata_sections: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
-    target: Callable[[SandboxSettings, RenderContext], RenderTarget] = attrs.field(eq=False)
+    target: Callable[[SandboxSettings, RenderContext], RenderTarget] = attrs.field(
+        eq=False, converter=_callable
+    )
     assemble: Callable[[SandboxSettings, RenderTarget, tuple[PlannedDevice, ...]], BackendPlan] = attrs.field(
-        eq=False
+        eq=False, converter=_callable
     )
     plan_key: str = attrs.field()
-    live: Callable[[LiveConnection], HotPlugger] | None = attrs.field(default=None, eq=False)
+    live: Callable[[LiveConnection], HotPlugger] | None = attrs.field(
+        default=None, eq=False, converter=_optional_callable
+    )
     live_options: tuple[LiveOption, ...] = attrs.field(default=(), converter=_options)
 
     @plan_key.default

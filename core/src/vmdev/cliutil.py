@@ -8,7 +8,6 @@ by its summary and imports it only to run it.
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 from collections.abc import Callable
@@ -20,6 +19,7 @@ import click
 
 from vmdev.errors import VmdevError
 from vmdev.host import HostContext
+from vmdev.lazy import load_reference
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -43,8 +43,7 @@ class LazyCommand(click.Command):
     def load(self) -> click.Command:
         """The command ``target`` names (imported once)."""
         if self._loaded is None:
-            module, _, attribute = self.target.partition(":")
-            command = getattr(importlib.import_module(module), attribute)
+            command = load_reference(self.target)
             if not isinstance(command, click.Command):
                 raise TypeError(f"{self.target} is not a click command")
             self._loaded = command

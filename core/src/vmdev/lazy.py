@@ -11,14 +11,46 @@ name lives::
 
 and imports the same names under ``if TYPE_CHECKING:`` for type checkers. ``import vmdev`` does
 the same for its own names.
+
+:func:`load_reference` resolves ``module:attribute`` (entry points, lazy commands); :func:`imported`
+stands for such a callable and imports it on its first call (a backend's target, assembly and live
+driver are registered so).
 """
 
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Final
+
+#: an entry point's value: ``module``, ``module:attr.attr``, optional ``[extras]`` (ignored)
+_REFERENCE: Final = re.compile(r"(?P<module>[\w.]+)\s*(:\s*(?P<attr>[\w.]+)\s*)?((?P<extras>\[.*\])\s*)?$")
+
+
+def load_reference(reference: str) -> Any:
+    """What ``module`` or ``module:attr.attr`` names (importlib.metadata's ``EntryPoint.load``)."""
+    match = _REFERENCE.match(reference)
+    if match is None:
+        raise ValueError(f"{reference!r} is not 'module' or 'module:attribute'")
+    found: Any = importlib.import_module(match.group("module"))
+    for attr in filter(None, (match.group("attr") or "").split(".")):
+        found = getattr(found, attr)
+    return found
+
+
+def imported(reference: str) -> Callable[..., Any]:
+    """A callable standing for the one ``reference`` names, imported on its first call."""
+    loaded: list[Callable[..., Any]] = []
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if not loaded:
+            loaded.append(load_reference(reference))
+        return loaded[0](*args, **kwargs)
+
+    call.__qualname__ = call.__name__ = f"imported({reference!r})"
+    return call
 
 
 def lazy_exports(

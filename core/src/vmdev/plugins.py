@@ -39,6 +39,7 @@ import pluggy
 from vmdev import hookspecs
 from vmdev.backend import Backend, BackendSet, RegisteredBackend
 from vmdev.errors import PluginError, UnclaimedDeviceError, VmdevError
+from vmdev.lazy import load_reference
 from vmdev.models import Device, DeviceInfo
 
 if TYPE_CHECKING:
@@ -124,8 +125,6 @@ def _frozen(value: Iterable[str]) -> frozenset[str]:
 # shown. Anything else (zip files or eggs on sys.path, other finders of distributions) is left to
 # importlib.metadata itself.
 _DIST_SUFFIXES: Final = (".dist-info", ".egg-info")
-_ENTRY_POINT: Final = re.compile(r"(?P<module>[\w.]+)\s*(:\s*(?P<attr>[\w.]+)\s*)?((?P<extras>\[.*\])\s*)?$")
-
 
 def _dist_key(name: str) -> str:
     """How importlib.metadata tells distributions apart (``Vendor.Dev`` and ``vendor_dev`` are one)."""
@@ -284,14 +283,11 @@ def _installed_entry_points(group: str) -> tuple[list[tuple[str, str, DistLike]]
 
 
 def _load_entry_point(value: str) -> object:
-    """What an entry point's ``module:attr`` names (importlib.metadata's ``EntryPoint.load``)."""
-    match = _ENTRY_POINT.match(value)
-    if match is None:
-        raise ValueError(f"entry point {value!r} is not 'module' or 'module:attribute'")
-    found: object = importlib.import_module(match.group("module"))
-    for attr in filter(None, (match.group("attr") or "").split(".")):
-        found = getattr(found, attr)
-    return found
+    """What an entry point's ``module:attr`` names."""
+    try:
+        return load_reference(value)
+    except ValueError:
+        raise ValueError(f"entry point {value!r} is not 'module' or 'module:attribute'") from None
 
 
 class _Origin:

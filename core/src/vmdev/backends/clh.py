@@ -12,14 +12,13 @@ imported when a Cloud Hypervisor plan is made (their names stay importable from 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final
 
-from vmdev.backend import Backend, BackendPlan, RenderContext
+from vmdev.backend import Backend
 from vmdev.declared import INTEGER, Setting
 from vmdev.hookspecs import hookimpl
-from vmdev.settings import SandboxSettings
-from vmdev.targets import RenderTarget
+from vmdev.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from vmdev.backends.clh_target import ClhAttach as ClhAttach
@@ -30,35 +29,17 @@ NAME: Final = "cloud-hypervisor"
 VCPUS_KEY: Final = "default_vcpus"
 #: Cloud Hypervisor's limit of boot vCPUs (its API's cpus.boot_vcpus is a u8)
 MAX_VCPUS: Final = 254
-_LAZY: Final = frozenset({"ClhAttach", "ClhTarget", "assemble"})
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from vmdev.backends import clh_target
-
-        return getattr(clh_target, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _target(settings: SandboxSettings, context: RenderContext) -> RenderTarget:
-    from vmdev.backends.clh_target import ClhTarget
-
-    return ClhTarget(settings, context)
-
-
-def _assemble(settings: SandboxSettings, target: RenderTarget, devices: Sequence[Any]) -> BackendPlan:
-    from vmdev.backends.clh_target import assemble
-
-    return assemble(settings, target, devices)
+#: the target, attach type and assembly live in :mod:`vmdev.backends.clh_target`
+_IMPL: Final = "vmdev.backends.clh_target"
+__getattr__, __dir__ = lazy_exports(__name__, dict.fromkeys(("ClhAttach", "ClhTarget", "assemble"), _IMPL))
 
 
 BACKEND: Final = Backend(
     name=NAME,
     description="Cloud Hypervisor: VmConfig fragments and vm.add-* request bodies",
     kata_sections=("clh",),
-    target=_target,
-    assemble=_assemble,
+    target=f"{_IMPL}:ClhTarget",
+    assemble=f"{_IMPL}:assemble",
     plan_key="cloud_hypervisor",
 )
 

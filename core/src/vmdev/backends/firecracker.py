@@ -10,13 +10,12 @@ Firecracker plan is made (their names stay importable from here).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final
 
-from vmdev.backend import Backend, BackendPlan, RenderContext
+from vmdev.backend import Backend
 from vmdev.hookspecs import hookimpl
-from vmdev.settings import SandboxSettings
-from vmdev.targets import RenderTarget
+from vmdev.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from vmdev.backends.firecracker_target import FirecrackerAttach as FirecrackerAttach
@@ -24,35 +23,18 @@ if TYPE_CHECKING:
     from vmdev.backends.firecracker_target import assemble as assemble
 
 NAME: Final = "firecracker"
-_LAZY: Final = frozenset({"FirecrackerAttach", "FirecrackerTarget", "assemble"})
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from vmdev.backends import firecracker_target
-
-        return getattr(firecracker_target, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _target(settings: SandboxSettings, context: RenderContext) -> RenderTarget:
-    from vmdev.backends.firecracker_target import FirecrackerTarget
-
-    return FirecrackerTarget(settings, context)
-
-
-def _assemble(settings: SandboxSettings, target: RenderTarget, devices: Sequence[Any]) -> BackendPlan:
-    from vmdev.backends.firecracker_target import assemble
-
-    return assemble(settings, target, devices)
+#: the target, attach type and assembly live in :mod:`vmdev.backends.firecracker_target`
+_IMPL: Final = "vmdev.backends.firecracker_target"
+_NAMES: Final = ("FirecrackerAttach", "FirecrackerTarget", "assemble")
+__getattr__, __dir__ = lazy_exports(__name__, dict.fromkeys(_NAMES, _IMPL))
 
 
 BACKEND: Final = Backend(
     name=NAME,
     description="Firecracker: API requests before boot",
     kata_sections=("firecracker",),
-    target=_target,
-    assemble=_assemble,
+    target=f"{_IMPL}:FirecrackerTarget",
+    assemble=f"{_IMPL}:assemble",
 )
 
 

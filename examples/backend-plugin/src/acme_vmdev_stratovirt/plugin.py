@@ -8,8 +8,8 @@ is declined, and so is a device of a family it does not know).
 
 ``vmdev plan`` imports every installed plugin's entry module for every container, whatever the
 hypervisor. So this module imports only ``hookimpl`` and :mod:`~acme_vmdev_stratovirt.constants`:
-the backend is registered with small functions that import the target (:mod:`.target`) and the
-plan (:mod:`.plan`) when the core calls them, which it does only for a StratoVirt plan, and the
+the backend names its target (:mod:`.target`) and plan (:mod:`.plan`) as ``"module:attribute"``,
+which the core imports when it calls them, which it does only for a StratoVirt plan, and the
 other two hooks compare the backend's name (``settings.hypervisor``, ``target.hypervisor``) before
 importing anything.
 """
@@ -23,33 +23,19 @@ from acme_vmdev_stratovirt.constants import DESCRIPTION, KATA_SECTION, NAME
 from vmdev import hookimpl
 
 if TYPE_CHECKING:
-    from vmdev.backend import Backend, BackendPlan, RenderContext
+    from vmdev.backend import Backend
     from vmdev.models import Device
-    from vmdev.planner import PlannedDevice
     from vmdev.settings import SandboxSettings
     from vmdev.targets import AttachOptions, RenderTarget
-
-
-def _target(settings: SandboxSettings, context: RenderContext) -> RenderTarget:
-    from acme_vmdev_stratovirt.target import StratoVirtTarget
-
-    return StratoVirtTarget(settings, context)
-
-
-def _assemble(
-    settings: SandboxSettings, target: RenderTarget, devices: tuple[PlannedDevice, ...]
-) -> BackendPlan:
-    from acme_vmdev_stratovirt.plan import assemble
-
-    return assemble(settings, target, devices)
 
 
 def backend() -> Backend:
     """The StratoVirt backend (its target and plan are imported when the core calls them)."""
     from vmdev.backend import Backend
 
-    return Backend(name=NAME, description=DESCRIPTION, kata_sections=(KATA_SECTION,), target=_target,
-                   assemble=_assemble)
+    return Backend(name=NAME, description=DESCRIPTION, kata_sections=(KATA_SECTION,),
+                   target="acme_vmdev_stratovirt.target:StratoVirtTarget",
+                   assemble="acme_vmdev_stratovirt.plan:assemble")
 
 
 @hookimpl

@@ -11,8 +11,8 @@ Hook implementations only:
   and the core names it and the backend.
 
 Every ``vmdev plan`` imports this module, whatever the hypervisor, so it imports only the backend's
-name and settings keys. The backend is registered with small functions that import the render
-target, the domain and the live driver when the core calls them (only for a libvirt plan or
+name and settings keys. The backend names its render target, domain assembly and live driver as
+``"module:attribute"``, imported when the core calls them (only for a libvirt plan or
 ``vmdev attach --hypervisor libvirt``), and ``attach_options`` declines any other backend's target
 by its name before importing the family renderers.
 """
@@ -27,12 +27,9 @@ from vmdev_libvirt.constants import NAME
 from vmdev_libvirt.settings import SETTINGS
 
 if TYPE_CHECKING:
-    from vmdev.backend import Backend, BackendPlan, LiveConnection, RenderContext
+    from vmdev.backend import Backend
     from vmdev.declared import Setting
-    from vmdev.live import HotPlugger
     from vmdev.models import Device
-    from vmdev.planner import PlannedDevice
-    from vmdev.settings import SandboxSettings
     from vmdev.targets import AttachOptions, RenderTarget
 
 DESCRIPTION: Final = "libvirt: <devices> XML, a minimal domain, and hot plug through libvirt"
@@ -44,26 +41,6 @@ LIVE_OPTIONS: Final = (
 )
 
 
-def _target(settings: SandboxSettings, context: RenderContext) -> RenderTarget:
-    from vmdev_libvirt.target import LibvirtTarget
-
-    return LibvirtTarget(settings, context)
-
-
-def _assemble(
-    settings: SandboxSettings, target: RenderTarget, devices: tuple[PlannedDevice, ...]
-) -> BackendPlan:
-    from vmdev_libvirt.domain import assemble
-
-    return assemble(settings, target, devices)
-
-
-def _live(connection: LiveConnection) -> HotPlugger:
-    from vmdev_libvirt.live import connect
-
-    return connect(connection)
-
-
 def backend() -> Backend:
     """The libvirt backend (its parts are imported when the core calls them)."""
     from vmdev.backend import Backend, LiveOption
@@ -72,9 +49,9 @@ def backend() -> Backend:
         name=NAME,
         description=DESCRIPTION,
         kata_sections=(NAME,),
-        target=_target,
-        assemble=_assemble,
-        live=_live,
+        target="vmdev_libvirt.target:LibvirtTarget",
+        assemble="vmdev_libvirt.domain:assemble",
+        live="vmdev_libvirt.live:connect",
         live_options=tuple(LiveOption(name=name, flag=flag, metavar=metavar, required=required, help=text)
                            for name, flag, metavar, required, text in LIVE_OPTIONS),
     )
