@@ -33,11 +33,20 @@ if TYPE_CHECKING:
 
 
 def host_context(sysfs_root: str | None) -> HostContext:
-    from pathlib import Path
+    from vmdev.host import host_context
 
-    from vmdev.host import HostContext
+    return host_context(sysfs_root)
 
-    return HostContext(sysfs_root=Path(sysfs_root or "/sys"))
+
+def plan_settings(
+    config_file: str | None, *, hypervisor: str | None, machine_type: str | None, memory: int | None,
+    hotplug: bool | None, flags: Mapping[str, Any],
+) -> SandboxSettings:
+    """The settings ``vmdev plan``'s options give (also ``explain``'s and ``check``'s)."""
+    from vmdev.settings import load_settings
+
+    overrides = {"machine_type": machine_type, "default_memory": memory, "hotplug": hotplug, **flags}
+    return load_settings(config_file, hypervisor=hypervisor, overrides=overrides)
 
 
 # --- what the commands do (shared by the click commands and the plain path) --------------------------
@@ -56,13 +65,9 @@ def run_plan(
     """``vmdev plan``'s plan (``flags``: the settings keys the plugin flags set)."""
     from vmdev.oci import load_spec
     from vmdev.planner import plan
-    from vmdev.settings import load_settings
 
-    settings = load_settings(
-        config_file,
-        hypervisor=hypervisor,
-        overrides={"machine_type": machine_type, "default_memory": memory, "hotplug": hotplug, **flags},
-    )
+    settings = plan_settings(config_file, hypervisor=hypervisor, machine_type=machine_type, memory=memory,
+                             hotplug=hotplug, flags=flags)
     spec = load_spec(oci_config)
     host = host_context(sysfs_root)
     return plan(spec, settings, host=host) if state_path is None else _plan_sandbox(

@@ -12,13 +12,12 @@ import os
 import sys
 from collections.abc import Callable
 from functools import wraps
-from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from vmdev.errors import VmdevError
-from vmdev.host import HostContext
+from vmdev.host import host_context as host_context  # for plugins' commands
 from vmdev.lazy import load_reference
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -83,10 +82,6 @@ def errors_as_one_line(func: F) -> F:
             fail(f"internal error: {type(exc).__name__}: {exc} (set VMDEV_DEBUG=1 for details)")
 
     return wrapper  # type: ignore[return-value]
-
-
-def host_context(sysfs_root: str | None) -> HostContext:
-    return HostContext(sysfs_root=Path(sysfs_root or "/sys"))
 
 
 _FLAGS_KEY = "vmdev.setting_flags"

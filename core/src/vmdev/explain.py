@@ -316,11 +316,11 @@ def _make_command() -> click.Command:
         """Explain a plan: for each device, which plugin claimed it and through which hook, which
         settings keys and host facts decided each option, and which limits applied. Takes the
         arguments of vmdev plan."""
+        from vmdev.cli import plan_settings
         from vmdev.oci import load_spec
-        from vmdev.settings import load_settings
 
-        settings = load_settings(config_file, hypervisor=hypervisor, overrides={
-            "machine_type": machine_type, "default_memory": memory, "hotplug": hotplug, **flag_overrides()})
+        settings = plan_settings(config_file, hypervisor=hypervisor, machine_type=machine_type, memory=memory,
+                                 hotplug=hotplug, flags=flag_overrides())
         result = explain(load_spec(oci_config), settings, host=host_context(sysfs_root))
         text = json.dumps(result.to_json(), indent=2, default=str) if as_json else result.text()
         click.echo(text, nl=as_json)

@@ -249,3 +249,8 @@ class HostContext:
 
     def proc_path(self, relative: str) -> Path:
         return self.proc_root / relative.lstrip("/")
+
+
+def host_context(sysfs_root: str | None) -> HostContext:
+    """The host context of the command line's ``--sysfs-root`` (None: ``/sys``)."""
+    return HostContext(sysfs_root=Path(sysfs_root or "/sys"))

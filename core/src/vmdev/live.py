@@ -22,11 +22,12 @@ QEMU's driver is :class:`vmdev.qmp.QmpHotPlugger`; its names stay importable fro
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 import attrs
 
 from vmdev.errors import UnsupportedError, VmdevError
+from vmdev.lazy import lazy_exports
 from vmdev.state import PortRecord, Step, steps_json
 
 if TYPE_CHECKING:
@@ -178,18 +179,11 @@ def describe_step(step: Step) -> str:
 
 
 # --- QEMU's driver, importable from here as before ---------------------------------------------------
-_QMP_NAMES = frozenset({
+_QMP_NAMES: Final = (
     "PORT_TYPES", "UNDO", "QmpCommandError", "QmpConnectionError", "QmpError", "QmpHotPlugger", "QmpSession",
     "QmpTimeoutError", "QmpTransport", "describe", "undo_command", "undo_steps",
-})
-
-
-def __getattr__(name: str) -> Any:
-    if name in _QMP_NAMES:
-        from vmdev import qmp
-
-        return getattr(qmp, name)
-    raise AttributeError(f"module 'vmdev.live' has no attribute {name!r}")
+)
+__getattr__, __dir__ = lazy_exports(__name__, dict.fromkeys(_QMP_NAMES, "vmdev.qmp"))
 
 
 __all__ = [

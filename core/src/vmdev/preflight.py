@@ -1340,16 +1340,13 @@ def _usage(message: str) -> None:
 
 def _plan_oci(document: Any, planning: Mapping[str, Any]) -> dict[str, Any]:
     """Plan an OCI config exactly as ``vmdev plan`` does (same settings, flags and plugins)."""
+    from vmdev.cli import plan_settings
     from vmdev.oci import parse_spec
     from vmdev.planner import plan
-    from vmdev.settings import load_settings
 
-    settings = load_settings(
-        planning.get("config_file"),
-        hypervisor=planning.get("hypervisor"),
-        overrides={"machine_type": planning.get("machine_type"), "default_memory": planning.get("memory"),
-                   "hotplug": planning.get("hotplug"), **flag_overrides()},
-    )
+    settings = plan_settings(planning.get("config_file"), hypervisor=planning.get("hypervisor"),
+                             machine_type=planning.get("machine_type"), memory=planning.get("memory"),
+                             hotplug=planning.get("hotplug"), flags=flag_overrides())
     if settings.hypervisor != QEMU_HYPERVISOR:
         raise UnsupportedError(
             f"check --qemu asks a QEMU binary, but these settings plan for {settings.hypervisor!r}",

@@ -211,7 +211,8 @@ class QmpSession:
     events interleaved. That is all a hot plug needs, so vmdev speaks it itself instead of running
     ``qemu.qmp``'s asyncio client on a private event loop: importing asyncio and ``qemu.qmp``
     cost ``vmdev attach`` about 40 ms of CPU per call, more than the rest of its start-up
-    (issue 13). ``vmdev check`` (:mod:`vmdev.preflight`) still uses ``qemu.qmp``.
+    (issue 13). ``vmdev check`` (:mod:`vmdev.preflight`) talks to its probe QEMU over pipes; no
+    part of vmdev imports ``qemu.qmp`` (the e2e tests use it as an independent client).
     """
 
     def __init__(self, socket_path: str, *, name: str = "vmdev") -> None:

@@ -16,7 +16,7 @@ three steps:
 A thread that wants to attach, detach or remove a busy device waits (:meth:`Registry.idle`) and
 then sees the committed result: a second attach of a device being plugged counts once the plug
 succeeded, or plugs it itself after a failure. A device deciding what to share with others waits
-for the sharing devices whose VM I/O is under way (:meth:`Registry.in_io`; those wait for nothing,
+for the sharing devices whose VM I/O is under way (:meth:`Registry.in_io_records`; those wait for nothing,
 so waits never form a cycle). Count changes of devices that are not busy never wait. Every change
 is passed to the ``journal`` (the CLI saves it), under the lock, so saves are in order: a
 :class:`vmdev.state.ChangeJournal` (the CLI's :class:`vmdev.state.StateJournal`) gets what changed
@@ -310,13 +310,10 @@ class Registry:
             self._io.discard(device_id)
             self._cond.notify_all()
 
-    def in_io(self, device_id: str) -> bool:
-        """Whether the device's VM I/O is under way: a device deciding what to share waits for it
-        (and only for it: a device doing I/O never waits, so waits cannot form a cycle)."""
-        return device_id in self._io
-
     def in_io_records(self, *, besides: str) -> list[DeviceRecord]:
-        """The devices whose VM I/O is under way, ``besides`` excepted, in creation order."""
+        """The devices whose VM I/O is under way, ``besides`` excepted, in creation order: a device
+        deciding what to share waits for them (and only for them: a device doing I/O never waits,
+        so waits cannot form a cycle)."""
         with self._cond:
             ids = sorted((d for d in self._io if d != besides and d in self._records),
                          key=self._order.__getitem__)

@@ -22,17 +22,10 @@ from vmdev.settings import SandboxSettings, load_settings
 
 if TYPE_CHECKING:
     from vmdev.backend import Backend, LiveConnection
-    from vmdev.host import HostContext
     from vmdev.live import HotPlugger
     from vmdev.manager import DeviceManager
     from vmdev.plugins import PluginManager
     from vmdev.state import DeviceRecord, SandboxState, StateFile
-
-
-def host_context(sysfs_root: str | None) -> HostContext:
-    from vmdev.host import HostContext
-
-    return HostContext(sysfs_root=Path(sysfs_root or "/sys"))
 
 
 def connection(
@@ -192,6 +185,7 @@ class Sandbox:
         """Under the state file's lock: a manager for the sandbox that changes its VM through the
         backend's live driver (books only for a backend without one) and saves every change;
         saved once more at the end."""
+        from vmdev.host import host_context as _host_context
         from vmdev.manager import DeviceManager
         from vmdev.plugins import get_plugin_manager
 
@@ -202,7 +196,7 @@ class Sandbox:
             reach = connection(backend, self.live, self.timeout, state.settings, required=True)
             live = driver(backend, reach)
             try:
-                manager = DeviceManager(state=state, host=host_context(self.sysfs_root), plugins=plugins,
+                manager = DeviceManager(state=state, host=_host_context(self.sysfs_root), plugins=plugins,
                                         hotplugger=live, journal=self.file.save)
                 yield manager
             finally:
