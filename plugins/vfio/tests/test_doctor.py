@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from vmdev.cli import main
-from vmdev.testing import FakeHost
+from vmdev.testing import FakeHost, StartupProbe
 from vmdev_vfio.doctor import diagnose, vfio_nodes
 
 
@@ -137,10 +137,7 @@ def test_cli_with_nothing_to_check(runner: CliRunner, tmp_path: Path) -> None:
     assert "no VFIO group or cdev under /dev/vfio" in output
 
 
-def test_vmdev_help_lists_doctor_by_its_own_summary_without_importing_it() -> None:
-    import subprocess
-    import sys
-
+def test_vmdev_help_lists_doctor_by_its_own_summary_without_importing_it(startup_probe: StartupProbe) -> None:
     import click
 
     from vmdev_vfio.plugin import DOCTOR_SUMMARY, register_commands
@@ -149,11 +146,7 @@ def test_vmdev_help_lists_doctor_by_its_own_summary_without_importing_it() -> No
     register_commands(group)
     lazy = group.commands["doctor"]
     assert lazy.help == (lazy.load().help or "").split("\n")[0] == DOCTOR_SUMMARY  # type: ignore[attr-defined]
-    script = ("import sys\nfrom click.testing import CliRunner\nfrom vmdev.cli import main\n"
-              "print(CliRunner().invoke(main, ['--help']).output)\nprint(' '.join(sorted(sys.modules)))")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VMDEV_")}
-    done = subprocess.run([sys.executable, "-c", script], env={**env, "VMDEV_PLUGINS": "vmdev-vfio"},
-                          capture_output=True, text=True, check=True)
-    *listing, modules = done.stdout.rstrip("\n").split("\n")
+    report = startup_probe("vmdev-vfio", "--help")
+    listing = report.stdout.rstrip("\n").split("\n")
     assert any(line.split()[:2] == ["doctor", "Check"] for line in listing), listing
-    assert not {"vmdev_vfio.doctor", "vmdev_vfio.device", "vmdev_vfio.host"} & set(modules.split())
+    assert not {"vmdev_vfio.doctor", "vmdev_vfio.device", "vmdev_vfio.host"} & set(report.modules)
