@@ -55,8 +55,7 @@ def connection(
             field=missing[0],
         )
     options = {option.name: given[option.flag] for option in backend.live_options if option.flag in given}
-    extra = {"settings": settings} if "settings" in attrs.fields_dict(LiveConnection) else {}
-    return LiveConnection(options=options, timeout=timeout, **extra)
+    return LiveConnection(options=options, timeout=timeout, settings=settings)
 
 
 def driver(backend: Backend, connection: LiveConnection | None) -> HotPlugger | None:

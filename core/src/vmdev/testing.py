@@ -132,11 +132,10 @@ def startup_probe(tmp_path: Path) -> StartupProbe:
 @pytest.fixture
 def null_plan(tmp_path: Path) -> list[str]:
     """See the module documentation."""
-    uevent = tmp_path / "null-sys" / "dev" / "char" / "1:3" / "uevent"
-    uevent.parent.mkdir(parents=True)
-    uevent.write_text("MAJOR=1\nMINOR=3\nDEVNAME=null\n")
+    host = FakeHost(tmp_path / "null-host")
+    host.uevent("char", 1, 3, "MAJOR=1\nMINOR=3\nDEVNAME=null\n")
     spec = {"ociVersion": "1.0.2", "process": {"args": ["sh"], "cwd": "/"}, "root": {"path": "rootfs"},
             "linux": {"devices": [{"path": "/dev/null", "type": "c", "major": 1, "minor": 3}]}}
     spec_file = tmp_path / "null-spec.json"
     spec_file.write_text(json.dumps(spec))
-    return ["plan", "--format", "json", "--sysfs-root", str(uevent.parents[3]), str(spec_file)]
+    return ["plan", "--format", "json", "--sysfs-root", str(host.sysfs), str(spec_file)]
