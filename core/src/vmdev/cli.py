@@ -501,7 +501,7 @@ class _Main:
 
 
 # --- the click group ------------------------------------------------------------------------------------
-#: built-in commands imported when they run (or when every command is listed): module, attribute
+#: built-in commands imported only when they run or show their own help (LazyCommand): module, attribute
 LAZY_COMMANDS: Final = {
     "attach": ("vmdev.sandbox_cli", "attach_cmd"),
     "detach": ("vmdev.sandbox_cli", "detach_cmd"),
@@ -548,20 +548,21 @@ def __getattr__(name: str) -> Any:
 
 
 def _build() -> click.Group:
-    import importlib
 
     import click
 
-    from vmdev.cliutil import SettingsCommand, errors_as_one_line, fail, flag_overrides
+    from vmdev.cliutil import LazyCommand, SettingsCommand, errors_as_one_line, fail, flag_overrides
 
-    class _Summary(click.Command):
-        """A lazy built-in command as ``vmdev --help`` lists it (its module is not imported)."""
+    def _Summary(name: str, help: str) -> click.Command:
+        """A lazy built-in command: listed by its summary, imported when it runs or shows its help."""
+        return LazyCommand(name, ":".join(LAZY_COMMANDS[name]), summary=help)
 
     class _PluginGroup(click.Group):
-        """Adds the plugins' commands (the ``register_commands`` hook) when a command is listed or
+        r"""Adds the plugins' commands (the ``register_commands`` hook) when a command is listed or
         not found, once per plugin manager (a process has one; an embedding or a test suite that
-        changes ``VMDEV_PLUGINS`` between runs gets the commands of each run's plugins); imports a
-        built-in command's module when that command is looked up."""
+        changes ``VMDEV_PLUGINS`` between runs gets the commands of each run's plugins). The lazy
+        built-ins are :class:`~vmdev.cliutil.LazyCommand`\ s, so a plugin's command of the same
+        name replaces one as it would any command (and the built-in comes back when it is gone)."""
 
         _plugins_from: object = None
         #: what the plugins' commands replaced (None: the name was free)
@@ -570,8 +571,6 @@ def _build() -> click.Group:
         def _add_plugin_commands(self) -> None:
             from vmdev.plugins import get_plugin_manager
 
-            for name in LAZY_COMMANDS:  # first, so that a plugin's command of the same name wins
-                self._add_builtin(name, summary=True)
             try:
                 pm = get_plugin_manager()
                 if pm is self._plugins_from:
@@ -594,37 +593,14 @@ def _build() -> click.Group:
                     self.commands[name] = previous
             self._replaced = None
 
-        def _add_builtin(self, name: str, *, summary: bool = False) -> None:
-            """Add the lazy built-in ``name``: imported, or (``summary``) as its summary for listing."""
-            lazy = LAZY_COMMANDS.get(name)
-            if lazy is None or (name in self.commands and not isinstance(self.commands[name], _Summary)):
-                return
-            if summary and name in SUMMARIES:
-                self.commands.setdefault(name, _Summary(name, help=SUMMARIES[name]))
-            else:
-                self.add_command(getattr(importlib.import_module(lazy[0]), lazy[1]), name)
-
         def list_commands(self, ctx: click.Context) -> list[str]:
             self._add_plugin_commands()
             return super().list_commands(ctx)
 
         def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-            if cmd_name not in self.commands:
-                self._add_builtin(cmd_name)
             if cmd_name not in self.commands or cmd_name in (self._replaced or {}):
                 self._add_plugin_commands()  # a plugin's, or one a plugin may have: this run's plugins
-            if isinstance(self.commands.get(cmd_name), _Summary) and not self._listing:
-                self._add_builtin(cmd_name)  # to run (or describe) it: the command itself
             return super().get_command(ctx, cmd_name)
-
-        _listing = False
-
-        def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-            self._listing = True  # one line each: the summaries do
-            try:
-                super().format_commands(ctx, formatter)
-            finally:
-                self._listing = False
 
         def main(self, *args: Any, **kwargs: Any) -> Any:
             from vmdev.plugins import shared_manager
@@ -636,6 +612,9 @@ def _build() -> click.Group:
     @click.version_option(package_name="vmdev")
     def main() -> None:
         """Turn a container's device requests into devices attached to its sandbox VM."""
+
+    for name, summary in SUMMARIES.items():
+        main.add_command(_Summary(name, help=summary))
 
     @main.command("plugins")
     @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
