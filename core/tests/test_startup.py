@@ -260,3 +260,24 @@ def test_unusual_attach_and_detach_arguments_are_left_to_click(sandboxes: Any, t
                  ["detach", "--state", "{state}", "--major", "x"], ["attach", "--state", str(tmp_path)],
                  ["attach", "--state", "{state}", "--json=1"]):
         assert sandboxes(*argv) is None, argv
+
+
+def test_the_plain_path_knows_exactly_the_options_of_click_s_commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plain path keeps its own option tables (reading them with click is what it avoids):
+    they must name the very options of the click commands, or one side would drift silently."""
+    import click
+
+    import vmdev.cli
+    from vmdev import sandbox_cli
+
+    monkeypatch.setenv("VMDEV_PLUGINS", "")
+    tables = {"plan": vmdev.cli._PLAN_OPTIONS, "resolve": vmdev.cli._RESOLVE_OPTIONS,
+              "attach": vmdev.cli._SANDBOX_OPTIONS, "detach": {**vmdev.cli._SANDBOX_OPTIONS, "--id": None}}
+    commands = {"plan": vmdev.cli.plan_cmd, "resolve": vmdev.cli.resolve_cmd, "attach": sandbox_cli.attach_cmd,
+                "detach": sandbox_cli.detach_cmd}
+    live = set(vmdev.cli._live_options())
+    for name, command in commands.items():
+        with shared_manager(), click.Context(command) as ctx:
+            flags = {opt for param in command.get_params(ctx) if isinstance(param, click.Option)
+                     for opt in (*param.opts, *param.secondary_opts)}
+        assert flags - {"--help", "-h"} - live == set(tables[name]), name
