@@ -32,6 +32,7 @@ from vmdev.errors import VmdevError
 from vmdev.host import HostContext
 from vmdev.oci import parse_spec
 from vmdev.planner import Plan, plan
+from vmdev.qemu import split_opts
 from vmdev.settings import load_settings
 
 QEMU: Final = "qemu-system-x86_64"
@@ -186,20 +187,7 @@ def _chardevs(result: Plan) -> list[str]:
 def _params(value: str) -> dict[str, str]:
     """QEMU's reading of one option value (``,,`` is a comma; the first bare value is qom-type)."""
     out: dict[str, str] = {}
-    parts, current, index = [], [], 0
-    while index < len(value):
-        if value[index] == ",":
-            if value[index + 1 : index + 2] == ",":
-                current.append(",")
-                index += 2
-                continue
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(value[index])
-        index += 1
-    parts.append("".join(current))
-    for position, part in enumerate(parts):
+    for position, part in enumerate(split_opts(value)):
         key, sep, item = part.partition("=")
         if not sep and position == 0:
             out["qom-type"] = key

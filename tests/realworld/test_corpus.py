@@ -30,6 +30,7 @@ from rwinputs.matrix import (
     corpus_configs,
     write_variants,
 )
+from vmdev.qemu import split_opts
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -116,7 +117,7 @@ def test_every_variant_starts_from_a_rendered_file_and_sets_its_keys(tmp_path: P
 
 # --- QEMU options ---------------------------------------------------------------------------------
 def test_qemu_option_values_are_split_like_qemu_splits_them() -> None:
-    assert qemuargs.split_opts("socket,id=c0,path=/a,,b") == ["socket", "id=c0", "path=/a,b"]
+    assert split_opts("socket,id=c0,path=/a,,b") == ["socket", "id=c0", "path=/a,b"]
     opts = qemuargs.options(["-machine", "q35,kernel_irqchip=split", "-m", "2048M,slots=10,maxmem=3G", "-S"])
     assert [(o.name, o.head) for o in opts] == [("-machine", "q35"), ("-m", "2048M"), ("-S", "")]
     assert qemuargs.memory(["-m", "2048M,slots=10,maxmem=3G"]) == {"size": "2048M", "slots": "10", "maxmem": "3G"}

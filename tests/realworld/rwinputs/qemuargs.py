@@ -7,23 +7,7 @@ from typing import Any
 
 import attrs
 
-
-def split_opts(value: str) -> list[str]:
-    """QEMU's option syntax: items separated by ``,``; ``,,`` is a literal comma."""
-    items, current, i = [], [], 0
-    while i < len(value):
-        if value[i] == ",":
-            if value[i + 1 : i + 2] == ",":
-                current.append(",")
-                i += 2
-                continue
-            items.append("".join(current))
-            current = []
-        else:
-            current.append(value[i])
-        i += 1
-    items.append("".join(current))
-    return items
+from vmdev.qemu import split_opts
 
 
 @attrs.frozen
