@@ -12,9 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,23 +23,14 @@ from rwinputs import engines, kata
 from rwinputs.causes import Diagnosis
 from rwinputs.cliserver import CliServer
 from rwinputs.matrix import VARIANTS, Combo, Config, Outcome, Spec, corpus_configs, write_variants
+from vmdev_cli import run_vmdev, vmdev_executable
 
 ComboId = tuple[str, str, bool]  # (spec name, config key, hot)
 
 
-def vmdev_executable() -> str:
-    """The ``vmdev`` script installed next to this Python (the tox env's), else on PATH."""
-    beside = Path(sys.executable).with_name("vmdev")
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("vmdev")
-    if found is None:
-        raise RuntimeError("the vmdev command is not installed in this environment (pip install ./core)")
-    return found
-
-
 def clean_env() -> dict[str, str]:
-    """The environment vmdev runs in: the caller's without VMDEV_* (which would change the plugins)."""
+    """The environment vmdev runs in: the caller's without VMDEV_* (which would change the plugins);
+    :func:`vmdev_cli.run_vmdev` runs with the same one, the CLI servers are handed this."""
     return {k: v for k, v in os.environ.items() if not k.startswith("VMDEV_")}
 
 
@@ -85,8 +73,7 @@ class Session:
             yield session
 
     def _read_backends(self) -> None:
-        done = subprocess.run([self.vmdev, "backends", "--json"], capture_output=True, text=True,
-                              env=clean_env(), timeout=60, check=False)
+        done = run_vmdev("backends", "--json")
         if done.returncode != 0:
             raise RuntimeError(f"vmdev backends --json failed ({done.returncode}): {done.stderr.strip()}")
         for backend in json.loads(done.stdout):
@@ -114,8 +101,7 @@ class Session:
 
     def run_installed(self, combo_id: ComboId) -> Outcome:
         """The same plan through a plain subprocess of the installed script."""
-        done = subprocess.run([self.vmdev, *self.combo(combo_id).argv()], capture_output=True, text=True,
-                              env=clean_env(), timeout=60, check=False)
+        done = run_vmdev(*self.combo(combo_id).argv())
         return Outcome(done.returncode, done.stdout, done.stderr)
 
     def backend_part(self, combo_id: ComboId, plan: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
