@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 from hypothesis import strategies as st
 
-from vmdev.fakehost import FakeHost
 from vmdev.oci import OciSpec, decode_json, load_spec, parse_spec
 from vmdev.planner import Plan, plan
 from vmdev.settings import SandboxSettings, load_settings
@@ -308,11 +307,10 @@ def judge_plan(case: PlanCase, real: PlanCase, spec: OciSpec, result: Plan, plan
 def _plan_spec(spec: OciSpec, case: RawCase, session: Session, settings: SandboxSettings | None = None) -> Outcome:
     root = _fresh_root(session)
     try:
-        host = FakeHost(root)
-        hosts.build(hosts.HostSpec(), root)
+        host = hosts.build(hosts.HostSpec(), root)
         chosen = settings or load_settings(None, hypervisor=case.hypervisor, plugins=session.pm,
                                            overrides={CDI_DIRS: [str(root / "cdi")], "hotplug": case.hotplug})
-        result = plan(spec, chosen, host=host.context(stat=host.stat), plugins=session.pm)
+        result = plan(spec, chosen, host=host.context(), plugins=session.pm)
         json.dumps(result.to_json())
     except Exception as exc:  # noqa: BLE001
         return failed(exc)
