@@ -26,9 +26,6 @@ NASTY: Final = (
     "..", "//", "/./", "~", "*", "?", "%s", "%n", "\\040",
 )
 
-#: characters in the path of a file QEMU really opens (e2e): no NUL and no '/' inside a name
-FILE_NAME_NASTY: Final = tuple(n for n in NASTY if "\x00" not in n and "/" not in n)
-
 
 def piece() -> st.SearchStrategy[str]:
     """One fragment: a plain word, a hostile fragment, or arbitrary short text."""
