@@ -232,35 +232,18 @@ def explain(
 
 
 def _requests(pipeline: Pipeline, spec: OciSpec) -> list[tuple[Any, str]]:
-    """``Pipeline.requests``, also saying which hook made each request: the spec's devices, its mounts
-    input plugins turn into devices, then their own requests; one container path may be asked once."""
-    from vmdev.errors import ConfigError
-
-    pm, settings, host = pipeline.pm, pipeline.settings, pipeline.host
-    out: list[tuple[Any, str]] = [(info, FROM_SPEC) for info in spec.devices]
-    for mount in spec.mounts:
-        answer = pm.device_from_mount(mount, host, settings)
-        if answer is not None:
-            out.append((answer.value, f"{FROM_MOUNT} (input plugin {answer.plugin!r})"))
-    for answer in pm.device_requests(spec, settings, host):
-        out.append((answer.value, f"{FROM_REQUESTS} (input plugin {answer.plugin!r})"))
-    seen: set[str] = set()
-    for info, _ in out:
-        if info.container_path in seen:
-            raise ConfigError("is requested twice", device=info.container_path, field="path")
-        seen.add(info.container_path)
-    return out
+    """``Pipeline.requests``, each with the hook that made it, in words."""
+    labels = {"": FROM_SPEC, "device_from_mount": FROM_MOUNT, "device_requests": FROM_REQUESTS}
+    return [(r.info, labels[r.hook] + (f" (input plugin {r.source!r})" if r.source else ""))
+            for r in pipeline.requests(spec)]
 
 
 def _resolve(pipeline: Pipeline, info: Any) -> tuple[Any, str]:
     """``Pipeline.resolve``, also saying which plugin resolved the host path."""
-    from vmdev.planner import CORE_RESOLVER, check_node
+    from vmdev.planner import CORE_RESOLVER
 
-    answer = pipeline.pm.resolve_host_path_answer(info, pipeline.host, pipeline.settings)
-    resolved = attrs.evolve(info, host_path=answer.value)
-    check_node(resolved, pipeline.host, by_core=answer.plugin == CORE_RESOLVER)
-    who = "the core (Kata's GetHostPath through /sys/dev)" if answer.plugin == CORE_RESOLVER else \
-        f"plugin {answer.plugin!r}"
+    resolved, by = pipeline.resolve_by(info)
+    who = "the core (Kata's GetHostPath through /sys/dev)" if by == CORE_RESOLVER else f"plugin {by!r}"
     return resolved, who
 
 

@@ -128,10 +128,13 @@ class Plan:
 # --- the pipeline ------------------------------------------------------------------------------------
 @attrs.frozen(kw_only=True)
 class Request:
-    """One device request and where it came from (``""``: the OCI spec's ``linux.devices``)."""
+    """One device request and where it came from: ``source`` is the input plugin (``""``: the OCI
+    spec's ``linux.devices``), ``hook`` the hook that made it (``device_from_mount``,
+    ``device_requests``; ``""`` for the spec's own devices)."""
 
     info: DeviceInfo
     source: str = ""
+    hook: str = ""
 
 
 @attrs.frozen(kw_only=True)
@@ -178,9 +181,9 @@ class Pipeline:
         for mount in spec.mounts:
             answer = self.pm.device_from_mount(mount, self.host, self.settings)
             if answer is not None:
-                out.append(Request(info=answer.value, source=answer.plugin))
+                out.append(Request(info=answer.value, source=answer.plugin, hook="device_from_mount"))
         for answer in self.pm.device_requests(spec, self.settings, self.host):
-            out.append(Request(info=answer.value, source=answer.plugin))
+            out.append(Request(info=answer.value, source=answer.plugin, hook="device_requests"))
         seen: set[str] = set()
         for request in out:
             if request.info.container_path in seen:
@@ -190,10 +193,14 @@ class Pipeline:
 
     def resolve(self, info: DeviceInfo) -> DeviceInfo:
         """``info`` with its host path; a device node there must be the one requested."""
+        return self.resolve_by(info)[0]
+
+    def resolve_by(self, info: DeviceInfo) -> tuple[DeviceInfo, str]:
+        """:meth:`resolve`, and the plugin that resolved the host path (:data:`CORE_RESOLVER`)."""
         answer = self.pm.resolve_host_path_answer(info, self.host, self.settings)
         resolved = attrs.evolve(info, host_path=answer.value)
         check_node(resolved, self.host, by_core=answer.plugin == CORE_RESOLVER)
-        return resolved
+        return resolved, answer.plugin
 
     def build(self, info: DeviceInfo, alloc: Allocator) -> Built:
         """Build a resolved request; its id is checked."""
