@@ -24,9 +24,14 @@ def vmdev_executable() -> str:
     return found
 
 
+def clean_env() -> dict[str, str]:
+    """The environment vmdev runs in: the caller's without VMDEV_* (which would change the plugins)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("VMDEV_")}
+
+
 def run_vmdev(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``vmdev ARGS`` with every installed plugin (VMDEV_* variables cleared unless given)."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("VMDEV_")}
+    base = clean_env()
     return subprocess.run(
         [vmdev_executable(), *args],
         capture_output=True,

@@ -23,15 +23,9 @@ from rwinputs import engines, kata
 from rwinputs.causes import Diagnosis
 from rwinputs.cliserver import CliServer
 from rwinputs.matrix import VARIANTS, Combo, Config, Outcome, Spec, corpus_configs, write_variants
-from vmdev_cli import run_vmdev, vmdev_executable
+from vmdev_cli import clean_env, run_vmdev, vmdev_executable
 
 ComboId = tuple[str, str, bool]  # (spec name, config key, hot)
-
-
-def clean_env() -> dict[str, str]:
-    """The environment vmdev runs in: the caller's without VMDEV_* (which would change the plugins);
-    :func:`vmdev_cli.run_vmdev` runs with the same one, the CLI servers are handed this."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("VMDEV_")}
 
 
 def combo_ids() -> list[ComboId]:
