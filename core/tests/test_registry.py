@@ -8,7 +8,7 @@ from vmdev.live import StepObjects
 from vmdev.models import DeviceInfo
 from vmdev.registry import Registry
 from vmdev.settings import SandboxSettings
-from vmdev.sharing import Sharing, SharingIndex
+from vmdev.sharing import Removal, Sharing, SharingIndex
 from vmdev.state import Attachment, AttachPhase, DeviceRecord, PortRecord, SandboxState, Step
 
 
@@ -115,3 +115,20 @@ def test_the_shared_object_index_decides_as_a_walk_over_every_device() -> None:
             undo = rng.random() < 0.5
             assert index.removal(record, hotplug, undo=undo) == \
                 walk.removal(record, hotplug, books.in_vm(besides=device_id), undo=undo), step
+
+
+def device(device_id: str, phase: AttachPhase, *, hotplug: list[Step] | None = None,
+           unplug: list[Step] | None = None) -> DeviceRecord:
+    return DeviceRecord(id=device_id, key=device_id, kind="g", plugin="p", container_path=None, host_path="",
+                        attachment=Attachment(phase=phase, hotplug=hotplug or [], unplug=unplug or []))
+
+
+def test_only_an_attached_device_s_objects_are_present_and_an_attached_user_inherits_their_removal() -> None:
+    walk = Sharing(objects_of)
+    attaching = device("a", AttachPhase.ATTACHING, hotplug=[{"c": "obj"}])
+    attached = device("b", AttachPhase.ATTACHED, hotplug=[{"c": "obj"}])
+    assert walk.creations([{"c": "obj"}], [attaching]) == ([{"c": "obj"}], [])
+    assert walk.creations([{"c": "obj"}], [attaching, attached]) == ([], ["obj"])
+    leaving = device("c", AttachPhase.ATTACHED, unplug=[{"x": "obj"}])
+    assert walk.removal(leaving, [{"x": "obj"}], [attaching, attached]) == \
+        Removal(steps=(), handed={"b": ({"x": "obj"},)})

@@ -84,22 +84,8 @@ class Sharing:
         created) and the names of the objects the device shares with them."""
         if self.objects_of is None:
             return list(hotplug), []
-        present: set[str] = set()
-        for other in others:
-            attachment = other.attachment
-            if attachment is not None and attachment.phase is AttachPhase.ATTACHED:
-                present |= {self._of(step).creates for step in attachment.hotplug} | set(attachment.shared)
-        present.discard("")
-        run: list[Step] = []
-        shared: list[str] = []
-        for step in hotplug:
-            found = self._of(step)
-            if found.creates in present:
-                shared.append(found.creates)
-                continue
-            run.append(step)
-            shared += sorted(found.refers & present)
-        return run, list(dict.fromkeys(shared))
+        present = set().union(*(_analyse(self.objects_of, other).present for other in others))
+        return _creations(self.objects_of, hotplug, present.__contains__)
 
     def removal(
         self, record: DeviceRecord, steps: Sequence[Step], others: Sequence[DeviceRecord], *,
@@ -110,25 +96,12 @@ class Sharing:
         is handed to one of the users (an attached one first) unless a user removes it already."""
         if self.objects_of is None:
             return Removal(steps=tuple(steps))
-        users: dict[str, list[DeviceRecord]] = {}
-        for other in others:
-            for name in self.uses(other):
-                users.setdefault(name, []).append(other)
-        keep: list[Step] = []
-        handed: dict[str, list[Step]] = {}
-        for step in steps:
-            found = self._of(step)
-            name = found.creates if undo else found.removes
-            holders = users.get(name, []) if name else []
-            if not holders:
-                keep.append(step)
-                continue
-            removing = found.undo if undo else step
-            if removing is not None and not any(self._removes(holder, name) for holder in holders):
-                heir = next((h for h in holders if h.attachment is not None
-                             and h.attachment.phase is AttachPhase.ATTACHED), holders[0])
-                handed.setdefault(heir.id, []).append(removing)
-        return Removal(steps=tuple(keep), handed={key: tuple(value) for key, value in handed.items()})
+        devices = {other.id: _analyse(self.objects_of, other) for other in others}
+        users: dict[str, list[str]] = {}
+        for device_id, objects in devices.items():
+            for name in objects.uses:
+                users.setdefault(name, []).append(device_id)
+        return _removal(self.objects_of, steps, undo, lambda name: users.get(name, []), devices)
 
     # --- internals -----------------------------------------------------------------------------
     def _of(self, step: Step) -> StepObjects:
@@ -143,10 +116,6 @@ class Sharing:
         names |= {self._of(step).removes for step in unplug}
         names.discard("")
         return names
-
-    def _removes(self, record: DeviceRecord, name: str) -> bool:
-        attachment = record.attachment
-        return attachment is not None and any(self._of(step).removes == name for step in attachment.unplug)
 
 
 @attrs.frozen
@@ -181,7 +150,7 @@ class SharingIndex:
     def update(self, device_id: str, record: DeviceRecord | None) -> None:
         """The device's attachment changed (``record``: None when the device is gone)."""
         before = self._devices.pop(device_id, _NOTHING)
-        after = self._analyse(record)
+        after = _analyse(self.objects_of, record)
         if after is not _NOTHING:
             self._devices[device_id] = after
         for index, old, new in ((self._users, before.uses, after.uses),
@@ -196,52 +165,72 @@ class SharingIndex:
 
     def creations(self, device_id: str, hotplug: Sequence[Step]) -> tuple[list[Step], list[str]]:
         """:meth:`Sharing.creations` of ``hotplug`` against every other device in the VM."""
-        run: list[Step] = []
-        shared: list[str] = []
-        for step in hotplug:
-            found = self.objects_of(step)
-            if found.creates and self._others(self._present, found.creates, device_id):
-                shared.append(found.creates)
-                continue
-            run.append(step)
-            shared += sorted(name for name in found.refers
-                             if name and self._others(self._present, name, device_id))
-        return run, list(dict.fromkeys(shared))
+        return _creations(self.objects_of, hotplug,
+                          lambda name: bool(self._others(self._present, name, device_id)))
 
     def removal(self, record: DeviceRecord, steps: Sequence[Step], *, undo: bool = False) -> Removal:
         """:meth:`Sharing.removal` of ``record``'s ``steps`` against every other device in the VM."""
-        keep: list[Step] = []
-        handed: dict[str, list[Step]] = {}
-        for step in steps:
-            found = self.objects_of(step)
-            name = found.creates if undo else found.removes
-            holders = self._others(self._users, name, record.id) if name else []
-            if not holders:
-                keep.append(step)
-                continue
-            removing = found.undo if undo else step
-            if removing is not None and not any(name in self._devices[h].removes for h in holders):
-                heir = next((h for h in holders if self._devices[h].attached), holders[0])
-                handed.setdefault(heir, []).append(removing)
-        return Removal(steps=tuple(keep), handed={key: tuple(value) for key, value in handed.items()})
+        return _removal(self.objects_of, steps, undo, lambda name: self._others(self._users, name, record.id),
+                        self._devices)
 
     def _others(self, index: Mapping[str, Mapping[str, None]], name: str, besides: str) -> list[str]:
         """The devices in ``index`` under ``name`` but ``besides``, in creation order."""
         return sorted((d for d in index.get(name, ()) if d != besides), key=self._order)
 
-    def _analyse(self, record: DeviceRecord | None) -> _Objects:
-        attachment = record.attachment if record is not None else None
-        if record is None or attachment is None:
-            return _NOTHING
-        sharing = Sharing(self.objects_of)
-        attached = attachment.phase is AttachPhase.ATTACHED
-        present: set[str] = set()
-        if attached:
-            present = {self.objects_of(step).creates for step in attachment.hotplug} | set(attachment.shared)
-            present.discard("")
-        removes = {self.objects_of(step).removes for step in attachment.unplug} - {""}
-        return _Objects(frozenset(sharing.uses(record)), frozenset(present), frozenset(removes),
-                        attached=attached)
+
+def _analyse(objects_of: ObjectsOf, record: DeviceRecord | None) -> _Objects:
+    """What ``record``'s steps do with VM objects (nothing for a device not in the VM)."""
+    attachment = record.attachment if record is not None else None
+    if record is None or attachment is None:
+        return _NOTHING
+    attached = attachment.phase is AttachPhase.ATTACHED
+    present: set[str] = set()
+    if attached:
+        present = {objects_of(step).creates for step in attachment.hotplug} | set(attachment.shared)
+        present.discard("")
+    removes = {objects_of(step).removes for step in attachment.unplug} - {""}
+    return _Objects(frozenset(Sharing(objects_of).uses(record)), frozenset(present), frozenset(removes),
+                    attached=attached)
+
+
+def _creations(
+    objects_of: ObjectsOf, hotplug: Sequence[Step], present: Callable[[str], bool]
+) -> tuple[list[Step], list[str]]:
+    """The steps to run (not those creating an object already ``present`` in the VM) and the
+    objects shared: the one decision of :meth:`Sharing.creations` and :meth:`SharingIndex.creations`."""
+    run: list[Step] = []
+    shared: list[str] = []
+    for step in hotplug:
+        found = objects_of(step)
+        if found.creates and present(found.creates):
+            shared.append(found.creates)
+            continue
+        run.append(step)
+        shared += sorted(name for name in found.refers if name and present(name))
+    return run, list(dict.fromkeys(shared))
+
+
+def _removal(
+    objects_of: ObjectsOf, steps: Sequence[Step], undo: bool, holders_of: Callable[[str], Sequence[str]],
+    devices: Mapping[str, _Objects],
+) -> Removal:
+    """The one decision of :meth:`Sharing.removal` and :meth:`SharingIndex.removal`: a step
+    removing an object other devices (``holders_of``, in creation order) use is handed to one of
+    them (an attached one first) unless one of them removes it already."""
+    keep: list[Step] = []
+    handed: dict[str, list[Step]] = {}
+    for step in steps:
+        found = objects_of(step)
+        name = found.creates if undo else found.removes
+        holders = holders_of(name) if name else []
+        if not holders:
+            keep.append(step)
+            continue
+        removing = found.undo if undo else step
+        if removing is not None and not any(name in devices[h].removes for h in holders):
+            heir = next((h for h in holders if devices[h].attached), holders[0])
+            handed.setdefault(heir, []).append(removing)
+    return Removal(steps=tuple(keep), handed={key: tuple(value) for key, value in handed.items()})
 
 
 __all__ = ["ObjectsOf", "Removal", "Sharing", "SharingIndex"]
