@@ -222,12 +222,12 @@ def test_vmdev_help_imports_no_sandbox_or_check_command() -> None:
 
 LAZY_PLUGIN = """
 from vmdev import hookimpl
-from vmdev.cliutil import LazyCommand
+from vmdev.commands import CommandSpec
 
 
 @hookimpl
-def register_commands(cli):
-    cli.add_command(LazyCommand("greet", "greet_cmd_impl:greet", summary="Greet someone."))
+def register_lazy_commands(register):
+    register(CommandSpec(name="greet", target="greet_cmd_impl:greet", summary="Greet someone."))
 """
 LAZY_IMPL = """
 import click
@@ -260,3 +260,74 @@ def test_a_lazy_plugin_command_is_listed_without_importing_it_and_runs_as_itself
     own_help = CliRunner().invoke(main, ["greet", "--help"]).stdout
     assert "--loud" in own_help and "At length." in own_help
     assert CliRunner().invoke(main, ["greet"]).exit_code == 2  # its own usage error: NAME is missing
+
+
+def test_a_declared_command_replaces_the_built_in_of_its_name_and_only_while_its_plugin_is_loaded(
+    make_dist: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plugin = LAZY_PLUGIN.replace('name="greet"', 'name="backends"')
+    make_dist("backends-dev", {"greet": "backends_cmd_mod"},
+              {"backends_cmd_mod": plugin, "greet_cmd_impl": LAZY_IMPL})
+    monkeypatch.setenv("VMDEV_PLUGINS", "backends-dev")
+    result = CliRunner().invoke(main, ["backends", "you"])
+    assert result.stdout == "hello you\n", (result.output, result.exception)
+    monkeypatch.setenv("VMDEV_PLUGINS", "")
+    assert "live hot plug" in CliRunner().invoke(main, ["backends"]).stdout
+
+
+TWO_GREETERS = """
+from vmdev import hookimpl
+from vmdev.commands import CommandSpec
+
+
+@hookimpl
+def register_lazy_commands(register):
+    register(CommandSpec(name="greet", target="elsewhere:greet", summary="Greet, again."))
+"""
+
+
+def test_two_plugins_declaring_one_command_is_an_error_naming_both(
+    make_dist: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_dist("greet-dev", {"greet": "greet_cmd_mod"}, {"greet_cmd_mod": LAZY_PLUGIN})
+    make_dist("greet-too", {"greet2": "greet_two_mod"}, {"greet_two_mod": TWO_GREETERS})
+    monkeypatch.setenv("VMDEV_PLUGINS", "greet-dev,greet-too")
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 1
+    assert result.stderr in (f"vmdev: error: register_lazy_commands: plugins {pair} both declare a command called "
+                             "'greet'\n" for pair in ("'greet' and 'greet2'", "'greet2' and 'greet'"))
+
+
+def test_a_plugin_registering_something_else_than_a_command_spec_is_named() -> None:
+    from vmdev import hookimpl
+    from vmdev.errors import PluginError
+    from vmdev.plugins import LoadPolicy, PluginManager
+
+    class Wrong:
+        @hookimpl
+        def register_lazy_commands(self, register: Any) -> None:
+            register(("greet", "greet_cmd_impl:greet", "Greet someone."))
+
+    pm = PluginManager(LoadPolicy(only=()), plugins=[("wrong", Wrong())])
+    with pytest.raises(PluginError, match=r"plugin 'wrong' registered tuple, not a vmdev\.commands\.CommandSpec"):
+        pm.lazy_commands()
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"name": "Greet"}, "command name 'Greet' is not lower-case words joined by hyphens"),
+        ({"name": "--help"}, "command name '--help' is not lower-case words"),
+        ({"target": "greet_cmd_impl"}, "command target 'greet_cmd_impl' is not 'module:attribute'"),
+        ({"target": "greet cmd:x"}, "command target 'greet cmd:x' is not 'module:attribute'"),
+        ({"summary": " "}, "a command summary is one paragraph of text"),
+        ({"summary": "One.\n\nTwo."}, "a command summary is one paragraph of text"),
+    ],
+)
+def test_a_command_spec_is_checked_where_it_is_made(fields: dict[str, str], message: str) -> None:
+    from vmdev.commands import CommandSpec
+    from vmdev.errors import PluginError
+
+    good = {"name": "greet", "target": "greet_cmd_impl:greet", "summary": "Greet someone."}
+    with pytest.raises(PluginError, match=message):
+        CommandSpec(**{**good, **fields})

@@ -170,7 +170,7 @@ def test_anything_unusual_is_left_to_click(both: Any, one_device: list[str], tmp
                  ["plan", "--sysfs-root", spec, spec], ["plan", str(tmp_path)], ["plan", spec, "--machine-type"],
                  ["plan", "--state", str(tmp_path), spec],
                  ["resolve", "--major", "1", "--minor", "3", "/dev/null"], ["resolve", "--type", "x", "/dev/x"],
-                 ["plugins", "--bogus"], ["backends"], ["--help"], []):
+                 ["plugins", "--bogus"], ["backends"], ["--help", "plan"], []):
         assert both(*argv) is None, argv
 
 
@@ -281,3 +281,96 @@ def test_the_plain_path_knows_exactly_the_options_of_click_s_commands(monkeypatc
             flags = {opt for param in command.get_params(ctx) if isinstance(param, click.Option)
                      for opt in (*param.opts, *param.secondary_opts)}
         assert flags - {"--help", "-h"} - live == set(tables[name]), name
+
+
+# --- vmdev --help: printed without click, as click prints it ------------------------------------------
+#: ``vmdev --help`` the console script's way (plain) or click's, reporting its exit status and click's import
+HELP_PROBE = textwrap.dedent("""
+    import json, os, sys
+    by_click = sys.argv[1] == "click"
+    sys.argv = [os.environ.get("PROBE_PROGRAM", "/usr/bin/vmdev"), *sys.argv[2:]]
+    from vmdev import cli
+    code = 0
+    try:
+        if by_click:
+            cli._group().main(sys.argv[1:], prog_name=os.path.basename(sys.argv[0]))
+        else:
+            cli.main()
+    except SystemExit as exc:
+        code = exc.code
+    print(json.dumps({"code": code, "click": "click" in sys.modules}), file=sys.stderr)
+""")
+LONG_COMMAND = """
+from vmdev import hookimpl
+from vmdev.commands import CommandSpec
+
+
+@hookimpl
+def register_lazy_commands(register):
+    register(CommandSpec(name="inspect-every-widget-of-the-sandbox", target="nowhere:command",
+                         summary="Inspect every widget of the sandbox, one by one, and say what each of them "
+                                 "holds. Then stop."))
+    register(CommandSpec(name="w", target="nowhere:other", summary="W."))
+"""
+CLICK_COMMAND = '''
+import click
+from vmdev import hookimpl
+
+
+@hookimpl
+def register_commands(cli):
+    @cli.command("by-hand")
+    def by_hand():
+        """Added the old way, with click."""
+'''
+STYLED = (LONG_COMMAND.replace("Inspect every", "\\x1b[1mInspect\\x1b[0m every").replace('"w"', '"x"')
+          .replace("inspect-every-widget-of-the-sandbox", "inspect-styled"))
+
+
+def vmdev_help(way: str, columns: str, plugins: str | None, site: Path, *args: str,
+               program: str = "/usr/bin/vmdev") -> tuple[str, dict[str, Any]]:
+    """``plugins``: VMDEV_PLUGINS, the distributions of ``site`` among them; None: the installed ones only."""
+    env = {k: v for k, v in os.environ.items() if k not in ("VMDEV_PLUGINS", "COLUMNS")}
+    env.update({"COLUMNS": columns} if columns else {}, PROBE_PROGRAM=program)
+    if plugins is not None:
+        env["VMDEV_PLUGINS"] = plugins
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(site), env.get("PYTHONPATH"))))
+    done = subprocess.run([sys.executable, "-c", HELP_PROBE, way, *args], capture_output=True, text=True, env=env,
+                          check=False, stdin=subprocess.DEVNULL)
+    return done.stdout, json.loads(done.stderr.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("columns", ["", "20", "57", "80", "200"])
+@pytest.mark.parametrize("plugins", ["", None, "long-names", "long-names,styled"],
+                         ids=["core", "installed", "long", "styled"])
+def test_vmdev_help_is_click_s_help_without_click(make_dist: Any, columns: str, plugins: str | None) -> None:
+    site = make_dist("long-names", {"long": "long_names_mod"}, {"long_names_mod": LONG_COMMAND})
+    make_dist("styled", {"styled": "styled_mod"}, {"styled_mod": STYLED})
+    for flag in ("--help", "-h"):
+        plain, plain_report = vmdev_help("plain", columns, plugins, site, flag)
+        by_click, click_report = vmdev_help("click", columns, plugins, site, flag)
+        assert plain == by_click and plain_report["code"] == click_report["code"] == 0
+        if "styled" not in (plugins or ""):  # escape sequences are click's to lay out (and to strip)
+            assert not plain_report["click"]
+    assert "plan " in plain and "Show this message and exit." in plain
+    if plugins == "long-names":
+        assert "inspect-every-widget-of-the-sandbox\n" in plain and "  w " in plain
+
+
+def test_vmdev_help_is_click_s_while_a_plugin_adds_commands_by_hand(make_dist: Any) -> None:
+    site = make_dist("by-hand", {"by_hand": "by_hand_mod"}, {"by_hand_mod": CLICK_COMMAND})
+    plain, report = vmdev_help("plain", "", "by-hand", site, "--help")
+    assert report == {"code": 0, "click": True}
+    assert "  by-hand   Added the old way, with click." in plain
+    assert plain == vmdev_help("click", "", "by-hand", site, "--help")[0]
+
+
+@pytest.mark.parametrize("program", ["/opt/kata/libexec/vmdev-for-the-kata-runtime-of-this-host", "vm dev"])
+def test_vmdev_help_under_another_program_name_is_click_s(make_dist: Any, program: str) -> None:
+    site = make_dist("long-names", {"long": "long_names_mod"}, {"long_names_mod": LONG_COMMAND})
+    for columns in ("20", "80"):
+        plain, report = vmdev_help("plain", columns, "long-names", site, "--help", program=program)
+        assert plain == vmdev_help("click", columns, "long-names", site, "--help", program=program)[0]
+        too_narrow = columns == "20" and "kata" in program  # for the name and 20 columns on one line
+        assert report == {"code": 0, "click": too_narrow}
+        assert plain.startswith(f"Usage: {os.path.basename(program)} ")

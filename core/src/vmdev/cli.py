@@ -452,7 +452,30 @@ def _plain_plugins(args: Sequence[str]) -> int:
     return _as_one_line(run)
 
 
+def _plain_help(args: Sequence[str]) -> int:
+    """``vmdev --help`` from the help texts and the plugins' declared commands (vmdev.commands)."""
+    from vmdev.commands import Unsure, group_help, terminal_width
+    from vmdev.plugins import get_plugin_manager
+
+    main_module = sys.modules.get("__main__")
+    if args or getattr(main_module, "__package__", None):
+        raise _Unplain  # more to read, or ``python -m``: click names the program its own way
+    pm = get_plugin_manager()
+    if pm.adds_click_commands():
+        raise _Unplain
+    commands = {name: text for name, text in HELP.items() if name != "vmdev"}
+    commands.update(SUMMARIES)
+    commands.update({name: declared.spec.summary for name, declared in pm.lazy_commands().items()})
+    try:
+        text = group_help(os.path.basename(sys.argv[0]), HELP["vmdev"], commands, terminal_width())
+    except Unsure:
+        raise _Unplain from None
+    _echo(text)
+    return 0
+
+
 _PLAIN: Final[Mapping[str, Callable[[Sequence[str]], int]]] = {
+    "--help": _plain_help, "-h": _plain_help,
     "plan": _plain_plan, "resolve": _plain_resolve, "plugins": _plain_plugins,
     "attach": partial(_plain_sandbox, command="attach"), "detach": partial(_plain_sandbox, command="detach"),
 }
@@ -526,6 +549,16 @@ SUMMARIES: Final = {
     "settings keys and host facts decided each option, and which limits applied. Takes the arguments of "
     "vmdev plan.",
 }
+#: the help of the group and of the built-in commands made with it (click's and the plain ``--help``'s)
+HELP: Final = {
+    "vmdev": "Turn a container's device requests into devices attached to its sandbox VM.",
+    "plugins": "List the loaded plugins, their distributions, versions and hooks.",
+    "resolve": "Print the host path of a device given by type and major:minor.",
+    "backends": "List the installed hypervisor backends, with the plugin and distribution of each.",
+    "settings": "List every settings key the installed plugins declare: type, default, the Kata key it "
+    "mirrors, the flag that sets it, and the plugin that owns it.",
+    "plan": "Plan the devices of an OCI config.json for a hypervisor.",
+}
 _GROUP: list[click.Group] = []
 
 
@@ -578,6 +611,8 @@ def _build() -> click.Group:
                 self._drop_plugin_commands()
                 before = dict(self.commands)
                 self._plugins_from = pm
+                for name, declared in pm.lazy_commands().items():
+                    self.add_command(LazyCommand(name, declared.spec.target, summary=declared.spec.summary))
                 pm.register_commands(self)
             except VmdevError as exc:
                 fail(str(exc))
@@ -598,8 +633,7 @@ def _build() -> click.Group:
             return super().list_commands(ctx)
 
         def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-            if cmd_name not in self.commands or cmd_name in (self._replaced or {}):
-                self._add_plugin_commands()  # a plugin's, or one a plugin may have: this run's plugins
+            self._add_plugin_commands()  # a plugin's, or a built-in a plugin replaces: this run's plugins
             return super().get_command(ctx, cmd_name)
 
         def main(self, *args: Any, **kwargs: Any) -> Any:
@@ -608,23 +642,23 @@ def _build() -> click.Group:
             with shared_manager():
                 return super().main(*args, **kwargs)
 
-    @click.group(cls=_PluginGroup, context_settings={"help_option_names": ["-h", "--help"]})
+    @click.group(cls=_PluginGroup, help=HELP["vmdev"],
+                 context_settings={"help_option_names": ["-h", "--help"]})
     @click.version_option(package_name="vmdev")
     def main() -> None:
-        """Turn a container's device requests into devices attached to its sandbox VM."""
+        pass
 
     for name, summary in SUMMARIES.items():
         main.add_command(_Summary(name, help=summary))
 
-    @main.command("plugins")
+    @main.command("plugins", help=HELP["plugins"])
     @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
     @errors_as_one_line
     def plugins_cmd(as_json: bool) -> None:
-        """List the loaded plugins, their distributions, versions and hooks."""
         for text in plugins_text(as_json):
             click.echo(text)
 
-    @main.command("resolve", cls=SettingsCommand)
+    @main.command("resolve", cls=SettingsCommand, help=HELP["resolve"])
     @click.option("--type", "dev_type", type=click.Choice(["c", "b", "u", "p"]), required=True)
     @click.option("--major", type=int, required=True, help="-1 for a regular file used as a disk.")
     @click.option("--minor", type=int, required=True)
@@ -645,18 +679,16 @@ def _build() -> click.Group:
         as_json: bool,
         container_path: str,
     ) -> None:
-        """Print the host path of a device given by type and major:minor."""
         resolved = run_resolve(
             dev_type=dev_type, major=major, minor=minor, host_path=host_path, config_file=config_file,
             sysfs_root=sysfs_root, container_path=container_path, flags=flag_overrides(),
         )
         click.echo(json.dumps({"host_path": resolved}) if as_json else resolved)
 
-    @main.command("backends")
+    @main.command("backends", help=HELP["backends"])
     @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
     @errors_as_one_line
     def backends_cmd(as_json: bool) -> None:
-        """List the installed hypervisor backends, with the plugin and distribution of each."""
         from vmdev.plugins import get_plugin_manager
 
         backends = get_plugin_manager().backends()
@@ -670,12 +702,10 @@ def _build() -> click.Group:
             click.echo(f"{row.name}  ({row.plugin}, {row.distribution or '-'}; {live}; reads {sections})\n"
                        f"    {row.backend.description}")
 
-    @main.command("settings")
+    @main.command("settings", help=HELP["settings"])
     @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
     @errors_as_one_line
     def settings_cmd(as_json: bool) -> None:
-        """List every settings key the installed plugins declare: type, default, the Kata key it
-        mirrors, the flag that sets it, and the plugin that owns it."""
         from vmdev.plugins import get_plugin_manager
 
         declared = get_plugin_manager().declared_settings()
@@ -694,7 +724,7 @@ def _build() -> click.Group:
             click.echo(f"{s.name} = {json.dumps(s.default, default=list)}  ({s.type}, {where}, {extra}; "
                        f"{entry.plugin})\n    {s.description}")
 
-    @main.command("plan", cls=SettingsCommand)
+    @main.command("plan", cls=SettingsCommand, help=HELP["plan"])
     @click.option(
         "--config",
         "config_file",
@@ -730,7 +760,6 @@ def _build() -> click.Group:
         state_path: str | None,
         oci_config: str,
     ) -> None:
-        """Plan the devices of an OCI config.json for a hypervisor."""
         result = run_plan(
             config_file=config_file, hypervisor=hypervisor, machine_type=machine_type, sysfs_root=sysfs_root,
             memory=memory, hotplug=hotplug, state_path=state_path, oci_config=oci_config,

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import click
 
     from vmdev.backend import Backend
+    from vmdev.commands import CommandSpec
     from vmdev.declared import Setting
     from vmdev.host import HostContext
     from vmdev.models import Device, DeviceInfo
@@ -215,12 +216,28 @@ def attach_options(device: Device, target: RenderTarget, hotplug: bool) -> Attac
 
 
 @hookspec
-def register_commands(cli: click.Group) -> None:
-    """Add subcommands to the ``vmdev`` command line (``vmdev doctor`` for example).
+def register_lazy_commands(register: Callable[[CommandSpec], None]) -> None:
+    """Add subcommands to the ``vmdev`` command line, imported only when they run:
+    ``register(CommandSpec(name="doctor", target="acme.doctor:doctor_command", summary=...))``.
 
-    Called on every plugin when the CLI starts. Add ``click`` commands with
-    ``cli.add_command(...)`` or the ``@cli.command()`` decorator; do not
-    replace existing commands. Errors a command raises should be
-    :class:`vmdev.errors.VmdevError` subclasses: the CLI prints them as one
-    line and exits 1. Return None.
+    Called on every plugin when the command line lists or looks up its commands. ``target`` is
+    the ``module:attribute`` of a ``click`` command or group; ``summary`` is the first paragraph
+    of its help, which ``vmdev --help`` lists without importing click or the command's module.
+    The way to add commands: ``vmdev --help`` stays cheap (``register_commands`` makes it load
+    click). Two plugins declaring one name is a ``PluginError`` naming both; a declared command
+    replaces a built-in of the same name. Errors the command raises should be
+    :class:`vmdev.errors.VmdevError` subclasses: the CLI prints them as one line and exits 1.
+    """
+
+
+@hookspec
+def register_commands(cli: click.Group) -> None:
+    """Add subcommands to the ``vmdev`` command line by hand (``cli.add_command(...)`` or the
+    ``@cli.command()`` decorator); prefer ``register_lazy_commands``.
+
+    Called on every plugin when the CLI lists or looks up its commands. Do not replace existing
+    commands. While any loaded plugin implements this hook, ``vmdev --help`` is printed by click
+    (it cannot know these commands otherwise). Errors a command raises should be
+    :class:`vmdev.errors.VmdevError` subclasses: the CLI prints them as one line and exits 1.
+    Return None.
     """

@@ -45,6 +45,7 @@ from vmdev.models import Device, DeviceInfo
 if TYPE_CHECKING:
     import logging
 
+    from vmdev.commands import DeclaredCommand
     from vmdev.declared import DeclaredSetting, Setting
     from vmdev.host import HostContext
     from vmdev.oci import OciMount, OciSpec
@@ -75,7 +76,7 @@ SHARED_SECTIONS: Final = frozenset({"daemons"})
 #: the plugin whose ``register_*`` hook implementation is running (its ``register`` callback reads it)
 _running: ContextVar[str] = ContextVar("vmdev_running_plugin", default="")
 #: the hooks that hand plugins a ``register`` callback
-_REGISTERING: Final = frozenset({"register_settings", "register_backends"})
+_REGISTERING: Final = frozenset({"register_settings", "register_backends", "register_lazy_commands"})
 #: the answers of the hook call under way: (plugin, value) for each non-None result
 _answers: ContextVar[list[tuple[str, Any]] | None] = ContextVar("vmdev_hook_answers", default=None)
 
@@ -717,6 +718,33 @@ class PluginManager:
 
     def register_commands(self, cli: Any) -> None:
         self._call("register_commands", first=False, cli=cli)
+
+    def lazy_commands(self) -> dict[str, DeclaredCommand]:
+        """The commands the plugins declare (``register_lazy_commands``), by name."""
+        from vmdev.commands import CommandSpec, DeclaredCommand
+
+        found: dict[str, DeclaredCommand] = {}
+
+        def register(spec: CommandSpec) -> None:
+            plugin = _running.get()
+            _check_registered(spec, CommandSpec, "vmdev.commands.CommandSpec", plugin,
+                              "register_lazy_commands")
+            if spec.name in found:
+                raise PluginError(
+                    f"plugins {found[spec.name].plugin!r} and {plugin!r} both declare a command called "
+                    f"{spec.name!r}",
+                    field="register_lazy_commands",
+                )
+            found[spec.name] = DeclaredCommand(spec, plugin)
+
+        self._call("register_lazy_commands", first=False, register=register)
+        return found
+
+    def adds_click_commands(self) -> bool:
+        """Whether a loaded plugin adds commands by hand (``register_commands``): only click can
+        then say what ``vmdev --help`` lists."""
+        self.load()
+        return bool(self._pm.hook.register_commands.get_hookimpls())
 
     def check_settings(self, settings: SandboxSettings) -> None:
         self._call("check_settings", first=False, settings=settings)

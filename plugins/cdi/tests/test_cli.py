@@ -41,16 +41,15 @@ def dirs(tmp_path: Path) -> list[str]:
     return [str(etc), str(run)]
 
 
-def test_the_plugin_adds_the_cdi_group_through_register_commands(vmdev_plugins: Any) -> None:
-    from vmdev.cliutil import LazyCommand
+def test_the_plugin_declares_the_cdi_group_through_register_lazy_commands(vmdev_plugins: Any) -> None:
+    from vmdev.lazy import load_reference
 
-    group = click.Group("vmdev")
-    vmdev_plugins("vmdev-cdi").register_commands(group)
-    lazy = group.commands["cdi"]
-    assert isinstance(lazy, LazyCommand)
-    loaded = lazy.load()
+    declared = vmdev_plugins("vmdev-cdi").lazy_commands()
+    assert sorted(declared) == ["cdi"] and declared["cdi"].plugin == "cdi"
+    spec = declared["cdi"].spec
+    loaded = load_reference(spec.target)
     assert isinstance(loaded, click.Group) and sorted(loaded.commands) == ["inject", "list", "validate"]
-    assert lazy.help == (loaded.help or "").split("\n")[0], "--help's summary is the group's first sentence"
+    assert spec.summary == (loaded.help or "").split("\n")[0], "--help's summary is the group's first sentence"
 
 
 def test_list_shows_every_device_with_file_priority_and_the_errors(vmdev: Any, dirs: list[str]) -> None:

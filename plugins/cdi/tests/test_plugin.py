@@ -72,7 +72,7 @@ def run(vmdev_plugins: Any, host: FakeHost, cdi_dir: Path) -> Any:
 def test_the_plugin_is_found_through_its_entry_point(vmdev_plugins: Any) -> None:
     info = {i.name: i for i in vmdev_plugins("vmdev-cdi").list_plugins()}["cdi"]
     assert info.distribution == "vmdev-cdi"
-    assert info.hooks == ("device_requests", "finish_plan", "register_commands", "register_settings")
+    assert info.hooks == ("device_requests", "finish_plan", "register_lazy_commands", "register_settings")
 
 
 def test_settings_are_declared_with_defaults_and_flags(vmdev_plugins: Any) -> None:

@@ -31,7 +31,7 @@ def test_the_plugin_is_found_through_its_entry_point(vmdev_plugins) -> None:
     info = {i.name: i for i in vmdev_plugins("vmdev-vfio").list_plugins()}["vfio"]
     assert info.distribution == "vmdev-vfio"
     assert info.hooks == ("attach_options", "build_device", "check_settings", "device_from_state", "host_facts",
-                          "register_commands", "register_settings", "sandbox_devices")
+                          "register_lazy_commands", "register_settings", "sandbox_devices")
 
 
 def test_multi_function_group_behind_a_pci_bridge(l1_host: FakeHost, make_plan) -> None:

@@ -138,14 +138,15 @@ def test_cli_with_nothing_to_check(runner: CliRunner, tmp_path: Path) -> None:
 
 
 def test_vmdev_help_lists_doctor_by_its_own_summary_without_importing_it(startup_probe: StartupProbe) -> None:
-    import click
+    from vmdev.commands import CommandSpec
+    from vmdev.lazy import load_reference
+    from vmdev_vfio.plugin import DOCTOR_SUMMARY, register_lazy_commands
 
-    from vmdev_vfio.plugin import DOCTOR_SUMMARY, register_commands
-
-    group = click.Group("vmdev")
-    register_commands(group)
-    lazy = group.commands["doctor"]
-    assert lazy.help == (lazy.load().help or "").split("\n")[0] == DOCTOR_SUMMARY  # type: ignore[attr-defined]
+    declared: list[CommandSpec] = []
+    register_lazy_commands(declared.append)
+    (spec,) = declared
+    assert spec.name == "doctor"
+    assert spec.summary == (load_reference(spec.target).help or "").split("\n")[0] == DOCTOR_SUMMARY
     report = startup_probe("vmdev-vfio", "--help")
     listing = report.stdout.rstrip("\n").split("\n")
     assert any(line.split()[:2] == ["doctor", "Check"] for line in listing), listing

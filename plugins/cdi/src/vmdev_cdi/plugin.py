@@ -9,7 +9,7 @@
   which file, the container's own edits (env, mounts, hooks, ...), the OCI spec as the runtime
   passes it on (host ``cdi.k8s.io/`` annotations removed, the guest's ``cdi.k8s.io/vfio<N>`` added)
   and the guest's CDI spec files (see :mod:`vmdev_cdi.handoff`);
-* ``register_commands``: ``vmdev cdi list|validate|inject``.
+* ``register_lazy_commands``: ``vmdev cdi list|validate|inject`` (imported when it runs).
 
 Every ``vmdev plan`` imports this module, with or without CDI, so it imports only the settings
 keys and constants (:mod:`vmdev_cdi.settings`, :mod:`vmdev_cdi.constants`). The library (registry,
@@ -28,8 +28,7 @@ from vmdev_cdi.constants import ANNOTATION_PREFIX
 from vmdev_cdi.settings import SETTINGS, devices
 
 if TYPE_CHECKING:
-    import click
-
+    from vmdev.commands import CommandSpec
     from vmdev.declared import Setting
     from vmdev.host import HostContext
     from vmdev.models import DeviceInfo
@@ -101,8 +100,8 @@ CLI_SUMMARY = "Container Device Interface: spec directories, spec files, injecti
 
 
 @hookimpl
-def register_commands(cli: click.Group) -> None:
-    # vmdev --help calls this on every plugin: the group's module (jsonschema, yaml) loads when it runs
-    from vmdev.cliutil import LazyCommand
+def register_lazy_commands(register: Callable[[CommandSpec], None]) -> None:
+    # the group's module (jsonschema, yaml) loads only when vmdev cdi runs
+    from vmdev.commands import CommandSpec
 
-    cli.add_command(LazyCommand("cdi", "vmdev_cdi.cli:cdi_group", summary=CLI_SUMMARY))
+    register(CommandSpec(name="cdi", target="vmdev_cdi.cli:cdi_group", summary=CLI_SUMMARY))

@@ -34,11 +34,10 @@ from vmdev_vfio import settings as vfio_settings
 from vmdev_vfio.kinds import DEVICE_VFIO, PORTS_KIND, claims
 
 if TYPE_CHECKING:
-    import click
-
     from vmdev.backends.clh import ClhTarget
     from vmdev.backends.firecracker import FirecrackerTarget
     from vmdev.backends.qemu import QemuTarget
+    from vmdev.commands import CommandSpec
     from vmdev.declared import Setting
     from vmdev.host import HostContext
     from vmdev.models import Device, DeviceInfo
@@ -142,12 +141,11 @@ DOCTOR_SUMMARY: Final = (
 
 
 @hookimpl
-def register_commands(cli: click.Group) -> None:
-    # vmdev --help calls this on every plugin: the command's module (the family's host probing and
-    # models) loads only when vmdev doctor runs
-    from vmdev.cliutil import LazyCommand
+def register_lazy_commands(register: Callable[[CommandSpec], None]) -> None:
+    # the command's module (the family's host probing and models) loads only when vmdev doctor runs
+    from vmdev.commands import CommandSpec
 
-    cli.add_command(LazyCommand("doctor", "vmdev_vfio.doctor:doctor_command", summary=DOCTOR_SUMMARY))
+    register(CommandSpec(name="doctor", target="vmdev_vfio.doctor:doctor_command", summary=DOCTOR_SUMMARY))
 
 
 def _as_vfio_device(device: Device) -> VFIODevice | None:
