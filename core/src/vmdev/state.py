@@ -1,13 +1,13 @@
 """The persisted state of a sandbox: its devices, their counts and attachments, its allocations.
 
 A :class:`SandboxState` is what the device manager (:mod:`vmdev.manager`) saves between two
-invocations of ``vmdev attach``/``detach``/``status``: versioned JSON (cattrs, imported on first
-use), written atomically by :class:`StateFile` and changed, change by change, by
-:class:`StateJournal`. It names no hypervisor's vocabulary: an attachment keeps the live
-steps its backend rendered as JSON (QMP commands for QEMU, ``{"attach": xml}`` for a libvirt
-backend), a device its saved form (rebuilt by its family's ``device_from_state`` hook) and the
-host facts it was built from. The settings are saved as written, never their derived typed
-``values`` (the device manager prepares them again when it loads the sandbox).
+invocations of ``vmdev attach``/``detach``/``status``: versioned JSON (read strictly by
+:mod:`vmdev.typedjson`, written by :func:`vmdev.serialize.to_json`), written atomically by
+:class:`StateFile` and changed, change by change, by :class:`StateJournal`. It names no hypervisor's
+vocabulary: an attachment keeps the live steps its backend rendered as JSON (QMP commands for QEMU,
+``{"attach": xml}`` for a libvirt backend), a device its saved form (rebuilt by its family's
+``device_from_state`` hook) and the host facts it was built from. The settings are saved as written,
+never their derived typed ``values`` (the device manager prepares them again when it loads the sandbox).
 
 The file (version 3) is one line holding the whole state (the *snapshot*, a JSON object with
 ``format`` and ``version`` first), then one line per change (the *journal*: a JSON object with the
@@ -46,18 +46,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
 import attrs
 
 from vmdev._convert import any_dict
 from vmdev.errors import VmdevError
-from vmdev.models import DeviceInfo, PCIePort
+from vmdev.models import DeviceInfo
 from vmdev.qemu import check_id
 from vmdev.settings import SandboxSettings
-
-if TYPE_CHECKING:
-    import cattrs
+from vmdev.typedjson import Invalid, TypedReader, describe
 
 #: the ``format`` key of every state file
 STATE_FORMAT: Final = "vmdev-sandbox-state"
@@ -359,80 +357,36 @@ def _change_from(value: Any, *, source: str, line: int) -> StateChange:
 
 
 # --- JSON ------------------------------------------------------------------------------------------
-def _strict(kind: type) -> Callable[[Any, Any], Any]:
-    """A structure hook that accepts ``kind`` only (cattrs would convert ``"2"`` to 2)."""
-
-    def structure(value: Any, _: Any) -> Any:
-        if isinstance(value, bool) and kind is not bool:
-            raise TypeError(f"expected {kind.__name__}, got a boolean")
-        if kind is float and isinstance(value, int):
-            return float(value)
-        if not isinstance(value, kind):
-            raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
-        return value
-
-    return structure
-
-
 #: what the state keeps of the settings: everything but the typed ``values`` (derived from the rest)
 _DERIVED_SETTINGS: Final = ("values",)
+_readers: list[TypedReader] = []
 
 
-def _make_converter() -> cattrs.Converter:
-    from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
-
-    from vmdev import serialize
-
-    conv = serialize.converter.copy()
-    conv.register_structure_hook(Any, lambda value, _: value)
-    for kind in (int, str, bool, float):
-        conv.register_structure_hook(kind, _strict(kind))
-    # str-based enums must not fall to the str hook above
-    conv.register_structure_hook(AttachPhase, lambda value, kind: kind(value))
-    conv.register_structure_hook(PCIePort, lambda value, kind: kind(value))
-    # the base converter's attrs factories (un)structure nested classes with the base converter:
-    # make this one's own, so that the strict hooks and the settings hooks below apply at any depth
-    def renames(cls: type[Any]) -> dict[str, Any]:
-        fields = attrs.fields(cls)
-        return {f.name: override(rename=f.name.rstrip("_")) for f in fields if f.name.endswith("_")}
-
-    conv.register_unstructure_hook_factory(attrs.has, lambda c: make_dict_unstructure_fn(
-        c, conv, **renames(c)
-    ))
-    conv.register_structure_hook_factory(attrs.has, lambda c: make_dict_structure_fn(c, conv, **renames(c)))
-    settings_out = make_dict_unstructure_fn(
-        SandboxSettings, conv, **{name: override(omit=True) for name in _DERIVED_SETTINGS}  # type: ignore[arg-type]
-    )
-    settings_in = make_dict_structure_fn(
-        SandboxSettings, conv, **{name: override(omit=True) for name in _DERIVED_SETTINGS}  # type: ignore[arg-type]
-    )
-    conv.register_unstructure_hook(SandboxSettings, settings_out)
-    conv.register_structure_hook(SandboxSettings, settings_in)
-    return conv
+def _reader() -> TypedReader:
+    """The state's reader, made on first use (it resolves the classes' annotations then)."""
+    if not _readers:
+        _readers.append(TypedReader(skip={SandboxSettings: _DERIVED_SETTINGS}))
+    return _readers[0]
 
 
-_made: list[cattrs.Converter] = []
+def _unstructured(value: Any) -> Any:
+    from vmdev.serialize import to_json
 
-
-def _converter() -> cattrs.Converter:
-    """The state's converter, made (cattrs imported) on first use: `vmdev attach` of a device
-    that needs no saving or loading imports no cattrs."""
-    if not _made:
-        _made.append(_make_converter())
-    return _made[0]
+    return to_json(value)
 
 
 def to_document(state: SandboxState) -> dict[str, Any]:
     """The JSON document of ``state`` (``format`` and ``version`` first)."""
-    body = _converter().unstructure(state)
     document: dict[str, Any] = {"format": STATE_FORMAT, "version": STATE_VERSION}
-    document.update(body)
+    document.update(_unstructured(state))
+    for name in _DERIVED_SETTINGS:
+        document["settings"].pop(name, None)
     return document
 
 
 def record_to_json(record: DeviceRecord) -> dict[str, Any]:
     """One device record as JSON (as it appears in the state file)."""
-    data: dict[str, Any] = _converter().unstructure(record)
+    data: dict[str, Any] = _unstructured(record)
     return data
 
 
@@ -475,27 +429,12 @@ def from_document(document: Any, *, source: str = "") -> SandboxState:
 
 def _structure(value: Any, kind: Any, *, source: str, what: str, path: str = "$") -> Any:
     """``value`` structured as ``kind``; :class:`StateCorruptError` naming the JSON path if it is not one."""
-    import cattrs
-
     try:
-        return _converter().structure(value, kind)
-    except cattrs.BaseValidationError as exc:
-        first = cattrs.transform_error(exc, path=path, format_exception=_describe)[0]
-        message, _, where = first.rpartition(" @ ")
-        raise StateCorruptError(f"{what}: {message}", device=source, field=where) from None
+        return _reader().read(value, kind, path)
+    except Invalid as exc:
+        raise StateCorruptError(f"{what}: {exc.message}", device=source, field=exc.path) from None
     except (VmdevError, TypeError, ValueError, KeyError) as exc:
-        raise StateCorruptError(f"{what}: {_describe(exc, None)}", device=source, field=path) from None
-
-
-def _describe(exc: BaseException, expected: Any) -> str:
-    """One problem of a state document, in words (cattrs' ``format_exception``)."""
-    if isinstance(exc, VmdevError):
-        return f"{exc.field}: {exc.message}" if exc.field else exc.message
-    if isinstance(exc, KeyError):
-        return "required field missing"
-    if expected is not None and isinstance(exc, ValueError | TypeError | AttributeError):
-        return f"invalid value, expected {getattr(expected, '__name__', expected)}"
-    return str(exc) or type(exc).__name__
+        raise StateCorruptError(f"{what}: {describe(exc)}", device=source, field=path) from None
 
 
 def decode(data: bytes, *, source: str = "") -> SandboxState:

@@ -1,0 +1,166 @@
+"""Strict reading of decoded JSON into attrs classes, naming the JSON path of the first problem.
+
+The state file is read by every ``vmdev attach``, ``detach`` and ``status``, in a fresh process
+each time. cattrs read it before: importing cattrs and generating its functions for the state's
+classes cost ~12 ms of CPU per process, more than the rest of the state's work (issue 13). The
+state's types are few and plain, so this reader walks them itself, from each class's resolved
+annotations (made once per class and process):
+
+* ``str``, ``int``, ``float``, ``bool``: exactly that JSON type (a bool is no int, ``"2"`` is no
+  int; an int is taken for a float), as the state's strict cattrs hooks did;
+* ``Any``: the value as it is; ``X | None``: None, or an ``X``;
+* enums: their value; ``tuple[T, ...]`` and ``list[T]``: a JSON array; ``Mapping[str, T]`` and
+  ``dict[str, T]``: a JSON object;
+* attrs classes: a JSON object holding the ``init`` fields by name (a trailing underscore dropped,
+  ``class_`` is ``class``), unknown keys ignored, a missing field without a default an error; what
+  the class's own validators raise is reported at the object's path.
+
+Errors are :class:`Invalid` with cattrs' words (``required field missing``, ``invalid value,
+expected int``) and its paths (``$.devices[0].attach_count``, ``$.devices[0].facts['node.type']``).
+"""
+
+from __future__ import annotations
+
+import enum
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final
+
+import attrs
+
+from vmdev.errors import VmdevError
+
+Reader = Callable[[Any, str], Any]
+_SCALARS: Final = (str, int, float, bool)
+
+
+class Invalid(Exception):
+    """The first value of a document that does not fit its type: what is wrong, and where."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+
+
+def describe(exc: BaseException) -> str:
+    """One problem a class's own checks found, in words (``field: message`` for a VmdevError)."""
+    if isinstance(exc, VmdevError):
+        return f"{exc.field}: {exc.message}" if exc.field else exc.message
+    return str(exc) or type(exc).__name__
+
+
+class TypedReader:
+    """Reads values of given types, one reader per type made on first use.
+
+    ``skip`` names, per class, ``init`` fields that are not read (derived ones the document does
+    not keep: they get their defaults)."""
+
+    def __init__(self, skip: Mapping[type, Sequence[str]] | None = None) -> None:
+        self._skip = {cls: frozenset(names) for cls, names in (skip or {}).items()}
+        self._readers: dict[Any, Reader] = {}
+
+    def read(self, value: Any, kind: Any, path: str = "$") -> Any:
+        """``value`` as a ``kind``; :class:`Invalid` naming the path below ``path`` if it is not one."""
+        return self.reader(kind)(value, path)
+
+    def reader(self, kind: Any) -> Reader:
+        found = self._readers.get(kind)
+        if found is None:
+            found = self._readers[kind] = self._make(kind)
+        return found
+
+    def _make(self, kind: Any) -> Reader:
+        if kind is Any:
+            return lambda value, path: value
+        if kind is type(None):
+            return _none
+        if kind in _SCALARS:
+            return _scalar(kind)
+        if isinstance(kind, type) and issubclass(kind, enum.Enum):
+            return _enum(kind)
+        if isinstance(kind, type) and attrs.has(kind):
+            return self._attrs(kind)
+        origin, args = typing.get_origin(kind), typing.get_args(kind)
+        if origin in (types.UnionType, typing.Union) and len(args) == 2 and type(None) in args:
+            return _optional(self.reader(next(a for a in args if a is not type(None))))
+        if origin in (tuple, list) and (origin is list or args[1:] == (Ellipsis,)):
+            return _array(self.reader(args[0]), tuple if origin is tuple else list)
+        if origin in (Mapping, dict) and args:
+            return _object(self.reader(args[0]), self.reader(args[1]))
+        raise TypeError(f"vmdev.typedjson cannot read {kind!r}")
+
+    def _attrs(self, cls: type) -> Reader:
+        hints = typing.get_type_hints(cls)
+        skip = self._skip.get(cls, frozenset())
+        fields = [(f.alias, f.name.rstrip("_"), f.name, f.default is attrs.NOTHING)
+                  for f in attrs.fields(cls) if f.init and f.name not in skip]
+        readers: dict[str, Reader] = {}
+
+        def read(value: Any, path: str) -> Any:
+            if not isinstance(value, dict):
+                raise Invalid(f"invalid value, expected {cls.__name__}", path)
+            kwargs = {}
+            for alias, key, name, required in fields:
+                if key in value:
+                    field_reader = readers.get(name)
+                    if field_reader is None:
+                        field_reader = readers[name] = self.reader(hints[name])
+                    kwargs[alias] = field_reader(value[key], f"{path}.{key}")
+                elif required:
+                    raise Invalid("required field missing", f"{path}.{key}")
+            try:
+                return cls(**kwargs)
+            except (VmdevError, TypeError, ValueError) as exc:
+                raise Invalid(describe(exc), path) from None
+
+        return read
+
+
+def _none(value: Any, path: str) -> None:
+    if value is not None:
+        raise Invalid("invalid value, expected None", path)
+
+
+def _scalar(kind: type) -> Reader:
+    def read(value: Any, path: str) -> Any:
+        if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
+            return value
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        raise Invalid(f"invalid value, expected {kind.__name__}", path)
+
+    return read
+
+
+def _enum(kind: type[enum.Enum]) -> Reader:
+    def read(value: Any, path: str) -> Any:
+        try:
+            return kind(value)
+        except (ValueError, TypeError):
+            raise Invalid(f"invalid value, expected {kind.__name__}", path) from None
+
+    return read
+
+
+def _optional(inner: Reader) -> Reader:
+    return lambda value, path: None if value is None else inner(value, path)
+
+
+def _array(item: Reader, make: type) -> Reader:
+    def read(value: Any, path: str) -> Any:
+        if not isinstance(value, list):
+            raise Invalid("invalid value, expected a list", path)
+        return make(item(v, f"{path}[{i}]") for i, v in enumerate(value))
+
+    return read
+
+
+def _object(key: Reader, item: Reader) -> Reader:
+    def read(value: Any, path: str) -> Any:
+        if not isinstance(value, dict):
+            raise Invalid("invalid value, expected Mapping", path)
+        return {key(k, path): item(v, f"{path}[{k!r}]") for k, v in value.items()}
+
+    return read
