@@ -42,7 +42,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -52,7 +52,6 @@ from vmdev.host import HostContext
 from vmdev.hostfacts import DeviceObjects, FactChange
 from vmdev.live import HotplugError, HotPlugger, ObjectAware, rendered_steps
 from vmdev.models import DeviceInfo
-from vmdev.oci import OciSpec
 from vmdev.planner import Built, Pipeline, Plan, PlannedDevice
 from vmdev.plugins import PluginManager
 from vmdev.registry import (
@@ -88,6 +87,9 @@ from vmdev.state import (
     Step,
     process_alive,
 )
+
+if TYPE_CHECKING:
+    from vmdev.oci import OciSpec
 
 
 # --- render notes across the sandbox -----------------------------------------------------------------

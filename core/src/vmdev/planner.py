@@ -12,7 +12,7 @@ import json
 import os
 import stat
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -20,13 +20,15 @@ from vmdev.backend import Backend, BackendPlan, RenderContext
 from vmdev.errors import ConfigError, DeviceError, InvalidIdError, PluginError, UnsupportedError
 from vmdev.host import HostContext
 from vmdev.models import Device, DeviceInfo
-from vmdev.oci import OciSpec
 from vmdev.plugins import PluginManager, get_plugin_manager
 from vmdev.qemu import check_id
 from vmdev.resources import Allocator
 from vmdev.serialize import to_json
 from vmdev.settings import SandboxSettings
 from vmdev.targets import AttachOptions, RenderTarget
+
+if TYPE_CHECKING:
+    from vmdev.oci import OciSpec
 
 
 @attrs.frozen(kw_only=True)
