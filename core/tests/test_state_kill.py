@@ -164,8 +164,10 @@ def journal_writer(path: Path, crash: str = "-", steps: int = -1) -> subprocess.
 
 
 def acknowledged(output: str) -> int:
-    """The last generation the writer had on the disk (acknowledged, or loaded when it started)."""
-    return max(int(line.split()[1]) for line in output.splitlines() if line.split()[0] in ("ack", "ready"))
+    """The last generation the writer had on the disk (acknowledged, or loaded when it started).
+    Only whole lines count: the writer may be killed in the middle of printing one."""
+    lines = [line.split() for line in output.splitlines(keepends=True) if line.endswith("\n")]
+    return max(int(words[1]) for words in lines if len(words) == 2 and words[0] in ("ack", "ready"))
 
 
 def check_generations(path: Path, acked: int) -> int:
