@@ -374,3 +374,50 @@ def test_vmdev_help_under_another_program_name_is_click_s(make_dist: Any, progra
         too_narrow = columns == "20" and "kata" in program  # for the name and 20 columns on one line
         assert report == {"code": 0, "click": too_narrow}
         assert plain.startswith(f"Usage: {os.path.basename(program)} ")
+
+
+# --- the collector: off for plain commands, on for what click runs -------------------------------------
+GC_WATCH = '''
+import gc
+
+import click
+from vmdev import hookimpl
+from vmdev.commands import CommandSpec
+
+
+@hookimpl
+def finish_plan(settings):
+    return {"collector": {"enabled": gc.isenabled()}}
+
+
+@hookimpl
+def register_lazy_commands(register):
+    register(CommandSpec(name="collector", target="gc_watch_mod:collector", summary="Say if it runs."))
+
+
+@click.command("collector")
+def collector():
+    """Say if it runs."""
+    click.echo(f"enabled {gc.isenabled()}")
+'''
+
+
+def test_plain_commands_run_without_the_cyclic_collector_and_click_s_commands_with_it(
+    make_dist: Any, one_device: list[str]
+) -> None:
+    """A plain command is short-lived (issue 13: the collector cost ~4 ms of a plan, its last pass at
+    exit ~7 ms); a plugin's command may run for long and must keep it."""
+    site = make_dist("gc-watch", {"gc_watch": "gc_watch_mod"}, {"gc_watch_mod": GC_WATCH})
+    env = {**{k: v for k, v in os.environ.items() if k != "VMDEV_PLUGINS"}, "VMDEV_PLUGINS": "gc-watch",
+           "PYTHONPATH": os.pathsep.join(filter(None, (str(site), os.environ.get("PYTHONPATH"))))}
+
+    def vmdev(*args: str) -> str:
+        code = "import sys\nsys.argv = ['vmdev', *sys.argv[1:]]\nfrom vmdev.cli import main\nmain()\n"
+        done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env,
+                              check=True)
+        return done.stdout
+
+    assert json.loads(vmdev("plan", *one_device))["collector"] == {"enabled": False}
+    assert json.loads(vmdev("plan", "--format", "json", *one_device))["collector"] == {"enabled": False}
+    assert vmdev("collector") == "enabled True\n"
+    assert json.loads(vmdev("plan", "--format", "text", *one_device).split("collector:\n")[1]) == {"enabled": True}
