@@ -4,10 +4,11 @@ Errors exit 1 with one line on stderr that names the device and the problem;
 usage errors exit 2 (click's convention). ``VMDEV_DEBUG=1`` adds tracebacks.
 
 A runtime runs ``vmdev plan`` on every container start, so the commands it runs most
-(``plan --format json``, ``resolve``, ``plugins``) start without click when their arguments are
-plain (every option known and given its value, the positional argument there): they are read
-here the way click reads them, and anything else (``--help``, a usage error, another format, a
-shell completion) is click's, exactly as before. :data:`main` is the click group, made (and
+(``plan --format json``, ``resolve``, ``plugins``, ``attach``, ``detach``, and ``vmdev --help``)
+start without click when their arguments are plain (every option known and given its value, the
+positional argument there): they are read here the way click reads them, and anything else (a
+command's own ``--help``, a usage error, another format, a shell completion) is click's, exactly
+as before. :data:`main` is the click group, made (and
 click imported) when it is first used; the sandbox commands and ``vmdev check`` are imported
 when they run. One plugin manager serves a whole command (:func:`vmdev.plugins.shared_manager`).
 """
