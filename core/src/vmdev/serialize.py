@@ -34,7 +34,8 @@ T = TypeVar("T")
 #: values JSON takes as they are
 _PLAIN: Final = frozenset({str, int, float, bool, type(None)})
 #: per attrs class: (attribute name, JSON name) of each field cattrs would write (``init`` fields)
-_FIELDS: dict[type, tuple[tuple[str, str], ...]] = {}
+_FIELDS: dict[type, tuple[tuple[str, str], ...] | None] = {}
+_UNSEEN: Final[Any] = object()
 
 
 def _make_converter() -> cattrs.Converter:
@@ -85,24 +86,36 @@ def to_json(value: Any) -> Any:
     cls = type(value)
     if cls in _PLAIN:
         return value
+    if cls is dict:  # the commonest container: keys and plain values without a call each
+        return {k if type(k) is str else str(_key(k)): v if type(v) in _PLAIN else to_json(v)
+                for k, v in value.items()}
+    fields = _FIELDS.get(cls, _UNSEEN)
+    if fields is _UNSEEN:
+        fields = _FIELDS[cls] = _fields(cls)
+    if fields is not None:
+        return {key: v if type(v) in _PLAIN else to_json(v)
+                for name, key in fields for v in (getattr(value, name),)}
     if isinstance(value, PciPath):  # an attrs class with its own form
         return str(value)
-    fields = _FIELDS.get(cls)
-    if fields is None and attrs.has(cls):
-        fields = _FIELDS[cls] = tuple((f.name, f.name.rstrip("_")) for f in attrs.fields(cls) if f.init)
-    if fields is not None:
-        return {key: to_json(getattr(value, name)) for name, key in fields}
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, Mapping):
         return {str(_key(k)): to_json(v) for k, v in value.items()}
     if isinstance(value, tuple | list):
-        return [to_json(v) for v in value]
+        return [v if type(v) in _PLAIN else to_json(v) for v in value]
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, set | frozenset):
         return type(value)(to_json(v) for v in value)
     return value
+
+
+def _fields(cls: type) -> tuple[tuple[str, str], ...] | None:
+    """(attribute name, JSON name) of each ``init`` field of an attrs class; None for anything else
+    (and for :class:`PciPath`, an attrs class with its own form)."""
+    if not attrs.has(cls) or issubclass(cls, PciPath):
+        return None
+    return tuple((f.name, f.name.rstrip("_")) for f in attrs.fields(cls) if f.init)
 
 
 def _key(key: Any) -> Any:
