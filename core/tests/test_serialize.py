@@ -1,5 +1,5 @@
 """to_json walks models without cattrs (a plan's start-up does not pay for it) and gives what
-cattrs' unstructuring gave; from_json still rebuilds through cattrs."""
+cattrs' unstructuring gave; from_json reads it back with vmdev.typedjson, strictly."""
 
 from __future__ import annotations
 
@@ -13,11 +13,14 @@ from typing import Any
 
 import attrs
 import cattrs
+import pytest
 from cattrs.gen import make_dict_unstructure_fn, override
 
+from vmdev.errors import VmdevError
 from vmdev.models import DeviceInfo, GenericDevice, PCIePort, PciPath
 from vmdev.qemu import MemoryNeeds, QemuAttach, QmpCommand
 from vmdev.serialize import from_json, to_json
+from vmdev.typedjson import Invalid
 
 
 def cattrs_to_json(value: Any) -> Any:
@@ -105,9 +108,39 @@ def test_a_device_comes_back_from_its_json() -> None:
     assert from_json(GenericDevice, to_json(device)) == device
 
 
-def test_to_json_loads_no_cattrs() -> None:
-    code = ("import sys\nfrom vmdev.serialize import to_json\nfrom vmdev.models import PciPath\n"
+def test_models_come_back_from_their_json_with_pci_paths_enums_and_json_names() -> None:
+    for value in (Inner(), Inner(path=PciPath(), colour=Colour.RED),
+                  DeviceInfo(container_path="/dev/x", dev_type="b", major=8, minor=0, port=PCIePort.SWITCH_PORT,
+                             driver_options={"k": "v"}, file_mode=0o600)):
+        assert from_json(type(value), to_json(value)) == value
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "text"),
+    [
+        ({"path": "zz"}, Invalid, "$.path: invalid PCI path 'zz'"),
+        ({"path": 2}, Invalid, "$.path: invalid value, expected PciPath"),
+        ({"colour": "green"}, Invalid, "$.colour: invalid value, expected Colour"),
+        ({"class": 200}, Invalid, "$.class: invalid value, expected str"),
+    ],
+)
+def test_json_that_does_not_fit_is_named_by_its_path(change: dict[str, Any], error: type, text: str) -> None:
+    with pytest.raises(error) as exc:
+        from_json(Inner, {**to_json(Inner()), **change})
+    assert str(exc.value) == text
+
+
+def test_what_a_model_s_own_checks_raise_comes_out_as_raised() -> None:
+    saved = {**to_json(DeviceInfo(container_path="/dev/x", dev_type="c", major=1, minor=3)), "dev_type": "x"}
+    with pytest.raises(VmdevError) as exc:
+        from_json(DeviceInfo, saved)
+    assert exc.value.field == "dev_type" and "'x' is not one of" in exc.value.message
+
+
+def test_to_json_and_from_json_load_no_cattrs() -> None:
+    code = ("import sys\nfrom vmdev.serialize import from_json, to_json\nfrom vmdev.models import PciPath\n"
             "assert to_json({'p': PciPath(slots=(1,))}) == {'p': '01'}\n"
+            "assert from_json(PciPath, '01') == PciPath(slots=(1,))\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'cattrs'))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

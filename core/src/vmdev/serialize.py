@@ -4,12 +4,14 @@ Field names are kept as written (snake_case), except that a trailing
 underscore used to dodge a Python keyword is dropped (``class_`` -> ``class``).
 Enums become their values and PCI paths their ``02/00/01`` strings.
 
-:func:`to_json` walks the values itself: it runs for every plan, and cattrs (which
-:func:`from_json` uses to rebuild saved devices) costs a tenth of a plan's start-up to import
-and to generate its functions for each class. Its output is what cattrs' unstructuring gave
+:func:`to_json` walks the values itself and :func:`from_json` reads them back with
+:mod:`vmdev.typedjson`: both run in short-lived processes (every plan, every ``vmdev attach``),
+and cattrs, which did this before, cost a tenth of a plan's start-up to import and to generate
+its functions for each class (issue 13). The output is what cattrs' unstructuring gave
 (``core/tests/test_serialize.py`` compares the two), with one difference no model shows: a field
 is walked by its value's class, where cattrs went by the field's declared type (they differ only
-for a subclass instance in a field declared as its base class).
+for a subclass instance in a field declared as its base class). Reading back is stricter than
+cattrs was: every value must have its field's JSON type (cattrs converted ``"2"`` to 2).
 """
 
 from __future__ import annotations
@@ -21,64 +23,19 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import attrs
 
+from vmdev.errors import VmdevError
 from vmdev.models import PciPath
 
 if TYPE_CHECKING:
-    import cattrs
-
-    #: the cattrs converter :func:`from_json` uses (made, with cattrs imported, on first use)
-    converter: cattrs.Converter
+    from vmdev.typedjson import TypedReader
 
 T = TypeVar("T")
 
 #: values JSON takes as they are
 _PLAIN: Final = frozenset({str, int, float, bool, type(None)})
-#: per attrs class: (attribute name, JSON name) of each field cattrs would write (``init`` fields)
+#: per class: (attribute name, JSON name) of each ``init`` field of an attrs class, None for others
 _FIELDS: dict[type, tuple[tuple[str, str], ...] | None] = {}
 _UNSEEN: Final[Any] = object()
-
-
-def _make_converter() -> cattrs.Converter:
-    import cattrs
-    from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
-
-    converter = cattrs.Converter()
-    converter.register_unstructure_hook(PciPath, str)
-    converter.register_structure_hook(PciPath, lambda value, _: PciPath.parse(value))
-    converter.register_unstructure_hook(enum.Enum, lambda value: value.value)
-
-    def attrs_hook(cls: type[Any]) -> Any:
-        renames = {
-            f.name: override(rename=f.name.rstrip("_")) for f in attrs.fields(cls) if f.name.endswith("_")
-        }
-        return make_dict_unstructure_fn(cls, converter, **renames)  # type: ignore[arg-type]
-
-    def attrs_structure(cls: type[Any]) -> Any:
-        renames = {
-            f.name: override(rename=f.name.rstrip("_")) for f in attrs.fields(cls) if f.name.endswith("_")
-        }
-        return make_dict_structure_fn(cls, converter, **renames)  # type: ignore[arg-type]
-
-    converter.register_unstructure_hook_factory(attrs.has, attrs_hook)
-    converter.register_structure_hook_factory(attrs.has, attrs_structure)
-    return converter
-
-
-_converter: cattrs.Converter | None = None
-
-
-def __getattr__(name: str) -> Any:
-    """``converter``: the cattrs converter :func:`from_json` uses, made on first use."""
-    if name == "converter":
-        return _cattrs()
-    raise AttributeError(f"module 'vmdev.serialize' has no attribute {name!r}")
-
-
-def _cattrs() -> cattrs.Converter:
-    global _converter
-    if _converter is None:
-        _converter = _make_converter()
-    return _converter
 
 
 def to_json(value: Any) -> Any:
@@ -133,8 +90,39 @@ def _key(key: Any) -> Any:
 def from_json(cls: type[T], data: Any) -> T:
     """Structure ``data`` (as :func:`to_json` made it) back into ``cls``: for a family's
     ``device_from_state`` hook. Trailing-underscore fields are read from their JSON names
-    (``class`` -> ``class_``). Errors propagate (the caller names the device)."""
-    if attrs.has(cls) and isinstance(data, Mapping):  # fields added to the JSON later are ignored
-        known = {f.name.rstrip("_") for f in attrs.fields(cls) if f.init}
-        data = {key: value for key, value in data.items() if key in known}
-    return _cattrs().structure(data, cls)
+    (``class`` -> ``class_``), fields added to the JSON later are ignored, and every value must
+    have its field's JSON type (:mod:`vmdev.typedjson`). What a class's own checks raise comes
+    out as it was raised (a :class:`VmdevError` naming its field); any other mismatch is a
+    :class:`vmdev.typedjson.Invalid`, a ``ValueError`` naming its JSON path. The caller names
+    the device."""
+    from vmdev.typedjson import Invalid
+
+    try:
+        value: T = _reader().read(data, cls)
+    except Invalid as exc:
+        if isinstance(exc.error, VmdevError):
+            raise exc.error from None
+        raise
+    return value
+
+
+_readers: list[TypedReader] = []
+
+
+def _reader() -> TypedReader:
+    if not _readers:
+        from vmdev.typedjson import TypedReader
+
+        _readers.append(TypedReader(hooks={PciPath: _pci_path}))
+    return _readers[0]
+
+
+def _pci_path(value: Any, path: str) -> PciPath:
+    from vmdev.typedjson import Invalid, describe
+
+    if not isinstance(value, str):
+        raise Invalid("invalid value, expected PciPath", path)
+    try:
+        return PciPath.parse(value)
+    except (VmdevError, ValueError) as exc:
+        raise Invalid(describe(exc), path) from None

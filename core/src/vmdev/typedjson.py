@@ -35,13 +35,15 @@ Reader = Callable[[Any, str], Any]
 _SCALARS: Final = (str, int, float, bool)
 
 
-class Invalid(Exception):
-    """The first value of a document that does not fit its type: what is wrong, and where."""
+class Invalid(ValueError):
+    """The first value of a document that does not fit its type: what is wrong, and where;
+    ``error`` is what a class's own checks raised, when that was the problem."""
 
-    def __init__(self, message: str, path: str) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, path: str, error: BaseException | None = None) -> None:
+        super().__init__(f"{path}: {message}")
         self.message = message
         self.path = path
+        self.error = error
 
 
 def describe(exc: BaseException) -> str:
@@ -55,11 +57,14 @@ class TypedReader:
     """Reads values of given types, one reader per type made on first use.
 
     ``skip`` names, per class, ``init`` fields that are not read (derived ones the document does
-    not keep: they get their defaults)."""
+    not keep: they get their defaults); ``hooks`` reads the given classes their own way (a class
+    written as text, for one): each takes the value and its path and raises :class:`Invalid`."""
 
-    def __init__(self, skip: Mapping[type, Sequence[str]] | None = None) -> None:
+    def __init__(
+        self, skip: Mapping[type, Sequence[str]] | None = None, hooks: Mapping[type, Reader] | None = None
+    ) -> None:
         self._skip = {cls: frozenset(names) for cls, names in (skip or {}).items()}
-        self._readers: dict[Any, Reader] = {}
+        self._readers: dict[Any, Reader] = dict(hooks or {})
 
     def read(self, value: Any, kind: Any, path: str = "$") -> Any:
         """``value`` as a ``kind``; :class:`Invalid` naming the path below ``path`` if it is not one."""
@@ -113,7 +118,7 @@ class TypedReader:
             try:
                 return cls(**kwargs)
             except (VmdevError, TypeError, ValueError) as exc:
-                raise Invalid(describe(exc), path) from None
+                raise Invalid(describe(exc), path, exc) from None
 
         return read
 

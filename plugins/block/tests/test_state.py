@@ -99,9 +99,10 @@ def test_devices_of_other_kinds_or_plugins_are_not_answered(host: Any, prepared:
 @pytest.mark.parametrize(
     ("change", "message"),
     [({"driver": "ide"}, "driver: 'ide' is not a block driver"),
-     ({"drive": None}, "no 'drive' field"),
+     ({"drive": None}, "$.drive: required field missing"),
      ({"drive": {"file": "/f", "id": "drive-1", "index": -1}}, "index: must not be negative, got -1"),
-     ({"drive": {"file": "/f", "id": "drive-1", "pci_path": "zz"}}, "ValueError: invalid PCI path 'zz'")],
+     ({"drive": {"file": "/f", "id": "drive-1", "pci_path": "zz"}}, "$.drive.pci_path: invalid PCI path 'zz'"),
+     ({"drive": {"file": "/f", "id": "drive-1", "index": "2"}}, "$.drive.index: invalid value, expected int")],
 )
 def test_a_malformed_saved_device_is_one_line_naming_it(
     host: Any, prepared: Any, vmdev_plugins: Any, change: dict[str, Any], message: str

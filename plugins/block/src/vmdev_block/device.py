@@ -247,12 +247,13 @@ def device_from_state(kind: str, data: Mapping[str, object], plugin: str) -> Blo
 
 
 def _cause(exc: BaseException) -> str:
-    """The first root cause in cattrs' exception groups, in one line."""
-    while getattr(exc, "exceptions", None):
-        exc = exc.exceptions[0]  # type: ignore[attr-defined]
-    if isinstance(exc, KeyError):
-        return f"no {exc.args[0]!r} field"
+    """What ``from_json`` found wrong, in one line: a model's own check (``index: must not be
+    negative``) or where the JSON does not fit (``$.drive: required field missing``)."""
+    from vmdev.typedjson import Invalid
+
     if isinstance(exc, DeviceError):
         return f"{exc.field}: {exc.message}"
+    if isinstance(exc, Invalid):
+        return str(exc)
     return f"{type(exc).__name__}: {exc}"
 

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Final
 
 import attrs
 
-from vmdev.errors import DeviceError, UnsupportedError, VmdevError
+from vmdev.errors import DeviceError, UnsupportedError
 from vmdev.models import DeviceInfo, PciPath
 from vmdev.qemu import make_id
 from vmdev.resources import Allocator
@@ -274,26 +274,8 @@ def from_state(kind: str, data: Mapping[str, object]) -> VhostUserDeviceAttrs | 
     still there is :func:`vmdev_vhostuser.host.host_facts`' business).
     """
     cls = {VHOST_USER_KIND: VhostUserDeviceAttrs, VIRTIO_9P_KIND: Virtio9pShare}.get(kind)
-    if cls is None:
-        return None
-    try:
-        return from_json(cls, data)
-    except Exception as exc:
-        # cattrs groups what the validators raised; the DeviceError naming the field is the news
-        found = _vmdev_error(exc)
-        if found is None:
-            raise
-        raise found from None
-
-
-def _vmdev_error(exc: BaseException) -> VmdevError | None:
-    if isinstance(exc, VmdevError):
-        return exc
-    for inner in getattr(exc, "exceptions", ()):
-        found = _vmdev_error(inner)
-        if found is not None:
-            return found
-    return None
+    # what the validators raise (the DeviceError naming the field) comes out of from_json as it is
+    return None if cls is None else from_json(cls, data)
 
 
 def refuse_reconnect(device: VhostUserDeviceAttrs, hypervisor: str) -> None:
