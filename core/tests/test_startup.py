@@ -421,3 +421,21 @@ def test_plain_commands_run_without_the_cyclic_collector_and_click_s_commands_wi
     assert json.loads(vmdev("plan", "--format", "json", *one_device))["collector"] == {"enabled": False}
     assert vmdev("collector") == "enabled True\n"
     assert json.loads(vmdev("plan", "--format", "text", *one_device).split("collector:\n")[1]) == {"enabled": True}
+
+
+@pytest.mark.parametrize("args", [["plugins"], ["--help"], ["backends"], ["plugins", "--bogus-is-click-s"]],
+                         ids=["plain", "plain help", "click", "click usage error"])
+def test_output_into_a_closed_pipe_ends_quietly_as_click_ends_it(args: list[str]) -> None:
+    """``vmdev plugins | grep -q block``: the reader has gone; that is no internal error to print."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        code = "import sys\nsys.argv = ['vmdev', *sys.argv[1:]]\nfrom vmdev.cli import main\nmain()\n"
+        done = subprocess.run([sys.executable, "-c", code, *args], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, check=False)
+    finally:
+        os.close(write_end)
+    if args[-1].startswith("--bogus"):  # the usage error goes to stderr, which is open
+        assert done.returncode == 2 and "No such option" in done.stderr
+        return
+    assert (done.returncode, done.stderr) == (1, "")

@@ -15,6 +15,7 @@ when they run. One plugin manager serves a whole command (:func:`vmdev.plugins.s
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -292,6 +293,8 @@ def _as_one_line(run: Callable[[], None]) -> int:
     """:func:`vmdev.cliutil.errors_as_one_line` and click's ending, for the plain path."""
     try:
         run()
+    except BrokenPipeError:
+        return _stdout_closed()
     except VmdevError as exc:
         return _failed(str(exc))
     except (EOFError, KeyboardInterrupt):
@@ -301,6 +304,16 @@ def _as_one_line(run: Callable[[], None]) -> int:
     except Exception as exc:  # noqa: BLE001 - no traceback for users; VMDEV_DEBUG shows it
         return _failed(f"internal error: {type(exc).__name__}: {exc} (set VMDEV_DEBUG=1 for details)")
     return 0
+
+
+def _stdout_closed() -> int:
+    """Whoever read the output stopped (``vmdev plugins | grep -q``): nothing to report; exit 1 as
+    click does, and what is still buffered for stdout goes nowhere (no second error at exit)."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return 1
 
 
 def _failed(message: str) -> int:
@@ -493,6 +506,8 @@ def run_plain(argv: Sequence[str]) -> int | None:
         return command(argv[1:])
     except _Unplain:
         return None
+    except BrokenPipeError:
+        return _stdout_closed()
     except VmdevError:
         return None  # the plugins failed to load: click reports it as it always has
 

@@ -74,6 +74,8 @@ def errors_as_one_line(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except BrokenPipeError:
+            raise  # stdout was closed (`vmdev plugins | grep -q`): click exits 1 quietly
         except VmdevError as exc:
             _debug()
             fail(str(exc))
