@@ -331,3 +331,30 @@ def test_a_command_spec_is_checked_where_it_is_made(fields: dict[str, str], mess
     good = {"name": "greet", "target": "greet_cmd_impl:greet", "summary": "Greet someone."}
     with pytest.raises(PluginError, match=message):
         CommandSpec(**{**good, **fields})
+
+
+def test_a_declared_command_replaces_a_built_in_that_runs_without_click_too(
+    make_dist: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vmdev.cli import run_plain
+    from vmdev.plugins import shared_manager
+
+    plugin = LAZY_PLUGIN.replace('name="greet"', 'name="plugins"')
+    make_dist("plugins-dev", {"greet": "plugins_cmd_mod"},
+              {"plugins_cmd_mod": plugin, "greet_cmd_impl": LAZY_IMPL})
+    monkeypatch.setenv("VMDEV_PLUGINS", "plugins-dev")
+    with shared_manager():
+        assert run_plain(["plugins"]) is None and run_plain(["plugins", "--json"]) is None
+    assert CliRunner().invoke(main, ["plugins", "you"]).stdout == "hello you\n"
+
+
+def test_a_broken_command_declaration_leaves_the_built_in_commands_working(
+    make_dist: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_dist("greet-dev", {"greet": "greet_cmd_mod"}, {"greet_cmd_mod": LAZY_PLUGIN})
+    make_dist("greet-too", {"greet2": "greet_two_mod"}, {"greet_two_mod": TWO_GREETERS})
+    monkeypatch.setenv("VMDEV_PLUGINS", "greet-dev,greet-too")
+    assert "live hot plug" in CliRunner().invoke(main, ["backends"]).stdout
+    for argv in (["greet"], ["--help"]):  # what needs the plugins' commands says what is wrong
+        result = CliRunner().invoke(main, argv)
+        assert result.exit_code == 1 and "both declare a command called 'greet'" in result.stderr, argv

@@ -311,6 +311,8 @@ def register_lazy_commands(register):
                          summary="Inspect every widget of the sandbox, one by one, and say what each of them "
                                  "holds. Then stop."))
     register(CommandSpec(name="w", target="nowhere:other", summary="W."))
+    register(CommandSpec(name="specs", target="nowhere:specs", summary="List the specs, e.g. the CDI ones. Then more."))
+    register(CommandSpec(name="cafe", target="nowhere:cafe", summary="Check the café."))
 """
 CLICK_COMMAND = '''
 import click
@@ -323,8 +325,16 @@ def register_commands(cli):
     def by_hand():
         """Added the old way, with click."""
 '''
-STYLED = (LONG_COMMAND.replace("Inspect every", "\\x1b[1mInspect\\x1b[0m every").replace('"w"', '"x"')
-          .replace("inspect-every-widget-of-the-sandbox", "inspect-styled"))
+STYLED = """
+from vmdev import hookimpl
+from vmdev.commands import CommandSpec
+
+
+@hookimpl
+def register_lazy_commands(register):
+    register(CommandSpec(name="inspect-styled", target="nowhere:command",
+                         summary="\\x1b[1mInspect\\x1b[0m every widget of the sandbox, one by one. Then stop."))
+"""
 
 
 def vmdev_help(way: str, columns: str, plugins: str | None, site: Path, *args: str,
@@ -355,6 +365,17 @@ def test_vmdev_help_is_click_s_help_without_click(make_dist: Any, columns: str, 
     assert "plan " in plain and "Show this message and exit." in plain
     if plugins == "long-names":
         assert "inspect-every-widget-of-the-sandbox\n" in plain and "  w " in plain
+        if columns in ("", "80", "200"):  # a period before a lower-case word ends no sentence
+            assert "List the specs, e.g. the CDI ones.\n" in plain
+
+
+def test_vmdev_help_on_an_ascii_stdout_is_click_s(make_dist: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """click rewraps a stdout that cannot write the text; the plain path leaves such a one to it."""
+    site = make_dist("long-names", {"long": "long_names_mod"}, {"long_names_mod": LONG_COMMAND})
+    monkeypatch.setenv("PYTHONIOENCODING", "ascii")
+    plain, report = vmdev_help("plain", "", "long-names", site, "--help")
+    assert report == {"code": 0, "click": True} and "Check the caf" in plain
+    assert plain == vmdev_help("click", "", "long-names", site, "--help")[0]
 
 
 def test_vmdev_help_is_click_s_while_a_plugin_adds_commands_by_hand(make_dist: Any) -> None:

@@ -285,15 +285,22 @@ def _echo(text: str, *, err: bool = False) -> None:
         return
     stream = sys.stderr if err else sys.stdout
     if stream is not None:
-        stream.write(text + "\n")
-        stream.flush()
+        try:
+            stream.write(text + "\n")
+            stream.flush()
+        except BrokenPipeError:
+            raise _StdoutClosed from None
+
+
+class _StdoutClosed(Exception):
+    """Writing the output failed: whoever read it has gone (``vmdev plugins | grep -q``)."""
 
 
 def _as_one_line(run: Callable[[], None]) -> int:
     """:func:`vmdev.cliutil.errors_as_one_line` and click's ending, for the plain path."""
     try:
         run()
-    except BrokenPipeError:
+    except _StdoutClosed:
         return _stdout_closed()
     except VmdevError as exc:
         return _failed(str(exc))
@@ -483,8 +490,9 @@ def _plain_help(args: Sequence[str]) -> int:
     commands.update({name: declared.spec.summary for name, declared in pm.lazy_commands().items()})
     try:
         text = group_help(os.path.basename(sys.argv[0]), HELP["vmdev"], commands, terminal_width())
-    except Unsure:
-        raise _Unplain from None
+        text.encode(getattr(sys.stdout, "encoding", None) or "utf-8")
+    except (Unsure, UnicodeError, LookupError):
+        raise _Unplain from None  # (an ASCII stdout: click rewraps it to write what it can)
     _echo(text)
     return 0
 
@@ -503,13 +511,21 @@ def run_plain(argv: Sequence[str]) -> int | None:
     if command is None or any(name.endswith("_COMPLETE") for name in os.environ):
         return None  # not ours, or a shell asking click to complete a word
     try:
+        if argv[0] in _declared_commands():
+            return None  # a plugin's command of that name replaces the built-in: click runs it
         return command(argv[1:])
     except _Unplain:
         return None
-    except BrokenPipeError:
+    except _StdoutClosed:
         return _stdout_closed()
     except VmdevError:
         return None  # the plugins failed to load: click reports it as it always has
+
+
+def _declared_commands() -> Mapping[str, Any]:
+    from vmdev.plugins import get_plugin_manager
+
+    return get_plugin_manager().lazy_commands()
 
 
 class _Main:
@@ -530,11 +546,13 @@ class _Main:
         from vmdev.plugins import shared_manager
 
         with shared_manager():
+            collecting = gc.isenabled()
             gc.disable()
             try:
                 status = run_plain(sys.argv[1:])
             finally:
-                gc.enable()
+                if collecting:
+                    gc.enable()
             if status is None:
                 return _group()()
         gc.freeze()
@@ -630,8 +648,13 @@ def _build() -> click.Group:
         _plugins_from: object = None
         #: what the plugins' commands replaced (None: the name was free)
         _replaced: dict[str, click.Command | None] | None = None
+        #: the built-in commands' names (set once they are all added)
+        builtin_names: frozenset[str] = frozenset()
 
-        def _add_plugin_commands(self) -> None:
+        def _add_plugin_commands(self, *, quiet: bool = False) -> None:
+            """``quiet``: when the plugins' commands cannot be loaded, say nothing (the built-in
+            asked for still runs: a plugin's broken declaration must not take ``vmdev status``
+            down with it); else that is the one-line error."""
             from vmdev.plugins import get_plugin_manager
 
             try:
@@ -640,12 +663,19 @@ def _build() -> click.Group:
                     return
                 self._drop_plugin_commands()
                 before = dict(self.commands)
+                try:
+                    for name, declared in pm.lazy_commands().items():
+                        spec = declared.spec
+                        self.add_command(LazyCommand(name, spec.target, summary=spec.summary))
+                    pm.register_commands(self)
+                except VmdevError:
+                    self.commands.clear()
+                    self.commands.update(before)
+                    raise
                 self._plugins_from = pm
-                for name, declared in pm.lazy_commands().items():
-                    self.add_command(LazyCommand(name, declared.spec.target, summary=declared.spec.summary))
-                pm.register_commands(self)
             except VmdevError as exc:
-                fail(str(exc))
+                if not quiet:
+                    fail(str(exc))
                 return
             self._replaced = {name: before.get(name) for name, command in self.commands.items()
                               if before.get(name) is not command}
@@ -663,7 +693,8 @@ def _build() -> click.Group:
             return super().list_commands(ctx)
 
         def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-            self._add_plugin_commands()  # a plugin's, or a built-in a plugin replaces: this run's plugins
+            # a plugin's, or a built-in a plugin replaces: this run's plugins
+            self._add_plugin_commands(quiet=cmd_name in self.builtin_names)
             return super().get_command(ctx, cmd_name)
 
         def main(self, *args: Any, **kwargs: Any) -> Any:
@@ -821,6 +852,7 @@ def _build() -> click.Group:
         for name in result.extras:
             click.echo(f"\n{name}:\n" + json.dumps(data[name], indent=2))
 
+    main.builtin_names = frozenset(main.commands)
     globals().update(
         _Summary=_Summary, _PluginGroup=_PluginGroup, plugins_cmd=plugins_cmd, resolve_cmd=resolve_cmd,
         backends_cmd=backends_cmd, settings_cmd=settings_cmd, plan_cmd=plan_cmd, _print_text=_print_text,

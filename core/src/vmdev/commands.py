@@ -7,10 +7,11 @@ when the command runs; and ``vmdev --help``, which a runtime's health checks and
 run too, is printed here from the summaries without importing click (~23 ms of CPU, more than a
 plan's own work; issue 13).
 
-:func:`group_help` lays the text out the way click 8's ``HelpFormatter`` does (same width rule,
-same wrapping, same short help); anything it cannot be sure to lay out the same way (a word too
-long for its column, escape sequences, paragraphs in a summary) is left to click, and
-``core/tests/test_startup.py`` holds the two outputs equal across widths and plugin sets.
+:func:`group_help` lays the text out the way click 8.5's ``HelpFormatter`` does (same width rule,
+same wrapping, same short help; the core requires click 8.5 or later); anything it cannot be sure
+to lay out the same way (a word too long for its column, escape sequences, a stdout that cannot
+write the text) is left to click, and ``core/tests/test_startup.py`` holds the two outputs equal
+across widths, plugin sets and program names.
 """
 
 from __future__ import annotations
@@ -110,31 +111,27 @@ def group_help(prog: str, doc: str, commands: Mapping[str, str], width: int) -> 
 
 
 def short_help(text: str, limit: int) -> str:
-    """click's short help of a command whose help is ``text``: its first paragraph, cut at the
-    first sentence's end, or at ``limit`` characters with ``...``."""
+    """click's short help of a command whose help is ``text`` (click 8.5's rule): its first
+    paragraph, cut after the first sentence (a period not followed by a lower-case word), then
+    shortened to ``limit`` characters with ``...``."""
     words = text.partition("\n\n")[0].split()
+    if words and words[0] == "\b":
+        words = words[1:]
     if not words:
         return ""
-    if words[0] == "\b":
-        raise Unsure
-    total = 0
+    last = len(words) - 1
     for i, word in enumerate(words):
-        total += len(word) + (i > 0)
-        if total > limit:
+        if word.endswith(".") and (i == last or not words[i + 1][0].islower()):
+            words = words[: i + 1]
             break
-        if word[-1] == ".":
-            return " ".join(words[: i + 1])
-        if total == limit and i != len(words) - 1:
-            break
-    else:
-        return " ".join(words)
-    total += 3
-    while i > 0:
-        total -= len(words[i]) + (i > 0)
-        if total <= limit:
-            break
-        i -= 1
-    return " ".join(words[:i]) + "..."
+    text = " ".join(words)
+    if len(text) <= limit:
+        return text
+    if limit < len("..."):
+        return "..."
+    import textwrap
+
+    return textwrap.shorten(text, limit, placeholder="...", break_on_hyphens=False)
 
 
 def _usage(prog: str, args: str, width: int) -> str:
