@@ -96,6 +96,8 @@ def test_a_state_round_trips_through_its_json() -> None:
         (lambda d: d.update(version=OLDEST_STATE_VERSION - 1), StateCorruptError, "version", "invalid state version"),
         (lambda d: d["devices"][0]["attachment"].update(hotplug=["device_add"]), StateCorruptError,
          "$.devices[0].attachment.hotplug[0]", "invalid value, expected Mapping"),
+        (lambda d: d["devices"][0]["attachment"].update(since=10**400), StateCorruptError,
+         "$.devices[0].attachment.since", "a number too large for a float"),
     ],
 )
 def test_a_newer_or_invalid_state_is_a_clear_error(

@@ -5,8 +5,9 @@ from __future__ import annotations
 import enum
 import subprocess
 import sys
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
 
 import attrs
 import pytest
@@ -107,3 +108,46 @@ def test_loading_a_state_imports_no_cattrs(tmp_path: Any) -> None:
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('cattrs', 'cattr')))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+@attrs.frozen(kw_only=True)
+class Odd:
+    where: Path = Path("/")
+    names: frozenset[str] = frozenset()
+    tags: set[str] = attrs.field(factory=set)
+    mode: Literal["on", "off", 1] = "off"
+    pair: tuple[int, str] = (0, "")
+    order: Sequence[str] = ()
+
+
+def test_every_type_to_json_writes_reads_back() -> None:
+    from vmdev.serialize import from_json
+
+    odd = Odd(where=Path("/run/x"), names=frozenset({"a", "b"}), tags={"t"}, mode=1, pair=(3, "z"),
+              order=["p", "q"])
+    data = {"where": "/run/x", "names": ["a", "b"], "tags": ["t"], "mode": 1, "pair": [3, "z"], "order": ["p", "q"]}
+    assert from_json(Odd, data) == odd
+    assert type(from_json(Odd, data).order) is list
+
+
+@pytest.mark.parametrize(
+    ("change", "path", "message"),
+    [
+        ({"where": 1}, "$.where", "invalid value, expected a path (a string)"),
+        ({"mode": True}, "$.mode", "invalid value, expected one of 'on', 'off', 1"),
+        ({"mode": "1"}, "$.mode", "invalid value, expected one of 'on', 'off', 1"),
+        ({"pair": [3]}, "$.pair", "invalid value, expected a list of 2"),
+        ({"pair": [3, 4]}, "$.pair[1]", "invalid value, expected str"),
+        ({"names": "ab"}, "$.names", "invalid value, expected a list"),
+    ],
+)
+def test_the_other_types_name_their_path_too(change: dict[str, Any], path: str, message: str) -> None:
+    with pytest.raises(Invalid) as exc:
+        TypedReader().read(change, Odd)
+    assert (exc.value.path, exc.value.message) == (path, message)
+
+
+def test_a_number_too_large_for_a_float_is_a_bad_value_not_a_crash() -> None:
+    with pytest.raises(Invalid) as exc:
+        read({"class": "oak", "leaves": [{"name": "a", "ratio": 10**400}]})
+    assert (exc.value.path, exc.value.message) == ("$.leaves[0].ratio", "invalid value, a number too large for a float")

@@ -433,7 +433,7 @@ def _structure(value: Any, kind: Any, *, source: str, what: str, path: str = "$"
         return _reader().read(value, kind, path)
     except Invalid as exc:
         raise StateCorruptError(f"{what}: {exc.message}", device=source, field=exc.path) from None
-    except (VmdevError, TypeError, ValueError, KeyError) as exc:
+    except (VmdevError, TypeError, ValueError, KeyError, ArithmeticError) as exc:
         raise StateCorruptError(f"{what}: {describe(exc)}", device=source, field=path) from None
 
 

@@ -9,14 +9,18 @@ annotations (made once per class and process):
 * ``str``, ``int``, ``float``, ``bool``: exactly that JSON type (a bool is no int, ``"2"`` is no
   int; an int is taken for a float), as the state's strict cattrs hooks did;
 * ``Any``: the value as it is; ``X | None``: None, or an ``X``;
-* enums: their value; ``tuple[T, ...]`` and ``list[T]``: a JSON array; ``Mapping[str, T]`` and
-  ``dict[str, T]``: a JSON object;
+* enums and ``Literal``: one of their values; ``Path``: a string; ``tuple[T, ...]``, ``list[T]``,
+  ``Sequence[T]``, ``set[T]``, ``frozenset[T]``: a JSON array, and ``tuple[A, B]`` one of exactly
+  that length; ``Mapping[str, T]`` and ``dict[str, T]``: a JSON object (what
+  :func:`vmdev.serialize.to_json` writes for each, so every model a family saves reads back);
 * attrs classes: a JSON object holding the ``init`` fields by name (a trailing underscore dropped,
   ``class_`` is ``class``), unknown keys ignored, a missing field without a default an error; what
   the class's own validators raise is reported at the object's path.
 
 Errors are :class:`Invalid` with cattrs' words (``required field missing``, ``invalid value,
 expected int``) and its paths (``$.devices[0].attach_count``, ``$.devices[0].facts['node.type']``).
+A type outside that list (a union of two classes, say) is a ``TypeError`` when its reader is made:
+a programming error, never one of the document.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from __future__ import annotations
 import enum
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, MutableSequence, MutableSet, Sequence
+from collections.abc import Set as AbstractSet
+from pathlib import Path
 from typing import Any, Final
 
 import attrs
@@ -33,6 +39,11 @@ from vmdev.errors import VmdevError
 
 Reader = Callable[[Any, str], Any]
 _SCALARS: Final = (str, int, float, bool)
+#: the containers read from a JSON array, by their ``typing`` origin: what each becomes
+_ARRAYS: Final[Mapping[Any, Callable[[Iterable[Any]], Any]]] = {
+    tuple: tuple, list: list, Sequence: list, MutableSequence: list,
+    set: set, frozenset: frozenset, AbstractSet: frozenset, MutableSet: set,
+}
 
 
 class Invalid(ValueError):
@@ -87,14 +98,23 @@ class TypedReader:
             return _enum(kind)
         if isinstance(kind, type) and attrs.has(kind):
             return self._attrs(kind)
+        if kind is Path:
+            return _path
         origin, args = typing.get_origin(kind), typing.get_args(kind)
         if origin in (types.UnionType, typing.Union) and len(args) == 2 and type(None) in args:
             return _optional(self.reader(next(a for a in args if a is not type(None))))
-        if origin in (tuple, list) and (origin is list or args[1:] == (Ellipsis,)):
-            return _array(self.reader(args[0]), tuple if origin is tuple else list)
-        if origin in (Mapping, dict) and args:
+        if origin is typing.Literal:
+            return _literal(args)
+        if origin is tuple and args and args[1:] != (Ellipsis,):
+            return _fixed(tuple(self.reader(a) for a in args))
+        make = _ARRAYS.get(origin)
+        if make is not None and len(args) in (1, 2):
+            return _array(self.reader(args[0]), make)
+        if origin in (Mapping, MutableMapping, dict) and args:
             return _object(self.reader(args[0]), self.reader(args[1]))
-        raise TypeError(f"vmdev.typedjson cannot read {kind!r}")
+        raise TypeError(f"vmdev.typedjson cannot read {kind!r} (it reads the JSON types, None, Any, "
+                        "X | None, Literal, enums, Path, tuples, lists, sequences, sets, mappings and attrs "
+                        "classes)")
 
     def _attrs(self, cls: type) -> Reader:
         hints = typing.get_type_hints(cls)
@@ -117,7 +137,7 @@ class TypedReader:
                     raise Invalid("required field missing", f"{path}.{key}")
             try:
                 return cls(**kwargs)
-            except (VmdevError, TypeError, ValueError) as exc:
+            except (VmdevError, TypeError, ValueError, ArithmeticError) as exc:
                 raise Invalid(describe(exc), path, exc) from None
 
         return read
@@ -133,7 +153,10 @@ def _scalar(kind: type) -> Reader:
         if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
             return value
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:
+                raise Invalid("invalid value, a number too large for a float", path) from None
         raise Invalid(f"invalid value, expected {kind.__name__}", path)
 
     return read
@@ -149,11 +172,36 @@ def _enum(kind: type[enum.Enum]) -> Reader:
     return read
 
 
+def _path(value: Any, path: str) -> Path:
+    if not isinstance(value, str):
+        raise Invalid("invalid value, expected a path (a string)", path)
+    return Path(value)
+
+
+def _literal(choices: tuple[Any, ...]) -> Reader:
+    def read(value: Any, path: str) -> Any:
+        for choice in choices:  # by type too: True is no 1
+            if type(choice) is type(value) and choice == value:
+                return choice
+        raise Invalid(f"invalid value, expected one of {', '.join(map(repr, choices))}", path)
+
+    return read
+
+
+def _fixed(items: tuple[Reader, ...]) -> Reader:
+    def read(value: Any, path: str) -> Any:
+        if not isinstance(value, list) or len(value) != len(items):
+            raise Invalid(f"invalid value, expected a list of {len(items)}", path)
+        return tuple(item(v, f"{path}[{i}]") for i, (item, v) in enumerate(zip(items, value, strict=True)))
+
+    return read
+
+
 def _optional(inner: Reader) -> Reader:
     return lambda value, path: None if value is None else inner(value, path)
 
 
-def _array(item: Reader, make: type) -> Reader:
+def _array(item: Reader, make: Callable[[Iterable[Any]], Any]) -> Reader:
     def read(value: Any, path: str) -> Any:
         if not isinstance(value, list):
             raise Invalid("invalid value, expected a list", path)
