@@ -403,6 +403,7 @@ class PluginManager:
         self._loaded = False
         self._backends: BackendSet | None = None
         self._declared: list[DeclaredSetting] | None = None
+        self._commands: dict[str, DeclaredCommand] | None = None
         self._scanned: list[_Dist] | None = None
         if self.policy.trace:
             import logging
@@ -720,7 +721,12 @@ class PluginManager:
         self._call("register_commands", first=False, cli=cli)
 
     def lazy_commands(self) -> dict[str, DeclaredCommand]:
-        """The commands the plugins declare (``register_lazy_commands``), by name."""
+        """The commands the plugins declare (``register_lazy_commands``), by name (asked once)."""
+        if self._commands is None:
+            self._commands = self._declared_commands()
+        return dict(self._commands)
+
+    def _declared_commands(self) -> dict[str, DeclaredCommand]:
         from vmdev.commands import CommandSpec, DeclaredCommand
 
         found: dict[str, DeclaredCommand] = {}

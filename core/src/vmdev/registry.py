@@ -163,18 +163,18 @@ class _Notes:
 
     def change(self, device_id: str, before: Mapping[str, Mapping[str, str]],
                after: Mapping[str, Mapping[str, str]], order: Mapping[str, int]) -> None:
-        touched: set[tuple[str, str]] = set()
+        touched: dict[str, set[str]] = {}
         for key, inner in before.items():
             for name in inner:
                 self.sources.get(key, {}).get(name, {}).pop(device_id, None)
-                touched.add((key, name))
+                touched.setdefault(key, set()).add(name)
         for key, inner in after.items():
             for name, value in inner.items():
                 self.sources.setdefault(key, {}).setdefault(name, {})[device_id] = value
-                touched.add((key, name))
-        for key in {key for key, _ in touched}:
+                touched.setdefault(key, set()).add(name)
+        for key, names in touched.items():
             merged = dict(self.merged.get(key, {}))
-            for name in [name for k, name in touched if k == key]:
+            for name in names:
                 winner = self.winner(key, name, order, besides="")
                 if winner is None:
                     merged.pop(name, None)

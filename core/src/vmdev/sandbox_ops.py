@@ -196,7 +196,7 @@ class Sandbox:
             live = driver(backend, reach)
             try:
                 manager = DeviceManager(state=state, host=_host_context(self.sysfs_root), plugins=plugins,
-                                        hotplugger=live, journal=self.file.save)
+                                        hotplugger=live, journal=self.file.journal())
                 yield manager
             finally:
                 if live is not None:
