@@ -25,23 +25,11 @@ from vmdev.oci import OciMount
 from vmdev.settings import SandboxSettings
 from vmdev_block.constants import BLOCK_FILE_OPTION
 from vmdev_block.host import NotPersistentMemoryError, pmem_device_info
-from vmdev_block.settings import KEY_DISABLE
+from vmdev_block.settings import is_block_file_mount, may_be_a_disk
 
 log = logging.getLogger("vmdev.block")
 
 __all__ = ["BLOCK_FILE_OPTION", "device_from_mount", "is_block_file_mount", "may_be_a_disk"]
-
-
-def is_block_file_mount(mount: OciMount) -> bool:
-    return any(opt == BLOCK_FILE_OPTION or opt.startswith(BLOCK_FILE_OPTION + "=") for opt in mount.options)
-
-
-def may_be_a_disk(mount: OciMount, settings: SandboxSettings) -> bool:
-    """Whether ``mount`` is looked at all: a bind mount or a block-file mount with a source, and
-    mounts not disabled. Asks nothing of the host (the plugin tests it before importing more)."""
-    if settings.value(KEY_DISABLE) or not mount.source:
-        return False
-    return mount.type == "bind" or is_block_file_mount(mount)
 
 
 def device_from_mount(mount: OciMount, host: HostContext, settings: SandboxSettings) -> DeviceInfo | None:

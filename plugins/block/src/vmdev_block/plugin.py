@@ -19,8 +19,8 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, cast
 
 from vmdev import hookimpl
-from vmdev_block.constants import BLOCK_FILE_OPTION, DEVICE_BLOCK, PLUGIN_NAME
-from vmdev_block.settings import KEY_DISABLE, SETTINGS, check_rules
+from vmdev_block.constants import DEVICE_BLOCK, PLUGIN_NAME
+from vmdev_block.settings import SETTINGS, check_rules, may_be_a_disk
 
 if TYPE_CHECKING:
     from vmdev.backends.qemu import QemuTarget
@@ -61,10 +61,7 @@ def resolve_host_path(info: DeviceInfo, host: HostContext) -> str | None:
 
 @hookimpl
 def device_from_mount(mount: OciMount, host: HostContext, settings: SandboxSettings) -> DeviceInfo | None:
-    # the cheap half of mounts.may_be_a_disk, so that a plan of ordinary mounts imports nothing more
-    if settings.value(KEY_DISABLE) or not mount.source:
-        return None
-    if mount.type != "bind" and not any(opt.startswith(BLOCK_FILE_OPTION) for opt in mount.options):
+    if not may_be_a_disk(mount, settings):  # a plan of ordinary mounts imports nothing more
         return None
     from vmdev_block import mounts
 

@@ -44,7 +44,7 @@ documentation or issues means the same here.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from vmdev.declared import BOOLEAN, INTEGER, STRING, Setting
 from vmdev.errors import ConfigError
@@ -53,12 +53,16 @@ from vmdev_block.constants import (
     AIO_IO_URING,
     AIO_NATIVE,
     BLOCK_AIO_MODES,
+    BLOCK_FILE_OPTION,
     DRIVER_ALIASES,
     SUPPORTED_DRIVERS,
     VIRTIO_BLOCK,
     VIRTIO_MMIO,
     VIRTIO_SCSI,
 )
+
+if TYPE_CHECKING:
+    from vmdev.oci import OciMount
 
 KEY_DRIVER: Final = "block_device_driver"
 KEY_AIO: Final = "block_device_aio"
@@ -218,3 +222,16 @@ def check_rules(settings: SandboxSettings) -> None:
             logging.getLogger("vmdev.block").warning(
                 "%s is set but %s is not: the burst is ignored (as Kata does)", burst, rate
             )
+
+
+# --- which mounts may be disks (the plugin asks before importing vmdev_block.mounts) -------------
+def is_block_file_mount(mount: OciMount) -> bool:
+    return any(opt == BLOCK_FILE_OPTION or opt.startswith(BLOCK_FILE_OPTION + "=") for opt in mount.options)
+
+
+def may_be_a_disk(mount: OciMount, settings: SandboxSettings) -> bool:
+    """Whether ``mount`` is looked at all: a bind mount or a block-file mount with a source, and
+    mounts not disabled. Asks nothing of the host."""
+    if settings.value(KEY_DISABLE) or not mount.source:
+        return False
+    return mount.type == "bind" or is_block_file_mount(mount)
