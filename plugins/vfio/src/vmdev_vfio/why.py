@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from vmdev.backends.qemu import NUMA_KEY, NUMA_MAPPING_KEY, QemuTarget, uefi
-from vmdev.explain import decide, explaining
+from vmdev.decisions import decide, explaining
 from vmdev.models import PCIePort
 from vmdev.pcie import DEFAULT_WINDOW, SEABIOS_WINDOW_ALIGN, BarKind, size_text
 from vmdev_vfio.device import VfioBackend, VFIODevice
