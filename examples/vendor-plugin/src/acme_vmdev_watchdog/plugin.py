@@ -61,7 +61,8 @@ def attach_options(device: Device, target: RenderTarget, hotplug: bool) -> Attac
         return None
     from acme_vmdev_watchdog.device import WatchdogDev
 
-    assert isinstance(device, WatchdogDev)
+    if not isinstance(device, WatchdogDev):  # another plugin's device of the same kind name
+        return None
     if target.hypervisor == QEMU:
         from acme_vmdev_watchdog import render_qemu
 
