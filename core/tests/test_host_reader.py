@@ -91,3 +91,22 @@ def test_file_names_are_exactly_the_paths_pathlib_would_build() -> None:
             host_path = "/dev/" + relative
             assert context.dev_file(host_path) == str(context.dev_path(host_path)), (root, host_path)
             assert context.dev_file(relative) == str(context.dev_path(relative)), (root, relative)
+
+
+@pytest.mark.parametrize(("size", "reads"), [(0, 1), (33, 1), (65535, 1), (65536, 2), (65537 + 9, 2)])
+def test_a_file_is_read_in_as_few_reads_as_its_size_allows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int, reads: int
+) -> None:
+    """Issue 13: a short read of a regular file is its end, so a sysfs attribute costs one read,
+    not a second one to see the end; a file of 64 KiB and more still comes whole."""
+    (tmp_path / "attr").write_bytes(bytes(range(256)) * (size // 256) + b"x" * (size % 256))
+    calls: list[int] = []
+    real_read = os.read
+
+    def counting_read(fd: int, n: int) -> bytes:
+        calls.append(n)
+        return real_read(fd, n)
+
+    monkeypatch.setattr(os, "read", counting_read)
+    data = SysfsReader(tmp_path).read_bytes("attr")
+    assert data is not None and len(data) == size and len(calls) == reads

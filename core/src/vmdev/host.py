@@ -158,11 +158,12 @@ def read_regular(path: str | os.PathLike[str], *, limit: int = MAX_READ) -> byte
         chunks: list[bytes] = []
         size = 0
         while size <= limit:
-            chunk = os.read(fd, min(65536, limit + 1 - size))
-            if not chunk:
-                break
+            wanted = min(65536, limit + 1 - size)
+            chunk = os.read(fd, wanted)
             chunks.append(chunk)
             size += len(chunk)
+            if len(chunk) < wanted:  # a regular file's short read is its end: no read just to see EOF
+                break
     except OSError as exc:
         raise _read_error(path, exc) from None
     finally:
