@@ -1,0 +1,221 @@
+"""attrs's generated methods, compiled once and kept between runs, as Python keeps bytecode.
+
+attrs writes each class's ``__init__``, ``__repr__``, ``__eq__`` and ``__hash__`` as Python source
+and compiles it when the class is created. For a command line that starts afresh on every container
+start, that compile is the largest single cost of starting: about 0.25 ms a class, some 13 ms of
+the ~70 ms of CPU a ``vmdev plan`` takes with the bundled plugins, more than the rest of attrs's
+work put together (issue 13, cold start). The source is the same from one run to the next but for
+one number: the salt attrs puts first in the tuple ``__hash__`` hashes, the ``hash()`` of a string,
+which differs in every process (hash randomisation).
+
+:func:`compiled_methods` keeps the compiled code in a file next to vmdev's own bytecode
+(``vmdev/__pycache__/``, under ``sys.pycache_prefix`` when that is set) and, while it is active,
+has attrs take its code from there:
+
+* The key is the code's file name (attrs's ``<attrs generated methods module.Class>``) and its
+  source with the salt written as a fixed placeholder; that source is what is compiled and kept. A
+  hit puts this run's salt into the code's constants. The result is the code ``compile`` makes of
+  the real source, constant for constant and line for line; only the column where the salt's
+  constant ends, on a line of its own, can differ (the placeholder is as wide as the widest salt),
+  and that column only ever shows in a traceback's marker under an expression that raised, which a
+  constant never does. ``core/tests/test_methodcache.py`` checks this under different hash seeds.
+* Anything unexpected compiles as before: a source whose salt is not found exactly once, a code
+  object in which the placeholder is not found exactly once, an unreadable or foreign cache file
+  (a different Python build or ``-O`` level), an attrs without the internal function this hooks.
+* The file is written (atomically: a temporary file renamed over it) only when something was
+  compiled, and never when Python writes no bytecode (``PYTHONDONTWRITEBYTECODE``, ``-B``) or
+  cannot write in that directory. It holds at most :data:`LIMIT` entries; beyond that a write
+  keeps only the run's own.
+
+The hook is attrs's private ``attr._make._compile_and_eval(script, globs, locs, filename)``,
+present from attrs 22 to 26 at least; it is installed only inside the ``with`` block (the command
+line's run), so other users of attrs in the same process are unaffected outside it. The cache file
+has the trust of the bytecode beside it: whoever can write ``__pycache__`` can already change what
+Python runs. pip leaves the file behind when it uninstalls vmdev, as it does bytecode of other
+Python versions.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import sys
+import types
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any, Final
+
+#: what the file starts with; a different first element means another format or interpreter
+_HEADER: Final = ("vmdev-attrs-methods", 1, sys.version, sys.flags.optimize)
+#: the most entries the file keeps (the bundled plugins' commands make about 150 classes)
+LIMIT: Final = 1000
+#: stands for the salt in the source compiled for the cache: as wide as the widest salt (a machine
+#: word's text), a value no salt can take
+_PLACEHOLDER: Final = "9" * len(str(-(2**63)))
+
+
+def default_path() -> Path | None:
+    """The cache file: in ``__pycache__`` next to this module, or in its place under
+    ``sys.pycache_prefix`` (Python's rule for bytecode), named for this interpreter and ``-O``
+    level as bytecode is; None when this interpreter keeps no bytecode (no cache tag)."""
+    tag = sys.implementation.cache_tag
+    if tag is None:
+        return None
+    level = f".opt-{sys.flags.optimize}" if sys.flags.optimize else ""
+    folder, name = os.path.dirname(os.path.abspath(__file__)), f"attrs-methods.{tag}{level}.marshal"
+    if sys.pycache_prefix:
+        return Path(sys.pycache_prefix, os.path.splitdrive(folder)[1].lstrip(os.sep), name)
+    return Path(folder, "__pycache__", name)
+
+
+class MethodCache:
+    """Compiled methods by key, and what this run did with them. A plain class: an attrs class
+    would be compiled before the cache is in place, on every run."""
+
+    __slots__ = ("entries", "hits", "misses", "path", "used")
+
+    def __init__(self, path: Path, entries: dict[str, types.CodeType] | None = None) -> None:
+        self.path = path
+        self.entries: dict[str, types.CodeType] = entries or {}
+        self.used: set[str] = set()
+        self.hits = 0
+        self.misses = 0
+
+    def compile(self, script: str, filename: str) -> types.CodeType:
+        """The code ``compile(script, filename, "exec")`` makes, from the cache if it is there."""
+        keyed = _keyed(script, filename)
+        if keyed is None:  # a salt that cannot be told apart for sure: compiled every time
+            return compile(script, filename, "exec")
+        salt, key, source = keyed
+        cached = self.entries.get(key)
+        code = _with_salt(cached, salt) if cached is not None else None
+        if code is not None:
+            self.hits += 1
+        else:
+            compiled = compile(source, filename, "exec")
+            code = _with_salt(compiled, salt)
+            if code is None:  # the placeholder is not exactly one constant: not cached
+                return compile(script, filename, "exec")
+            self.misses += 1
+            self.entries[key] = compiled
+        self.used.add(key)
+        return code
+
+    def save(self) -> None:
+        """Write the entries if this run compiled any (see the module's rules)."""
+        if not self.misses or sys.dont_write_bytecode:
+            return
+        keep = self.entries if len(self.entries) <= LIMIT else {k: self.entries[k] for k in self.used}
+        temporary = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            temporary.write_bytes(marshal.dumps((*_HEADER, keep)))
+            os.replace(temporary, self.path)
+        except OSError:  # a read-only install: the next run compiles again, as it did before
+            with suppress(OSError):
+                temporary.unlink()
+
+
+def load(path: Path) -> MethodCache:
+    """The cache in ``path``; empty when the file is missing, unreadable or not this
+    interpreter's."""
+    try:
+        data = marshal.loads(path.read_bytes())
+    except (OSError, EOFError, ValueError, TypeError):
+        return MethodCache(path)
+    if not (isinstance(data, tuple) and len(data) == len(_HEADER) + 1 and data[:-1] == _HEADER
+            and isinstance(data[-1], dict)):
+        return MethodCache(path)
+    entries = {k: v for k, v in data[-1].items() if isinstance(k, str) and isinstance(v, types.CodeType)}
+    return MethodCache(path, entries)
+
+
+@contextmanager
+def compiled_methods(path: Path | None = None) -> Iterator[MethodCache | None]:
+    """Within this block attrs compiles each class's methods through the cache in ``path``
+    (:func:`default_path` when None); the cache is saved when the block ends, however it ends.
+    Yields the cache, or None where attrs has no hook for it (nothing is cached then)."""
+    import attr._make as make
+
+    original, path = getattr(make, "_compile_and_eval", None), path or default_path()
+    if original is None or path is None:  # an attrs without the hook, or no bytecode: as before
+        yield None
+        return
+    cache = load(path)
+
+    def compile_and_eval(script: str, globs: dict[str, Any] | None, locs: Any = None,
+                         filename: str = "") -> None:
+        eval(cache.compile(script, filename), globs, locs)  # attrs's own generated code, as attrs runs it
+
+    make._compile_and_eval = compile_and_eval
+    try:
+        yield cache
+    finally:
+        make._compile_and_eval = original
+        cache.save()
+
+
+def _keyed(script: str, filename: str) -> tuple[int | None, str, str] | None:
+    """The salt in ``script`` (None when it has none: not attrs's code, or a class without a
+    generated ``__hash__``), the cache key, and the source to compile for the cache: the salt
+    replaced by :data:`_PLACEHOLDER`. None when the salt is found more than once, or the
+    placeholder is in the source already."""
+    salt = _salt(filename)
+    found = script.count(str(salt)) if salt is not None else 0
+    if not found:  # not attrs's, or a class without a generated __hash__: nothing varies
+        return None, f"{filename}\0{script}", script
+    if found != 1 or _PLACEHOLDER in script:
+        return None
+    source = script.replace(str(salt), _PLACEHOLDER)
+    return salt, f"{filename}\0{source}", source
+
+
+def _salt(filename: str) -> int | None:
+    """attrs's ``__hash__`` salt for the class the code's file name names: the ``hash()`` of
+    ``<attrs generated hash module.Class>`` (``-N`` suffixes, added for a name already in the line
+    cache, are not part of it)."""
+    prefix = "<attrs generated "
+    if not (filename.startswith(prefix) and filename.endswith(">")):
+        return None
+    _, _, qualified = filename[len(prefix):-1].partition(" ")
+    stem, dash, count = qualified.rpartition("-")
+    if dash and count.isdigit():
+        qualified = stem
+    return hash(f"<attrs generated hash {qualified}>") if qualified else None
+
+
+def _with_salt(code: types.CodeType, salt: int | None) -> types.CodeType | None:
+    """``code`` with the placeholder constant replaced by ``salt``; None unless it occurs exactly
+    once in the code and its nested code and constant tuples."""
+    if salt is None:
+        return code
+    found: list[None] = []
+    replaced = _replace(code, int(_PLACEHOLDER), salt, found)
+    return replaced if len(found) == 1 else None
+
+
+def _replace(value: Any, old: int, new: int, found: list[None]) -> Any:
+    """``value`` (code or a constant) with each ``int`` constant ``old`` in it replaced by ``new``,
+    one ``found`` entry for each; ``value`` itself where there is none."""
+    if type(value) is int:
+        if value != old:
+            return value
+        found.append(None)
+        return new
+    if isinstance(value, types.CodeType):
+        consts = _replaced(value.co_consts, old, new, found)
+        return value if consts is None else value.replace(co_consts=consts)
+    if isinstance(value, (tuple, frozenset)):
+        items = _replaced(value, old, new, found)
+        return value if items is None else type(value)(items)
+    return value
+
+
+def _replaced(values: Iterable[Any], old: int, new: int, found: list[None]) -> tuple[Any, ...] | None:
+    values = tuple(values)
+    replaced = tuple(_replace(v, old, new, found) for v in values)
+    return replaced if any(a is not b for a, b in zip(replaced, values, strict=True)) else None
+
+
+__all__ = ["LIMIT", "MethodCache", "compiled_methods", "default_path", "load"]

@@ -1,0 +1,273 @@
+"""attrs's generated methods from the compiled cache (vmdev.methodcache, issue 13's cold start).
+
+The cache is only worth having if a class made from it is the class attrs would have made. Each
+child process here makes the same classes twice, once through the cache and once as attrs does,
+under the same module and name (so with the same ``__hash__`` salt), and compares the code of
+every generated method; the children run under different hash seeds, as separate runs of
+``vmdev`` do, so the salt differs from the run that filled the cache.
+"""
+
+from __future__ import annotations
+
+import json
+import marshal
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+from vmdev import methodcache
+from vmdev.methodcache import compiled_methods, load
+
+#: classes of every shape the cache must get right: a hash over fields, over no field (a constant
+#: tuple the compiler folds), a cached hash, no generated hash, no eq, validators, converters,
+#: defaults and factories, a dict class, keyword-only fields
+MODELS = textwrap.dedent("""
+    import attrs
+
+    @attrs.frozen
+    class Point:
+        x: int
+        y: int = 0
+
+    @attrs.frozen
+    class Nothing:
+        pass
+
+    @attrs.frozen(cache_hash=True)
+    class Cached:
+        name: str = attrs.field(validator=attrs.validators.instance_of(str))
+
+    @attrs.define
+    class Mutable:
+        items: list[int] = attrs.Factory(list)
+        label: str = attrs.field(default="a", converter=str)
+
+    @attrs.frozen(eq=False)
+    class Identity:
+        value: int
+
+    @attrs.frozen(slots=False, kw_only=True)
+    class Loose:
+        a: int
+        b: tuple[int, ...] = ()
+""")
+
+#: makes MODELS through the cache and as attrs does, then reports the differences
+CHILD = textwrap.dedent("""
+    import json, sys, types
+    from vmdev.methodcache import _PLACEHOLDER, _salt, compiled_methods
+
+    def made(source):
+        module = types.ModuleType("acme_models")
+        sys.modules["acme_models"] = module
+        exec(compile(source, "acme_models.py", "exec"), module.__dict__)
+        return module
+
+    source = sys.argv[2]
+    with compiled_methods(__import__("pathlib").Path(sys.argv[1])) as cache:
+        cached = made(source)
+    plain = made(source)
+    report = {"hits": cache.hits, "misses": cache.misses, "methods": 0, "differences": [], "salts": []}
+    for name in ("Point", "Nothing", "Cached", "Mutable", "Identity", "Loose"):
+        report["salts"].append(_salt(f"<attrs generated methods acme_models.{name}>"))
+        for method in ("__init__", "__repr__", "__eq__", "__hash__"):
+            ours, theirs = getattr(getattr(cached, name), method), getattr(getattr(plain, name), method)
+            if not hasattr(theirs, "__code__"):
+                report["differences"] += [] if ours is theirs else [f"{name}.{method}: {ours!r}"]
+                continue
+            a, b = ours.__code__, theirs.__code__
+            report["methods"] += 1
+            if a.replace(co_linetable=b.co_linetable) != b or list(a.co_lines()) != list(b.co_lines()):
+                report["differences"].append(f"{name}.{method}")
+            columns = [(p, q) for p, q in zip(a.co_positions(), b.co_positions()) if p != q]
+            if columns and not (len(columns) == 1 and method == "__hash__" and columns[0][0][:3] == columns[0][1][:3]):
+                report["differences"].append(f"{name}.{method} positions {columns}")
+    point = (cached.Point(1, 2), plain.Point(1, 2))
+    report["hashes_agree"] = hash(point[0]) == hash(point[1]) and hash(cached.Nothing()) == hash(plain.Nothing())
+    report["repr"] = repr(point[0])
+    print(json.dumps(report))
+""")
+
+
+def child(cache: Path, seed: int, models: str = MODELS) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONHASHSEED": str(seed)}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    done = subprocess.run([sys.executable, "-c", CHILD, str(cache), models], capture_output=True, text=True,
+                          env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
+
+
+def test_classes_made_from_the_cache_under_other_hash_seeds_have_the_code_attrs_compiles(tmp_path: Path) -> None:
+    cache = tmp_path / "methods.marshal"
+    first = child(cache, seed=1)
+    assert (first["hits"], first["misses"]) == (0, 6)
+    assert first["differences"] == [] and first["hashes_agree"]
+    salts = set(first["salts"])
+    for seed in (2, 3, 4, 5):
+        later = child(cache, seed)
+        assert (later["hits"], later["misses"]) == (6, 0), seed
+        assert later["differences"] == [], seed
+        assert later["methods"] == first["methods"] == 21
+        assert later["hashes_agree"] and later["repr"] == "Point(x=1, y=2)"
+        salts.update(later["salts"])
+    # the seeds gave salts of both signs and of fewer digits than the placeholder's: each case ran
+    assert min(salts) < 0 < max(salts)
+    assert any(len(str(salt)) < len(methodcache._PLACEHOLDER) for salt in salts)
+
+
+def test_a_changed_class_is_compiled_again_and_kept_beside_the_old(tmp_path: Path) -> None:
+    cache = tmp_path / "methods.marshal"
+    child(cache, seed=1)
+    changed = child(cache, seed=2, models=MODELS.replace("y: int = 0", "y: int = 0\n    z: int = 0"))
+    assert (changed["hits"], changed["misses"]) == (5, 1)
+    assert changed["differences"] == []
+    assert len(load(cache).entries) == 7
+
+
+def make_point(module: str = "acme_points") -> type:
+    namespace: dict[str, Any] = {"__name__": module, "attrs": attrs}
+    exec("@attrs.frozen\nclass Point:\n    x: int\n", namespace)
+    cls: type = namespace["Point"]
+    return cls
+
+
+def test_the_hook_is_attrs_s_own_again_after_the_block_even_after_an_error(tmp_path: Path) -> None:
+    import attr._make as make
+
+    original, inside = make._compile_and_eval, []
+
+    def fail_inside() -> None:
+        with compiled_methods(tmp_path / "c.marshal") as cache:
+            inside.append((cache, make._compile_and_eval))
+            raise RuntimeError
+
+    with pytest.raises(RuntimeError):
+        fail_inside()
+    assert inside[0][0] is not None, "this attrs has no _compile_and_eval: vmdev.methodcache caches nothing"
+    assert inside[0][1] is not original
+    assert make._compile_and_eval is original
+    assert load(tmp_path / "c.marshal").entries == {}  # nothing was compiled, nothing written
+
+
+def test_a_run_that_compiled_writes_the_file_and_one_that_did_not_leaves_it(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    path = tmp_path / "c.marshal"
+    with compiled_methods(path) as cache:
+        make_point()
+    assert cache is not None and cache.misses == 1
+    written = path.stat().st_mtime_ns, path.read_bytes()
+    with compiled_methods(path) as cache:
+        make_point()
+    assert cache is not None and (cache.hits, cache.misses) == (1, 0)
+    assert (path.stat().st_mtime_ns, path.read_bytes()) == written
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_nothing_is_written_when_python_writes_no_bytecode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    with compiled_methods(tmp_path / "c.marshal") as cache:
+        make_point()
+    assert cache is not None and cache.misses == 1
+    assert not (tmp_path / "c.marshal").exists()
+
+
+@pytest.mark.parametrize("content", [
+    b"", b"not marshal at all", marshal.dumps(("another", 1, sys.version, 0, {})),
+    marshal.dumps(("vmdev-attrs-methods", 1, "2.7.18", sys.flags.optimize, {})), marshal.dumps([1, 2]),
+    marshal.dumps((*methodcache._HEADER, {"key": "not code", 3: compile("", "", "exec")})),
+], ids=["empty", "garbage", "another format", "another python", "not a tuple", "odd entries"])
+def test_a_cache_file_that_is_not_this_interpreter_s_is_ignored_and_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes
+) -> None:
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    path = tmp_path / "c.marshal"
+    path.write_bytes(content)
+    with compiled_methods(path) as cache:
+        point = make_point()
+    assert point(3) == point(3) and repr(point(3)) == "Point(x=3)"
+    assert cache is not None and cache.misses == 1
+    assert len(load(path).entries) == 1
+
+
+def test_a_folder_that_cannot_be_written_costs_the_cache_not_the_command(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    (tmp_path / "file").write_text("a file where the folder should be")
+    with compiled_methods(tmp_path / "file" / "c.marshal") as cache:
+        point = make_point()
+    assert cache is not None and cache.misses == 1 and point(1).x == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["file"]
+
+
+def test_beyond_the_limit_a_write_keeps_only_the_run_s_own_entries(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    monkeypatch.setattr(methodcache, "LIMIT", 2)
+    path = tmp_path / "c.marshal"
+    for module in ("acme_a", "acme_b"):
+        with compiled_methods(path):
+            make_point(module)
+    assert len(load(path).entries) == 2
+    with compiled_methods(path):
+        make_point("acme_a")
+        make_point("acme_c")
+    assert sorted(key.split("\0")[0] for key in load(path).entries) == [
+        "<attrs generated methods acme_a.Point>", "<attrs generated methods acme_c.Point>"]
+
+
+def test_a_source_whose_salt_cannot_be_told_apart_is_compiled_and_not_kept(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """If attrs ever writes the salt twice (or something else equal to it), the cache stays out."""
+    cache = methodcache.MethodCache(tmp_path / "c.marshal")
+    salt = methodcache._salt("<attrs generated methods acme.Twice>")
+    assert salt is not None
+    script = f"def __hash__(self):\n    return hash(({salt}, {salt}))\n"
+    namespace: dict[str, Any] = {}
+    exec(cache.compile(script, "<attrs generated methods acme.Twice>"), namespace)
+    assert namespace["__hash__"](None) == hash((salt, salt))
+    assert (cache.hits, cache.misses, cache.entries) == (0, 0, {})
+
+
+def test_the_salt_is_attrs_s_for_the_class_whatever_the_line_cache_suffix() -> None:
+    point = make_point("acme_salts")
+    consts = [c for c in point.__hash__.__code__.co_consts if type(c) is int]
+    assert methodcache._salt("<attrs generated methods acme_salts.Point>") in consts
+    assert methodcache._salt("<attrs generated methods acme_salts.Point-2>") in consts
+    assert methodcache._salt("<string>") is None
+
+
+def test_vmdev_plan_run_again_compiles_no_attrs_method(tmp_path: Path) -> None:
+    """The command line uses the cache: the first plan fills it, the second finds every class
+    there and so leaves the file as it was (it is written only after a compile)."""
+    sysfs = tmp_path / "sys"
+    (sysfs / "dev/char/1:3").mkdir(parents=True)
+    (sysfs / "dev/char/1:3/uevent").write_text("MAJOR=1\nMINOR=3\nDEVNAME=null\n")
+    spec = tmp_path / "config.json"
+    spec.write_text(json.dumps({"linux": {"devices": [{"path": "/dev/null", "type": "c", "major": 1, "minor": 3}]}}))
+    env = {**os.environ, "PYTHONPYCACHEPREFIX": str(tmp_path / "pycache")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    argv = [sys.executable, "-c", "import sys; sys.argv[0] = 'vmdev'; from vmdev.cli import main; main()",
+            "plan", "--format", "json", "--sysfs-root", str(sysfs), str(spec)]
+    plans = []
+    for _ in range(2):
+        done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+        assert done.returncode == 0, done.stderr
+        plans.append(json.loads(done.stdout))
+        found = list((tmp_path / "pycache").rglob("attrs-methods.*.marshal"))
+        assert len(found) == 1
+        if len(plans) == 1:
+            first = found[0].stat().st_mtime_ns, found[0].read_bytes()
+    assert plans[0] == plans[1]
+    assert (found[0].stat().st_mtime_ns, found[0].read_bytes()) == first
+    names = {key.split("\0")[0] for key in load(found[0]).entries}
+    assert {"<attrs generated methods vmdev.planner.Plan>", "<attrs generated methods vmdev.models.PciPath>"} <= names
+
