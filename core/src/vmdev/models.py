@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Final, Protocol, runtime_checkable
 import attrs
 
 from vmdev._convert import int_tuple
-from vmdev.errors import DeviceError
+from vmdev.errors import DeviceError, compiled_regex
 
 # --- device types (Kata config.DeviceType): the families define theirs ------------------------------
 DEVICE_GENERIC: Final = "generic"
@@ -72,7 +72,9 @@ def path_text(inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
     (the OCI reader refuses the same, so the Python API and the CLI agree)."""
     if not isinstance(value, str):
         raise _device_error(inst, attribute, f"must be a string, got {type(value).__name__}")
-    found = _UNSAFE_PATH_CHAR.search(value)
+    if value.isascii() and value.isprintable():  # none of them: the common case, without the regex
+        return
+    found = compiled_regex(_UNSAFE_PATH_CHAR).search(value)
     if found is None:
         return
     if found.group() < "\ud800":
@@ -81,7 +83,7 @@ def path_text(inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
 
 
 #: what :func:`path_text` refuses (the first one found names the problem)
-_UNSAFE_PATH_CHAR: Final = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+_UNSAFE_PATH_CHAR: Final = "[\x00-\x1f\x7f\ud800-\udfff]"
 
 
 def _str_mapping(value: Mapping[str, str] | None) -> Mapping[str, str]:
