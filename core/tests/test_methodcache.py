@@ -271,3 +271,19 @@ def test_vmdev_plan_run_again_compiles_no_attrs_method(tmp_path: Path) -> None:
     names = {key.split("\0")[0] for key in load(found[0]).entries}
     assert {"<attrs generated methods vmdev.planner.Plan>", "<attrs generated methods vmdev.models.PciPath>"} <= names
 
+
+
+def test_an_entry_whose_place_holds_no_placeholder_is_compiled_again(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    path = tmp_path / "c.marshal"
+    with compiled_methods(path):
+        make_point("acme_damaged")
+    (key, (code, place)), = load(path).entries.items()
+    assert place  # Point has a generated __hash__, so a salt
+    for wrong in [(), (0,), (*place[:-1], place[-1] + 1), (99, 0)]:
+        path.write_bytes(marshal.dumps((*methodcache._HEADER, {key: (code, wrong)})))
+        with compiled_methods(path) as cache:
+            point = make_point("acme_damaged")
+        assert cache is not None and (cache.hits, cache.misses) == (0, 1), wrong
+        assert hash(point(1)) == hash(point(1)) and point(1) != point(2)

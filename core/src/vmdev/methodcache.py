@@ -41,13 +41,13 @@ import marshal
 import os
 import sys
 import types
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Final
 
 #: what the file starts with; a different first element means another format or interpreter
-_HEADER: Final = ("vmdev-attrs-methods", 1, sys.version, sys.flags.optimize)
+_HEADER: Final = ("vmdev-attrs-methods", 2, sys.version, sys.flags.optimize)
 #: the most entries the file keeps (the bundled plugins' commands make about 150 classes)
 LIMIT: Final = 1000
 #: stands for the salt in the source compiled for the cache: as wide as the widest salt (a machine
@@ -69,15 +69,20 @@ def default_path() -> Path | None:
     return Path(folder, "__pycache__", name)
 
 
+#: a compiled source and where its placeholder sits: indexes into ``co_consts`` and constant tuples,
+#: from the module's code down (empty for code without a salt)
+Entry = tuple[types.CodeType, tuple[int, ...]]
+
+
 class MethodCache:
     """Compiled methods by key, and what this run did with them. A plain class: an attrs class
     would be compiled before the cache is in place, on every run."""
 
     __slots__ = ("entries", "hits", "misses", "path", "used")
 
-    def __init__(self, path: Path, entries: dict[str, types.CodeType] | None = None) -> None:
+    def __init__(self, path: Path, entries: dict[str, Entry] | None = None) -> None:
         self.path = path
-        self.entries: dict[str, types.CodeType] = entries or {}
+        self.entries: dict[str, Entry] = entries or {}
         self.used: set[str] = set()
         self.hits = 0
         self.misses = 0
@@ -94,11 +99,12 @@ class MethodCache:
             self.hits += 1
         else:
             compiled = compile(source, filename, "exec")
-            code = _with_salt(compiled, salt)
-            if code is None:  # the placeholder is not exactly one constant: not cached
+            places = list(_places(compiled, int(_PLACEHOLDER))) if salt is not None else [()]
+            if len(places) != 1:  # the placeholder is not exactly one constant: not cached
                 return compile(script, filename, "exec")
             self.misses += 1
-            self.entries[key] = compiled
+            self.entries[key] = (compiled, places[0])
+            code = compiled if salt is None else _put(compiled, places[0], salt)
         self.used.add(key)
         return code
 
@@ -127,8 +133,12 @@ def load(path: Path) -> MethodCache:
     if not (isinstance(data, tuple) and len(data) == len(_HEADER) + 1 and data[:-1] == _HEADER
             and isinstance(data[-1], dict)):
         return MethodCache(path)
-    entries = {k: v for k, v in data[-1].items() if isinstance(k, str) and isinstance(v, types.CodeType)}
-    return MethodCache(path, entries)
+    return MethodCache(path, {k: v for k, v in data[-1].items() if isinstance(k, str) and _is_entry(v)})
+
+
+def _is_entry(value: Any) -> bool:
+    return (isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], types.CodeType)
+            and isinstance(value[1], tuple) and all(type(i) is int for i in value[1]))
 
 
 @contextmanager
@@ -185,37 +195,47 @@ def _salt(filename: str) -> int | None:
     return hash(f"<attrs generated hash {qualified}>") if qualified else None
 
 
-def _with_salt(code: types.CodeType, salt: int | None) -> types.CodeType | None:
-    """``code`` with the placeholder constant replaced by ``salt``; None unless it occurs exactly
-    once in the code and its nested code and constant tuples."""
+def _with_salt(entry: Entry, salt: int | None) -> types.CodeType | None:
+    """The entry's code with this run's salt where the placeholder is; None if the place it names
+    holds no placeholder (a damaged file)."""
+    code, place = entry
     if salt is None:
-        return code
-    found: list[None] = []
-    replaced = _replace(code, int(_PLACEHOLDER), salt, found)
-    return replaced if len(found) == 1 else None
+        return code if not place else None
+    try:
+        return _put(code, place, salt)  # type: ignore[no-any-return]
+    except (IndexError, TypeError, ValueError):
+        return None
 
 
-def _replace(value: Any, old: int, new: int, found: list[None]) -> Any:
-    """``value`` (code or a constant) with each ``int`` constant ``old`` in it replaced by ``new``,
-    one ``found`` entry for each; ``value`` itself where there is none."""
+def _places(value: Any, placeholder: int, here: tuple[int, ...] = ()) -> Iterator[tuple[int, ...]]:
+    """Where ``placeholder`` is among the constants of ``value`` (code, or a constant), nested
+    code and tuples included; a frozenset holding it counts twice, since a set has no places."""
     if type(value) is int:
-        if value != old:
-            return value
-        found.append(None)
-        return new
+        if value == placeholder:
+            yield here
+    elif isinstance(value, (types.CodeType, tuple)):
+        items = value.co_consts if isinstance(value, types.CodeType) else value
+        for index, item in enumerate(items):
+            yield from _places(item, placeholder, (*here, index))
+    elif isinstance(value, frozenset) and any(type(v) is int and v == placeholder for v in value):
+        yield here
+        yield here
+
+
+def _put(value: Any, place: tuple[int, ...], salt: int) -> Any:
+    """``value`` with the placeholder at ``place`` (see :func:`_places`) replaced by ``salt``."""
+    if not place:
+        if type(value) is not int or value != int(_PLACEHOLDER):
+            raise ValueError("no placeholder there")
+        return salt
+    index, rest = place[0], place[1:]
+    items = list(value.co_consts if isinstance(value, types.CodeType) else value)
+    items[index] = _put(items[index], rest, salt)
     if isinstance(value, types.CodeType):
-        consts = _replaced(value.co_consts, old, new, found)
-        return value if consts is None else value.replace(co_consts=consts)
-    if isinstance(value, (tuple, frozenset)):
-        items = _replaced(value, old, new, found)
-        return value if items is None else type(value)(items)
-    return value
-
-
-def _replaced(values: Iterable[Any], old: int, new: int, found: list[None]) -> tuple[Any, ...] | None:
-    values = tuple(values)
-    replaced = tuple(_replace(v, old, new, found) for v in values)
-    return replaced if any(a is not b for a, b in zip(replaced, values, strict=True)) else None
+        return value.replace(co_consts=tuple(items))
+    if type(value) is not tuple:
+        raise TypeError("a place is a code object's or a tuple's")
+    return tuple(items)
 
 
 __all__ = ["LIMIT", "MethodCache", "compiled_methods", "default_path", "load"]
