@@ -156,3 +156,28 @@ def test_kata_configuration_toml(tmp_path: Path, l1_host: FakeHost, vmdev_plugin
                                                                                   "vfio-pci")
     assert data["devices"][1]["spare"] == ["rp1"]
     assert data["qemu"]["hotplug"][0]["arguments"]["bus"] == "rp0"
+
+
+def test_a_plan_reads_the_vfio_settings_once_not_once_per_device_and_again_to_render(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The issue saw the settings parsed twice per VFIO device (build, then render)."""
+    import vmdev_vfio.config as config_module
+
+    host = FakeHost(tmp_path)
+    requests = []
+    for n in range(3):
+        host.pci_function(f"0000:01:{n:02x}.0", driver="vfio-pci", iommu_group=n, config_size=4096)
+        host.char_device(241, n, f"vfio/{n}")
+        requests.append({"path": f"/dev/vfio/{n}", "type": "c", "major": 241, "minor": n})
+    reads: list[SandboxSettings] = []
+    read = config_module._read
+    monkeypatch.setattr(config_module, "_read", lambda settings: reads.append(settings) or read(settings))
+    settings = SandboxSettings(hypervisor="cloud-hypervisor", options={"enable_iommu": True})
+    built = plan(parse_spec({"linux": {"devices": requests}}), settings, host=host.context(), plugins=plugins())
+    assert [c["iommu"] for c in built.to_json()["cloud_hypervisor"]["vm_config"]["devices"]] == [True] * 3
+    assert len(reads) == 1
+    other = SandboxSettings(hypervisor="cloud-hypervisor")
+    built = plan(parse_spec({"linux": {"devices": requests}}), other, host=host.context(), plugins=plugins())
+    assert [c["iommu"] for c in built.to_json()["cloud_hypervisor"]["vm_config"]["devices"]] == [False] * 3
+    assert len(reads) == 2

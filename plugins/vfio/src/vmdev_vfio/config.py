@@ -5,6 +5,8 @@ creates no class (issue 13, cold start).
 
 from __future__ import annotations
 
+import weakref
+
 import attrs
 
 from vmdev.models import PCIePort
@@ -55,7 +57,25 @@ class VfioConfig:
 
 
 def read_config(settings: SandboxSettings) -> VfioConfig:
-    """The VFIO settings from the core's typed values (``settings`` must be prepared)."""
+    """The VFIO settings from the core's typed values (``settings`` must be prepared).
+
+    A plan asks for every VFIO device, with the one settings object of the sandbox, once to build
+    it and again to render it: the config of the settings asked for last is kept and given again
+    for the same (immutable) object, so a plan reads the settings once, not twice per device
+    (issue 13)."""
+    if _last and _last[0][0]() is settings:
+        return _last[0][1]
+    config = _read(settings)
+    _last[:] = [(weakref.ref(settings), config)]
+    return config
+
+
+#: the settings :func:`read_config` read last (held weakly: a plan's settings die with the plan), and
+#: their config
+_last: list[tuple[weakref.ref[SandboxSettings], VfioConfig]] = []
+
+
+def _read(settings: SandboxSettings) -> VfioConfig:
     return VfioConfig(
         hot_plug=PCIePort(settings.value(HOT_PLUG_KEY)),
         cold_plug=PCIePort(settings.value(COLD_PLUG_KEY)),
