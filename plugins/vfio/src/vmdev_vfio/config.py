@@ -63,8 +63,9 @@ def read_config(settings: SandboxSettings) -> VfioConfig:
     it and again to render it: the config of the settings asked for last is kept and given again
     for the same (immutable) object, so a plan reads the settings once, not twice per device
     (issue 13)."""
-    if _last and _last[0][0]() is settings:
-        return _last[0][1]
+    last = _last[0] if _last else None  # one read: another thread may replace it meanwhile
+    if last is not None and last[0]() is settings:
+        return last[1]
     config = _read(settings)
     _last[:] = [(weakref.ref(settings), config)]
     return config
