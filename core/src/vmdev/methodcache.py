@@ -27,11 +27,12 @@ has attrs take its code from there:
   cannot write in that directory. It holds at most :data:`LIMIT` entries; beyond that a write
   keeps only the run's own.
 
-The hook is attrs's private ``attr._make._compile_and_eval(script, globs, locs, filename)``,
-present from attrs 22 to 26 at least; it is installed only inside the ``with`` block (the command
-line's run), so other users of attrs in the same process are unaffected outside it. The cache file
-has the trust of the bytecode beside it: whoever can write ``__pycache__`` can already change what
-Python runs. pip leaves the file behind when it uninstalls vmdev, as it does bytecode of other
+The hook is attrs's private ``attr._make._compile_and_eval(script, globs, locs, filename)``, which
+attrs 23.1 (the oldest vmdev allows) and 26.1 both have (read in their sources; a test fails if the
+installed attrs lacks it). It is installed only inside the ``with`` block (the command line's run),
+so other users of attrs in the same process are unaffected outside it. The cache file has the
+trust of the bytecode beside it: whoever can write ``__pycache__`` can already change what Python
+runs. pip leaves the file behind when it uninstalls vmdev, as it does bytecode of other
 Python versions.
 """
 
