@@ -108,12 +108,13 @@ def child(cache: Path, seed: int, models: str = MODELS) -> dict[str, Any]:
 def test_classes_made_from_the_cache_under_other_hash_seeds_have_the_code_attrs_compiles(tmp_path: Path) -> None:
     cache = tmp_path / "methods.marshal"
     first = child(cache, seed=1)
-    assert (first["hits"], first["misses"]) == (0, 6)
+    compiles = first["misses"]  # one per class since attrs 24, one per method before
+    assert first["hits"] == 0 and compiles >= 6
     assert first["differences"] == [] and first["hashes_agree"]
     salts = set(first["salts"])
     for seed in (2, 3, 4, 5):
         later = child(cache, seed)
-        assert (later["hits"], later["misses"]) == (6, 0), seed
+        assert (later["hits"], later["misses"]) == (compiles, 0), seed
         assert later["differences"] == [], seed
         assert later["methods"] == first["methods"] == 21
         assert later["hashes_agree"] and later["repr"] == "Point(x=1, y=2)"
@@ -125,11 +126,12 @@ def test_classes_made_from_the_cache_under_other_hash_seeds_have_the_code_attrs_
 
 def test_a_changed_class_is_compiled_again_and_kept_beside_the_old(tmp_path: Path) -> None:
     cache = tmp_path / "methods.marshal"
-    child(cache, seed=1)
+    compiles = child(cache, seed=1)["misses"]
     changed = child(cache, seed=2, models=MODELS.replace("y: int = 0", "y: int = 0\n    z: int = 0"))
-    assert (changed["hits"], changed["misses"]) == (5, 1)
+    assert changed["hits"] > 0 and changed["misses"] > 0  # Point's code only
+    assert changed["hits"] + changed["misses"] == compiles
     assert changed["differences"] == []
-    assert len(load(cache).entries) == 7
+    assert len(load(cache).entries) == compiles + changed["misses"]
 
 
 def make_point(module: str = "acme_points") -> type:
@@ -137,6 +139,16 @@ def make_point(module: str = "acme_points") -> type:
     exec("@attrs.frozen\nclass Point:\n    x: int\n", namespace)
     cls: type = namespace["Point"]
     return cls
+
+
+@pytest.fixture
+def compiles(tmp_path_factory: pytest.TempPathFactory) -> int:
+    """How many compiles attrs makes for :func:`make_point`'s class (one since attrs 24, one per
+    method before)."""
+    with compiled_methods(tmp_path_factory.mktemp("count") / "c.marshal") as cache:
+        make_point("acme_count")
+    assert cache is not None
+    return cache.misses
 
 
 def test_the_hook_is_attrs_s_own_again_after_the_block_even_after_an_error(tmp_path: Path) -> None:
@@ -157,26 +169,28 @@ def test_the_hook_is_attrs_s_own_again_after_the_block_even_after_an_error(tmp_p
     assert load(tmp_path / "c.marshal").entries == {}  # nothing was compiled, nothing written
 
 
-def test_a_run_that_compiled_writes_the_file_and_one_that_did_not_leaves_it(tmp_path: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_run_that_compiled_writes_the_file_and_one_that_did_not_leaves_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compiles: int
+) -> None:
     monkeypatch.setattr(sys, "dont_write_bytecode", False)
     path = tmp_path / "c.marshal"
     with compiled_methods(path) as cache:
         make_point()
-    assert cache is not None and cache.misses == 1
+    assert cache is not None and cache.misses == compiles
     written = path.stat().st_mtime_ns, path.read_bytes()
     with compiled_methods(path) as cache:
         make_point()
-    assert cache is not None and (cache.hits, cache.misses) == (1, 0)
+    assert cache is not None and (cache.hits, cache.misses) == (compiles, 0)
     assert (path.stat().st_mtime_ns, path.read_bytes()) == written
     assert not list(tmp_path.glob("*.tmp"))
 
 
-def test_nothing_is_written_when_python_writes_no_bytecode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nothing_is_written_when_python_writes_no_bytecode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          compiles: int) -> None:
     monkeypatch.setattr(sys, "dont_write_bytecode", True)
     with compiled_methods(tmp_path / "c.marshal") as cache:
         make_point()
-    assert cache is not None and cache.misses == 1
+    assert cache is not None and cache.misses == compiles
     assert not (tmp_path / "c.marshal").exists()
 
 
@@ -186,7 +200,7 @@ def test_nothing_is_written_when_python_writes_no_bytecode(tmp_path: Path, monke
     marshal.dumps((*methodcache._HEADER, {"key": "not code", 3: compile("", "", "exec")})),
 ], ids=["empty", "garbage", "another format", "another python", "not a tuple", "odd entries"])
 def test_a_cache_file_that_is_not_this_interpreter_s_is_ignored_and_replaced(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes, compiles: int
 ) -> None:
     monkeypatch.setattr(sys, "dont_write_bytecode", False)
     path = tmp_path / "c.marshal"
@@ -194,34 +208,38 @@ def test_a_cache_file_that_is_not_this_interpreter_s_is_ignored_and_replaced(
     with compiled_methods(path) as cache:
         point = make_point()
     assert point(3) == point(3) and repr(point(3)) == "Point(x=3)"
-    assert cache is not None and cache.misses == 1
-    assert len(load(path).entries) == 1
+    assert cache is not None and cache.misses == compiles
+    assert len(load(path).entries) == compiles
 
 
-def test_a_folder_that_cannot_be_written_costs_the_cache_not_the_command(tmp_path: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_folder_that_cannot_be_written_costs_the_cache_not_the_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compiles: int
+) -> None:
     monkeypatch.setattr(sys, "dont_write_bytecode", False)
     (tmp_path / "file").write_text("a file where the folder should be")
     with compiled_methods(tmp_path / "file" / "c.marshal") as cache:
         point = make_point()
-    assert cache is not None and cache.misses == 1 and point(1).x == 1
+    assert cache is not None and cache.misses == compiles and point(1).x == 1
     assert [p.name for p in tmp_path.iterdir()] == ["file"]
 
 
 def test_beyond_the_limit_a_write_keeps_only_the_run_s_own_entries(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "dont_write_bytecode", False)
-    monkeypatch.setattr(methodcache, "LIMIT", 2)
     path = tmp_path / "c.marshal"
     for module in ("acme_a", "acme_b"):
         with compiled_methods(path):
             make_point(module)
-    assert len(load(path).entries) == 2
-    with compiled_methods(path):
+    two = set(load(path).entries)
+    monkeypatch.setattr(methodcache, "LIMIT", len(two))
+    with compiled_methods(path) as cache:
         make_point("acme_a")
         make_point("acme_c")
-    assert sorted(key.split("\0")[0] for key in load(path).entries) == [
-        "<attrs generated methods acme_a.Point>", "<attrs generated methods acme_c.Point>"]
+    assert cache is not None
+    kept = set(load(path).entries)
+    assert kept == cache.used and len(kept) < len(two) + cache.misses
+    assert not any("acme_b." in key.split("\0")[0] for key in kept)
+    assert any("acme_a." in key.split("\0")[0] for key in kept) and any("acme_c." in key for key in kept)
 
 
 def test_a_source_whose_salt_cannot_be_told_apart_is_compiled_and_not_kept(tmp_path: Path,
@@ -269,21 +287,22 @@ def test_vmdev_plan_run_again_compiles_no_attrs_method(tmp_path: Path) -> None:
     assert plans[0] == plans[1]
     assert (found[0].stat().st_mtime_ns, found[0].read_bytes()) == first
     names = {key.split("\0")[0] for key in load(found[0]).entries}
-    assert {"<attrs generated methods vmdev.planner.Plan>", "<attrs generated methods vmdev.models.PciPath>"} <= names
+    assert any(name.endswith(" vmdev.planner.Plan>") for name in names)
+    assert any(name.endswith(" vmdev.models.PciPath>") for name in names)
 
 
-
-def test_an_entry_whose_place_holds_no_placeholder_is_compiled_again(tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_entry_whose_place_holds_no_placeholder_is_compiled_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compiles: int
+) -> None:
     monkeypatch.setattr(sys, "dont_write_bytecode", False)
     path = tmp_path / "c.marshal"
     with compiled_methods(path):
         make_point("acme_damaged")
-    (key, (code, place)), = load(path).entries.items()
-    assert place  # Point has a generated __hash__, so a salt
+    entries = load(path).entries
+    (key, (code, place)), = [(k, v) for k, v in entries.items() if v[1]]  # the code with the salt
     for wrong in [(), (0,), (*place[:-1], place[-1] + 1), (99, 0)]:
-        path.write_bytes(marshal.dumps((*methodcache._HEADER, {key: (code, wrong)})))
+        path.write_bytes(marshal.dumps((*methodcache._HEADER, {**entries, key: (code, wrong)})))
         with compiled_methods(path) as cache:
             point = make_point("acme_damaged")
-        assert cache is not None and (cache.hits, cache.misses) == (0, 1), wrong
+        assert cache is not None and (cache.hits, cache.misses) == (compiles - 1, 1), wrong
         assert hash(point(1)) == hash(point(1)) and point(1) != point(2)

@@ -37,6 +37,7 @@ Python versions.
 """
 
 from __future__ import annotations
+import __future__
 
 import marshal
 import os
@@ -51,6 +52,8 @@ from typing import Any, Final
 _HEADER: Final = ("vmdev-attrs-methods", 2, sys.version, sys.flags.optimize)
 #: the most entries the file keeps (the bundled plugins' commands make about 150 classes)
 LIMIT: Final = 1000
+#: every ``from __future__`` feature's compiler flag
+_FUTURE_FLAGS: Final = sum(getattr(__future__, name).compiler_flag for name in __future__.all_feature_names)
 #: stands for the salt in the source compiled for the cache: as wide as the widest salt (a machine
 #: word's text), a value no salt can take
 _PLACEHOLDER: Final = "9" * len(str(-(2**63)))
@@ -79,10 +82,12 @@ class MethodCache:
     """Compiled methods by key, and what this run did with them. A plain class: an attrs class
     would be compiled before the cache is in place, on every run."""
 
-    __slots__ = ("entries", "hits", "misses", "path", "used")
+    __slots__ = ("entries", "flags", "hits", "misses", "path", "used")
 
-    def __init__(self, path: Path, entries: dict[str, Entry] | None = None) -> None:
+    def __init__(self, path: Path, entries: dict[str, Entry] | None = None, *, flags: int = 0) -> None:
         self.path = path
+        #: the ``__future__`` flags attrs's own ``compile`` passes on (those of its module)
+        self.flags = flags
         self.entries: dict[str, Entry] = entries or {}
         self.used: set[str] = set()
         self.hits = 0
@@ -92,21 +97,26 @@ class MethodCache:
         """The code ``compile(script, filename, "exec")`` makes, from the cache if it is there."""
         keyed = _keyed(script, filename)
         if keyed is None:  # a salt that cannot be told apart for sure: compiled every time
-            return compile(script, filename, "exec")
+            return self._compile(script, filename)
         salt, key, source = keyed
         cached = self.entries.get(key)
         code = _with_salt(cached, salt) if cached is not None else None
         if code is not None:
             self.hits += 1
         else:
-            compiled = compile(source, filename, "exec")
+            compiled = self._compile(source, filename)
             places = list(_places(compiled, int(_PLACEHOLDER))) if salt is not None else [()]
             if len(places) != 1:  # the placeholder is not exactly one constant: not cached
-                return compile(script, filename, "exec")
+                return self._compile(script, filename)
             self.misses += 1
             self.entries[key] = (compiled, places[0])
             code = compiled if salt is None else _put(compiled, places[0], salt)
         self.used.add(key)
+        return code
+
+    def _compile(self, source: str, filename: str) -> types.CodeType:
+        """``compile`` as attrs calls it: with its module's ``__future__`` flags, not this one's."""
+        code: types.CodeType = compile(source, filename, "exec", flags=self.flags, dont_inherit=True)
         return code
 
     def save(self) -> None:
@@ -154,6 +164,7 @@ def compiled_methods(path: Path | None = None) -> Iterator[MethodCache | None]:
         yield None
         return
     cache = load(path)
+    cache.flags = original.__code__.co_flags & _FUTURE_FLAGS
 
     def compile_and_eval(script: str, globs: dict[str, Any] | None, locs: Any = None,
                          filename: str = "") -> None:
