@@ -291,7 +291,7 @@ def test_vmdev_plan_run_again_compiles_no_attrs_method(tmp_path: Path) -> None:
     assert any(name.endswith(" vmdev.models.PciPath>") for name in names)
 
 
-def test_an_entry_whose_place_holds_no_placeholder_is_compiled_again(
+def test_an_entry_that_is_not_code_or_whose_place_holds_no_placeholder_is_compiled_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compiles: int
 ) -> None:
     monkeypatch.setattr(sys, "dont_write_bytecode", False)
@@ -300,9 +300,100 @@ def test_an_entry_whose_place_holds_no_placeholder_is_compiled_again(
         make_point("acme_damaged")
     entries = load(path).entries
     (key, (code, place)), = [(k, v) for k, v in entries.items() if v[1]]  # the code with the salt
-    for wrong in [(), (0,), (*place[:-1], place[-1] + 1), (99, 0)]:
-        path.write_bytes(marshal.dumps((*methodcache._HEADER, {**entries, key: (code, wrong)})))
+    damaged = [(code, ()), (code, (0,)), (code, (*place[:-1], place[-1] + 1)), (code, (99, 0)),
+               (b"not marshal", place), (code[:-3], place), (marshal.dumps("not code"), place)]
+    for wrong in damaged:
+        path.write_bytes(marshal.dumps((*methodcache._HEADER, {**entries, key: wrong})))
         with compiled_methods(path) as cache:
             point = make_point("acme_damaged")
         assert cache is not None and (cache.hits, cache.misses) == (compiles - 1, 1), wrong
         assert hash(point(1)) == hash(point(1)) and point(1) != point(2)
+
+
+#: runs the command line as the console script does and reports what the method cache did
+COUNTING = textwrap.dedent("""
+    import json, sys
+    from vmdev import methodcache
+    save = methodcache.MethodCache.save
+
+    def report(self):
+        print(json.dumps({"hits": self.hits, "misses": self.misses}), file=sys.stderr)
+        save(self)
+
+    methodcache.MethodCache.save = report
+    sys.argv[0] = "vmdev"
+    from vmdev.cli import main
+    main()
+""")
+
+
+def warm_site(tmp_path: Path) -> Path:
+    """A plugin package with a submodule of attrs classes, a test helper that needs pytest's
+    absence to matter, and a module that fails to import."""
+    site = tmp_path / "site"
+    package = site / "acme_warm"
+    package.mkdir(parents=True)
+    info = site / "acme_warm-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-warm\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[vmdev]\nacme_warm = acme_warm.plugin\n")
+    (package / "__init__.py").write_text("")
+    (package / "plugin.py").write_text("")
+    (package / "models.py").write_text("import attrs\n\n@attrs.frozen\nclass Widget:\n    size: int\n")
+    (package / "testing.py").write_text("import a_module_that_is_not_installed\n")
+    (package / "broken.py").write_text("raise RuntimeError('broken on purpose')\n")
+    return site
+
+
+def test_warming_fills_the_cache_so_that_a_plan_that_may_not_write_compiles_nothing(tmp_path: Path) -> None:
+    """For a read-only install: ``python -m vmdev.methodcache`` at install time, then every
+    command finds its classes (here with bytecode writing off, as a read-only folder would be)."""
+    sysfs = tmp_path / "sys"
+    (sysfs / "dev/char/1:3").mkdir(parents=True)
+    (sysfs / "dev/char/1:3/uevent").write_text("MAJOR=1\nMINOR=3\nDEVNAME=null\n")
+    spec = tmp_path / "config.json"
+    spec.write_text(json.dumps({"linux": {"devices": [{"path": "/dev/null", "type": "c", "major": 1, "minor": 3}]}}))
+    site = warm_site(tmp_path)
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "VMDEV_PLUGINS": "acme-warm",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
+    plan = [sys.executable, "-c", COUNTING, "plan", "--format", "json", "--sysfs-root", str(sysfs), str(spec)]
+
+    def planned(prefix: str) -> dict[str, int]:
+        done = subprocess.run(plan, capture_output=True, text=True, env={**env, "PYTHONPYCACHEPREFIX": prefix},
+                              check=False)
+        assert done.returncode == 0, done.stderr
+        counts: dict[str, int] = json.loads(done.stderr.strip().splitlines()[-1])
+        return counts
+
+    cold = planned(str(tmp_path / "cold"))
+    assert cold["hits"] == 0 and cold["misses"] > 20  # nothing written: every run compiles
+
+    prefix = str(tmp_path / "warm")
+    done = subprocess.run([sys.executable, "-m", "vmdev.methodcache"], capture_output=True, text=True,
+                          env={**env, "PYTHONPYCACHEPREFIX": prefix}, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == ["vmdev.methodcache: skipped acme_warm.broken: RuntimeError: broken on purpose"]
+    (written,) = Path(prefix).rglob("attrs-methods.*.marshal")
+    assert done.stdout.endswith(f" compiled attrs sources in {written}\n")
+    names = {key.split("\0")[0] for key in load(written).entries}
+    assert any(name.endswith(" acme_warm.models.Widget>") for name in names)
+    assert any(name.endswith(" vmdev.state.SandboxState>") for name in names)  # not only the plan's
+
+    warm = planned(prefix)
+    assert warm == {"hits": cold["misses"], "misses": 0}
+
+
+def test_warming_into_a_place_that_cannot_be_written_says_so_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("a file where the folder should be")
+    target = tmp_path / "file" / "c.marshal"
+    done = subprocess.run([sys.executable, "-m", "vmdev.methodcache", "--path", str(target)],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 1 and done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert line == f"vmdev.methodcache: error: cannot write {json.dumps(str(target))}: File exists"
+
+
+def test_the_plugin_packages_of_the_core_alone_are_vmdev_s() -> None:
+    from vmdev.plugins import LoadPolicy, PluginManager
+
+    assert PluginManager(LoadPolicy(only=())).plugin_packages() == ["vmdev"]

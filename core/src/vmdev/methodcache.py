@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any, Final
 
 #: what the file starts with; a different first element means another format or interpreter
-_HEADER: Final = ("vmdev-attrs-methods", 2, sys.version, sys.flags.optimize)
+_HEADER: Final = ("vmdev-attrs-methods", 3, sys.version, sys.flags.optimize)
 #: the most entries the file keeps (the bundled plugins' commands make about 150 classes)
 LIMIT: Final = 1000
 #: every ``from __future__`` feature's compiler flag
@@ -73,9 +73,10 @@ def default_path() -> Path | None:
     return Path(folder, "__pycache__", name)
 
 
-#: a compiled source and where its placeholder sits: indexes into ``co_consts`` and constant tuples,
-#: from the module's code down (empty for code without a salt)
-Entry = tuple[types.CodeType, tuple[int, ...]]
+#: a compiled source, marshalled (read only when used: a run needs a few of the entries), and where
+#: its placeholder sits: indexes into ``co_consts`` and constant tuples, from the module's code down
+#: (empty for code without a salt)
+Entry = tuple[bytes, tuple[int, ...]]
 
 
 class MethodCache:
@@ -109,7 +110,7 @@ class MethodCache:
             if len(places) != 1:  # the placeholder is not exactly one constant: not cached
                 return self._compile(script, filename)
             self.misses += 1
-            self.entries[key] = (compiled, places[0])
+            self.entries[key] = (marshal.dumps(compiled), places[0])
             code = compiled if salt is None else _put(compiled, places[0], salt)
         self.used.add(key)
         return code
@@ -123,15 +124,22 @@ class MethodCache:
         """Write the entries if this run compiled any (see the module's rules)."""
         if not self.misses or sys.dont_write_bytecode:
             return
+        with suppress(OSError):  # a read-only install: the next run compiles again, as it did before
+            self.write()
+
+    def write(self) -> None:
+        """Write the entries (at most :data:`LIMIT`: beyond, this run's own) atomically; an
+        ``OSError`` if the file cannot be written."""
         keep = self.entries if len(self.entries) <= LIMIT else {k: self.entries[k] for k in self.used}
         temporary = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             temporary.write_bytes(marshal.dumps((*_HEADER, keep)))
             os.replace(temporary, self.path)
-        except OSError:  # a read-only install: the next run compiles again, as it did before
+        except OSError:
             with suppress(OSError):
                 temporary.unlink()
+            raise
 
 
 def load(path: Path) -> MethodCache:
@@ -148,15 +156,16 @@ def load(path: Path) -> MethodCache:
 
 
 def _is_entry(value: Any) -> bool:
-    return (isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], types.CodeType)
+    return (isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], bytes)
             and isinstance(value[1], tuple) and all(type(i) is int for i in value[1]))
 
 
 @contextmanager
-def compiled_methods(path: Path | None = None) -> Iterator[MethodCache | None]:
+def compiled_methods(path: Path | None = None, *, save: bool = True) -> Iterator[MethodCache | None]:
     """Within this block attrs compiles each class's methods through the cache in ``path``
-    (:func:`default_path` when None); the cache is saved when the block ends, however it ends.
-    Yields the cache, or None where attrs has no hook for it (nothing is cached then)."""
+    (:func:`default_path` when None); the cache is saved when the block ends, however it ends
+    (unless ``save`` is false). Yields the cache, or None where attrs has no hook for it (nothing
+    is cached then)."""
     import attr._make as make
 
     original, path = getattr(make, "_compile_and_eval", None), path or default_path()
@@ -175,7 +184,8 @@ def compiled_methods(path: Path | None = None) -> Iterator[MethodCache | None]:
         yield cache
     finally:
         make._compile_and_eval = original
-        cache.save()
+        if save:
+            cache.save()
 
 
 def _keyed(script: str, filename: str) -> tuple[int | None, str, str] | None:
@@ -208,14 +218,17 @@ def _salt(filename: str) -> int | None:
 
 
 def _with_salt(entry: Entry, salt: int | None) -> types.CodeType | None:
-    """The entry's code with this run's salt where the placeholder is; None if the place it names
-    holds no placeholder (a damaged file)."""
-    code, place = entry
-    if salt is None:
-        return code if not place else None
+    """The entry's code with this run's salt where the placeholder is; None if it is not code or
+    the place it names holds no placeholder (a damaged file)."""
+    data, place = entry
     try:
+        code = marshal.loads(data)
+        if not isinstance(code, types.CodeType):
+            return None
+        if salt is None:
+            return code if not place else None
         return _put(code, place, salt)  # type: ignore[no-any-return]
-    except (IndexError, TypeError, ValueError):
+    except (EOFError, IndexError, TypeError, ValueError):
         return None
 
 
@@ -250,4 +263,76 @@ def _put(value: Any, place: tuple[int, ...], salt: int) -> Any:
     return tuple(items)
 
 
-__all__ = ["LIMIT", "MethodCache", "compiled_methods", "default_path", "load"]
+#: modules :func:`warm` leaves alone: test helpers (they import pytest) and ``python -m`` entries
+_NOT_WARMED: Final = ("__main__", "testing", "conftest", "tests")
+
+
+def warm(path: Path | None = None) -> tuple[MethodCache, list[str]]:
+    """Import every module of vmdev and of every installed plugin's package through the cache, and
+    write it: the cache a command would otherwise fill on its first runs, for an install whose
+    folder the commands cannot write (a read-only ``/opt``), made at install time as
+    ``compileall`` makes bytecode. Written whatever ``sys.dont_write_bytecode`` says; an
+    ``OSError`` if it cannot be (a ``RuntimeError`` where attrs has no hook for the cache). Returns
+    the cache and a line for each module that failed to import (skipped)."""
+    import importlib
+
+    skipped: list[str] = []
+    with compiled_methods(path, save=False) as cache:
+        if cache is None:
+            raise RuntimeError("nothing to cache: this interpreter keeps no bytecode, or this attrs has no "
+                               "attr._make._compile_and_eval")
+        from vmdev.plugins import PluginManager
+
+        for package in PluginManager().plugin_packages():
+            for name in _submodules(package, skipped):
+                try:
+                    importlib.import_module(name)
+                except Exception as exc:  # noqa: BLE001 - a module that does not import is not cached
+                    skipped.append(f"{name}: {type(exc).__name__}: {exc}")
+    cache.write()
+    return cache, skipped
+
+
+def _submodules(package: str, skipped: list[str]) -> Iterator[str]:
+    """``package``'s modules, all levels, but those of :data:`_NOT_WARMED`."""
+    import importlib
+    import pkgutil
+
+    path = getattr(importlib.import_module(package), "__path__", [])
+    for module in pkgutil.walk_packages(path, f"{package}.", onerror=lambda name: skipped.append(name)):
+        if not set(module.name.split(".")) & set(_NOT_WARMED):
+            yield module.name
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m vmdev.methodcache [--path FILE]``: :func:`warm`, with one line saying what was
+    written (and one per module skipped), or the error; exit 1 if nothing could be written."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m vmdev.methodcache", description=(
+        "Fill vmdev's cache of compiled attrs methods for vmdev and every installed plugin (run it "
+        "where vmdev's folder is read-only to the commands, after installing or upgrading)."))
+    parser.add_argument("--path", type=Path, help="the cache file (default: vmdev's, next to its bytecode)")
+    args = parser.parse_args(argv)
+    target = args.path or default_path()
+    try:
+        cache, skipped = warm(target)
+    except OSError as exc:
+        print(f"vmdev.methodcache: error: cannot write {json.dumps(str(target))}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
+    except RuntimeError as exc:
+        print(f"vmdev.methodcache: error: {exc}", file=sys.stderr)
+        return 1
+    for line in skipped:
+        print(f"vmdev.methodcache: skipped {line}", file=sys.stderr)
+    print(f"{len(cache.entries)} compiled attrs sources in {cache.path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["LIMIT", "MethodCache", "compiled_methods", "default_path", "load", "main", "warm"]

@@ -536,6 +536,14 @@ class PluginManager:
         self.load()
         return [name for name, plugin in self._pm.list_name_plugin() if plugin is not None]
 
+    def plugin_packages(self) -> list[str]:
+        """The top-level packages the registered plugins come from (``vmdev`` for the built-ins):
+        what ``python -m vmdev.methodcache`` imports to fill the method cache."""
+        self.load()
+        modules = (plugin.__name__ if isinstance(plugin, ModuleType) else type(plugin).__module__
+                   for _, plugin in self._pm.list_name_plugin() if plugin is not None)
+        return sorted({module.partition(".")[0] for module in modules})
+
     # --- calling ---------------------------------------------------------------------------
     def _call(self, hook: str, *, first: bool, subject: str = "", **kwargs: Any) -> list[Answer]:
         """Call ``hook`` through ``pm.hook`` (so wrappers, tracing and monitoring apply) and say who
