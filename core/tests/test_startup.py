@@ -460,3 +460,80 @@ def test_output_into_a_closed_pipe_ends_quietly_as_click_ends_it(args: list[str]
         assert done.returncode == 2 and "No such option" in done.stderr
         return
     assert (done.returncode, done.stderr) == (1, "")
+
+
+# --- the console script: a plain command leaves without the interpreter's teardown -------------------
+#: runs vmdev as the installed ``vmdev`` script does (vmdev.cli:console)
+CONSOLE = "import sys\nsys.argv = ['vmdev', *sys.argv[1:]]\nfrom vmdev.cli import console\nconsole()\n"
+#: in-process, as a program embedding the command line does (SystemExit)
+IN_PROCESS = "import sys\nsys.argv = ['vmdev', *sys.argv[1:]]\nfrom vmdev.cli import main\nmain()\n"
+EXIT_WATCH = '''
+import atexit, os, threading, time
+from vmdev import hookimpl
+
+
+def mark(text):
+    with open(os.environ["EXIT_WATCH_MARK"], "w") as out:
+        out.write(text)
+
+
+def later():
+    time.sleep(0.3)
+    mark("the thread finished")
+
+
+@hookimpl
+def finish_plan(settings):
+    if os.environ.get("EXIT_WATCH") == "atexit":
+        atexit.register(mark, "the handler ran")
+    elif os.environ.get("EXIT_WATCH") == "thread":
+        threading.Thread(target=later).start()
+    return None
+'''
+
+
+def run_vmdev(code: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env,
+                          check=False)
+
+
+def test_the_console_script_s_plain_plan_ends_with_all_its_output_and_status(one_device: list[str],
+                                                                             tmp_path: Path) -> None:
+    """Skipping the teardown must not skip the flush: a pipe's stdout is block-buffered, and a
+    small plan sits in that buffer until the end."""
+    console, in_process = run_vmdev(CONSOLE, "plan", *one_device), run_vmdev(IN_PROCESS, "plan", *one_device)
+    assert (console.returncode, console.stderr) == (0, "") and console.stdout
+    assert console.stdout == in_process.stdout
+    missing = run_vmdev(CONSOLE, "plan", str(tmp_path / "missing.json"))
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert missing.stderr.count("\n") == 1 and "cannot read OCI spec" in missing.stderr
+    same = run_vmdev(IN_PROCESS, "plan", str(tmp_path / "missing.json"))
+    assert (same.returncode, same.stderr) == (missing.returncode, missing.stderr)
+
+
+@pytest.mark.parametrize(("watch", "marked"), [("atexit", "the handler ran"), ("thread", "the thread finished")])
+def test_the_console_script_leaves_as_python_does_while_a_plugin_left_work_for_exit(
+    make_dist: Any, one_device: list[str], tmp_path: Path, watch: str, marked: str
+) -> None:
+    """An ``atexit`` handler or a running thread a plugin left behind: Python's own exit, which
+    runs the one and waits for the other."""
+    site = make_dist("exit-watch", {"exit_watch": "exit_watch_mod"}, {"exit_watch_mod": EXIT_WATCH})
+    mark = tmp_path / "mark"
+    env = {**{k: v for k, v in os.environ.items() if k != "VMDEV_PLUGINS"}, "VMDEV_PLUGINS": "exit-watch",
+           "EXIT_WATCH": watch, "EXIT_WATCH_MARK": str(mark),
+           "PYTHONPATH": os.pathsep.join(filter(None, (str(site), os.environ.get("PYTHONPATH"))))}
+    done = run_vmdev(CONSOLE, "plan", *one_device, env=env)
+    assert done.returncode == 0, done.stderr
+    assert mark.read_text() == marked
+    assert done.stderr == ""
+
+
+def test_the_console_script_s_output_into_a_closed_pipe_ends_quietly() -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-c", CONSOLE, "plugins"], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, check=False)
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (1, "")
