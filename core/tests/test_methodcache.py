@@ -61,7 +61,7 @@ MODELS = textwrap.dedent("""
 #: makes MODELS through the cache and as attrs does, then reports the differences
 CHILD = textwrap.dedent("""
     import json, sys, types
-    from vmdev.methodcache import _PLACEHOLDER, _salt, compiled_methods
+    from vmdev.methodcache import _PLACEHOLDER, _salts, compiled_methods
 
     def made(source):
         module = types.ModuleType("acme_models")
@@ -75,7 +75,7 @@ CHILD = textwrap.dedent("""
     plain = made(source)
     report = {"hits": cache.hits, "misses": cache.misses, "methods": 0, "differences": [], "salts": []}
     for name in ("Point", "Nothing", "Cached", "Mutable", "Identity", "Loose"):
-        report["salts"].append(_salt(f"<attrs generated methods acme_models.{name}>"))
+        report["salts"].append(_salts(f"<attrs generated methods acme_models.{name}>")[0])
         for method in ("__init__", "__repr__", "__eq__", "__hash__"):
             ours, theirs = getattr(getattr(cached, name), method), getattr(getattr(plain, name), method)
             if not hasattr(theirs, "__code__"):
@@ -85,7 +85,8 @@ CHILD = textwrap.dedent("""
             report["methods"] += 1
             if a.replace(co_linetable=b.co_linetable) != b or list(a.co_lines()) != list(b.co_lines()):
                 report["differences"].append(f"{name}.{method}")
-            columns = [(p, q) for p, q in zip(a.co_positions(), b.co_positions()) if p != q]
+            positions = (a.co_positions(), b.co_positions()) if hasattr(a, "co_positions") else ((), ())  # 3.11
+            columns = [(p, q) for p, q in zip(*positions) if p != q]
             if columns and not (len(columns) == 1 and method == "__hash__" and columns[0][0][:3] == columns[0][1][:3]):
                 report["differences"].append(f"{name}.{method} positions {columns}")
     point = (cached.Point(1, 2), plain.Point(1, 2))
@@ -95,11 +96,11 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def child(cache: Path, seed: int, models: str = MODELS) -> dict[str, Any]:
+def child(cache: Path, seed: int, models: str = MODELS, *options: str) -> dict[str, Any]:
     env = {**os.environ, "PYTHONHASHSEED": str(seed)}
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    done = subprocess.run([sys.executable, "-c", CHILD, str(cache), models], capture_output=True, text=True,
-                          env=env, check=False)
+    done = subprocess.run([sys.executable, *options, "-c", CHILD, str(cache), models], capture_output=True,
+                          text=True, env=env, check=False)
     assert done.returncode == 0, done.stderr
     report: dict[str, Any] = json.loads(done.stdout)
     return report
@@ -197,7 +198,7 @@ def test_nothing_is_written_when_python_writes_no_bytecode(tmp_path: Path, monke
 @pytest.mark.parametrize("content", [
     b"", b"not marshal at all", marshal.dumps(("another", 1, sys.version, 0, {})),
     marshal.dumps(("vmdev-attrs-methods", 1, "2.7.18", sys.flags.optimize, {})), marshal.dumps([1, 2]),
-    marshal.dumps((*methodcache._HEADER, {"key": "not code", 3: compile("", "", "exec")})),
+    marshal.dumps((*methodcache._header(methodcache._attrs_flags()), {"key": "not code", 3: compile("", "", "exec")})),
 ], ids=["empty", "garbage", "another format", "another python", "not a tuple", "odd entries"])
 def test_a_cache_file_that_is_not_this_interpreter_s_is_ignored_and_replaced(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes, compiles: int
@@ -246,8 +247,7 @@ def test_a_source_whose_salt_cannot_be_told_apart_is_compiled_and_not_kept(tmp_p
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """If attrs ever writes the salt twice (or something else equal to it), the cache stays out."""
     cache = methodcache.MethodCache(tmp_path / "c.marshal")
-    salt = methodcache._salt("<attrs generated methods acme.Twice>")
-    assert salt is not None
+    (salt,) = methodcache._salts("<attrs generated methods acme.Twice>")
     script = f"def __hash__(self):\n    return hash(({salt}, {salt}))\n"
     namespace: dict[str, Any] = {}
     exec(cache.compile(script, "<attrs generated methods acme.Twice>"), namespace)
@@ -258,9 +258,24 @@ def test_a_source_whose_salt_cannot_be_told_apart_is_compiled_and_not_kept(tmp_p
 def test_the_salt_is_attrs_s_for_the_class_whatever_the_line_cache_suffix() -> None:
     point = make_point("acme_salts")
     consts = [c for c in point.__hash__.__code__.co_consts if type(c) is int]
-    assert methodcache._salt("<attrs generated methods acme_salts.Point>") in consts
-    assert methodcache._salt("<attrs generated methods acme_salts.Point-2>") in consts
-    assert methodcache._salt("<string>") is None
+    (salt,) = methodcache._salts("<attrs generated methods acme_salts.Point>")
+    assert salt in consts
+    assert methodcache._salts("<attrs generated methods acme_salts.Point-2>")[1] == salt
+    assert methodcache._salts("<string>") == []
+
+
+def test_a_class_whose_own_name_ends_in_a_dash_and_digits_is_cached(tmp_path: Path, compiles: int) -> None:
+    """``-1`` is then the class's, not attrs's line-cache suffix: its salt is the full name's."""
+    class Dash:
+        x: int
+
+    Dash.__qualname__ = "Dash-1"  # as attrs.make_class("Dash-1", ...) names it
+    with compiled_methods(tmp_path / "c.marshal") as cache:
+        dashed: Any = attrs.frozen(Dash)  # mypy's attrs plugin cannot see a class made here
+    assert cache is not None and (cache.misses, len(cache.entries)) == (compiles, compiles)
+    assert hash(dashed(1)) == hash(dashed(1)) and dashed(1) != dashed(2)
+    salts = methodcache._salts(f"<attrs generated methods {dashed.__module__}.Dash-1>")
+    assert not any(str(salt) in key for salt in salts for key in cache.entries)
 
 
 def test_vmdev_plan_run_again_compiles_no_attrs_method(tmp_path: Path) -> None:
@@ -300,10 +315,11 @@ def test_an_entry_that_is_not_code_or_whose_place_holds_no_placeholder_is_compil
         make_point("acme_damaged")
     entries = load(path).entries
     (key, (code, place)), = [(k, v) for k, v in entries.items() if v[1]]  # the code with the salt
+    header = marshal.loads(path.read_bytes())[:-1]
     damaged = [(code, ()), (code, (0,)), (code, (*place[:-1], place[-1] + 1)), (code, (99, 0)),
                (b"not marshal", place), (code[:-3], place), (marshal.dumps("not code"), place)]
     for wrong in damaged:
-        path.write_bytes(marshal.dumps((*methodcache._HEADER, {**entries, key: wrong})))
+        path.write_bytes(marshal.dumps((*header, {**entries, key: wrong})))
         with compiled_methods(path) as cache:
             point = make_point("acme_damaged")
         assert cache is not None and (cache.hits, cache.misses) == (compiles - 1, 1), wrong
@@ -397,3 +413,49 @@ def test_the_plugin_packages_of_the_core_alone_are_vmdev_s() -> None:
     from vmdev.plugins import LoadPolicy, PluginManager
 
     assert PluginManager(LoadPolicy(only=())).plugin_packages() == ["vmdev"]
+
+
+def test_code_compiled_without_column_positions_is_not_given_to_a_run_that_keeps_them(tmp_path: Path) -> None:
+    cache = tmp_path / "methods.marshal"
+    bare = child(cache, 1, MODELS, "-X", "no_debug_ranges")
+    assert bare["hits"] == 0 and bare["differences"] == []
+    full = child(cache, 2)
+    assert (full["hits"], full["misses"]) == (0, bare["misses"]) and full["differences"] == []
+
+
+def test_blocks_nest_and_overlap_and_attrs_gets_its_own_compile_back_after_the_last(tmp_path: Path,
+                                                                                      compiles: int) -> None:
+    import attr._make as make
+
+    own = make._compile_and_eval
+    outer_block, inner_block = compiled_methods(tmp_path / "a.marshal"), compiled_methods(tmp_path / "b.marshal")
+    outer, inner = outer_block.__enter__(), inner_block.__enter__()
+    assert outer is not None and inner is not None
+    assert inner.flags == outer.flags == own.__code__.co_flags & methodcache._FUTURE_FLAGS
+    make_point("acme_inner")
+    assert (outer.misses, inner.misses) == (0, compiles)  # the innermost open block's cache
+    outer_block.__exit__(None, None, None)  # overlapping (threads): the outer one ends first
+    assert make._compile_and_eval is not own
+    make_point("acme_after")
+    assert outer.misses == 0 and inner.hits + inner.misses == 2 * compiles
+    inner_block.__exit__(None, None, None)
+    assert make._compile_and_eval is own
+
+
+def test_the_file_gets_the_mode_of_vmdev_s_source_not_what_a_loose_umask_allows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whoever can write the file chooses code the next run executes, as with bytecode, which
+    Python writes with its source's mode."""
+    import stat
+
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    path = tmp_path / "c.marshal"
+    loose = os.umask(0)
+    try:
+        with compiled_methods(path):
+            make_point("acme_mode")
+    finally:
+        os.umask(loose)
+    source = stat.S_IMODE(os.stat(methodcache.__file__).st_mode)
+    assert stat.S_IMODE(path.stat().st_mode) == source & 0o666

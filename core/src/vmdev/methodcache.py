@@ -19,20 +19,24 @@ has attrs take its code from there:
   constant ends, on a line of its own, can differ (the placeholder is as wide as the widest salt),
   and that column only ever shows in a traceback's marker under an expression that raised, which a
   constant never does. ``core/tests/test_methodcache.py`` checks this under different hash seeds.
-* Anything unexpected compiles as before: a source whose salt is not found exactly once, a code
-  object in which the placeholder is not found exactly once, an unreadable or foreign cache file
-  (a different Python build or ``-O`` level), an attrs without the internal function this hooks.
-* The file is written (atomically: a temporary file renamed over it) only when something was
-  compiled, and never when Python writes no bytecode (``PYTHONDONTWRITEBYTECODE``, ``-B``) or
-  cannot write in that directory. It holds at most :data:`LIMIT` entries; beyond that a write
-  keeps only the run's own.
+* Anything unexpected compiles as before: a source whose salt is not found exactly once (or that
+  hashes with a salt that cannot be found), a code object in which the placeholder is not found
+  exactly once, an entry that is not code, an unreadable or foreign cache file (another Python
+  build, ``-O`` level, ``-X no_debug_ranges``, or ``__future__`` flags of attrs's module), an attrs
+  without the internal function this hooks.
+* The file is written (atomically: a temporary file renamed over it, with the mode of vmdev's
+  source as Python gives bytecode its source's) only when something was compiled, and never when
+  Python writes no bytecode (``PYTHONDONTWRITEBYTECODE``, ``-B``) or cannot write in that
+  directory. It holds at most :data:`LIMIT` entries; beyond that a write keeps only the run's own.
+  An entry's code is read (unmarshalled) only when a class asks for it.
 
 The hook is attrs's private ``attr._make._compile_and_eval(script, globs, locs, filename)``, which
 attrs 23.1 (the oldest vmdev allows) and 26.1 both have (read in their sources; a test fails if the
-installed attrs lacks it). It is installed only inside the ``with`` block (the command line's run),
-so other users of attrs in the same process are unaffected outside it. The cache file has the
-trust of the bytecode beside it: whoever can write ``__pycache__`` can already change what Python
-runs. pip leaves the file behind when it uninstalls vmdev, as it does bytecode of other
+installed attrs lacks it; tox's ``core-oldest-attrs`` runs the core on 23.1). It is in place only
+while a ``with`` block is open (the command line's run; blocks may nest or overlap), so other users
+of attrs in the same process are unaffected outside it. The cache file has the trust of the
+bytecode beside it: whoever can write ``__pycache__`` can already change what Python runs. pip
+leaves the file behind when it uninstalls vmdev, as it does bytecode of other
 Python versions.
 """
 
@@ -42,18 +46,24 @@ import __future__
 import marshal
 import os
 import sys
+import threading
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Final
 
-#: what the file starts with; a different first element means another format or interpreter
-_HEADER: Final = ("vmdev-attrs-methods", 3, sys.version, sys.flags.optimize)
+#: ``-X no_debug_ranges``: code compiled without column positions
+_NO_DEBUG_RANGES: Final = ("no_debug_ranges" in getattr(sys, "_xoptions", {})
+                           or bool(os.environ.get("PYTHONNODEBUGRANGES")))
+#: what the file starts with (then the ``__future__`` flags it was compiled with, :func:`_header`); a
+#: different element means another format, interpreter, ``-O`` level or ``-X no_debug_ranges``
+_HEADER: Final = ("vmdev-attrs-methods", 4, sys.version, sys.flags.optimize, _NO_DEBUG_RANGES)
 #: the most entries the file keeps (the bundled plugins' commands make about 150 classes)
 LIMIT: Final = 1000
 #: every ``from __future__`` feature's compiler flag
-_FUTURE_FLAGS: Final = sum(getattr(__future__, name).compiler_flag for name in __future__.all_feature_names)
+_FUTURE_FLAGS: Final[int] = sum(getattr(__future__, feature).compiler_flag
+                                for feature in __future__.all_feature_names)
 #: stands for the salt in the source compiled for the cache: as wide as the widest salt (a machine
 #: word's text), a value no salt can take
 _PLACEHOLDER: Final = "9" * len(str(-(2**63)))
@@ -134,7 +144,11 @@ class MethodCache:
         temporary = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            temporary.write_bytes(marshal.dumps((*_HEADER, keep)))
+            # the mode of this module's source, as Python gives bytecode its source's (not 0666 less a
+            # loose umask: whoever can write the file chooses the code the next run executes)
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, os.stat(__file__).st_mode & 0o666)
+            with os.fdopen(fd, "wb") as out:
+                out.write(marshal.dumps((*_header(self.flags), keep)))
             os.replace(temporary, self.path)
         except OSError:
             with suppress(OSError):
@@ -142,17 +156,25 @@ class MethodCache:
             raise
 
 
-def load(path: Path) -> MethodCache:
-    """The cache in ``path``; empty when the file is missing, unreadable or not this
-    interpreter's."""
+def load(path: Path, *, flags: int | None = None) -> MethodCache:
+    """The cache in ``path`` for code compiled with the ``__future__`` ``flags`` (by default those
+    attrs's own compile passes on); empty when the file is missing, unreadable or not this
+    interpreter's (or was made with other flags)."""
+    flags = _attrs_flags() if flags is None else flags
+    cache = MethodCache(path, flags=flags)
     try:
         data = marshal.loads(path.read_bytes())
     except (OSError, EOFError, ValueError, TypeError):
-        return MethodCache(path)
-    if not (isinstance(data, tuple) and len(data) == len(_HEADER) + 1 and data[:-1] == _HEADER
+        return cache
+    if not (isinstance(data, tuple) and len(data) == len(_header(flags)) + 1 and data[:-1] == _header(flags)
             and isinstance(data[-1], dict)):
-        return MethodCache(path)
-    return MethodCache(path, {k: v for k, v in data[-1].items() if isinstance(k, str) and _is_entry(v)})
+        return cache
+    cache.entries = {k: v for k, v in data[-1].items() if isinstance(k, str) and _is_entry(v)}
+    return cache
+
+
+def _header(flags: int) -> tuple[Any, ...]:
+    return (*_HEADER, flags)
 
 
 def _is_entry(value: Any) -> bool:
@@ -165,56 +187,89 @@ def compiled_methods(path: Path | None = None, *, save: bool = True) -> Iterator
     """Within this block attrs compiles each class's methods through the cache in ``path``
     (:func:`default_path` when None); the cache is saved when the block ends, however it ends
     (unless ``save`` is false). Yields the cache, or None where attrs has no hook for it (nothing
-    is cached then)."""
+    is cached then). Blocks may nest or overlap (threads): attrs is hooked while any is open and
+    compiles through the innermost open one's cache."""
     import attr._make as make
 
-    original, path = getattr(make, "_compile_and_eval", None), path or default_path()
-    if original is None or path is None:  # an attrs without the hook, or no bytecode: as before
+    path = path or default_path()
+    if path is None or not hasattr(make, "_compile_and_eval"):  # no bytecode, or no hook: as before
         yield None
         return
     cache = load(path)
-    cache.flags = original.__code__.co_flags & _FUTURE_FLAGS
-
-    def compile_and_eval(script: str, globs: dict[str, Any] | None, locs: Any = None,
-                         filename: str = "") -> None:
-        eval(cache.compile(script, filename), globs, locs)  # attrs's own generated code, as attrs runs it
-
-    make._compile_and_eval = compile_and_eval
+    with _lock:
+        if not _open:
+            _attrs_own[:] = [make._compile_and_eval]
+            make._compile_and_eval = _through_cache
+        _open.append(cache)
     try:
         yield cache
     finally:
-        make._compile_and_eval = original
+        with _lock:
+            _open.remove(cache)
+            if not _open and make._compile_and_eval is _through_cache:
+                make._compile_and_eval = _attrs_own[0]
         if save:
             cache.save()
+
+
+#: the caches of the open :func:`compiled_methods` blocks, innermost last; attrs's own
+#: ``_compile_and_eval`` while they are open
+_open: list[MethodCache] = []
+_attrs_own: list[Callable[..., None]] = []
+_lock: Final = threading.Lock()
+
+
+def _attrs_flags() -> int:
+    """The ``__future__`` flags of attrs's own ``_compile_and_eval`` (its module's, which its
+    ``compile`` passes on), hooked or not; 0 for an attrs without it."""
+    import attr._make as make
+
+    with _lock:
+        own = _attrs_own[0] if _open else getattr(make, "_compile_and_eval", None)
+    flags: int = getattr(getattr(own, "__code__", None), "co_flags", 0)
+    return flags & _FUTURE_FLAGS
+
+
+def _through_cache(script: str, globs: dict[str, Any] | None, locs: Any = None, filename: str = "") -> None:
+    """attrs's ``_compile_and_eval(script, globs, locs, filename)``, compiling through the cache."""
+    caches = _open[-1:]
+    if not caches:  # the last block closed as this class was being made
+        _attrs_own[0](script, globs, locs, filename)
+        return
+    eval(caches[0].compile(script, filename), globs, locs)  # attrs's own generated code, as attrs runs it
 
 
 def _keyed(script: str, filename: str) -> tuple[int | None, str, str] | None:
     """The salt in ``script`` (None when it has none: not attrs's code, or a class without a
     generated ``__hash__``), the cache key, and the source to compile for the cache: the salt
-    replaced by :data:`_PLACEHOLDER`. None when the salt is found more than once, or the
-    placeholder is in the source already."""
-    salt = _salt(filename)
-    found = script.count(str(salt)) if salt is not None else 0
-    if not found:  # not attrs's, or a class without a generated __hash__: nothing varies
-        return None, f"{filename}\0{script}", script
-    if found != 1 or _PLACEHOLDER in script:
+    replaced by :data:`_PLACEHOLDER`. None when the salt is found more than once, the placeholder
+    is in the source already, or the source hashes with a salt that cannot be found (it would
+    differ in every run)."""
+    for salt in _salts(filename):
+        found = script.count(str(salt))
+        if found:
+            if found != 1 or _PLACEHOLDER in script:
+                return None
+            source = script.replace(str(salt), _PLACEHOLDER)
+            return salt, f"{filename}\0{source}", source
+    if "def __hash__(" in script:
         return None
-    source = script.replace(str(salt), _PLACEHOLDER)
-    return salt, f"{filename}\0{source}", source
+    return None, f"{filename}\0{script}", script  # nothing in it varies from run to run
 
 
-def _salt(filename: str) -> int | None:
-    """attrs's ``__hash__`` salt for the class the code's file name names: the ``hash()`` of
-    ``<attrs generated hash module.Class>`` (``-N`` suffixes, added for a name already in the line
-    cache, are not part of it)."""
+def _salts(filename: str) -> list[int]:
+    """What attrs's ``__hash__`` salt is for the class the code's file name names: the ``hash()`` of
+    ``<attrs generated hash module.Class>``, where a ``-N`` suffix may be attrs's (added for a name
+    already in the line cache) or the class's own name."""
     prefix = "<attrs generated "
     if not (filename.startswith(prefix) and filename.endswith(">")):
-        return None
+        return []
     _, _, qualified = filename[len(prefix):-1].partition(" ")
+    names = [qualified]
     stem, dash, count = qualified.rpartition("-")
     if dash and count.isdigit():
-        qualified = stem
-    return hash(f"<attrs generated hash {qualified}>") if qualified else None
+        names.append(stem)
+    return [hash(f"<attrs generated hash {name}>") for name in names if name]
 
 
 def _with_salt(entry: Entry, salt: int | None) -> types.CodeType | None:
