@@ -497,13 +497,24 @@ def run_vmdev(code: str, *args: str, env: dict[str, str] | None = None) -> subpr
                           check=False)
 
 
+#: the console script, with the plain path's writes left in the buffers (the plain commands flush as
+#: they write; the exit must flush what any later writer leaves there)
+UNFLUSHED_CONSOLE = CONSOLE.replace("from vmdev.cli import console\n", (
+    "import vmdev.cli\n"
+    "vmdev.cli._echo = lambda text, err=False: (sys.stderr if err else sys.stdout).write(text + '\\n')\n"
+    "from vmdev.cli import console\n"))
+
+
 def test_the_console_script_s_plain_plan_ends_with_all_its_output_and_status(one_device: list[str],
                                                                              tmp_path: Path) -> None:
-    """Skipping the teardown must not skip the flush: a pipe's stdout is block-buffered, and a
-    small plan sits in that buffer until the end."""
+    """Skipping the teardown must not skip the flush: into a pipe, stdout is block-buffered (unless
+    PYTHONUNBUFFERED), so unflushed output would be lost."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     console, in_process = run_vmdev(CONSOLE, "plan", *one_device), run_vmdev(IN_PROCESS, "plan", *one_device)
     assert (console.returncode, console.stderr) == (0, "") and console.stdout
     assert console.stdout == in_process.stdout
+    unflushed = run_vmdev(UNFLUSHED_CONSOLE, "plan", *one_device, env=env)
+    assert (unflushed.returncode, unflushed.stdout) == (0, console.stdout)
     missing = run_vmdev(CONSOLE, "plan", str(tmp_path / "missing.json"))
     assert missing.returncode == 1 and missing.stdout == ""
     assert missing.stderr.count("\n") == 1 and "cannot read OCI spec" in missing.stderr

@@ -558,9 +558,12 @@ def _leave(status: int) -> NoReturn:
     nothing left to do: no ``atexit`` handler registered (which ``logging``, ``weakref.finalize``
     and ``tempfile``'s cleanups use), no other thread running, and stdout and stderr flushed.
     The teardown deallocates every module, class and function one by one: ~3 ms of a plan's
-    ~63 ms of CPU (issue 13). Anything else still open (the state file's lock) the kernel closes.
-    Otherwise, or if a flush fails, Python exits as usual. (The plain commands flush what they
-    write as they write it; the flush here keeps that true for any later writer.)"""
+    ~63 ms of CPU (issue 13). File descriptors still open (the state file's lock) the kernel
+    closes. Otherwise, or if a flush fails, Python exits as usual. (The plain commands flush what
+    they write as they write it; the flush here keeps that true for any later writer.) A Python
+    file object a plugin leaves open with unflushed writes loses them on the plain path; it did
+    before this exit too (a plugin's 20 bytes, written to a module-level file from a hook, never
+    reached the file), while a command click runs writes them."""
     threading = sys.modules.get("threading")
     if atexit._ncallbacks() == 0 and (threading is None or threading.active_count() == 1):
         try:
