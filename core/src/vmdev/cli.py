@@ -591,10 +591,11 @@ class _Main:
     Python's cyclic garbage collector off and, once done, freezes what it made
     (:func:`gc.freeze`) so that the interpreter's last collection at exit does not walk it all
     again: together ~10 ms of a plan's ~75 ms of CPU (issue 13). Python never promised to
-    finalise objects left in cycles at exit. Commands click runs (a plugin's may run long) keep
-    the collector on. A plain command ends with :class:`_PlainExit`, a ``SystemExit``; the console
-    script (:func:`console`) then leaves without tearing the interpreter down when nothing is
-    left for that to do (:func:`_leave`).
+    finalise objects left at exit, and frozen ones it does not: a file object a plugin left open at
+    module level loses its buffer (docs/plugin-hooks.md tells plugins to close what they write).
+    Commands click runs (a plugin's may run long) keep the collector on. A plain command ends
+    with :class:`_PlainExit`, a ``SystemExit``; the console script (:func:`console`) then leaves
+    without tearing the interpreter down when nothing is left for that to do (:func:`_leave`).
 
     Every command the console script runs takes attrs's generated methods from the compiled
     cache (:mod:`vmdev.methodcache`, ~12 ms of a plan's CPU); it is in place before the first
