@@ -8,7 +8,6 @@ line that a user can act on: ``/dev/sdb: major: no such device``.
 from __future__ import annotations
 
 import re
-from functools import cache
 from typing import Final
 
 #: what would break a message over lines, or cannot be printed: C0/C1 controls, DEL, the Unicode
@@ -18,17 +17,12 @@ _UNPRINTABLE: Final = "[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]"
 
 def one_line(text: str) -> str:
     """``text`` with every character that could end a log line or fail to print escaped as Python
-    would write it (``\\n``, ``\\x1b``, ``\\udc80``); everything else is kept, so paths stay readable."""
-    if text.isascii() and text.isprintable():  # none of them (and no regex compiled at import)
+    would write it (``\\n``, ``\\x1b``, ``\\udc80``); everything else is kept, so paths stay readable.
+    The class is compiled by ``re`` when first needed (it takes ~0.4 ms, which every ``vmdev plan``
+    paid at import when this was a module-level pattern; issue 13)."""
+    if text.isascii() and text.isprintable():  # none of them
         return text
-    return compiled_regex(_UNPRINTABLE).sub(lambda m: repr(m.group())[1:-1], text)
-
-
-@cache
-def compiled_regex(pattern: str) -> re.Pattern[str]:
-    """``pattern`` compiled when first used: a character class this wide takes ~0.4 ms to compile,
-    which every ``vmdev plan`` paid at import for text it mostly never needed it for (issue 13)."""
-    return re.compile(pattern)
+    return re.sub(_UNPRINTABLE, lambda m: repr(m.group())[1:-1], text)
 
 
 class VmdevError(Exception):

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Final, Protocol, runtime_checkable
 import attrs
 
 from vmdev._convert import int_tuple
-from vmdev.errors import DeviceError, compiled_regex
+from vmdev.errors import DeviceError
 
 # --- device types (Kata config.DeviceType): the families define theirs ------------------------------
 DEVICE_GENERIC: Final = "generic"
@@ -74,7 +74,7 @@ def path_text(inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
         raise _device_error(inst, attribute, f"must be a string, got {type(value).__name__}")
     if value.isascii() and value.isprintable():  # none of them: the common case, without the regex
         return
-    found = compiled_regex(_UNSAFE_PATH_CHAR).search(value)
+    found = re.search(_UNSAFE_PATH_CHAR, value)  # compiled (and kept) by re when first needed
     if found is None:
         return
     if found.group() < "\ud800":
