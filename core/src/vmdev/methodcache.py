@@ -70,17 +70,17 @@ _PLACEHOLDER: Final = "9" * len(str(-(2**63)))
 
 
 def default_path() -> Path | None:
-    """The cache file: in ``__pycache__`` next to this module, or in its place under
-    ``sys.pycache_prefix`` (Python's rule for bytecode), named for this interpreter and ``-O``
-    level as bytecode is; None when this interpreter keeps no bytecode (no cache tag)."""
-    tag = sys.implementation.cache_tag
-    if tag is None:
+    """The cache file: where Python keeps this module's bytecode (``__pycache__``, or under
+    ``sys.pycache_prefix``), named for this interpreter and ``-O`` level as bytecode is
+    (``importlib.util.cache_from_source``); None when this interpreter keeps no bytecode."""
+    from importlib.util import cache_from_source
+
+    source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "attrs-methods.py")
+    try:
+        bytecode = cache_from_source(source)
+    except NotImplementedError:  # no cache tag
         return None
-    level = f".opt-{sys.flags.optimize}" if sys.flags.optimize else ""
-    folder, name = os.path.dirname(os.path.abspath(__file__)), f"attrs-methods.{tag}{level}.marshal"
-    if sys.pycache_prefix:
-        return Path(sys.pycache_prefix, os.path.splitdrive(folder)[1].lstrip(os.sep), name)
-    return Path(folder, "__pycache__", name)
+    return Path(bytecode).with_suffix(".marshal")
 
 
 #: a compiled source, marshalled (read only when used: a run needs a few of the entries), and where
