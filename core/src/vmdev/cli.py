@@ -302,7 +302,7 @@ def _as_one_line(run: Callable[[], None]) -> int:
     try:
         run()
     except _StdoutClosed:
-        return _stdout_closed()
+        raise  # run_plain ends it, as for any plain command
     except VmdevError as exc:
         return _failed(str(exc))
     except (EOFError, KeyboardInterrupt):

@@ -54,6 +54,7 @@ from vmdev._convert import any_dict
 from vmdev.errors import VmdevError
 from vmdev.models import DeviceInfo
 from vmdev.qemu import check_id
+from vmdev.serialize import to_json
 from vmdev.settings import SandboxSettings
 from vmdev.typedjson import Invalid, TypedReader, describe
 
@@ -124,8 +125,8 @@ Step = Mapping[str, Any]
 
 def _step(value: Any) -> dict[str, Any]:
     """A step as JSON: a mapping, or an object with ``to_json()`` (a ``QmpCommand``)."""
-    to_json = getattr(value, "to_json", None)
-    data = to_json() if callable(to_json) else value
+    own = getattr(value, "to_json", None)  # (not the module's to_json: the step's own)
+    data = own() if callable(own) else value
     if not isinstance(data, Mapping):
         raise StateCorruptError(
             f"a live step must be a JSON object, got {type(data).__name__}", field="steps"
@@ -369,16 +370,10 @@ def _reader() -> TypedReader:
     return _readers[0]
 
 
-def _unstructured(value: Any) -> Any:
-    from vmdev.serialize import to_json
-
-    return to_json(value)
-
-
 def to_document(state: SandboxState) -> dict[str, Any]:
     """The JSON document of ``state`` (``format`` and ``version`` first)."""
     document: dict[str, Any] = {"format": STATE_FORMAT, "version": STATE_VERSION}
-    document.update(_unstructured(state))
+    document.update(to_json(state))
     for name in _DERIVED_SETTINGS:
         document["settings"].pop(name, None)
     return document
@@ -386,7 +381,7 @@ def to_document(state: SandboxState) -> dict[str, Any]:
 
 def record_to_json(record: DeviceRecord) -> dict[str, Any]:
     """One device record as JSON (as it appears in the state file)."""
-    data: dict[str, Any] = _unstructured(record)
+    data: dict[str, Any] = to_json(record)
     return data
 
 
