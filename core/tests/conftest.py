@@ -23,8 +23,10 @@ def make_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MakeDist:
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
         lines = "".join(f"{ep} = {target}\n" for ep, target in entry_points.items())
         (info / "entry_points.txt").write_text(f"[vmdev]\n{lines}")
-        for module, source in modules.items():
-            (site / f"{module}.py").write_text(textwrap.dedent(source))
+        for module, source in modules.items():  # "package/module" for a package's module
+            target = site / f"{module}.py"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(textwrap.dedent(source))
         return site
 
     return make

@@ -278,18 +278,13 @@ def test_a_class_whose_own_name_ends_in_a_dash_and_digits_is_cached(tmp_path: Pa
     assert not any(str(salt) in key for salt in salts for key in cache.entries)
 
 
-def test_vmdev_plan_run_again_compiles_no_attrs_method(tmp_path: Path) -> None:
+def test_vmdev_plan_run_again_compiles_no_attrs_method(tmp_path: Path, null_plan: list[str]) -> None:
     """The command line uses the cache: the first plan fills it, the second finds every class
     there and so leaves the file as it was (it is written only after a compile)."""
-    sysfs = tmp_path / "sys"
-    (sysfs / "dev/char/1:3").mkdir(parents=True)
-    (sysfs / "dev/char/1:3/uevent").write_text("MAJOR=1\nMINOR=3\nDEVNAME=null\n")
-    spec = tmp_path / "config.json"
-    spec.write_text(json.dumps({"linux": {"devices": [{"path": "/dev/null", "type": "c", "major": 1, "minor": 3}]}}))
     env = {**os.environ, "PYTHONPYCACHEPREFIX": str(tmp_path / "pycache")}
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     argv = [sys.executable, "-c", "import sys; sys.argv[0] = 'vmdev'; from vmdev.cli import main; main()",
-            "plan", "--format", "json", "--sysfs-root", str(sysfs), str(spec)]
+            *null_plan]
     plans = []
     for _ in range(2):
         done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
@@ -343,36 +338,25 @@ COUNTING = textwrap.dedent("""
 """)
 
 
-def warm_site(tmp_path: Path) -> Path:
-    """A plugin package with a submodule of attrs classes, a test helper that needs pytest's
-    absence to matter, and a module that fails to import."""
-    site = tmp_path / "site"
-    package = site / "acme_warm"
-    package.mkdir(parents=True)
-    info = site / "acme_warm-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-warm\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[vmdev]\nacme_warm = acme_warm.plugin\n")
-    (package / "__init__.py").write_text("")
-    (package / "plugin.py").write_text("")
-    (package / "models.py").write_text("import attrs\n\n@attrs.frozen\nclass Widget:\n    size: int\n")
-    (package / "testing.py").write_text("import a_module_that_is_not_installed\n")
-    (package / "broken.py").write_text("raise RuntimeError('broken on purpose')\n")
-    return site
+#: a plugin package with a submodule of attrs classes, a test helper that needs pytest's absence to
+#: matter, and a module that fails to import
+WARM_PACKAGE = {
+    "acme_warm/__init__": "", "acme_warm/plugin": "",
+    "acme_warm/models": "import attrs\n\n@attrs.frozen\nclass Widget:\n    size: int\n",
+    "acme_warm/testing": "import a_module_that_is_not_installed\n",
+    "acme_warm/broken": "raise RuntimeError('broken on purpose')\n",
+}
 
 
-def test_warming_fills_the_cache_so_that_a_plan_that_may_not_write_compiles_nothing(tmp_path: Path) -> None:
+def test_warming_fills_the_cache_so_that_a_plan_that_may_not_write_compiles_nothing(
+    tmp_path: Path, null_plan: list[str], make_dist: Any
+) -> None:
     """For a read-only install: ``python -m vmdev.methodcache`` at install time, then every
     command finds its classes (here with bytecode writing off, as a read-only folder would be)."""
-    sysfs = tmp_path / "sys"
-    (sysfs / "dev/char/1:3").mkdir(parents=True)
-    (sysfs / "dev/char/1:3/uevent").write_text("MAJOR=1\nMINOR=3\nDEVNAME=null\n")
-    spec = tmp_path / "config.json"
-    spec.write_text(json.dumps({"linux": {"devices": [{"path": "/dev/null", "type": "c", "major": 1, "minor": 3}]}}))
-    site = warm_site(tmp_path)
+    site = make_dist("acme-warm", {"acme_warm": "acme_warm.plugin"}, WARM_PACKAGE)
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "VMDEV_PLUGINS": "acme-warm",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
-    plan = [sys.executable, "-c", COUNTING, "plan", "--format", "json", "--sysfs-root", str(sysfs), str(spec)]
+    plan = [sys.executable, "-c", COUNTING, *null_plan]
 
     def planned(prefix: str) -> dict[str, int]:
         done = subprocess.run(plan, capture_output=True, text=True, env={**env, "PYTHONPYCACHEPREFIX": prefix},
