@@ -154,6 +154,60 @@ def test_a_damaged_line_before_the_torn_tail_is_a_corrupt_state(
     assert exc.value.field == field and exc.value.device == str(path) and "\n" not in str(exc.value)
 
 
+def test_a_record_a_later_line_replaces_or_drops_is_never_structured(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    books, _ = opened(path)
+    books.store(record(0))
+    books.store(record(1))
+    books.update("dev0", ref_count=2)
+    books.forget(books.get("dev1"))
+    books.update("dev0", ref_count=3)
+    content = lines(path)
+    for number in (2, 3):  # dev1 stored (dropped on line 4), dev0 updated (again on line 5)
+        line = json.loads(content[number - 1])
+        line["put"][0]["ref_count"] = -1  # what a structured record refuses
+        content[number - 1] = json.dumps(line).encode()
+    path.write_bytes(b"\n".join(content) + b"\n")
+    assert StateFile(path).load() == books.snapshot()
+    content[3] = content[3][:-1] + b', "drop": 7}'  # the other keys of a line are read as they come
+    path.write_bytes(b"\n".join(content) + b"\n")
+    with pytest.raises(StateCorruptError, match="invalid journal line") as exc:
+        StateFile(path).load()
+    assert exc.value.field == "line 4.drop"
+
+
+@pytest.mark.parametrize(
+    ("put", "field"),
+    [('{"id": 7}', "line 2.put[0]"), ('"dev9"', "line 2.put[0]"), ('{"key": "char 1:1"}', "line 2.put[0].id")],
+)
+def test_a_record_without_a_string_id_is_refused_on_the_line_that_holds_it(
+    tmp_path: Path, put: str, field: str
+) -> None:
+    path = tmp_path / "state.json"
+    books, _ = opened(path)
+    books.store(record(0))
+    books.store(record(1))
+    content = lines(path)
+    content.insert(1, b'{"put": [%s]}' % put.encode())
+    path.write_bytes(b"\n".join(content) + b"\n")
+    with pytest.raises(StateCorruptError, match="invalid journal line") as exc:
+        StateFile(path).load()
+    assert exc.value.field.startswith(field)
+
+
+def test_a_put_that_is_not_a_list_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    books, _ = opened(path)
+    books.store(record(0))
+    books.store(record(1))
+    content = lines(path)
+    content.insert(1, b'{"put": {"id": "dev0"}}')
+    path.write_bytes(b"\n".join(content) + b"\n")
+    with pytest.raises(StateCorruptError, match="invalid journal line") as exc:
+        StateFile(path).load()
+    assert exc.value.field == "line 2.put"
+
+
 def test_a_newer_snapshot_with_a_journal_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     document = json.loads(encode(SandboxState(settings=SandboxSettings())))

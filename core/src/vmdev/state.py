@@ -13,7 +13,8 @@ The file (version 3) is one line holding the whole state (the *snapshot*, a JSON
 ``format`` and ``version`` first), then one line per change (the *journal*: a JSON object with the
 device records stored, the ids forgotten, the allocations taken or freed and the spare ports, as
 far as the change touched them; see :class:`StateChange`). Loading reads the snapshot and applies
-the changes in order. Saving everything (:meth:`StateFile.save`, and *compaction*: a journal that
+the changes in order; a device record a later line replaces or drops is checked for its id only
+(:func:`_replay`). Saving everything (:meth:`StateFile.save`, and *compaction*: a journal that
 has grown past the snapshot's size is replaced by a new snapshot) is atomic:
 
 1. the JSON goes to a temporary file in the same directory (``O_EXCL``, mode 0600),
@@ -335,13 +336,17 @@ class ChangeJournal(Protocol):
         for a journal that writes a snapshot instead."""
 
 
+#: what a journal line that does not structure is called
+_BAD_LINE: Final = "invalid journal line"
+
+
 def _change_from(value: Any, *, source: str, line: int) -> StateChange:
+    """The change a journal line's JSON holds but for its records (:func:`_replay` reads those)."""
     where = f"line {line}"
     if not isinstance(value, dict) or not set(value) <= {"put", "drop", "alloc", "ports"}:
         raise StateCorruptError("is not a journal line (a JSON object with put, drop, alloc, ports)",
                                 device=source, field=where)
-    what = "invalid journal line"
-    put = _structure(value.get("put", []), list[DeviceRecord], source=source, what=what, path=f"{where}.put")
+    what = _BAD_LINE
     drop = _structure(value.get("drop", []), list[str], source=source, what=what, path=f"{where}.drop")
     alloc = _structure(value.get("alloc", {}), dict[str, dict[str, str | None]], source=source, what=what,
                        path=f"{where}.alloc")
@@ -351,7 +356,7 @@ def _change_from(value: Any, *, source: str, line: int) -> StateChange:
     ports = value.get("ports")
     allocations = {pool: {int(i): o for i, o in used.items()} for pool, used in alloc.items()}
     return StateChange(
-        put=put, drop=drop, allocations=allocations,
+        drop=drop, allocations=allocations,
         ports=None if ports is None else _structure(ports, list[PortRecord], source=source, what=what,
                                                     path=f"{where}.ports"),
     )
@@ -507,7 +512,20 @@ def _read(data: bytes, *, source: str) -> tuple[SandboxState, tuple[int, int] | 
     appendable = not tail and document["version"] == STATE_VERSION
     if not lines:
         return state, ((end + 1, 0) if appendable else None)
-    devices = {record.id: record for record in state.devices}
+    state = _replay(lines, state, source=source)
+    return state, ((end + 1, len(data) - end - 1) if appendable else None)
+
+
+def _replay(lines: list[bytes], state: SandboxState, *, source: str) -> SandboxState:
+    """``state`` with the journal ``lines`` (the file's second line on) applied in order.
+
+    Every line is parsed and checked as it comes (JSON, the keys of a change, what it drops,
+    allocates and leaves as spare ports), but a device record it stores is structured only once
+    no later line replaces or drops it: a device attached and detached again and again leaves one
+    record, not one per line. A command line run loads the whole file each time, and structuring
+    records was most of that (issue 13). A record is kept as read only when it is an object with
+    a string ``id``; anything else is structured at once, so it is refused naming its line."""
+    devices: dict[str, DeviceRecord | tuple[dict[str, Any], str]] = {r.id: r for r in state.devices}
     allocations = {pool: dict(used) for pool, used in state.allocations.items()}
     ports = state.ports
     for number, line in enumerate(lines, start=2):
@@ -516,15 +534,38 @@ def _read(data: bytes, *, source: str) -> tuple[SandboxState, tuple[int, int] | 
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise StateCorruptError(f"journal line is not valid JSON: {exc}", device=source,
                                     field=f"line {number}") from None
-        change = _change_from(value, source=source, line=number)
-        change.apply(devices, allocations)
-        ports = change.ports if change.ports is not None else ports
-    state = SandboxState(
-        settings=state.settings, devices=tuple(devices.values()), ports=ports,
-        allocations={pool: dict(sorted(used.items(), key=lambda item: int(item[0])))
-                     for pool, used in allocations.items() if used},
+        if not isinstance(value, dict) or value.keys() - {"put"}:  # not only records: read the rest
+            change = _change_from(value, source=source, line=number)
+            change.apply(devices, allocations)  # type: ignore[arg-type]  # records kept as read by id too
+            ports = change.ports if change.ports is not None else ports
+        _keep_records(value.get("put", []), devices, source=source, line=number)
+    return SandboxState(
+        settings=state.settings, devices=tuple(_record(kept, source) for kept in devices.values()),
+        ports=ports, allocations={pool: dict(sorted(used.items(), key=lambda item: int(item[0])))
+                                  for pool, used in allocations.items() if used},
     )
-    return state, ((end + 1, len(data) - end - 1) if appendable else None)
+
+
+def _keep_records(puts: Any, devices: dict[str, DeviceRecord | tuple[dict[str, Any], str]], *, source: str,
+                  line: int) -> None:
+    """A journal line's ``put`` into ``devices`` by id, as read (with where they were read)."""
+    if not isinstance(puts, list):
+        _structure(puts, list[Any], source=source, what=_BAD_LINE, path=f"line {line}.put")
+    for index, put in enumerate(puts):
+        path = f"line {line}.put[{index}]"
+        if isinstance(put, dict) and isinstance(put.get("id"), str):
+            devices[put["id"]] = (put, path)
+        else:
+            record = _structure(put, DeviceRecord, source=source, what=_BAD_LINE, path=path)
+            devices[record.id] = record
+
+
+def _record(kept: DeviceRecord | tuple[dict[str, Any], str], source: str) -> DeviceRecord:
+    if isinstance(kept, DeviceRecord):
+        return kept
+    value, path = kept
+    record: DeviceRecord = _structure(value, DeviceRecord, source=source, what=_BAD_LINE, path=path)
+    return record
 
 
 @attrs.frozen
