@@ -628,8 +628,9 @@ class StateJournal:
     """Appends each change of a sandbox's books to its state file as one line (see the module
     documentation), and compacts the file (a new snapshot, written atomically) once the lines
     would pass the snapshot's size (at least ``compact_bytes``) or number ``compact_lines``: the
-    cost of a change follows the change, not the sandbox, and loading stays within twice a
-    snapshot's reading.
+    cost of a change follows the change, not the sandbox, and loading reads at most twice a
+    snapshot, or a snapshot and ``compact_bytes`` of lines for a small sandbox (in which each
+    device a line stores is structured only if no later line replaces it: :func:`_replay`).
 
     It appends to the file only when the books start from the state this process loaded from
     that very file (same inode and size, nothing written since) or last wrote to it; otherwise
