@@ -15,6 +15,7 @@ Also measured, against the in-process fake QEMU (``vmdev.fakeqmp``), so the figu
   without a journal and with every change journaled,
 * for states of 1, 100 and 1,000 devices: a whole save (``StateFile.save``: encode, write, fsync,
   rename, fsync of the directory), a journal append (one line, fsync), a compaction and a load,
+* a load of a 1-device sandbox whose journal is as long as it gets before a compaction,
 * one ``vmdev attach`` + ``vmdev detach`` through the command line, process start included,
   against the fake QEMU served on a QMP socket.
 """
@@ -151,6 +152,35 @@ def state_costs(tmp: Path) -> None:
               f"load {load * 1000:.2f} ms")
 
 
+def full_journal_load(tmp: Path) -> None:
+    """Wall time of loading a 1-device sandbox from its snapshot alone and with as many journal
+    lines (each storing the device again, as attach/detach do) as fit before a compaction: what
+    every ``vmdev attach``/``detach`` of a small sandbox reads at worst."""
+    file = StateFile(tmp / "full.json")
+    state = sandbox_state(1)
+    device = state.devices[0]
+
+    def append(lines: int | None) -> int:
+        """Save the snapshot, then append ``lines`` lines (None: until the next one would compact)."""
+        file.save(state)
+        journal = StateJournal(file)
+        journal.begin(file.load(), continues=True)
+        n = 0
+        while (lines is None and journal.compactions == 0) or (lines is not None and n < lines):
+            n += 1
+            journal.record(StateChange(put=[attrs.evolve(device, ref_count=n % 7 + 1)]), lambda: state)
+        return journal.appends
+
+    append(0)
+    snapshot, _ = timed(file.load, 50)
+    fits = append(None)
+    append(fits)
+    size = file.path.stat().st_size
+    full, _ = timed(file.load, 50)
+    print(f"load of a 1-device sandbox: snapshot alone median {snapshot * 1000:.2f} ms; with a full journal "
+          f"({fits} lines, {size / 1024:.0f} KiB) {full * 1000:.2f} ms")
+
+
 def cli_cycle(tmp: Path, vmdev: str) -> Callable[[], None]:
     state = tmp / "cli.json"
     common = ["--state", str(state), "--qmp", str(tmp / "q.sock"), "--sandbox-device", "rng"]
@@ -191,6 +221,7 @@ def main() -> int:
             print(f"attach + detach with hot plug and unplug ({label}): median {med * 1000:.2f} ms, "
                   f"best {best * 1000:.2f} ms")
         state_costs(tmp)
+        full_journal_load(tmp)
         vmdev = str(Path(sys.executable).with_name("vmdev"))
         fake: Any = FakeQemu().add_port("rp0")
         with FakeQmpServer(fake, tmp / "q.sock"):
