@@ -4,6 +4,7 @@ and the guest what they need (Kata's handoff)."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import stat
 import textwrap
@@ -222,11 +223,19 @@ devices:
 """
 
 
+def plugin_testing(family: str) -> Any:
+    """The ``testing`` module of the plugin a test plans a CDI-named device through. vmdev-cdi works
+    without it, but these tests need it: missing, they fail naming the command that installs it."""
+    try:
+        return importlib.import_module(f"vmdev_{family}.testing")
+    except ImportError:
+        pytest.fail(f"this test plans through vmdev-{family}, which is not installed: run it with "
+                    f"`tox -e cdi` or `pip install -e plugins/{family}`", pytrace=False)
+
+
 @pytest.fixture
 def l1(fake_host: FakeHost) -> FakeHost:
-    testing = pytest.importorskip(
-        "vmdev_vfio.testing", reason="plans a CDI-named VFIO group through vmdev-vfio, which is not installed "
-        "(vmdev-cdi works without it; tox -e cdi installs it)")
+    testing = plugin_testing("vfio")
     host: FakeHost = testing.build_l1_host(fake_host)
     return host
 
@@ -317,9 +326,7 @@ def test_other_hypervisors_get_names_but_no_pci_paths(vmdev_plugins: Any, l1: Fa
 
 # --- a block device named by a CDI spec ---------------------------------------------------------
 def test_a_block_node_named_by_cdi_becomes_a_disk(run: Any, fake_host: FakeHost, cdi_dir: Path, tmp_path: Path) -> None:
-    testing = pytest.importorskip(
-        "vmdev_block.testing", reason="plans a CDI-named block node through vmdev-block, which is not installed "
-        "(vmdev-cdi works without it; tox -e cdi installs it)")
+    testing = plugin_testing("block")
     backing = tmp_path / "disk.img"
     backing.write_bytes(b"\0" * 1024 * 1024)
     testing.loop_device(fake_host, 7, 7, backing)
