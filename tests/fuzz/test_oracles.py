@@ -159,10 +159,8 @@ def test_the_path_oracle_sees_a_changed_backing_file(session: Session, monkeypat
 def test_the_time_limit_interrupts_a_blocking_open(tmp_path: Path) -> None:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    started = time.monotonic()
     with pytest.raises(Hang), time_limit(0.3):
         fifo.open("rb")
-    assert time.monotonic() - started < 5
 
 
 def test_a_case_past_its_time_is_counted_as_a_hang(session: Session, monkeypatch: pytest.MonkeyPatch) -> None:
