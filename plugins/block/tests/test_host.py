@@ -53,19 +53,20 @@ def test_blkroget_on_a_regular_file_counts_as_writable(
     assert "cannot read the read-only flag" in caplog.text and str(fake_host.dev / "loop0") in caplog.text
 
 
-def test_blkroget_reads_the_flag_through_the_dev_root(
-    fake_host: FakeHost, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("flag", "read_only"), [(1, True), (0, False), (-1, True)])
+def test_blkroget_reads_the_flag_of_the_node_under_the_dev_root(
+    fake_host: FakeHost, monkeypatch: pytest.MonkeyPatch, flag: int, read_only: bool
 ) -> None:
     fake_host.dev_file("sdb")
-    calls: list[tuple[int, int]] = []
+    calls: list[tuple[str, int]] = []
 
     def ioctl(fd: int, request: int, arg: bytes) -> bytes:
-        calls.append((fd, request))
-        return struct.pack("i", 1)
+        calls.append((os.readlink(f"/proc/self/fd/{fd}"), request))
+        return struct.pack("i", flag)
 
     monkeypatch.setattr("vmdev_block.host.fcntl.ioctl", ioctl)
-    assert probe_read_only(fake_host.context(), "/dev/sdb", device="/dev/xvda") is True
-    assert [request for _, request in calls] == [0x125E]
+    assert probe_read_only(fake_host.context(), "/dev/sdb", device="/dev/xvda") is read_only
+    assert calls == [(str(fake_host.dev / "sdb"), 0x125E)]  # BLKROGET, linux/fs.h
 
 
 def test_parse_mounts_decodes_escapes_and_skips_bad_lines() -> None:
