@@ -7,10 +7,15 @@
   the rings come up.
 * vhost-user-scsi: Debian ships no backend, so QEMU's own property list and a ``-S`` dry run
   (against a handshake-only backend) prove the options, cold and hot plug.
+* Every kind on every transport (PCI, MMIO, CCW), cold and hot plug: each ``-device`` and
+  ``device_add`` property a plan renders is one QEMU's ``device-list-properties`` reports.
 """
 
 from __future__ import annotations
 
+import itertools
+import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,8 +32,12 @@ from vhostuser_support import (
     virtiofsd,
     vmdev_plan,
 )
+from vmdev.qemu import split_opts
+from vmdev.targets import MMIO, PCI
 from vmdev_rig import Rig
 from vmdev_rig.images import MakeDisk
+from vmdev_vhostuser.device import VHOST_USER_FS
+from vmdev_vhostuser.render_qemu import DRIVERS, NINEP_DRIVERS
 
 MIB = 1024 * 1024
 
@@ -192,17 +201,114 @@ def test_vhost_user_scsi_options_are_accepted_by_qemu(rig: Rig, work: Path) -> N
     assert rc == 1 and str(socket) in stderr
 
 
-@pytest.mark.parametrize(
-    ("device", "present", "absent"),
-    [
-        ("vhost-user-blk-pci", {"chardev", "num-queues"}, {"serial", "size"}),
-        ("vhost-user-fs-pci", {"chardev", "tag", "queue-size"}, {"cache-size"}),
-        ("virtio-net-pci", {"netdev", "mac", "vectors"}, set()),
-    ],
-)
-def test_qemu_property_lists_match_what_the_plugin_renders(
-    rig: Rig, device: str, present: set[str], absent: set[str]
+# --- QEMU's own property lists: every property a plan renders ------------------------------------
+#: qdev options every device takes that device-list-properties does not list
+GENERIC = {"id", "bus", "driver"}
+NET = '[[hypervisor.qemu.vhost_user_net]]\nsocket = "{socket}"\nmac = "{mac}"\nmsix = {msix}\n'
+#: a -device or device_add property: (plan case, "-device" or "device_add", driver, property)
+Option = tuple[str, str, str, str]
+
+
+def _socket_node(path: Path) -> None:
+    """A UNIX socket file (what the store's check wants); nothing listens: no QEMU starts here."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(path))
+
+
+def _store_requests(work: Path) -> list[dict[str, Any]]:
+    """A vhost-user-blk (241) and a vhost-user-scsi (242) request, resolved by the store in work."""
+    _socket_node(make_store_node(work / "store", "blk0", 241, 3))
+    _socket_node(make_store_node(work / "store", "scsi0", 242, 1))
+    return [_blk(3), _blk(1, 242, "/dev/vhs")]
+
+
+def _settings(work: Path, shared_fs: str, *, iommu: bool = False) -> str:
+    """A virtio-fs share on a socket (or a 9p share) and two vhost-user NICs, MSI-X off and on."""
+    text = "[hypervisor.qemu]\nvhost_user_reconnect_timeout_sec = 2\n"
+    text += f"enable_iommu_platform = {str(iommu).lower()}\n"
+    if shared_fs == "virtio-9p":
+        return text + f'shared_fs = "virtio-9p"\nshared_dir = "{work / "share"}"\n'
+    text += f'shared_fs = "virtio-fs"\nvirtio_fs_socket = "{work / "fs.sock"}"\n'
+    return text + "".join(
+        NET.format(socket=work / f"net{n}.sock", mac=f"52:54:00:c0:ff:e{n}", msix=msix)
+        for n, msix in enumerate(("false", "true"))
+    )
+
+
+def _plans(work: Path, machines: tuple[str, ...], *, store: bool, iommu: bool) -> Iterator[tuple[str, Any]]:
+    """(case, plan) from the real CLI: every vhost-user kind cold- and hot-plugged, then the 9p
+    share (always cold-plugged), on each machine type."""
+    requests = _store_requests(work) if store else []
+    args = ("--vhost-user-store", str(work / "store")) if store else ()
+    for machine in machines:
+        for plug in ("--coldplug", "--hotplug"):
+            config = _settings(work, "virtio-fs", iommu=iommu)
+            plan = vmdev_plan(work, requests, *args, "--machine-type", machine, plug, config=config)
+            yield f"{machine} {plug}", plan
+        config = _settings(work, "virtio-9p", iommu=iommu)
+        yield f"{machine} 9p", vmdev_plan(work, [], "--machine-type", machine, config=config)
+
+
+def _options(work: Path, machines: tuple[str, ...], *, store: bool, iommu: bool) -> set[Option]:
+    plans = _plans(work, machines, store=store, iommu=iommu)
+    return {option for case, plan in plans for option in _rendered_options(case, plan)}
+
+
+def _rendered_options(case: str, plan: dict[str, Any]) -> Iterator[Option]:
+    argv = plan["qemu"]["argv"]
+    for flag, value in itertools.pairwise(argv):
+        if flag == "-device":
+            driver, *props = split_opts(value)
+            keys = {prop.partition("=")[0] for prop in props}
+            yield from ((case, "-device", driver, key) for key in keys - GENERIC)
+    for command in plan["qemu"]["hotplug"]:
+        if command["execute"] == "device_add":
+            args = command["arguments"]
+            yield from ((case, "device_add", args["driver"], key) for key in set(args) - GENERIC)
+
+
+def _not_in_qemu(qemu: Rig, options: set[Option]) -> list[Option]:
+    known = {driver: {p["name"] for p in qemu.device_properties(driver)} for _, _, driver, _ in options}
+    return sorted(option for option in options if option[3] not in known[option[2]])
+
+
+def test_every_property_a_vhost_user_plan_renders_is_one_qemu_has(rig: Rig, work: Path) -> None:
+    """x86 (q35, pc: PCI; microvm: MMIO) and s390x (CCW), cold and hot plug: each -device and
+    device_add property is in QEMU's device-list-properties for that driver."""
+    s390 = Rig(qemu="qemu-system-s390x")
+    if shutil.which(s390.qemu) is None:
+        pytest.fail("qemu-system-s390x is missing: apt-get install qemu-system-misc", pytrace=False)
+    (work / "share").mkdir()
+    x86 = _options(work, ("q35", "pc", "microvm"), store=True, iommu=False)
+    ccw = _options(work, ("s390-ccw-virtio",), store=False, iommu=True)
+    missing = _not_in_qemu(rig, x86) + _not_in_qemu(s390, ccw)
+    assert missing == [], "QEMU has no such property: " + "; ".join(" ".join(option) for option in missing)
+
+    # what was checked: every driver the plugin has, each hot-pluggable one also by device_add
+    rendered = {(where, driver, key) for _, where, driver, key in x86 | ccw}
+    drivers = {driver for _, driver, _ in rendered}
+    plugin = {driver for table in (*DRIVERS.values(), NINEP_DRIVERS) for driver in table.values()}
+    assert drivers - plugin == {"pcie-root-port"}  # the core's ports for q35 hot plug
+    assert plugin <= drivers
+    hot = {driver for table in DRIVERS.values() for transport, driver in table.items() if transport != MMIO}
+    assert hot <= {driver for where, driver, _ in rendered if where == "device_add"}
+    assert {
+        ("-device", "vhost-user-blk-pci", "chardev"),
+        ("device_add", "vhost-user-scsi-pci", "chardev"),
+        ("device_add", "virtio-net-pci", "vectors"),  # MSI-X off: QEMU 7.2 crashes masking vectors
+        ("-device", "vhost-user-fs-device", "queue-size"),
+        ("device_add", "vhost-user-fs-ccw", "iommu_platform"),
+        ("-device", "virtio-net-ccw", "iommu_platform"),
+        ("-device", "virtio-9p-ccw", "mount_tag"),
+    } <= rendered
+
+
+def test_a_virtio_fs_dax_window_is_refused_because_qemus_vhost_user_fs_has_no_cache_size(
+    rig: Rig, work: Path
 ) -> None:
-    names = {p["name"] for p in rig.device_properties(device)}
-    assert present <= names
-    assert not absent & names  # no serial for vhost-user-blk, no DAX window for virtio-fs in 7.2
+    for driver in (DRIVERS[VHOST_USER_FS][PCI], DRIVERS[VHOST_USER_FS][MMIO]):
+        assert "cache-size" not in {p["name"] for p in rig.device_properties(driver)}
+    config = f'[hypervisor.qemu]\nshared_fs = "virtio-fs"\nvirtio_fs_socket = "{work / "fs.sock"}"\n'
+    with pytest.raises(AssertionError, match="no DAX window"):
+        vmdev_plan(work, [], config=config + "virtio_fs_cache_size = 1024\n")
+    assert vmdev_plan(work, [], config=config)["devices"][0]["type"] == DRIVERS[VHOST_USER_FS][PCI]
