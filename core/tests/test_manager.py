@@ -531,6 +531,7 @@ def test_plan_boot_plans_what_plan_plans_and_keeps_the_books(
         assert [p.id for p in state.ports] == ["rp0", "rp1", "rp2"]  # the beacon plugs cold: all spare
         late = manager.add_device(disk("/dev/xvdb", 8, 16))
         assert late.attachment is not None and late.attachment.details["index"] == 1  # 0 is the boot disk's
+    assert describe_status(manager.get(by_kind["generic"].id)) == "stays in the container (nothing in the VM)"
     with pytest.raises(Exception, match="has devices already"):
         manager.plan_boot(parse_spec(BOOT))
 

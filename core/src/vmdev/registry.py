@@ -41,7 +41,7 @@ import attrs
 
 from vmdev.errors import InvalidIdError, VmdevError
 from vmdev.live import describe_step
-from vmdev.models import DeviceInfo
+from vmdev.models import DEVICE_GENERIC, DeviceInfo
 from vmdev.resources import SCOPE_SEPARATOR, Allocator, ScopedAllocator
 from vmdev.settings import SandboxSettings
 from vmdev.state import (
@@ -565,8 +565,12 @@ class Registry:
 
 # --- reporting ---------------------------------------------------------------------------------------
 def describe_status(record: DeviceRecord) -> str:
-    """Where the device stands, in words (``vmdev status``), including interrupted operations."""
+    """Where the device stands, in words (``vmdev status``), including interrupted operations. A
+    generic device (the core's kind for a node that stays in the container, as Kata's) is never in
+    the VM: the boot plan books it as attached, which only means a container uses it."""
     attachment = record.attachment
+    if record.kind == DEVICE_GENERIC and not (attachment and (attachment.hotplug or attachment.unplug)):
+        return "stays in the container (nothing in the VM)"
     if attachment is None:
         return "attached" if record.attach_count else "not attached"
     total = len(attachment.hotplug)
