@@ -48,7 +48,7 @@ def cdi_dirs(tmp_path: Path) -> list[str]:
 @pytest.mark.parametrize("name", ["nvidia-gpu.yaml", "nvidia-imex-channel.yaml", "nvidia-management.yaml", "go-writer-vfio.json"])
 def test_the_go_writer_s_output_is_reproduced_byte_for_byte(name: str) -> None:
     spec = read_spec(str(DATA / name), 0)
-    assert encode_spec(spec.raw, name) == (DATA / name).read_bytes().rstrip(b"\n") + (b"\n" if name.endswith(".yaml") else b"")
+    assert encode_spec(spec.raw, name) == (DATA / name).read_bytes()  # JSON as json.Marshal: no newline
 
 
 def test_every_device_of_the_real_files_is_listed_with_its_file(cdi_dirs: list[str]) -> None:
@@ -103,7 +103,7 @@ def test_the_dra_metadata_spec_injects_its_read_only_bind_mount(cdi_dirs: list[s
 def test_the_go_json_spec_injects_a_vfio_group_and_a_block_device(cdi_dirs: list[str], host: FakeStat) -> None:
     oci: dict[str, Any] = {"process": {"user": {"uid": 1000, "gid": 1000, "additionalGids": [1000]}}}
     Registry(cdi_dirs, stat=host).inject_devices(oci, ["vendor.example/vfio=12", "vendor.example/vfio=disk"])
-    assert oci["process"] == {"user": {"uid": 1000, "gid": 1000, "additionalGids": [1000, 44]}, "env": ["VENDOR=x&y"]}
+    assert oci["process"] == {"user": {"uid": 1000, "gid": 1000, "additionalGids": [1000]}, "env": ["VENDOR=x&y"]}
     assert oci["linux"]["devices"] == [
         {"path": "/dev/vfio/vfio", "type": "c", "major": 10, "minor": 196, "fileMode": 0o666, "uid": 1000, "gid": 1000},
         {"path": "/dev/vfio/12", "type": "c", "major": 244, "minor": 12, "fileMode": 0o600, "uid": 1000, "gid": 1000},
