@@ -538,3 +538,16 @@ def test_the_console_script_leaves_as_python_does_while_a_plugin_left_work_for_e
     assert done.returncode == 0, done.stderr
     assert mark.read_text() == marked
     assert done.stderr == ""
+
+
+@pytest.mark.parametrize("command", [["plan"], ["settings"]])  # the plain path and click's
+def test_a_plugin_that_fails_to_load_is_one_line_on_the_console_s_stderr(
+    make_dist: Any, one_device: list[str], command: list[str]
+) -> None:
+    site = make_dist("broken-dist", {"broken": "no_such_module_anywhere"}, {})
+    env = {**{k: v for k, v in os.environ.items() if k != "VMDEV_PLUGINS"}, "VMDEV_PLUGINS": "broken-dist",
+           "PYTHONPATH": os.pathsep.join(filter(None, (str(site), os.environ.get("PYTHONPATH"))))}
+    done = run_vmdev(CONSOLE, *command, *(one_device if command == ["plan"] else []), env=env)
+    assert done.returncode == 0 and done.stdout
+    assert done.stderr == ("vmdev plugin 'broken' from distribution 'broken-dist' failed to load and is skipped: "
+                           "ModuleNotFoundError: No module named 'no_such_module_anywhere'\n")

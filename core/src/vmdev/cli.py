@@ -22,6 +22,7 @@ import json
 import os
 import stat
 import sys
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, NoReturn
@@ -577,6 +578,16 @@ def _leave(status: int) -> NoReturn:
     sys.exit(status)
 
 
+def _plugin_failures_in_one_line() -> None:
+    """A plugin that fails to load is logged (``vmdev.plugins``: one line on stderr when nothing
+    configured logging, as a command line run has not) and warned (:class:`PluginLoadWarning`,
+    for a program using vmdev). The console script leaves out the warning, which Python would
+    print as the same message again with the file, line and source of the call that loaded."""
+    from vmdev.plugins import PluginLoadWarning
+
+    warnings.filterwarnings("ignore", category=PluginLoadWarning)
+
+
 def _declared_commands() -> Mapping[str, Any]:
     from vmdev.plugins import get_plugin_manager
 
@@ -606,7 +617,8 @@ class _Main:
             return _group()(*args, **kwargs)
         from vmdev.methodcache import compiled_methods
 
-        with compiled_methods():
+        with compiled_methods(), warnings.catch_warnings():
+            _plugin_failures_in_one_line()
             status = _run_plain_without_collector()
             if status is None:
                 return _group()()
