@@ -143,6 +143,19 @@ def test_vmdev_settings_lists_every_key_with_its_plugin(monkeypatch: pytest.Monk
         "vmdev.backend.qemu", "integer", 0, "hypervisor")
 
 
+def test_vmdev_settings_says_which_backends_a_backend_s_key_is_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kata's [hypervisor.X] keys are per hypervisor: two backends may declare one (libvirt and QEMU
+    both declare firmware), and the text listing must tell them apart."""
+    monkeypatch.setenv("VMDEV_PLUGINS", "")
+    text = CliRunner().invoke(main, ["settings"], catch_exceptions=False).stdout.splitlines()
+    rows = json.loads(CliRunner().invoke(main, ["settings", "--json"], catch_exceptions=False).stdout)
+    scoped = [row for row in rows if row.get("backends")]
+    assert {"enable_hugepages", "default_vcpus"} <= {row["name"] for row in scoped}
+    for row in scoped:
+        (line,) = [ln for ln in text if ln.startswith(f"{row['name']} = ") and ln.endswith(f"; {row['plugin']})")]
+        assert f", for {', '.join(row['backends'])} only;" in line
+
+
 WIDGET_DIST = """
 from vmdev import hookimpl
 from vmdev.declared import Setting, STRING

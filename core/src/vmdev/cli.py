@@ -846,6 +846,7 @@ def _build() -> click.Group:
             where = f"[{s.section}]" if s.section != "hypervisor" else "[hypervisor.*]"
             extra = ", ".join(part for part in (
                 f"Kata {s.kata_key}" if s.kata_key else "vmdev's own",
+                f"for {', '.join(s.backends)} only" if s.backends else "",
                 f"flag {s.flag}" if s.flag else "",
                 f"one of {', '.join(s.choices)}" if s.choices else "",
             ) if part)
