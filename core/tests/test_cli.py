@@ -40,9 +40,12 @@ def test_plugins_lists_core_defaults(cli: Any) -> None:
     assert "hooks: attach_options, build_device" in cli("plugins").stdout
 
 
-def test_resolve_through_fake_sysfs(cli: Any, fake_host: FakeHost) -> None:
+def test_resolve_through_fake_sysfs(cli: Any, fake_host: FakeHost, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_host.block_device(8, 16, "sdb")
     args = ["resolve", "--type", "b", "--major", "8", "--minor", "16", "--sysfs-root", str(fake_host.sysfs)]
+    refused = cli(*args, "/dev/xvda")  # the host's /dev has no such block node: as plan, it is refused
+    assert (refused.exit_code, refused.stdout) == (1, "") and "/dev/sdb" in refused.stderr
+    monkeypatch.setattr("vmdev.cli.host_context", lambda *args, **kwargs: fake_host.context())  # its /dev too
     assert cli(*args, "/dev/xvda").stdout == "/dev/sdb\n"
     assert json.loads(cli(*args, "--json", "/dev/xvda").stdout) == {"host_path": "/dev/sdb"}
     assert cli("resolve", "--type", "b", "--major", "-1", "--minor", "0", "--host-path", "/i.raw", "/dev/x").stdout == "/i.raw\n"

@@ -102,3 +102,14 @@ def test_the_cli_refuses_a_host_node_with_other_numbers_in_one_line(tmp_path: Pa
     assert (done.returncode, done.stderr) == (
         1, 'vmdev: error: /dev/null: major:minor: the host node "/dev/null" is character device 1:3, not the '
            "requested c 1:99\n")
+
+
+def test_vmdev_resolve_refuses_a_host_node_with_other_numbers_as_plan_does(tmp_path: Path) -> None:
+    env = {"VMDEV_PLUGINS": "", "PATH": "/usr/bin:/bin"}
+    argv = [sys.executable, "-m", "vmdev", "resolve", "--sysfs-root", str(tmp_path), "--type", "c", "--major", "1"]
+    wrong = subprocess.run([*argv, "--minor", "99", "/dev/null"], capture_output=True, text=True, env=env, check=False)
+    assert (wrong.returncode, wrong.stdout, wrong.stderr) == (
+        1, "", 'vmdev: error: /dev/null: major:minor: the host node "/dev/null" is character device 1:3, not the '
+               "requested c 1:99\n")
+    right = subprocess.run([*argv, "--minor", "3", "/dev/null"], capture_output=True, text=True, env=env, check=False)
+    assert (right.returncode, right.stdout) == (0, "/dev/null\n")

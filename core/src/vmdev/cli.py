@@ -109,8 +109,12 @@ def run_resolve(
     container_path: str,
     flags: Mapping[str, Any],
 ) -> str:
-    """``vmdev resolve``'s host path."""
+    """``vmdev resolve``'s host path, with the node check ``plan`` makes (a node there must be the
+    device requested: :func:`vmdev.planner.check_node`)."""
+    import attrs
+
     from vmdev.models import DeviceInfo
+    from vmdev.planner import CORE_RESOLVER, check_node
     from vmdev.plugins import get_plugin_manager
     from vmdev.settings import load_settings
 
@@ -119,7 +123,11 @@ def run_resolve(
         container_path=container_path, dev_type=dev_type, major=major, minor=minor, host_path=host_path
     )
     settings = pm.prepare_settings(load_settings(config_file, overrides=flags, plugins=pm))
-    return pm.resolve_host_path(info, host_context(sysfs_root), settings)
+    host = host_context(sysfs_root)
+    answer = pm.resolve_host_path_answer(info, host, settings)
+    path: str = answer.value
+    check_node(attrs.evolve(info, host_path=path), host, by_core=answer.plugin == CORE_RESOLVER)
+    return path
 
 
 def plugins_text(as_json: bool) -> list[str]:
