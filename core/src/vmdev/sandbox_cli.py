@@ -181,7 +181,8 @@ class _Report:
 @click.option("--state", "state_path", required=True, type=click.Path(dir_okay=False),
               help="The sandbox's state file.")
 @click.option("--hypervisor", help="The sandbox's backend (default: the one in its state file).")
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True)
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              help="Seconds to wait for the VM's answers when it is asked which devices it has.")
 @click.option("--sysfs-root", type=click.Path(file_okay=False), help="Instead of /sys (for the host facts).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @errors_as_one_line

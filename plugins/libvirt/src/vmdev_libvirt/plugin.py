@@ -37,7 +37,8 @@ DESCRIPTION: Final = "libvirt: <devices> XML, a minimal domain, and hot plug thr
 LIVE_OPTIONS: Final = (
     ("domain", "--domain", "NAME", True, "The running libvirt domain (name or UUID)."),
     ("connect", "--connect", "URI", False,
-     "libvirt connection URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///system)."),
+     "libvirt connection URI (default: the sandbox's libvirt_uri setting, else $LIBVIRT_DEFAULT_URI, "
+     "else qemu:///system)."),
 )
 
 

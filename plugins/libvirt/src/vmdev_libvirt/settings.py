@@ -9,8 +9,9 @@ section; a ``[vmdev]`` table wins over it as for every backend):
   boot (``<os><kernel>/<initrd>/<cmdline>``), ``<loader type='rom'>``, ``<emulator>`` and
   ``<memoryBacking><hugepages/>``. Unlike Kata, ``default_vcpus`` must be 1 or more (Kata turns 0
   and negative numbers into the host's core count; a plan does not depend on the planning host).
-* vmdev's own: ``libvirt_uri`` (the connection of ``vmdev attach``/``detach`` unless
-  ``--connect`` is given; read by the live driver when the core hands it the sandbox's settings),
+* vmdev's own: ``libvirt_uri`` (the connection of ``vmdev attach``/``detach``/``status`` unless
+  ``--connect`` is given: the live driver reads it in the sandbox's settings, which the core
+  hands it with the connection; not set, ``$LIBVIRT_DEFAULT_URI``, else ``qemu:///system``),
   ``libvirt_managed_hostdevs`` (whether libvirt may bind PCI functions to vfio-pci itself:
   ``managed='yes'``; vmdev's default is ``no``, as Kata expects the host to be prepared),
   ``libvirt_domain_type`` (``kvm``, or ``qemu`` for TCG) and ``libvirt_domain_name``.
@@ -62,8 +63,8 @@ def _domain_name(value: str) -> None:
 SETTINGS: Final = (
     Setting(
         backends=ONLY, name=LIBVIRT_URI, type=STRING, default=DEFAULT_URI,
-        description="the libvirt connection URI of vmdev attach/detach unless --connect is given "
-        "(when the core passes the sandbox's settings to the live driver)",
+        description="the libvirt connection URI of vmdev attach/detach/status unless --connect is given "
+        "(not set: $LIBVIRT_DEFAULT_URI, else qemu:///system)",
     ),
     Setting(
         backends=ONLY, name=MANAGED_HOSTDEVS, type=BOOLEAN, default=False,
