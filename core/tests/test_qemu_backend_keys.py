@@ -550,6 +550,9 @@ def test_a_device_on_a_host_node_no_guest_node_covers_is_refused(run: Callable[.
     (["0", "0-1"], "host NUMA node 0 is in guest nodes 0 and 1"),
     (["x"], "'x' is not a list of NUMA nodes"),
     (["2-1"], "the range '2-1' runs backwards"),
+    (["0-99999999999999"], "is not a list of NUMA nodes"),  # not a range to build in memory
+    (["0-1024"], "node 1024 is past the last NUMA node Linux can have \\(1023\\)"),
+    (["0-1\u00b2"], "is not a list of NUMA nodes"),  # a digit to str.isdigit, not to int
 ])
 def test_a_wrong_numa_mapping_is_one_line_naming_the_key(
         run: Callable[..., Plan], mapping: list[str], message: str) -> None:

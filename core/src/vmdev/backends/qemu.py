@@ -714,18 +714,33 @@ def _ram_backend(settings: SandboxSettings, needs: MemoryNeeds) -> str | None:
 
 
 # --- guest NUMA ----------------------------------------------------------------------------------------
+#: host NUMA nodes are numbered below this: Linux's MAX_NUMNODES is 1 << CONFIG_NODES_SHIFT, and
+#: NODES_SHIFT is at most 10 (mm/Kconfig)
+MAX_HOST_NUMA_NODES: Final = 1 << 10
+
+
 def parse_node_set(text: str) -> tuple[int, ...]:
-    """``"0-1,3"`` -> ``(0, 1, 3)`` (a cpuset list, as Kata's ``numa_mapping`` and sysfs write them)."""
+    """``"0-1,3"`` -> ``(0, 1, 3)`` (a cpuset list, as Kata's ``numa_mapping`` and sysfs write them).
+    Node numbers are ASCII digits below :data:`MAX_HOST_NUMA_NODES`, so a range is never larger than
+    the nodes a host can have."""
     nodes: list[int] = []
     for part in text.split(","):
         low, dash, high = part.strip().partition("-")
-        if not low.isdigit() or (dash and not high.isdigit()):
+        if not _decimal(low) or (dash and not _decimal(high)):
             raise ValueError(f"{text!r} is not a list of NUMA nodes such as \"0\", \"0-1\" or \"0,2\"")
         first, last = int(low), int(high) if dash else int(low)
         if last < first:
             raise ValueError(f"{text!r}: the range {part.strip()!r} runs backwards")
+        if last >= MAX_HOST_NUMA_NODES:
+            raise ValueError(f"{text!r}: node {last} is past the last NUMA node Linux can have "
+                             f"({MAX_HOST_NUMA_NODES - 1})")
         nodes += range(first, last + 1)
     return tuple(sorted(set(nodes)))
+
+
+def _decimal(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` takes ``"²"``, which ``int`` refuses), at most 4 of them."""
+    return text.isascii() and text.isdigit() and len(text) <= 4
 
 
 def _node_ranges(nodes: Sequence[int]) -> str:
