@@ -202,6 +202,14 @@ def test_a_maxmem_below_default_memory_is_refused(run: Callable[..., Plan]) -> N
                               "4096 MiB; QEMU refuses a maximum below the initial memory")
 
 
+@pytest.mark.parametrize("key", ["default_maxmemory", "memory_offset"])
+def test_maxmem_keys_stop_at_16_tib_as_default_memory_does(run: Callable[..., Plan], key: str) -> None:
+    assert option(run(memory_slots=1, **{key: 16 * 1024 * 1024}), "-m")  # the largest still plans
+    with pytest.raises(ConfigError) as exc:  # QEMU was given maxmem=18446744073709552639M
+        run(memory_slots=1, **{key: 2**64})
+    assert exc.value.field == key and "16777216" in str(exc.value)
+
+
 # --- enable_hugepages, file_mem_backend, enable_mem_prealloc -------------------------------------
 def test_huge_pages_back_guest_ram_with_a_file_on_hugetlbfs(run: Callable[..., Plan]) -> None:
     result = run(enable_hugepages=True)
@@ -377,7 +385,7 @@ def test_every_key_is_declared_by_the_qemu_backend_with_katas_name(vmdev_plugins
 
 @pytest.mark.parametrize(("key", "value", "message"), [
     ("memory_slots", 256, "memory_slots: must be a number from 0 to 255, got 256"),
-    ("default_maxmemory", -1, "default_maxmemory: must be a number from 0 to 18446744073709551615, got -1"),
+    ("default_maxmemory", -1, "default_maxmemory: must be a number from 0 to 16777216, got -1"),
     ("enable_hugepages", "yes", "enable_hugepages: must be true or false, got 'yes'"),
     ("default_bridges", 1.5, "default_bridges: must be an integer, got 1.5"),
     ("indep_iothreads", 5000, "indep_iothreads: must be a number from 0 to 1024, got 5000"),

@@ -127,7 +127,7 @@ from vmdev.pcie import (
     size_text,
 )
 from vmdev.qemu import MemoryNeeds, OptValue, QemuAttach, QmpCommand, keyvals, make_id, opts, split_opts
-from vmdev.settings import SandboxSettings
+from vmdev.settings import MAX_MEMORY_MIB, SandboxSettings
 from vmdev.targets import CCW, MMIO, PCI, RenderTarget
 
 if TYPE_CHECKING:
@@ -1050,14 +1050,14 @@ SETTINGS: Final = (
     ),
     Setting(
         name=MAX_MEMORY_KEY, type=INTEGER, default=None, kata_key=MAX_MEMORY_KEY, minimum=0,
-        backends=QEMU_ONLY,
+        maximum=MAX_MEMORY_MIB, backends=QEMU_ONLY,
         description="QEMU: the most memory the guest may have in MiB (-m maxmem=, plus memory_offset and "
         "Kata's 1024 MiB for its image); 0: Kata's all of the host's memory, which a plan counts as "
         "default_memory. Unset, with memory_slots unset too: only the room devices need",
     ),
     Setting(
         name=MEMORY_OFFSET_KEY, type=INTEGER, default=0, kata_key=MEMORY_OFFSET_KEY, minimum=0,
-        backends=QEMU_ONLY,
+        maximum=MAX_MEMORY_MIB, backends=QEMU_ONLY,
         description="QEMU: MiB added to maxmem when memory_slots or default_maxmemory is set",
     ),
     Setting(
