@@ -84,11 +84,11 @@ class QmpError(VmdevError):
 class QmpCommandError(QmpError):
     """QEMU answered a command with an error."""
 
-    def __init__(self, command: str, error_class: str, desc: str) -> None:
+    def __init__(self, command: str, error_class: str, desc: str, *, device: str = "") -> None:
         self.command = command
         self.error_class = error_class
         self.desc = desc
-        super().__init__(f"QEMU refused {command}: {desc} ({error_class})", field="qmp")
+        super().__init__(f"QEMU refused {command}: {desc} ({error_class})", device=device, field="qmp")
 
 
 class QmpConnectionError(QmpError):
@@ -191,14 +191,41 @@ class QmpTransport(Protocol):
         self, name: str, match: Mapping[str, Any], *, after: int, timeout: float
     ) -> Event:
         """The first event ``name`` after position ``after`` whose data contains ``match``;
-        :class:`QmpTimeoutError` when none comes within ``timeout`` seconds."""
+        :class:`QmpTimeoutError` when none comes within ``timeout`` seconds,
+        :class:`QmpConnectionError` as soon as the connection is lost."""
 
     def close(self) -> None: ...
 
 
 def _event_matches(event: Event, name: str, match: Mapping[str, Any]) -> bool:
-    data = event.get("data") or {}
+    data = event.get("data", {})  # an object: the reader thread checked
     return event.get("event") == name and all(data.get(k) == v for k, v in match.items())
+
+
+#: no message yet
+_NOTHING: Final = object()
+
+
+def _message_problem(message: Any) -> str:
+    """What is wrong with the shape of a message after the greeting ("" if nothing): the reader thread
+    files answers by ``id`` and events by name, and :meth:`QmpSession.wait_event` looks into their
+    ``data``."""
+    if not isinstance(message, dict):
+        return f"QEMU sent {_excerpt(message)} (expected a JSON object)"
+    if "event" in message and (
+        not isinstance(message["event"], str) or not isinstance(message.get("data", {}), dict)
+    ):
+        return f"QEMU sent an event {_excerpt(message)} (expected an event name and a data object)"
+    return ""
+
+
+def _excerpt(value: Any, limit: int = 80) -> str:
+    """``value`` as JSON (so escaped), cut to ``limit`` characters."""
+    try:
+        text = json.dumps(value)
+    except (ValueError, RecursionError):
+        text = type(value).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class QmpSession:
@@ -213,6 +240,12 @@ class QmpSession:
     cost ``vmdev attach`` about 40 ms of CPU per call, more than the rest of its start-up
     (issue 13). ``vmdev check`` (:mod:`vmdev.preflight`) talks to its probe QEMU over pipes; no
     part of vmdev imports ``qemu.qmp`` (the e2e tests use it as an independent client).
+
+    The peer is not trusted: every wait (the greeting included) has a deadline for the whole
+    message, a message the reader thread cannot read or file (invalid or too deeply nested JSON,
+    longer than 64 MiB, not an object, an event without a name or with non-object data) ends the
+    connection with that reason, which every waiting caller reports at once, and answers to ids
+    nobody awaits are dropped.
     """
 
     def __init__(self, socket_path: str, *, name: str = "vmdev") -> None:
@@ -223,6 +256,10 @@ class QmpSession:
         self._send = threading.Lock()
         self._events: list[Event] = []
         self._answers: dict[str, Mapping[str, Any]] = {}
+        #: ids of the commands awaiting an answer (answers to others are dropped)
+        self._pending: set[str] = set()
+        #: the first message QEMU sent (_NOTHING until it comes)
+        self._greeting: Any = _NOTHING
         #: why the connection is gone (None while it is up)
         self._lost: str | None = None
         self._count = 0
@@ -249,43 +286,69 @@ class QmpSession:
             sock.connect(self.socket_path)
         except OSError as exc:
             raise self._error(f"cannot connect to QEMU's QMP socket: {_reason(exc)}") from None
-        stream = sock.makefile("rb")
-        try:
-            greeting = json.loads(stream.readline(_MAX_MESSAGE) or b"null")
-        except TimeoutError:
-            raise self._error(
-                f"QEMU did not greet within {timeout:g} s on this QMP socket (a QMP socket serves one "
-                "client at a time: is another one connected? give vmdev a -qmp socket of its own)"
-            ) from None
-        except (OSError, ValueError) as exc:
-            raise self._error(f"cannot connect to QEMU's QMP socket: {_reason(exc)}") from None
+        # the reader thread reads the greeting too, so that waiting for it has a deadline for the
+        # whole message: a socket timeout bounds each recv, and a peer sending a byte now and then
+        # would keep a blocking readline going forever
+        sock.settimeout(None)
+        self._reader = threading.Thread(target=self._read, args=(sock.makefile("rb"),),
+                                        name=f"{self._name}-qmp", daemon=True)
+        self._reader.start()
+        greeting = self._greeting_within(timeout)
         if not isinstance(greeting, dict) or "QMP" not in greeting:
             raise self._error("cannot connect to QEMU's QMP socket: it sent no QMP greeting")
-        sock.settimeout(None)
-        self._reader = threading.Thread(target=self._read, args=(stream,), name=f"{self._name}-qmp",
-                                        daemon=True)
-        self._reader.start()
         self.execute("qmp_capabilities", timeout=timeout)
 
+    def _greeting_within(self, timeout: float) -> Any:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._greeting is _NOTHING:
+                if self._lost is not None:
+                    raise self._error(f"cannot connect to QEMU's QMP socket: {self._lost}")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise self._error(
+                        f"QEMU did not greet within {timeout:g} s on this QMP socket (a QMP socket serves "
+                        "one client at a time: is another one connected? give vmdev a -qmp socket of its own)"
+                    )
+                self._cond.wait(remaining)
+            return self._greeting
+
     def _read(self, stream: BinaryIO) -> None:
-        """The reader thread: every message QEMU sends, until the connection ends."""
-        reason = "QEMU closed the connection"
+        """The reader thread: every message QEMU sends, until the connection ends or a message cannot
+        be read. It never ends with a traceback: why it ended is kept in ``_lost``, which every
+        waiting caller then reports."""
         try:
-            for line in iter(partial(stream.readline, _MAX_MESSAGE), b""):
-                if not line.strip():
-                    continue
-                message = json.loads(line)
-                with self._cond:
-                    if isinstance(message, dict) and "event" in message:
-                        self._events.append(message)
-                    elif isinstance(message, dict) and isinstance(message.get("id"), str):
-                        self._answers[message["id"]] = message
-                    self._cond.notify_all()
-        except (OSError, ValueError) as exc:
+            reason = self._read_all(stream)
+        except RecursionError:
+            reason = "QEMU sent JSON nested too deeply to read"
+        except MemoryError:
+            reason = "QEMU sent a message too large to read"
+        except Exception as exc:  # noqa: BLE001 - a thread's exception would only be printed
             reason = _reason(exc)
         with self._cond:
             self._lost = reason
             self._cond.notify_all()
+
+    def _read_all(self, stream: BinaryIO) -> str:
+        """Read messages until the connection ends; why it did."""
+        for line in iter(partial(stream.readline, _MAX_MESSAGE), b""):
+            if not line.strip():
+                continue
+            if len(line) >= _MAX_MESSAGE and not line.endswith(b"\n"):
+                return f"QEMU sent a message longer than {_MAX_MESSAGE >> 20} MiB"
+            message = json.loads(line)
+            problem = "" if self._greeting is _NOTHING else _message_problem(message)
+            if problem:
+                return problem
+            with self._cond:
+                if self._greeting is _NOTHING:
+                    self._greeting = message
+                elif "event" in message:
+                    self._events.append(message)
+                elif isinstance(ident := message.get("id"), str) and ident in self._pending:
+                    self._answers[ident] = message
+                self._cond.notify_all()
+        return "QEMU closed the connection"
 
     def _error(self, message: str) -> QmpConnectionError:
         return QmpConnectionError(message, device=self.socket_path, field="qmp")
@@ -302,19 +365,36 @@ class QmpSession:
                 raise self._error("not connected")
             self._count += 1
             ident = f"{self._name}-{self._count}"
+            self._pending.add(ident)
         request: dict[str, Any] = {"execute": command, "id": ident}
         if arguments:
             request["arguments"] = dict(arguments)
         try:
-            with self._send:
-                self._sock.sendall(json.dumps(request).encode() + b"\n")
-        except OSError as exc:
-            raise self._error(f"connection to QEMU lost during {command}: {_reason(exc)}") from None
-        answer = self._answer(ident, command, timeout)
-        error = answer.get("error")
-        if isinstance(error, dict):
-            raise QmpCommandError(command, str(error.get("class", "")), str(error.get("desc", "")))
-        return answer.get("return")
+            try:
+                with self._send:
+                    self._sock.sendall(json.dumps(request).encode() + b"\n")
+            except OSError as exc:
+                raise self._error(f"connection to QEMU lost during {command}: {_reason(exc)}") from None
+            answer = self._answer(ident, command, timeout)
+        finally:
+            with self._cond:
+                self._pending.discard(ident)
+        return self._outcome(command, answer)
+
+    def _outcome(self, command: str, answer: Mapping[str, Any]) -> Any:
+        """The ``return`` of ``answer``, or the error it carries."""
+        if "error" in answer:
+            error = answer["error"]
+            if not isinstance(error, dict) or not isinstance(error.get("desc"), str) or not isinstance(
+                error.get("class", ""), str
+            ):
+                raise self._error(f"QEMU answered {command} with error {_excerpt(error)} (expected an "
+                                  "object with class and desc strings)")
+            raise QmpCommandError(command, error.get("class", ""), error["desc"], device=self.socket_path)
+        if "return" not in answer:
+            raise self._error(f"QEMU answered {command} with {_excerpt(answer)} (expected a return or an "
+                              "error)")
+        return answer["return"]
 
     def _answer(self, ident: str, command: str, timeout: float) -> Mapping[str, Any]:
         deadline = time.monotonic() + timeout
@@ -345,6 +425,8 @@ class QmpSession:
                     if _event_matches(event, name, match):
                         return event
                 position = len(self._events)
+                if self._lost is not None:
+                    raise self._error(f"connection to QEMU lost while waiting for {name}: {self._lost}")
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise QmpTimeoutError(
