@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 import pytest
 
 from vmdev import qmp
-from vmdev.qmp import QmpCommandError, QmpConnectionError, QmpError, QmpSession
+from vmdev.qmp import QmpCommandError, QmpConnectionError, QmpError, QmpHotPlugger, QmpSession
 
 GREETING = b'{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}}, "capabilities": []}}\n'
 DEEP = b"[" * 100_000 + b"]" * 100_000 + b"\n"
@@ -200,3 +200,35 @@ def test_an_error_that_would_forge_log_lines_is_escaped_in_one_line(sock: Path) 
     with QmpSession.connect(str(sock), timeout=5.0) as session, pytest.raises(QmpCommandError) as exc:
         session.execute("query-status", timeout=5.0)
     assert one_line(exc.value, sock) == rf"{sock}: qmp: QEMU refused query-status: bad\nforged: line\x1b[2J (GenericError\nX)"
+
+
+@pytest.mark.parametrize("returned", [
+    [1, "x", None, {"name": 5, "type": []}],
+    "str",
+    {"name": "rp0", "type": "child<pcie-root-port>"},
+    [{"name": "rp0"}],
+])
+def test_a_qom_list_of_the_wrong_shape_is_reported_not_an_internal_error(sock: Path, returned: Any) -> None:
+    peer(sock, answering(lambda ident: json.dumps({"return": returned, "id": ident}).encode() + b"\n"))
+    with QmpSession.connect(str(sock), timeout=5.0) as session, pytest.raises(QmpConnectionError) as exc:
+        QmpHotPlugger(session, command_timeout=5.0).free_ports()
+    assert one_line(exc.value, sock).startswith(
+        f"{sock}: qmp: QEMU answered qom-list with {json.dumps(returned)[:40]}"
+    )
+    assert exc.value.message.endswith("(expected a list of objects with name and type strings)")
+
+
+@pytest.mark.parametrize(("undo", "query"), [
+    ({"execute": "blockdev-del", "arguments": {"node-name": "drive-a"}}, "query-named-block-nodes"),
+    ({"execute": "chardev-remove", "arguments": {"id": "chr0"}}, "query-chardev"),
+])
+def test_a_query_of_the_wrong_shape_during_cleanup_is_reported(sock: Path, undo: Any, query: str) -> None:
+    peer(sock, answering(lambda ident: json.dumps({"return": [{"node-name": 1}, "x"], "id": ident}).encode()
+                         + b"\n"))
+    with QmpSession.connect(str(sock), timeout=5.0) as session, pytest.raises(QmpConnectionError) as exc:
+        QmpHotPlugger(session, command_timeout=5.0).presence([undo | {"execute": _creating(undo)}])
+    assert f"QEMU answered {query} with" in one_line(exc.value, sock)
+
+
+def _creating(undo: Any) -> str:
+    return {"blockdev-del": "blockdev-add", "chardev-remove": "chardev-add"}[undo["execute"]]

@@ -485,17 +485,31 @@ class QmpHotPlugger:
     def _qmp(self, command: str, arguments: Mapping[str, Any] | None = None) -> Any:
         return self.transport.execute(command, arguments, timeout=self.command_timeout)
 
+    def _objects(self, command: str, arguments: Mapping[str, Any] | None, keys: str) -> list[dict[str, Any]]:
+        """The answer to a query that returns a list of objects, each with the string members
+        ``keys`` (space-separated): checked, as QEMU's answers are not trusted blindly."""
+        answer = self._qmp(command, arguments)
+        wanted = keys.split()
+        if not isinstance(answer, list) or not all(_has_strings(item, wanted) for item in answer):
+            raise QmpConnectionError(
+                f"QEMU answered {command} with {_excerpt(answer)} (expected a list of objects with "
+                f"{' and '.join(wanted)} strings)",
+                device=str(getattr(self.transport, "socket_path", "")),
+                field="qmp",
+            )
+        return answer
+
     def _children(self, path: str) -> dict[str, str]:
         """``qom-list`` of ``path``: child name -> QOM type, for ``child<...>`` properties."""
         out: dict[str, str] = {}
-        for prop in self._qmp("qom-list", {"path": path}):
-            kind = str(prop.get("type", ""))
+        for prop in self._objects("qom-list", {"path": path}, "name type"):
+            kind = prop["type"]
             if kind.startswith("child<") and kind.endswith(">"):
-                out[str(prop["name"])] = kind[len("child<") : -1]
+                out[prop["name"]] = kind[len("child<") : -1]
         return out
 
     def _links(self, path: str) -> list[str]:
-        names = [str(prop["name"]) for prop in self._qmp("qom-list", {"path": path})]
+        names = [prop["name"] for prop in self._objects("qom-list", {"path": path}, "name type")]
         return [name for name in names if name.startswith("child[")]
 
     def free_ports(self) -> list[PortRecord]:
@@ -577,9 +591,10 @@ class QmpHotPlugger:
         if undo.execute == "object-del":
             return name not in self._children("/objects")
         if undo.execute == "blockdev-del":
-            return name not in {n.get("node-name") for n in self._qmp("query-named-block-nodes")}
+            nodes = self._objects("query-named-block-nodes", None, "node-name")
+            return name not in {n["node-name"] for n in nodes}
         if undo.execute == "chardev-remove":
-            return name not in {c.get("label") for c in self._qmp("query-chardev")}
+            return name not in {c["label"] for c in self._objects("query-chardev", None, "label")}
         return False
 
     def presence(self, steps: Sequence[AnyStep]) -> list[tuple[str, bool]]:
@@ -713,6 +728,10 @@ class QmpHotPlugger:
                 device=device,
                 leftovers=left,
             )
+
+
+def _has_strings(item: Any, keys: Sequence[str]) -> bool:
+    return isinstance(item, dict) and all(isinstance(item.get(key), str) for key in keys)
 
 
 def _shown(value: object) -> str:
