@@ -33,6 +33,7 @@ from referencing.jsonschema import DRAFT7
 from vmdev_cdi.decode import DecodeError, load_yaml, to_json_value
 from vmdev_cdi.errors import CDIError
 from vmdev_cdi.model import SpecDocument, to_go
+from vmdev_cdi.spec import read_spec_file
 
 SCHEMA_URI: Final = "file:///schema.json"
 #: the reference's limit on the total size of one annotation map's keys and values
@@ -148,8 +149,7 @@ class Schema:
         self.validate_json(_load_json(data))
 
     def validate_file(self, path: str) -> None:
-        with open(path, "rb") as handle:
-            data = handle.read()
+        data = read_spec_file(path)  # bounded: a FIFO or an oversized file is a SpecError
         if path.endswith(".json"):
             self.validate_json(_load_json(data))
         else:

@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import errno
 import json
-from typing import Protocol
+import os
+import stat
+from typing import Final, Protocol
 
 import attrs
 
+from vmdev.errors import HostReadError
+from vmdev.host import read_regular
 from vmdev_cdi.decode import DecodeError, parse_document
 from vmdev_cdi.errors import CDIError, SpecError
 from vmdev_cdi.gotext import clean, ext, goquote, path_error
@@ -29,6 +33,14 @@ from vmdev_cdi.version import validate_version
 
 DEFAULT_SPEC_EXT = ".yaml"
 SPEC_EXTS = (".json", ".yaml")
+
+#: the most a spec file may hold. The Go library reads any size; vmdev parses specs with PyYAML in
+#: pure Python, measured at about 4 s and 100 MB of memory per MiB of spec, so the core's 16 MiB
+#: cap for config.json would let one bad file cost a minute and 1.7 GB on every ``vmdev plan``.
+#: Generated specs are small: a device entry is 100-500 bytes, so even 2048 IMEX channels or 8 GPUs
+#: with all their MIG devices stay well under 1 MiB. 4 MiB keeps that headroom and bounds a bad
+#: file to about 15 s and 450 MB; a larger file is that file's load error.
+MAX_SPEC_BYTES: Final = 4 * 1024 * 1024
 
 
 class SpecValidator(Protocol):
@@ -88,14 +100,7 @@ def read_spec(path: str, priority: int, validator: SpecValidator | None = None) 
     A missing file raises :class:`FileNotFoundError` (Go returns the raw ``os`` error); every
     other problem is a :class:`SpecError` with the reference's text.
     """
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
-        if exc.errno == errno.ENOENT:
-            raise
-        op = "read" if exc.errno == errno.EISDIR else "open"
-        raise SpecError(f"failed to read CDI Spec {goquote(path)}: {path_error(op, path, exc)}") from None
+    data = read_spec_file(path)
     try:
         doc = parse_document(data)
     except DecodeError as exc:
@@ -105,6 +110,27 @@ def read_spec(path: str, priority: int, validator: SpecValidator | None = None) 
     if doc is None:
         raise SpecError(f"failed to parse CDI Spec {goquote(path)}, no Spec data")
     return new_spec(doc, path, priority, validator)
+
+
+def read_spec_file(path: str) -> bytes:
+    """The bytes of the spec file ``path``, through the core's bounded reader: a FIFO, a device
+    node (``/dev/zero`` behind a symlink) or a file over :data:`MAX_SPEC_BYTES` is a
+    :class:`SpecError`, never a hang or a full memory. Missing is :class:`FileNotFoundError` and a
+    directory or a failed ``stat`` keep Go's ``*fs.PathError`` text."""
+    try:
+        if stat.S_ISDIR(os.stat(path).st_mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        data = read_regular(path, limit=MAX_SPEC_BYTES)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        op = "read" if exc.errno == errno.EISDIR else "open"
+        raise SpecError(f"failed to read CDI Spec {goquote(path)}: {path_error(op, path, exc)}") from None
+    except HostReadError as exc:
+        raise SpecError(f"failed to read CDI Spec {goquote(path)}: {exc.message}") from None
+    if data is None:  # gone between the stat and the open
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+    return data
 
 
 def parse_spec(data: bytes | str) -> SpecDocument | None:
