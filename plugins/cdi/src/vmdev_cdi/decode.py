@@ -10,6 +10,14 @@ JSON and YAML files go through the same three steps, as in the reference:
    objects are visited in sorted key order (Go re-encodes maps sorted) and the first error met
    is the one reported (``json: unknown field "xyzzy"``).
 
+Hostile documents are refused as yaml.v2 refuses them, with its texts: aliases are counted as
+yaml.v2's decoder counts node visits and a document whose visits are mostly alias expansions
+(a "billion laughs") is ``document contains excessive aliasing``; an alias inside its own anchor
+is ``anchor 'a' value contains itself``; an explicit tag its value does not fit (``!!bool maybe``)
+is ``cannot decode !!str `maybe` as a !!bool``; control characters and bad UTF-8 get yaml.v2's
+reader texts. Where vmdev differs: nesting deeper than :data:`MAX_DEPTH` levels is refused
+(yaml.v2 allows 10000; PyYAML composes recursively, and no valid spec nests beyond 8 levels).
+
 Where the texts come from a parser (YAML syntax errors) they follow PyYAML's wording in Go's
 ``yaml: line N: ...`` frame; type errors follow Go's ``json: cannot unmarshal ...`` form, which
 the reference says to compare by prefix only.
@@ -58,10 +66,39 @@ _GO_INT: Final = re.compile(r"[-+]?(0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+|0[0
 _YAML_FLOAT: Final = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 
 
+#: how deep vmdev composes a YAML document (see the module docstring)
+MAX_DEPTH: Final = 100
+
+
+class GoYAMLError(Exception):
+    """A yaml.v2 failure without a line (its ``failf``): ``str()`` is the text after ``yaml: ``."""
+
+
 class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader with yaml.v2's implicit types and duplicate-key errors."""
+    """PyYAML's safe loader with yaml.v2's implicit types and duplicate-key errors; it records
+    which children are aliases (PyYAML hands back the anchored node itself) for
+    :func:`check_aliasing`, and refuses to nest deeper than :data:`MAX_DEPTH`."""
 
     duplicates: list[str]
+    #: id(container node) -> per child, in order (keys and values alternating for a mapping), the
+    #: anchor name if the child was an alias, else None
+    alias_children: dict[int, list[str | None]]
+    depth: int
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        alias = event.anchor if isinstance(event, yaml.AliasEvent) else None
+        if self.depth >= MAX_DEPTH:
+            raise yaml.composer.ComposerError(None, None, f"exceeded max depth of {MAX_DEPTH}",
+                                              event.start_mark)
+        self.depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+        if parent is not None:
+            self.alias_children.setdefault(id(parent), []).append(alias)
+        return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -88,6 +125,8 @@ def _go_int(text: str) -> int | None:
     octal = 8 if body.startswith("0") and len(body) > 1 else 10
     base = {"x": 16, "o": 8, "b": 2}.get(body[1:2].lower(), octal)
     digits = body[2:] if base in (16, 2) or body[1:2] in ("o", "O") else body
+    if len(digits.lstrip("0")) > 64:  # beyond 64 bits in any base; and int() refuses 4300 digits
+        return None
     value = sign * int(digits or "0", base)
     if -(2**63) <= value < 2**64:
         return value
@@ -107,12 +146,51 @@ def yaml_number(text: str) -> Any:
     if value is not None:
         return value
     if _YAML_FLOAT.fullmatch(plain):
-        return float(plain)
+        number = float(plain)
+        return number if math.isfinite(number) else text  # Go's ParseFloat: out of range, a string
     return text
 
 
+_NULLS: Final = ("~", "null", "Null", "NULL", "")
+
+
+def resolved_tag(text: str) -> str:
+    """The tag yaml.v2 resolves a plain scalar to, for its ``cannot decode`` text."""
+    if text in BOOLS:
+        return "!!bool"
+    if text in _NULLS:
+        return "!!null"
+    value = yaml_number(text) if text[:1] in "-+.0123456789" else text
+    return "!!str" if isinstance(value, str) else ("!!int" if isinstance(value, int) else "!!float")
+
+
+def _cannot_decode(node: yaml.ScalarNode, tag: str) -> GoYAMLError:
+    return GoYAMLError(f"cannot decode {resolved_tag(node.value)} `{node.value}` as a {tag}")
+
+
 def _construct_bool(loader: _Loader, node: yaml.ScalarNode) -> bool:
+    if node.value not in BOOLS:  # only an explicit !!bool gets here with another value
+        raise _cannot_decode(node, "!!bool")
     return BOOLS[node.value]
+
+
+def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> int:
+    value = yaml_number(node.value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _cannot_decode(node, "!!int")
+    return value
+
+
+def _construct_float(loader: _Loader, node: yaml.ScalarNode) -> float:
+    value = yaml_number(node.value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _cannot_decode(node, "!!float")
+    return float(value)
+
+
+def _construct_null(loader: _Loader, node: yaml.ScalarNode) -> None:
+    if node.value not in _NULLS:
+        raise _cannot_decode(node, "!!null")
 
 
 def _construct_timestamp_as_text(loader: _Loader, node: yaml.ScalarNode) -> str:
@@ -128,6 +206,9 @@ def _install_resolvers() -> None:
     add(_NUMBER_TAG, re.compile(r"^[-+.0-9][-+._0-9a-zA-Z]*$"), list("-+.0123456789"))
     _Loader.add_constructor(_NUMBER_TAG, _construct_number)
     _Loader.add_constructor("tag:yaml.org,2002:bool", _construct_bool)
+    _Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+    _Loader.add_constructor("tag:yaml.org,2002:float", _construct_float)
+    _Loader.add_constructor("tag:yaml.org,2002:null", _construct_null)
     _Loader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp_as_text)
 
 
@@ -139,24 +220,105 @@ def load_yaml(data: bytes | str, *, strict: bool = True) -> Any:
 
     ``strict`` (yaml.v2's ``UnmarshalStrict``) makes a repeated mapping key an error.
     """
-    loader = _Loader(data)
-    loader.duplicates = []
+    try:
+        loader = _Loader(data)
+    except yaml.YAMLError as exc:  # the reader checks the first characters at once
+        raise _yaml_error(exc) from None
+    loader.duplicates, loader.alias_children, loader.depth = [], {}, 0
     try:
         node = loader.get_node() if loader.check_node() else None
+        if node is not None:
+            check_aliasing(node, loader.alias_children)
         value = loader.construct_document(node) if node is not None else None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        reason = exc.problem or exc.context
-        raise DecodeError(f"error converting YAML to JSON: yaml: {where}{reason}") from None
-    except yaml.YAMLError as exc:
-        raise DecodeError(f"error converting YAML to JSON: yaml: {exc}") from None
+    except (yaml.YAMLError, GoYAMLError) as exc:
+        raise _yaml_error(exc) from None
     finally:
         loader.dispose()
     if strict and loader.duplicates:
         raise DecodeError("error converting YAML to JSON: yaml: unmarshal errors:\n  "
                           + "\n  ".join(loader.duplicates))
     return value
+
+
+#: PyYAML's reasons for bytes that are not UTF-8, as yaml.v2's reader words them (its other reason,
+#: ``special characters are not allowed``, is yaml.v2's ``control characters are not allowed``)
+_UTF8_ERRORS: Final = {
+    "invalid start byte": "invalid leading UTF-8 octet",
+    "invalid continuation byte": "invalid trailing UTF-8 octet",
+    "unexpected end of data": "incomplete UTF-8 octet sequence",
+}
+
+
+def _yaml_error(exc: Exception) -> DecodeError:
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        text = f"{where}{exc.problem or exc.context}"
+    elif isinstance(exc, yaml.reader.ReaderError):
+        text = _UTF8_ERRORS.get(exc.reason, "control characters are not allowed")
+    else:
+        text = str(exc)
+    return DecodeError(f"error converting YAML to JSON: yaml: {text}")
+
+
+# yaml.v2's alias budget (decode.go, since v2.2.8 for CVE-2019-11254): every node the decoder
+# visits counts, alias expansions again; past 1000 visits and 100 alias visits, the share of alias
+# visits may be at most 99% up to 400,000 visits, falling to 10% at 4,000,000.
+_ALIAS_LOW: Final = 400_000
+_ALIAS_HIGH: Final = 4_000_000
+
+
+def _allowed_alias_ratio(count: int) -> float:
+    if count <= _ALIAS_LOW:
+        return 0.99
+    if count >= _ALIAS_HIGH:
+        return 0.10
+    return 0.99 - 0.89 * (count - _ALIAS_LOW) / (_ALIAS_HIGH - _ALIAS_LOW)
+
+
+def check_aliasing(root: yaml.Node, alias_children: Mapping[int, list[str | None]]) -> None:
+    """Visit the document as yaml.v2's decoder does (aliases expanded, in document order) and fail
+    as it does on excessive aliasing or an alias inside its own anchor. Bounded: it stops at the
+    first visit over budget, so a billion laughs costs a few thousand steps."""
+    visits, alias_visits = 1, 0  # the document node
+    # (node, is an alias to it (its anchor), alias depth, anchored nodes being expanded)
+    stack: list[tuple[yaml.Node, str | None, int, tuple[int, ...]]] = [(root, None, 0, ())]
+    while stack:
+        node, alias, depth, expanding = stack.pop()
+        visits += 1
+        alias_visits += depth > 0
+        if alias_visits > 100 and visits > 1000 and alias_visits / visits > _allowed_alias_ratio(visits):
+            raise GoYAMLError("document contains excessive aliasing")
+        if alias is not None:
+            if id(node) in expanding:
+                raise GoYAMLError(f"anchor '{alias}' value contains itself")
+            stack.append((node, None, depth + 1, (*expanding, id(node))))
+            continue
+        stack.extend(reversed([(child, kind, depth, expanding)
+                               for child, kind in _children(node, alias_children)]))
+
+
+def _children(node: yaml.Node, alias_children: Mapping[int, list[str | None]]
+              ) -> list[tuple[yaml.Node, str | None]]:
+    """The children yaml.v2 visits, each with its anchor if it is an alias; a merge key (``<<``)
+    is not visited and the maps of a merged sequence are visited without the sequence."""
+    flags = alias_children.get(id(node), [])
+    if isinstance(node, yaml.SequenceNode):
+        return list(zip(node.value, flags, strict=True))
+    if not isinstance(node, yaml.MappingNode):
+        return []
+    out: list[tuple[yaml.Node, str | None]] = []
+    for index, (key, value) in enumerate(node.value):
+        key_alias, value_alias = flags[2 * index:2 * index + 2] or (None, None)
+        if key_alias is None and key.tag == "tag:yaml.org,2002:merge":
+            if value_alias is None and isinstance(value, yaml.SequenceNode):
+                merged = alias_children.get(id(value), [])
+                out.extend(reversed(list(zip(value.value, merged, strict=True))))
+            else:
+                out.append((value, value_alias))
+            continue
+        out += [(key, key_alias), (value, value_alias)]
+    return out
 
 
 # --- the Go types ------------------------------------------------------------------------------
@@ -514,6 +676,13 @@ def to_document(fields: Fields) -> SpecDocument:
 
 
 def parse_document(data: bytes | str) -> SpecDocument | None:
-    """Go's ``ParseSpec``: the document, None for an empty one, :class:`DecodeError` otherwise."""
-    fields = unmarshal_strict(data)
-    return None if fields is None else to_document(fields)
+    """Go's ``ParseSpec``: the document, None for an empty one, :class:`DecodeError` otherwise.
+
+    A document that breaks this emulation in a way not foreseen (Python's own limits) is a
+    :class:`DecodeError` too, naming the Python error: one bad file must stay that file's error.
+    """
+    try:
+        fields = unmarshal_strict(data)
+        return None if fields is None else to_document(fields)
+    except (RecursionError, ValueError, TypeError, KeyError, OverflowError, AttributeError) as exc:
+        raise DecodeError(f"vmdev cannot read this document ({type(exc).__name__}: {exc})") from None
