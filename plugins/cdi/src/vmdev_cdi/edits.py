@@ -9,19 +9,23 @@ default; tests pass a fake).
 
 Differences from the Go code: the filled-in node is a copy (Go writes it back into the cached
 spec, so later injections there skip the host lookup until the next rescan); fields of the OCI
-spec that Go's ``oci.Spec`` type does not know are kept (Go drops them when it re-encodes).
+spec that Go's ``oci.Spec`` type does not know are kept (Go drops them when it re-encodes). Go
+decodes the OCI spec into typed structs first, so a field of the wrong type never reaches its
+edits; here the document is a plain dict, and a field an edit reads or extends that has the wrong
+shape (``"process": [1]``, ``"uid": "abc"``) is an :class:`~vmdev_cdi.errors.OciSpecError` naming
+its JSON path (``$.process.user.uid``).
 """
 
 from __future__ import annotations
 
 import os
 import stat as stat_module
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, Final
 
 import attrs
 
-from vmdev_cdi.errors import CDIError
+from vmdev_cdi.errors import CDIError, OciSpecError
 from vmdev_cdi.gotext import clean, errno_text, goquote
 from vmdev_cdi.model import ContainerEdits, DeviceNode, Hook, Mount, rdt_to_oci
 from vmdev_cdi.validate import NO_PERMISSIONS
@@ -91,32 +95,50 @@ def apply_edits(oci: OciDoc | None, edits: ContainerEdits | None, *, stat: StatF
     for node in edits.device_nodes:
         _add_device(oci, fill_missing_info(node, stat), node.permissions)
     for net in edits.net_devices:
-        _child(_child(oci, "linux"), "netDevices")[net.host_interface_name] = {"name": net.name}
+        net_devices = _object(_object(oci, "linux", "$"), "netDevices", "$.linux")
+        net_devices[net.host_interface_name] = {"name": net.name}
     if edits.mounts:
         _add_mounts(oci, edits.mounts)
     for hook in edits.hooks:
-        _child(oci, "hooks").setdefault(HOOK_KEYS[hook.hook_name], []).append(hook_to_oci(hook))
+        _array(_object(oci, "hooks", "$"), HOOK_KEYS[hook.hook_name], "$.hooks").append(hook_to_oci(hook))
     if edits.intel_rdt is not None:
-        _child(oci, "linux")["intelRdt"] = rdt_to_oci(edits.intel_rdt)
+        _object(oci, "linux", "$")["intelRdt"] = rdt_to_oci(edits.intel_rdt)
     for gid in edits.additional_gids:
         if gid == 0:
             continue
-        gids = _child(_child(oci, "process"), "user").setdefault("additionalGids", [])
+        user = _object(_object(oci, "process", "$"), "user", "$.process")
+        gids = _array(user, "additionalGids", "$.process.user")
         if gid not in gids:
             gids.append(gid)
 
 
-def _child(parent: OciDoc, key: str) -> Any:
-    """``parent[key]``, created as an empty object when absent or null."""
+def _object(parent: OciDoc, key: str, where: str, device: str = "") -> OciDoc:
+    """``parent[key]`` (``where`` is the parent's JSON path), created as ``{}`` when absent or
+    null; any other non-object is an :class:`OciSpecError`."""
     if parent.get(key) is None:
         parent[key] = {}
-    return parent[key]
+    value = parent[key]
+    if not isinstance(value, MutableMapping):
+        raise OciSpecError("must be an object", device=device, field=f"{where}.{key}")
+    return value
+
+
+def _array(parent: OciDoc, key: str, where: str, device: str = "", *, of: type | None = None) -> list[Any]:
+    """``parent[key]`` as :func:`_object` gives it, for an array (whose items must be ``of``)."""
+    if parent.get(key) is None:
+        parent[key] = []
+    value = parent[key]
+    if not isinstance(value, list):
+        raise OciSpecError("must be an array", device=device, field=f"{where}.{key}")
+    for index, item in enumerate(value):
+        if of is not None and not isinstance(item, of):
+            what = "an object" if of is MutableMapping else "a string"
+            raise OciSpecError(f"must be {what}", device=device, field=f"{where}.{key}[{index}]")
+    return value
 
 
 def _add_env(oci: OciDoc, env: tuple[str, ...]) -> None:
-    process = _child(oci, "process")
-    current: list[str] = process.get("env") or []
-    process["env"] = current
+    current: list[str] = _array(_object(oci, "process", "$"), "env", "$.process", of=str)
     index = {item.partition("=")[0]: i for i, item in enumerate(current)}
     for item in env:
         name = item.partition("=")[0]
@@ -136,17 +158,37 @@ def node_to_oci(node: DeviceNode) -> dict[str, Any]:
     return out
 
 
+def _process_ids(oci: Mapping[str, Any], device: str) -> dict[str, int]:
+    """``process.user``'s uid and gid (Go's ``uint32``s; absent or null is 0), checked."""
+    process = oci.get("process")
+    if process is None:
+        return {}
+    if not isinstance(process, Mapping):
+        raise OciSpecError("must be an object", device=device, field="$.process")
+    user = process.get("user")
+    if user is None:
+        return {"uid": 0, "gid": 0}
+    if not isinstance(user, Mapping):
+        raise OciSpecError("must be an object", device=device, field="$.process.user")
+    ids: dict[str, int] = {}
+    for key in ("uid", "gid"):
+        value = user.get(key)
+        if value is None:
+            value = 0
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**32 - 1:
+            raise OciSpecError(f"must be an integer from 0 to {2**32 - 1}", device=device,
+                               field=f"$.process.user.{key}")
+        ids[key] = value
+    return ids
+
+
 def _add_device(oci: OciDoc, node: DeviceNode, permissions: str) -> None:
     device = node_to_oci(node)
-    process = oci.get("process")
-    if process is not None:
-        user = process.get("user") or {}
-        for key in ("uid", "gid"):
-            if key not in device and int(user.get(key) or 0) > 0:
-                device[key] = user[key]
-    linux = _child(oci, "linux")
-    devices: list[dict[str, Any]] = linux.get("devices") or []
-    linux["devices"] = devices
+    for key, value in _process_ids(oci, node.path).items():
+        if key not in device and value > 0:
+            device[key] = value
+    linux = _object(oci, "linux", "$", node.path)
+    devices = _array(linux, "devices", "$.linux", node.path, of=MutableMapping)
     for index, existing in enumerate(devices):
         if existing.get("path") == node.path:
             del devices[index]
@@ -162,10 +204,8 @@ def _add_device(oci: OciDoc, node: DeviceNode, permissions: str) -> None:
         rule: dict[str, Any] = {"allow": True, "type": node.type, "major": node.major, "minor": node.minor}
         if access:
             rule["access"] = access
-        resources = _child(linux, "resources")
-        rules = resources.get("devices") or []
-        resources["devices"] = rules
-        rules.append(rule)
+        resources = _object(linux, "resources", "$.linux", node.path)
+        _array(resources, "devices", "$.linux.resources", node.path).append(rule)
 
 
 def mount_to_oci(mount: Mount, *, user_namespace: bool = False) -> dict[str, Any]:
@@ -191,13 +231,18 @@ def mount_to_oci(mount: Mount, *, user_namespace: bool = False) -> dict[str, Any
 
 
 def _has_user_namespace(oci: OciDoc) -> bool:
-    linux = oci.get("linux") or {}
-    return any(isinstance(ns, dict) and ns.get("type") == "user" for ns in linux.get("namespaces") or [])
+    if oci.get("linux") is None:
+        return False
+    linux = _object(oci, "linux", "$")
+    if linux.get("namespaces") is None:  # read only: nothing is added here
+        return False
+    namespaces = _array(linux, "namespaces", "$.linux", of=MutableMapping)
+    return any(ns.get("type") == "user" for ns in namespaces)
 
 
 def _add_mounts(oci: OciDoc, mounts: tuple[Mount, ...]) -> None:
     userns = _has_user_namespace(oci)
-    current: list[dict[str, Any]] = oci.get("mounts") or []
+    current: list[dict[str, Any]] = _array(oci, "mounts", "$", of=MutableMapping)
     for mount in mounts:
         for index, existing in enumerate(current):
             if existing.get("destination") == mount.container_path:

@@ -16,6 +16,11 @@ class SpecError(CDIError, ConfigError):
     """A CDI spec file cannot be read, parsed or validated."""
 
 
+class OciSpecError(CDIError, ConfigError):
+    """The OCI spec being edited has a field of the wrong shape where an edit goes (Go would not
+    have decoded it at all); ``field`` is its JSON path, as in the core's OCI errors."""
+
+
 class UnresolvableError(CDIError):
     """Requested devices that no loaded spec provides (Go: ``unresolvable CDI devices ...``)."""
 
