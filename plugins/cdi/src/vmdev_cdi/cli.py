@@ -19,20 +19,12 @@ from typing import Any
 import click
 
 from vmdev.cliutil import errors_as_one_line
-from vmdev.errors import ConfigError
+from vmdev.errors import ConfigError, one_line
 from vmdev_cdi.errors import CDIError, UnresolvableError
 from vmdev_cdi.registry import Registry
 from vmdev_cdi.schema import BUILTIN
 from vmdev_cdi.spec import read_spec
 from vmdev_cdi.version import minimum_required_version
-
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
-
-
-def one_line(text: str) -> str:
-    """A multi-line Go error on one output line (line breaks and controls escaped as ``\\n``)."""
-    return _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], text)
-
 
 _SPEC_DIR = click.option(
     "--spec-dir", "spec_dirs", multiple=True, metavar="DIR",
@@ -62,12 +54,14 @@ def list_cmd(spec_dirs: tuple[str, ...], as_json: bool) -> None:
         data = {"spec_dirs": list(registry.spec_dirs), "devices": rows, "errors": registry.errors}
         click.echo(json.dumps(data, indent=2))
         return
+    # paths are file names anyone who can write a spec directory chose: every control character
+    # is escaped (one_line), so no file name can forge or colour a line
     click.echo("spec directories (a later one wins):")
     for priority, directory in enumerate(registry.spec_dirs):
-        click.echo(f"  {priority}  {directory}")
+        click.echo(f"  {priority}  {one_line(directory)}")
     if rows:
         table = [("DEVICE", "PRIORITY", "SPEC FILE")]
-        table += [(str(r["name"]), str(r["priority"]), str(r["spec"])) for r in rows]
+        table += [(str(r["name"]), str(r["priority"]), one_line(str(r["spec"]))) for r in rows]
         widths = [max(len(row[i]) for row in table) for i in range(2)]
         for row in table:
             click.echo(f"{row[0].ljust(widths[0])}  {row[1].ljust(widths[1])}  {row[2]}")
@@ -75,7 +69,7 @@ def list_cmd(spec_dirs: tuple[str, ...], as_json: bool) -> None:
         click.echo("no CDI devices found")
     for path, errors in registry.errors.items():
         for error in errors:
-            click.echo(f"error: {path}: {one_line(error)}")
+            click.echo(f"error: {one_line(path)}: {one_line(error)}")
 
 
 @cdi_group.command("validate")
@@ -94,15 +88,19 @@ def validate_cmd(files: tuple[str, ...]) -> None:
             spec = read_spec(path, 0, BUILTIN)
             BUILTIN.validate_file(path)
         except CDIError as exc:
-            failed = True
-            click.echo(f"vmdev: error: {path}: {one_line(exc.message)}", err=True)
-            continue
+            reason = exc.message
         except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+        except Exception as exc:  # noqa: BLE001 - one file's failure is one line, as in cdi list
+            reason = f"vmdev-cdi cannot read it ({type(exc).__name__}: {exc})"
+        else:
+            reason = ""
+        if reason:
             failed = True
-            click.echo(f"vmdev: error: {path}: {exc.strerror}", err=True)
+            click.echo(f"vmdev: error: {one_line(path)}: {one_line(reason)}", err=True)
             continue
         count = len(spec.devices)
-        click.echo(f"{path}: valid: kind {spec.kind}, {count} device{'s' if count != 1 else ''}, "
+        click.echo(f"{one_line(path)}: valid: kind {spec.kind}, {count} device{'s' if count != 1 else ''}, "
                    f"cdiVersion {spec.raw.cdi_version} (needs at least {minimum_required_version(spec.raw)})")
     if failed:
         sys.exit(1)
@@ -120,7 +118,7 @@ def inject_cmd(spec_dirs: tuple[str, ...], devices: tuple[str, ...], oci_config:
     registry = Registry(spec_dirs)
     for path, errors in registry.errors.items():
         for error in errors:
-            click.echo(f"vmdev: warning: {path}: {one_line(error)}", err=True)
+            click.echo(f"vmdev: warning: {one_line(path)}: {one_line(error)}", err=True)
     names = resolve_patterns(registry, devices)
     try:
         registry.inject_devices(oci, names)

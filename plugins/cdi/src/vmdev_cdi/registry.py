@@ -6,7 +6,9 @@ files are read in name order and only names ending in ``.json`` or ``.yaml`` cou
 as in the reference:
 
 * a file that fails to load contributes nothing and gets ``failed to load CDI Spec <error>``;
-  the other files are unaffected;
+  the other files are unaffected. This holds for any failure: a FIFO, a file over
+  :data:`vmdev_cdi.spec.MAX_SPEC_BYTES`, an alias bomb, or a Python error the decoder did not
+  foresee (recorded with its name) all stay that file's error;
 * a device defined by a later (higher-priority) directory overrides an earlier one;
 * a device defined twice at the same priority is removed altogether, even if a higher-priority
   directory defines it too, and both files get ``conflicting device "..." (specs "...", "...")``;
@@ -32,7 +34,7 @@ from vmdev_cdi.constants import DEFAULT_DYNAMIC_DIR as DEFAULT_DYNAMIC_DIR
 from vmdev_cdi.constants import DEFAULT_SPEC_DIRS as DEFAULT_SPEC_DIRS
 from vmdev_cdi.constants import DEFAULT_STATIC_DIR as DEFAULT_STATIC_DIR
 from vmdev_cdi.edits import StatFunc, apply_edits
-from vmdev_cdi.errors import CDIError, UnresolvableError
+from vmdev_cdi.errors import CDIError, OciSpecError, UnresolvableError
 from vmdev_cdi.gotext import clean, ext, goquote, path_error
 from vmdev_cdi.model import ContainerEdits, SpecDocument
 from vmdev_cdi.spec import (
@@ -78,6 +80,9 @@ def scan_spec_dirs(dirs: Sequence[str], validator: SpecValidator | None = None) 
                 yield ScanEntry(path, priority, None, exc.message)
             except OSError as exc:  # a dangling link, or gone since listing: Go's raw os error
                 yield ScanEntry(path, priority, None, path_error("open", path, exc))
+            except Exception as exc:  # noqa: BLE001 - one file's failure is that file's error, as in Go
+                reason = f"vmdev-cdi cannot read it ({type(exc).__name__}: {exc})"
+                yield ScanEntry(path, priority, None, f"failed to parse CDI Spec {goquote(path)}: {reason}")
 
 
 class Registry:
@@ -209,6 +214,9 @@ class Registry:
         edits = self.merged_edits(requested)
         try:
             apply_edits(oci, edits, stat=self.stat)
+        except OciSpecError as exc:  # keeps the JSON path; the device is the node, else the names
+            raise OciSpecError(f"failed to inject devices: {exc.message}",
+                               device=exc.device or ", ".join(requested), field=exc.field) from None
         except CDIError as exc:
             raise CDIError(f"failed to inject devices: {exc.message}") from None
 

@@ -19,6 +19,7 @@ Where this differs from the reference, on purpose:
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import weakref
@@ -27,6 +28,7 @@ from typing import Any
 
 import attrs
 
+from vmdev.errors import one_line
 from vmdev.host import HostContext
 from vmdev.models import DeviceInfo
 from vmdev.oci import OciSpec, parse_spec
@@ -34,7 +36,7 @@ from vmdev.settings import SandboxSettings
 from vmdev_cdi import settings as cdi_settings
 from vmdev_cdi.annotations import parse_annotations
 from vmdev_cdi.edits import StatFunc, apply_edits
-from vmdev_cdi.errors import CDIError, UnresolvableError
+from vmdev_cdi.errors import CDIError, OciSpecError, UnresolvableError
 from vmdev_cdi.model import ContainerEdits
 from vmdev_cdi.registry import Registry
 
@@ -100,12 +102,15 @@ def inject_spec(spec: OciSpec, settings: SandboxSettings, host: HostContext) -> 
         return None
     registry = Registry(cdi_settings.spec_dirs(settings), stat=host_stat(host))
     for path, errors in registry.errors.items():
-        for error in errors:
-            log.warning("CDI spec %s: %s", path, error.replace("\n", "\\n"))
+        for error in errors:  # the path quoted as the core quotes host paths; the error on one line
+            log.warning("CDI spec %s: %s", json.dumps(path), one_line(error))
     edits = _merged(registry, names)
     document: dict[str, Any] = copy.deepcopy(dict(spec.document))
     try:
         apply_edits(document, edits, stat=registry.stat)
+    except OciSpecError as exc:  # keeps the JSON path; the device is the node, else the CDI names
+        raise OciSpecError(f"CDI device injection failed: {exc.message}",
+                           device=exc.device or ", ".join(names), field=exc.field) from None
     except CDIError as exc:
         raise CDIError(f"CDI device injection failed: {exc.message}") from None
     sources = tuple(_sources(registry, names))
