@@ -60,7 +60,13 @@ class ResolveError(VmdevError):
 class HostReadError(ResolveError):
     """A host file (sysfs, ``/dev``, ``/proc``) could not be read as expected: unreadable, not a
     regular file (a FIFO, a directory, a loop of symlinks), too large or not UTF-8. ``field``
-    names the file."""
+    names the file; ``reason`` is the problem without the file's name (``Permission denied``,
+    ``not a regular file (a FIFO)``), for readers of caller-supplied files that name it their
+    way (``vmdev.oci.load_spec``: ``cannot read OCI spec: ...``)."""
+
+    def __init__(self, message: str, *, device: str = "", field: str = "", reason: str = "") -> None:
+        super().__init__(message, device=device, field=field)
+        self.reason = reason or message
 
 
 class DeviceError(VmdevError):

@@ -143,18 +143,27 @@ def read_regular(path: str | os.PathLike[str], *, limit: int = MAX_READ) -> byte
     """The bytes of the regular file ``path`` (at most ``limit``), None when it does not exist.
 
     The file is checked before it is opened and opened non-blocking, so a FIFO or a device node
-    named where a file was expected is an error, never a hang."""
+    named where a file was expected is an error, never a hang. Every problem is a
+    :class:`~vmdev.errors.HostReadError` whose ``reason`` says it without the file's name."""
+    read = read_regular_stat(path, limit=limit)
+    return None if read is None else read[0]
+
+
+def read_regular_stat(
+    path: str | os.PathLike[str], *, limit: int = MAX_READ
+) -> tuple[bytes, os.stat_result] | None:
+    """:func:`read_regular`, with the ``fstat`` of the file as opened (its identity: a reader that
+    writes the file again later can tell whether it changed since)."""
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            raise HostReadError(f"{_quoted(path)} is not a regular file", field=str(path))
+        _check_regular(path, os.stat(path))
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:
         raise _read_error(path, exc) from None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise HostReadError(f"{_quoted(path)} is not a regular file", field=str(path))
+        info = os.fstat(fd)
+        _check_regular(path, info)
         chunks: list[bytes] = []
         size = 0
         while size <= limit:
@@ -169,8 +178,21 @@ def read_regular(path: str | os.PathLike[str], *, limit: int = MAX_READ) -> byte
     finally:
         os.close(fd)
     if size > limit:
-        raise HostReadError(f"{_quoted(path)} holds more than {limit} bytes", field=str(path))
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        raise HostReadError(f"{_quoted(path)} holds more than {limit} bytes", field=str(path),
+                            reason=f"larger than {limit} bytes")
+    return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), info
+
+
+#: what a file that is not a regular one is, in words (for the error)
+_KINDS: Final = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device",
+                 stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}
+
+
+def _check_regular(path: str | os.PathLike[str], info: os.stat_result) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        kind = _KINDS.get(stat.S_IFMT(info.st_mode), "not a file")
+        raise HostReadError(f"{_quoted(path)} is not a regular file", field=str(path),
+                            reason=f"not a regular file ({kind})")
 
 
 def decode_text(data: bytes, path: str | os.PathLike[str]) -> str:
@@ -178,10 +200,8 @@ def decode_text(data: bytes, path: str | os.PathLike[str]) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise HostReadError(
-            f"{_quoted(path)} is not UTF-8 text (byte {exc.start}: {data[exc.start:exc.start + 1]!r})",
-            field=str(path),
-        ) from None
+        reason = f"not UTF-8 text (byte {exc.start}: {data[exc.start:exc.start + 1]!r})"
+        raise HostReadError(f"{_quoted(path)} is {reason}", field=str(path), reason=reason) from None
 
 
 def _quoted(path: str | os.PathLike[str]) -> str:
@@ -190,7 +210,7 @@ def _quoted(path: str | os.PathLike[str]) -> str:
 
 def _read_error(path: str | os.PathLike[str], exc: OSError) -> HostReadError:
     reason = exc.strerror or type(exc).__name__
-    return HostReadError(f"cannot read {_quoted(path)}: {reason}", field=str(path))
+    return HostReadError(f"cannot read {_quoted(path)}: {reason}", field=str(path), reason=reason)
 
 
 @attrs.frozen(kw_only=True)
