@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from vmdev.errors import ConfigError
+from vmdev.errors import ConfigError, HostReadError
 
 if TYPE_CHECKING:
     from vmdev.plugins import PluginManager
@@ -236,18 +236,29 @@ def _hypervisor_section(
     return found.name, _table(document, ("hypervisor", section))
 
 
+#: the largest settings file read: Kata's biggest shipped configuration (configuration-qemu-nvidia-gpu
+#: -runtime-rs.toml, mostly comments) is 37 KiB, so 1 MiB is 28 times that and still parses in
+#: milliseconds; anything larger is not a settings file (``/dev/zero`` is refused unread: not a file)
+MAX_SETTINGS_BYTES: Final = 1024 * 1024
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     # imported here: a plan without --config never pays for the TOML parser (issue 13)
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - exercised on Python 3.10 only
         import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+    from vmdev.host import read_regular
+
+    try:  # a regular file only: a FIFO would block the reader, a device node could have no end
+        data = read_regular(path, limit=MAX_SETTINGS_BYTES)
+    except HostReadError as exc:
+        raise ConfigError(f"cannot read settings file: {exc.reason}", device=str(path)) from None
+    if data is None:
+        raise ConfigError("cannot read settings file: No such file or directory", device=str(path))
     try:
-        with path.open("rb") as handle:
-            document: dict[str, Any] = tomllib.load(handle)
-            return document
-    except OSError as exc:
-        raise ConfigError(f"cannot read settings file: {exc.strerror}", device=str(path)) from None
+        document: dict[str, Any] = tomllib.loads(data.decode("utf-8"))
+        return document
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML: {exc}", device=str(path)) from None
     except UnicodeDecodeError as exc:
