@@ -11,12 +11,11 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator, Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from vmdev.errors import ConfigError
+from vmdev.errors import ConfigError, one_line
 from vmdev.models import DeviceInfo
 from vmdev.settings import SandboxSettings, load_settings
 
@@ -108,18 +107,34 @@ class DeviceArgs:
         )
 
 
-def oci_device(text: str) -> DeviceInfo:
-    from vmdev.oci import parse_spec
+#: the largest ``--oci-device @FILE`` read: one ``linux.devices`` entry is ~100 bytes and its path
+#: at most PATH_MAX (4096 bytes, 24 KiB written as JSON escapes), so 64 KiB is ample; the file must
+#: be a regular one (a FIFO would block the read, ``/dev/zero`` never ends)
+MAX_OCI_DEVICE_BYTES: Final = 64 * 1024
 
+
+def oci_device(text: str) -> DeviceInfo:
+    """The device of ``--oci-device``: an OCI ``linux.devices`` entry as JSON, or ``@FILE`` holding
+    one; every problem a :class:`ConfigError` of field ``--oci-device`` (naming the file)."""
+    from vmdev.errors import HostReadError
+    from vmdev.host import read_regular
+    from vmdev.oci import JsonError, json_value, parse_spec
+
+    source = ""
+    data: bytes | str = text
     if text.startswith("@"):
+        source = text[1:]
         try:
-            text = Path(text[1:]).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read {text[1:]}: {exc.strerror}", field="--oci-device") from None
+            read = read_regular(source, limit=MAX_OCI_DEVICE_BYTES)
+        except HostReadError as exc:
+            raise ConfigError(f"cannot read: {exc.reason}", device=source, field="--oci-device") from None
+        if read is None:
+            raise ConfigError("cannot read: No such file or directory", device=source, field="--oci-device")
+        data = read
     try:
-        entry = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"not valid JSON: {exc}", field="--oci-device") from None
+        entry = json_value(data)
+    except JsonError as exc:
+        raise ConfigError(f"not valid JSON: {exc}", device=source, field="--oci-device") from None
     try:
         return parse_spec({"linux": {"devices": [entry]}}).devices[0]
     except ConfigError as exc:
@@ -232,9 +247,10 @@ def record_text(record: DeviceRecord | None, verb: str, as_json: bool, extra: di
         data = record_to_json(record) if record is not None else None
         return json.dumps({**extra, "device": data}, indent=2)
     if record is None:
-        return f"{verb} {extra['id']}: no container uses it any more; forgotten"
+        return one_line(f"{verb} {extra['id']}: no container uses it any more; forgotten")
     buses = record.attachment.buses if record.attachment is not None else ()
-    return (
+    # one line whatever the state file says (its kind, path, buses and error texts are not vmdev's)
+    return one_line(
         f"{verb} {record.id} ({record.kind}, {record.name}): {describe_status(record)}; attach count "
         f"{record.attach_count}, references {record.ref_count}"
         + (f", bus {', '.join(buses)}" if buses else "")
