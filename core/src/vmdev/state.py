@@ -54,6 +54,7 @@ import attrs
 from vmdev._convert import any_dict
 from vmdev.errors import VmdevError
 from vmdev.models import DeviceInfo
+from vmdev.oci import JsonError, json_value
 from vmdev.qemu import check_id
 from vmdev.serialize import to_json
 from vmdev.settings import SandboxSettings
@@ -75,6 +76,16 @@ COMPACT_BYTES: Final = 64 * 1024
 #: ... or once it holds this many lines
 COMPACT_LINES: Final = 10_000
 _TEMP_MARK: Final = ".tmp-"
+#: the largest state file read. A hot-plugged block device's record is ~1.9 KiB (a generic one
+#: ~0.6 KiB) and the journal is compacted once it passes the snapshot's size, so a 1,000-device
+#: sandbox's file stays under ~4 MiB; 64 MiB is 16 times that (some 17,000 such devices). A file
+#: that is not a regular one (a FIFO, ``/dev/zero``) is refused unread.
+MAX_STATE_BYTES: Final = 64 * 1024 * 1024
+#: the largest process id a state file may record (pid_t is a signed 32-bit integer; Linux's own
+#: limit is 2**22): anything larger is corrupt, not a process to signal
+MAX_PID: Final = 2**31 - 1
+#: allocation indexes are canonical decimals up to this (pools are small: 65535 drive indexes)
+MAX_INDEX: Final = 2**32 - 1
 
 
 class StateError(VmdevError):
@@ -114,6 +125,12 @@ def _count(inst: Any, attribute: attrs.Attribute[Any], value: int) -> None:
 def _non_negative(inst: Any, attribute: attrs.Attribute[Any], value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise StateCorruptError(f"must be a number >= 0, got {value!r}", field=attribute.name)
+
+
+def _pid(inst: Any, attribute: attrs.Attribute[Any], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_PID:
+        raise StateCorruptError(f"must be a process id from 0 to {MAX_PID}, got {value!r:.40}",
+                                field=attribute.name)
 
 
 def _qemu_id(inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
@@ -179,7 +196,7 @@ class Attachment:
     #: the last error of this attachment ("" when none)
     error: str = ""
     #: the process that runs the attach or detach (0 when none)
-    pid: int = attrs.field(default=0, validator=_non_negative)
+    pid: int = attrs.field(default=0, validator=_pid)
     #: when the phase last changed (seconds since the epoch)
     since: float = 0.0
 
@@ -350,9 +367,7 @@ def _change_from(value: Any, *, source: str, line: int) -> StateChange:
     drop = _structure(value.get("drop", []), list[str], source=source, what=what, path=f"{where}.drop")
     alloc = _structure(value.get("alloc", {}), dict[str, dict[str, str | None]], source=source, what=what,
                        path=f"{where}.alloc")
-    if any(not index.isdigit() for used in alloc.values() for index in used):
-        raise StateCorruptError(f"{what}: an allocation index is not a number", device=source,
-                                field=f"{where}.alloc")
+    _check_indexes(alloc, source=source, what=what, path=f"{where}.alloc")
     ports = value.get("ports")
     allocations = {pool: {int(i): o for i, o in used.items()} for pool, used in alloc.items()}
     return StateChange(
@@ -360,6 +375,24 @@ def _change_from(value: Any, *, source: str, line: int) -> StateChange:
         ports=None if ports is None else _structure(ports, list[PortRecord], source=source, what=what,
                                                     path=f"{where}.ports"),
     )
+
+
+def _check_indexes(pools: Mapping[str, Mapping[str, Any]], *, source: str, what: str, path: str) -> None:
+    """Allocation indexes (JSON keys) must be canonical decimals from 0 to :data:`MAX_INDEX`: the
+    allocator turns them into integers, and ``"x"`` or a 5,000-digit one must not get that far."""
+    for pool, used in pools.items():
+        for index in used:
+            if not _index_ok(index):
+                shown = json.dumps(index[:24]) + ("..." if len(index) > 24 else "")
+                raise StateCorruptError(
+                    f"{what}: an allocation index is not a number from 0 to {MAX_INDEX}: {shown} in pool "
+                    f"{json.dumps(pool)}", device=source, field=path,
+                )
+
+
+def _index_ok(index: str) -> bool:
+    return (index.isascii() and index.isdigit() and len(index) <= 10 and (index == "0" or index[0] != "0")
+            and int(index) <= MAX_INDEX)
 
 
 # --- JSON ------------------------------------------------------------------------------------------
@@ -429,6 +462,7 @@ def from_document(document: Any, *, source: str = "") -> SandboxState:
     # QMP commands as steps, which are the same JSON objects; saved typed settings values are ignored
     body = {k: v for k, v in document.items() if k not in ("format", "version")}
     state: SandboxState = _structure(body, SandboxState, source=source, what="invalid state")
+    _check_indexes(state.allocations, source=source, what="invalid state", path="$.allocations")
     return state
 
 
@@ -449,9 +483,9 @@ def decode(data: bytes, *, source: str = "") -> SandboxState:
 
 def _decode_document(data: bytes, *, source: str) -> SandboxState:
     try:
-        document = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise StateCorruptError(f"is not valid JSON: {exc}", device=source) from None
+        document = json_value(data)
+    except JsonError as exc:
+        raise StateCorruptError(f"is not valid JSON: {exc}", device=source, field=exc.path) from None
     return from_document(document, source=source)
 
 
@@ -501,9 +535,11 @@ def _read(data: bytes, *, source: str) -> tuple[SandboxState, tuple[int, int] | 
     document: Any = None
     if end >= 0:
         try:
-            document = json.loads(data[:end].decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            document = None
+            document = json_value(data[:end])
+        except JsonError as exc:
+            if not exc.malformed:  # JSON past vmdev's limits (nesting, digits): no older layout either
+                raise StateCorruptError(f"is not valid JSON: {exc}", device=source,
+                                        field=f"line 1{exc.path[1:]}") from None
     if not isinstance(document, dict):  # an older vmdev's indented file, or not a state at all
         return _decode_document(data, source=source), None
     state = from_document(document, source=source)
@@ -530,10 +566,10 @@ def _replay(lines: list[bytes], state: SandboxState, *, source: str) -> SandboxS
     ports = state.ports
     for number, line in enumerate(lines, start=2):
         try:
-            value = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            value = json_value(line)
+        except JsonError as exc:
             raise StateCorruptError(f"journal line is not valid JSON: {exc}", device=source,
-                                    field=f"line {number}") from None
+                                    field=f"line {number}{exc.path[1:]}") from None
         if not isinstance(value, dict) or value.keys() - {"put"}:  # not only records: read the rest
             change = _change_from(value, source=source, line=number)
             change.apply(devices, allocations)  # type: ignore[arg-type]  # records kept as read by id too
@@ -579,19 +615,26 @@ class StateFile:
         return self.path.with_name(self.path.name + ".lock")
 
     def exists(self) -> bool:
-        return self.path.exists()
+        try:
+            return self.path.exists()
+        except OSError as exc:  # a directory on the way that may not be searched
+            raise StateError(f"cannot look up the state file: {exc.strerror}",
+                             device=str(self.path)) from None
 
     def load(self) -> SandboxState:
         """The saved state (snapshot and journal); :class:`StateError` when the file is missing,
-        unreadable or invalid."""
+        unreadable (not a regular file: a FIFO would block, ``/dev/zero`` never ends; larger than
+        :data:`MAX_STATE_BYTES`) or invalid."""
+        from vmdev.errors import HostReadError
+        from vmdev.host import read_regular_stat
+
         try:
-            with open(self.path, "rb") as file:
-                identity = _identity(os.fstat(file.fileno()))
-                data = file.read()
-        except FileNotFoundError:
-            raise StateError("no such state file", device=str(self.path)) from None
-        except OSError as exc:
-            raise StateError(f"cannot read the state file: {exc.strerror}", device=str(self.path)) from None
+            read = read_regular_stat(self.path, limit=MAX_STATE_BYTES)
+        except HostReadError as exc:
+            raise StateError(f"cannot read the state file: {exc.reason}", device=str(self.path)) from None
+        if read is None:
+            raise StateError("no such state file", device=str(self.path))
+        data, identity = read[0], _identity(read[1])
         state, sizes = _read(data, source=str(self.path))
         if sizes is None or identity[2] != len(data):
             _remember(self.path, None)
@@ -614,9 +657,15 @@ class StateFile:
 
     @contextlib.contextmanager
     def locked(self, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
-        """Hold an exclusive lock (``flock`` on ``<state>.lock``) for a load-act-save cycle."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        """Hold an exclusive lock (``flock`` on ``<state>.lock``) for a load-act-save cycle; a lock
+        file that cannot be created or opened (a directory vmdev may not write, a lock file another
+        user owns, a path through a file) is a :class:`StateError` naming the state file."""
+        _make_directory(self.path)
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise StateError(f"cannot open its lock file {json.dumps(str(self.lock_path))}: {exc.strerror}",
+                             device=str(self.path)) from None
         try:
             _flock(fd, timeout, str(self.path))
             yield
@@ -737,7 +786,7 @@ def _flock(fd: int, timeout: float, name: str) -> None:
 def write_atomically(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that a crash leaves the old or the new content."""
     directory = path.parent if str(path.parent) else Path(".")
-    directory.mkdir(parents=True, exist_ok=True)
+    _make_directory(path)
     temp = directory / f".{path.name}{_TEMP_MARK}{os.getpid()}-{os.urandom(4).hex()}"
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -755,10 +804,32 @@ def write_atomically(path: Path, data: bytes) -> None:
     _remove_stale_temps(directory, path.name)
 
 
+def _make_directory(path: Path) -> None:
+    """Create the state file's directory if it is missing; :class:`StateError` naming ``path`` when
+    that fails (a file on the way: ``/etc/passwd/x.json``; a parent vmdev may not write)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # mkdir's answer for a file where a directory should be
+        raise StateError(f"cannot create its directory: {json.dumps(str(path.parent))} is not a directory",
+                         device=str(path)) from None
+    except OSError as exc:
+        raise StateError(f"cannot create its directory {json.dumps(str(path.parent))}: {exc.strerror}",
+                         device=str(path)) from None
+
+
 def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        # a directory vmdev may write but not read (mode -wx) cannot be opened to be flushed: the
+        # rename is done and stays as durable as the file system makes it; failing here would
+        # report a change as failed that the state file already shows
+        return
     try:
         os.fsync(fd)
+    except OSError as exc:
+        raise StateError(f"cannot flush the state file's directory: {exc.strerror}",
+                         device=str(directory)) from None
     finally:
         os.close(fd)
 
@@ -772,12 +843,15 @@ def _remove_stale_temps(directory: Path, name: str) -> None:
         return
     for entry in entries:
         pid_text = entry[len(prefix) :].split("-", 1)[0]
-        if pid_text.isdigit() and not _alive(int(pid_text)):
+        # a pid of more than 10 digits is no process (and would overflow os.kill)
+        if pid_text.isascii() and pid_text.isdigit() and (len(pid_text) > 10 or not _alive(int(pid_text))):
             with contextlib.suppress(OSError):
                 (directory / entry).unlink()
 
 
 def _alive(pid: int) -> bool:
+    if not 0 < pid <= MAX_PID:  # no process has it (os.kill would overflow, 0 is our own group)
+        return False
     if pid == os.getpid():
         return True
     try:
