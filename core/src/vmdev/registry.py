@@ -39,7 +39,7 @@ from typing import Any
 
 import attrs
 
-from vmdev.errors import InvalidIdError, VmdevError
+from vmdev.errors import InvalidIdError, VmdevError, one_line
 from vmdev.live import describe_step
 from vmdev.models import DEVICE_GENERIC, DeviceInfo
 from vmdev.resources import SCOPE_SEPARATOR, Allocator, ScopedAllocator
@@ -567,7 +567,14 @@ class Registry:
 def describe_status(record: DeviceRecord) -> str:
     """Where the device stands, in words (``vmdev status``), including interrupted operations. A
     generic device (the core's kind for a node that stays in the container, as Kata's) is never in
-    the VM: the boot plan books it as attached, which only means a container uses it."""
+    the VM: the boot plan books it as attached, which only means a container uses it.
+
+    Always one line (:func:`vmdev.errors.one_line`): the error texts and steps it quotes come from
+    the state file, and so from QEMU or whoever wrote the file."""
+    return one_line(_status_words(record))
+
+
+def _status_words(record: DeviceRecord) -> str:
     attachment = record.attachment
     if record.kind == DEVICE_GENERIC and not (attachment and (attachment.hotplug or attachment.unplug)):
         return "stays in the container (nothing in the VM)"

@@ -18,7 +18,7 @@ import attrs
 import click
 
 from vmdev.cliutil import F, SettingsCommand, errors_as_one_line, fail, flag_overrides, host_context
-from vmdev.errors import VmdevError
+from vmdev.errors import VmdevError, one_line
 from vmdev.sandbox_ops import DeviceArgs, Sandbox, attach, check_hypervisor, detach
 from vmdev.sandbox_ops import connection as live_connection
 from vmdev.sandbox_ops import driver as live_driver
@@ -269,29 +269,36 @@ def _status_json(state: SandboxState, state_path: str, report: _Report) -> None:
 
 
 def _status_text(state: SandboxState, state_path: str, report: _Report) -> None:
+    """The status table. Every line goes through :func:`vmdev.errors.one_line` (cells before their
+    widths are taken): a state file's strings (kinds, container paths, error texts QEMU sent), the
+    VM's object names and the options given are not vmdev's, and none may start a line of its own."""
     from vmdev.manager import describe_status
 
+    def echo(text: str) -> None:
+        click.echo(one_line(text))
+
     settings = state.settings
-    click.echo(f"sandbox {state_path}: {settings.hypervisor}, machine {settings.machine_type}, "
-               f"{len(state.devices)} device(s)")
+    echo(f"sandbox {state_path}: {settings.hypervisor}, machine {settings.machine_type}, "
+         f"{len(state.devices)} device(s)")
     vm = report.vm
     if vm["connection"] or vm["error"]:
         where = ", ".join(f"{key} {value}" for key, value in vm["connection"].items())
         reach = "reachable" if vm["reachable"] else f"unreachable: {vm['error']}"
-        click.echo(f"vm ({settings.hypervisor}{', ' + where if where else ''}): {reach}")
-    rows = [("ID", "KIND", "REFS", "ATTACHED", "CONTAINER PATH", "STATUS")]
+        echo(f"vm ({settings.hypervisor}{', ' + where if where else ''}): {reach}")
+    rows: list[tuple[str, ...]] = [("ID", "KIND", "REFS", "ATTACHED", "CONTAINER PATH", "STATUS")]
     for r in state.devices:
-        rows.append((r.id, r.kind, str(r.ref_count), str(r.attach_count), r.container_path or "-",
-                     describe_status(r)))
+        cells = (r.id, r.kind, str(r.ref_count), str(r.attach_count), r.container_path or "-",
+                 describe_status(r))
+        rows.append(tuple(one_line(cell) for cell in cells))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
+        echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
     for device_id, found in report.presence.items():
         for obj, present in found:
-            click.echo(f"  {device_id}: {obj} {'present' if present else 'MISSING'} in the VM")
+            echo(f"  {device_id}: {obj} {'present' if present else 'MISSING'} in the VM")
     for device_id, changed in report.changes.items():
         for change in changed:
             now = "gone" if change["now"] is None else f"now {change['now']!r}"
-            click.echo(f"  {device_id}: host changed: {change['fact']} was {change['recorded']!r}, {now}")
+            echo(f"  {device_id}: host changed: {change['fact']} was {change['recorded']!r}, {now}")
     for device_id, why in report.unchecked.items():
-        click.echo(f"  {device_id}: host not checked: {why}")
+        echo(f"  {device_id}: host not checked: {why}")
