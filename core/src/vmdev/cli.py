@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
-from vmdev.errors import VmdevError
+from vmdev.errors import VmdevError, one_line
 
 if TYPE_CHECKING:
     import click
@@ -334,11 +334,12 @@ def _stdout_closed() -> int:
 
 
 def _failed(message: str) -> int:
+    """:func:`vmdev.cliutil.fail` for the plain path: one line (escaped), exit status 1."""
     if os.environ.get("VMDEV_DEBUG"):
         import traceback
 
         traceback.print_exc()
-    _echo(f"vmdev: error: {message}", err=True)
+    _echo(f"vmdev: error: {one_line(message)}", err=True)
     return 1
 
 

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
-from vmdev.errors import VmdevError
+from vmdev.errors import VmdevError, one_line
 from vmdev.host import host_context as host_context  # for plugins' commands
 from vmdev.lazy import load_reference
 
@@ -55,7 +55,8 @@ class LazyCommand(click.Command):
 
 
 def fail(message: str) -> None:
-    click.echo(f"vmdev: error: {message}", err=True)
+    """``message`` as one line on stderr (escaped: an exception's text may hold a newline), exit 1."""
+    click.echo(f"vmdev: error: {one_line(message)}", err=True)
     sys.exit(1)
 
 
