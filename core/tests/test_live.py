@@ -176,6 +176,24 @@ def test_a_guest_that_does_not_release_the_device_stops_the_unplug_before_the_ba
     assert [c for c, _ in qemu.log].count("device_del") == 1  # gone already: not sent again
 
 
+@pytest.mark.parametrize("step", [
+    {"execute": "human-monitor-command", "arguments": {"command-line": 'migrate "exec:touch /tmp/pwned"'}},
+    {"execute": "device_del", "arguments": {"id": "virtio-drive-a", "extra": 1}},
+    {"execute": "device_del", "arguments": {"id": 7}},
+    {"execute": "device_add", "arguments": {"id": "x", "driver": "virtio-blk-pci"}},
+])
+def test_an_unplug_step_that_is_not_a_removal_is_refused_before_any_step_runs(step: dict[str, Any]) -> None:
+    """Unplug steps come back from the state file: one edited to send another command is refused."""
+    qemu = vm()
+    hot = QmpHotPlugger(qemu)
+    plug(hot, BLOCKDEV, DISK)
+    sent = len(qemu.log)
+    with pytest.raises(UnsupportedError, match=r"cannot unplug: step .* is not a removal naming one object") as exc:
+        hot.unplug([DISK_UNPLUG[0], step], device="/dev/vdb", progress=lambda _: None)
+    assert (exc.value.device, exc.value.field) == ("/dev/vdb", "unplug") and "\n" not in str(exc.value)
+    assert qemu.log[sent:] == [] and qemu.leftovers()["devices"] == ["virtio-drive-a"]
+
+
 # --- what the VM has ---------------------------------------------------------------------------------
 def test_free_ports_are_the_ports_without_a_device_in_natural_order() -> None:
     qemu = FakeQemu()

@@ -694,6 +694,7 @@ class QmpHotPlugger:
 
     def unplug(self, steps: Sequence[AnyStep], *, device: str, progress: Progress) -> None:
         commands = [command(step) for step in steps]
+        _check_removals(commands, device)
         total = len(commands)
         for index, cmd in enumerate(commands):
             step = f"unplug step {index + 1} of {total}, {describe(cmd)}"
@@ -727,6 +728,22 @@ class QmpHotPlugger:
                 f"cannot clean up an interrupted attach: {'; '.join(problems)}",
                 device=device,
                 leftovers=left,
+            )
+
+
+def _check_removals(commands: Sequence[QmpCommand], device: str) -> None:
+    """Unplug steps come back from the sandbox's state file, so before any runs each must be a
+    removal of the undo table naming one object (``device_del {"id": ...}``...), as every unplug a
+    plugin renders and every roll-back step is: a state file edited to hold another command
+    (``human-monitor-command`` runs anything QEMU's monitor can) is refused, not sent."""
+    for cmd in commands:
+        key = REMOVES.get(cmd.execute)
+        if key is None or set(cmd.arguments) != {key} or not isinstance(cmd.arguments[key], str):
+            raise UnsupportedError(
+                f"cannot unplug: step {_excerpt({'execute': cmd.execute, 'arguments': dict(cmd.arguments)})} "
+                f"is not a removal naming one object (removals: {', '.join(sorted(REMOVES))})",
+                device=device,
+                field="unplug",
             )
 
 
