@@ -710,3 +710,8 @@ def test_unreadable_input_and_a_missing_binary_are_one_line_errors(cli: Any, tmp
     garbage.write_text("{")
     result = cli("check", "--qemu", "qemu-system-nowhere", str(garbage))
     assert result.exit_code == 1 and result.stderr.startswith(f"vmdev: error: {garbage}: not valid JSON: ")
+    fifo = tmp_path / "fifo.json"  # opened as a file it would block until a writer came
+    os.mkfifo(fifo)
+    for source, reason in ((fifo, "not a regular file (a FIFO)"), (tmp_path / "no.json", "No such file or directory")):
+        result = cli("check", "--qemu", "qemu-system-nowhere", str(source))
+        assert (result.exit_code, result.stderr) == (1, f"vmdev: error: {source}: cannot read: {reason}\n")
