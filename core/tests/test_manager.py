@@ -536,6 +536,23 @@ def test_plan_boot_plans_what_plan_plans_and_keeps_the_books(
         manager.plan_boot(parse_spec(BOOT))
 
 
+def test_plan_boot_refuses_one_disk_at_two_paths_as_plan_does_before_taking_a_reference(
+    make: Make, host: HostContext, vmdev_plugins: Any
+) -> None:
+    twice = parse_spec({"linux": {"devices": [*BOOT["linux"]["devices"],
+                                              {"path": "/dev/xvdz", "type": "b", "major": 8, "minor": 0},
+                                              {"path": "/dev/null2", "type": "c", "major": 1, "minor": 3}]}})
+    manager, _ = make(live=False)
+    with pytest.raises(ConfigError) as booted:
+        manager.plan_boot(twice, user="c1")
+    with pytest.raises(ConfigError) as planned:
+        plan(twice, SandboxSettings(), host=host, plugins=vmdev_plugins(extra=[("disks", DiskPlugin())]))
+    assert str(booted.value) == str(planned.value) == (
+        '/dev/xvdz: path: is the same device (block 8:0) as "/dev/xvda": a plan attaches a device to the VM '
+        "once; name it once")
+    assert [(r.key, r.ref_count) for r in manager.devices()] == [("block 8:0", 1), ("char 1:3", 1)]  # no 2nd ref
+
+
 # --- persistence -------------------------------------------------------------------------------------
 def test_a_saved_sandbox_continues_where_it_stopped(make: Make, tmp_path: Path) -> None:
     manager, qemu = make()

@@ -121,6 +121,24 @@ def test_vendor_plugin_machine_memory_and_shared_args_are_merged(fake_host: Fake
     assert [d.plugin for d in result.devices] == ["widget", "widget"]
 
 
+def test_one_device_named_at_two_container_paths_is_attached_once_or_refused(
+    fake_host: FakeHost, vmdev_plugins: Any
+) -> None:
+    """A widget (attached to the VM) at two paths would be two devices on one host device; /dev/null
+    (generic: it stays in the container) may be named at as many paths as the spec likes."""
+    twice = [{"path": "/dev/widget3", "type": "c", "major": 500, "minor": 3},
+             {"path": "/dev/widget3-again", "type": "c", "major": 500, "minor": 3}]
+    with pytest.raises(ConfigError) as exc:
+        run(fake_host, vmdev_plugins, *twice)
+    assert (exc.value.device, exc.value.field) == ("/dev/widget3-again", "path")
+    assert str(exc.value) == ('/dev/widget3-again: path: is the same device (char 500:3) as "/dev/widget3": a plan '
+                              "attaches a device to the VM once; name it once")
+    fake_host.char_device(1, 3, "null")
+    result = run(fake_host, vmdev_plugins, NULL, {**NULL, "path": "/dev/null2"}, *widgets(4))
+    assert [(d.kind, d.container_path) for d in result.devices] == [
+        ("generic", "/dev/null"), ("generic", "/dev/null2"), ("widget", "/dev/widget4")]
+
+
 def test_conflicting_machine_needs_are_an_error(fake_host: FakeHost, vmdev_plugins) -> None:
     with pytest.raises(UnsupportedError, match="nvdimm=off, but /dev/widget0 needs nvdimm=on") as exc:
         run(fake_host, vmdev_plugins, *widgets(0, 12))

@@ -51,8 +51,8 @@ from vmdev.errors import ConfigError, VmdevError
 from vmdev.host import HostContext
 from vmdev.hostfacts import DeviceObjects, FactChange
 from vmdev.live import HotplugError, HotPlugger, ObjectAware, rendered_steps
-from vmdev.models import DeviceInfo
-from vmdev.planner import Built, Pipeline, Plan, PlannedDevice
+from vmdev.models import DEVICE_GENERIC, DeviceInfo
+from vmdev.planner import Built, Pipeline, Plan, PlannedDevice, attached_twice
 from vmdev.plugins import PluginManager
 from vmdev.registry import (
     CountOverflowError,
@@ -359,7 +359,7 @@ class DeviceManager:
         with registry.locked():
             if registry.records():
                 raise ManagerError("plan_boot plans a new sandbox, and this one has devices already")
-            records = [self.new_device(request.info, user=user) for request in pipeline.requests(spec)]
+            records = [self._boot_device(request.info, user) for request in pipeline.requests(spec)]
             records += [self._register_sandbox(built, user) for built in pipeline.sandbox_devices()]
             books = SandboxNotes()
             target = pipeline.target(RenderContext(notes=books))
@@ -381,6 +381,14 @@ class DeviceManager:
             spare = target.spare_ports(set(hot))
             registry.set_ports([PortRecord(id=port, kind=kind) for port, kind in spare])
             return result
+
+    def _boot_device(self, info: DeviceInfo, user: str) -> DeviceRecord:
+        """:meth:`new_device` for the boot plan, which refuses a second request of a device the VM
+        gets as :func:`vmdev.planner.plan` does (before it takes a reference)."""
+        same = self.find(info)
+        if same is not None and same.kind != DEVICE_GENERIC:
+            raise attached_twice(info.name, same.key, same.name)
+        return self.new_device(info, user=user)
 
     # --- internals: building -------------------------------------------------------------------
     def _resolved(self, info: DeviceInfo, *, for_key: bool) -> DeviceInfo:

@@ -148,6 +148,18 @@ class DeviceInfo:
         return self.container_path or self.host_path or f"{self.dev_type} {self.major}:{self.minor}"
 
 
+def device_key(info: DeviceInfo) -> str:
+    """What makes two requests the same device: the device number within its class (block or
+    character), or the host path for regular files (major -1) and FIFOs. Kata ignores the
+    class, so its char 1:3 and block 1:3 collide; here they do not."""
+    if info.is_block_file:
+        return f"file {info.host_path}"
+    if info.dev_type == "p":
+        return f"fifo {info.host_path or info.container_path}"
+    kind = "block" if info.dev_type == "b" else "char"
+    return f"{kind} {info.major}:{info.minor}"
+
+
 @runtime_checkable
 class Device(Protocol):
     """What ``build_device`` returns: a typed, immutable device with a kind and an id."""

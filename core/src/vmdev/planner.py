@@ -19,7 +19,7 @@ import attrs
 from vmdev.backend import Backend, BackendPlan, RenderContext
 from vmdev.errors import ConfigError, DeviceError, InvalidIdError, PluginError, UnsupportedError
 from vmdev.host import HostContext
-from vmdev.models import Device, DeviceInfo
+from vmdev.models import DEVICE_GENERIC, Device, DeviceInfo, device_key
 from vmdev.plugins import PluginManager, get_plugin_manager
 from vmdev.qemu import check_id
 from vmdev.resources import Allocator
@@ -301,6 +301,30 @@ def check_unique_ids(built: Iterable[Built]) -> None:
         seen[item.device.id] = item.name
 
 
+def check_attached_once(requests: Iterable[tuple[DeviceInfo, str]]) -> None:
+    """Two requests of one plan must not attach one device (a block device, an image file, a
+    passed-through host device) to the VM twice: two disks on one block device are two writers of
+    one file system. Kata finds the device it made for the first request and attaches it once for
+    both container paths; a plan has one container path per device, so it refuses the second
+    request instead of dropping it (the device manager, which counts references, shares the device
+    as Kata does). A generic device stays in the container, so any number of paths may name it.
+    ``requests``: each resolved request with the kind of the device built from it."""
+    seen: dict[str, str] = {}
+    for info, kind in requests:
+        if kind == DEVICE_GENERIC:
+            continue
+        key = device_key(info)
+        if key in seen:
+            raise attached_twice(info.name, key, seen[key])
+        seen[key] = info.name
+
+
+def attached_twice(name: str, key: str, first: str) -> ConfigError:
+    """The error of :func:`check_attached_once` (the device manager's boot plan raises it too)."""
+    return ConfigError(f"is the same device ({key}) as {json.dumps(first)}: a plan attaches a device to the "
+                       "VM once; name it once", device=name, field="path")
+
+
 def plan(
     spec: OciSpec,
     settings: SandboxSettings | None = None,
@@ -311,7 +335,9 @@ def plan(
     """Plan every device of ``spec`` plus the sandbox's own devices for ``settings``."""
     pipeline = Pipeline.start(settings or SandboxSettings(), host, plugins)
     alloc = Allocator()
-    built = [pipeline.build(pipeline.resolve(r.info), alloc) for r in pipeline.requests(spec)]
+    resolved = [pipeline.resolve(r.info) for r in pipeline.requests(spec)]
+    built = [pipeline.build(info, alloc) for info in resolved]
+    check_attached_once(zip(resolved, (b.device.kind for b in built), strict=True))
     built += pipeline.sandbox_devices()
     check_unique_ids(built)
     target = pipeline.target()

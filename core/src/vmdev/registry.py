@@ -41,7 +41,7 @@ import attrs
 
 from vmdev.errors import InvalidIdError, VmdevError, one_line
 from vmdev.live import describe_step
-from vmdev.models import DEVICE_GENERIC, DeviceInfo
+from vmdev.models import DEVICE_GENERIC, DeviceInfo, device_key
 from vmdev.resources import SCOPE_SEPARATOR, Allocator, ScopedAllocator
 from vmdev.settings import SandboxSettings
 from vmdev.state import (
@@ -97,18 +97,6 @@ class HostChangedError(ManagerError):
 
 
 # --- device keys -------------------------------------------------------------------------------------
-def device_key(info: DeviceInfo) -> str:
-    """What makes two requests the same device: the device number within its class (block or
-    character), or the host path for regular files (major -1) and FIFOs. Kata ignores the
-    class, so its char 1:3 and block 1:3 collide; here they do not."""
-    if info.is_block_file:
-        return f"file {info.host_path}"
-    if info.dev_type == "p":
-        return f"fifo {info.host_path or info.container_path}"
-    kind = "block" if info.dev_type == "b" else "char"
-    return f"{kind} {info.major}:{info.minor}"
-
-
 def sandbox_key(device_id: str) -> str:
     return f"sandbox {device_id}"
 
