@@ -6,7 +6,7 @@ import pytest
 
 from vmdev.errors import UnsupportedError
 from vmdev.testing import FakeHost
-from vmdev_vfio.testing import ap_matrix_device, cdev_request, group_request
+from vmdev_vfio.testing import ap_matrix_device, cdev_request, group_request, vfio_group
 
 
 def test_clh_cold_plug_lists_every_function_with_its_sysfs_path(l1_host: FakeHost, make_plan) -> None:
@@ -53,7 +53,7 @@ def test_clh_cdev_goes_through_the_sysfs_path(l1_iommufd_host: FakeHost, make_pl
 
 def test_clh_refuses_ap_devices(fake_host: FakeHost, make_plan) -> None:
     ap_matrix_device(fake_host, "4b1c9b37-3a0c-4c7b-8d86-6e3c3a8d2b9e", ["05.001f"], iommu_group=0)
-    fake_host.char_device(246, 0, "vfio/0")
+    vfio_group(fake_host, 0, 246, 0)
     with pytest.raises(UnsupportedError, match="Cloud Hypervisor passes only PCI VFIO devices") as exc:
         make_plan(fake_host, {"path": "/dev/vfio/0", "type": "c", "major": 246, "minor": 0},
                   hypervisor="cloud-hypervisor")

@@ -18,6 +18,7 @@ from vmdev_vfio.testing import (
     group_request,
     iommu_group_member,
     mdev_device,
+    vfio_group,
 )
 
 
@@ -103,7 +104,7 @@ def test_an_unbound_function_in_a_group_is_refused(l1_host: FakeHost, make_plan)
 def test_vfio_pci_variant_drivers_are_vfio(fake_host: FakeHost, make_plan) -> None:
     fake_host.pci_function("0000:41:00.0", vendor="0x15b3", device="0x101e", driver="mlx5_vfio_pci",
                            iommu_group=40, config_size=4096)
-    fake_host.char_device(246, 0, "vfio/40")
+    vfio_group(fake_host, 40, 246, 0)
     (function,) = vfio_device(make_plan(fake_host, {"path": "/dev/vfio/40", "type": "c", "major": 246,
                                                     "minor": 0})).functions
     assert function.bdf == "0000:41:00.0" and function.is_pcie
@@ -118,7 +119,7 @@ def test_bridges_are_skipped_but_other_bridge_class_0x0680_is_passed(
                            driver="vfio-pci", iommu_group=3)
     fake_host.pci_function("0000:05:00.1", vendor="0x10de", device="0x2330", class_code="0x030200",
                            driver="vfio-pci", iommu_group=3)
-    fake_host.char_device(246, 0, "vfio/3")
+    vfio_group(fake_host, 3, 246, 0)
     device = vfio_device(make_plan(fake_host, {"path": "/dev/vfio/3", "type": "c", "major": 246, "minor": 0}))
     assert [f.bdf for f in device.functions] == (["0000:05:00.1"] if skipped else ["0000:05:00.0", "0000:05:00.1"])
     assert len(device.skipped) == int(skipped)
@@ -184,8 +185,7 @@ def test_mediated_device(fake_host: FakeHost, make_plan) -> None:
     uuid = "f79944e4-5a3d-11e8-99ce-479cbab002e4"
     fake_host.pci_function("0000:00:02.0", vendor="0x8086", device="0x5916", class_code="0x030000",
                            driver="i915", iommu_group=0, config_size=4096)
-    node = mdev_device(fake_host, uuid, "0000:00:02.0", iommu_group=12)
-    fake_host.char_device(246, 4, "vfio/12")
+    node = mdev_device(fake_host, uuid, "0000:00:02.0", iommu_group=12, vfio_node=(246, 4))
     (function,) = vfio_device(make_plan(fake_host, {"path": "/dev/vfio/12", "type": "c", "major": 246,
                                                     "minor": 4})).functions
     assert function.type is VFIODeviceType.MEDIATED
@@ -199,8 +199,7 @@ def test_mediated_device(fake_host: FakeHost, make_plan) -> None:
 
 def test_ap_matrix_device(fake_host: FakeHost, make_plan) -> None:
     uuid = "4b1c9b37-3a0c-4c7b-8d86-6e3c3a8d2b9e"
-    node = ap_matrix_device(fake_host, uuid, ["05.001f", "06.0020"], iommu_group=0)
-    fake_host.char_device(246, 0, "vfio/0")
+    node = ap_matrix_device(fake_host, uuid, ["05.001f", "06.0020"], iommu_group=0, vfio_node=(246, 0))
     result = make_plan(fake_host, {"path": "/dev/vfio/0", "type": "c", "major": 246, "minor": 0},
                        machine_type="s390-ccw-virtio")
     (function,) = vfio_device(result).functions
@@ -273,7 +272,7 @@ def test_parse_resources_skips_blank_lines() -> None:
 
 def test_numa_node_is_read(fake_host: FakeHost, make_plan) -> None:
     fake_host.pci_function("0000:41:00.0", driver="vfio-pci", iommu_group=42, numa_node=1, config_size=4096)
-    fake_host.char_device(246, 0, "vfio/42")
+    vfio_group(fake_host, 42, 246, 0)
     fake_host.fake_stat(str(fake_host.dev / "vfio/42"), mode=stat.S_IFCHR | 0o600, rdev=(246, 0))
     (function,) = vfio_device(make_plan(fake_host, {"path": "/dev/vfio/42", "type": "c", "major": 246,
                                                     "minor": 0})).functions

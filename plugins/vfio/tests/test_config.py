@@ -17,7 +17,7 @@ from vmdev.settings import SandboxSettings, load_settings
 from vmdev.testing import FakeHost
 from vmdev_vfio.config import VfioConfig, read_config
 from vmdev_vfio.device import VFIOMode
-from vmdev_vfio.testing import group_request
+from vmdev_vfio.testing import group_request, vfio_group
 
 
 @cache
@@ -168,7 +168,7 @@ def test_a_plan_reads_the_vfio_settings_once_not_once_per_device_and_again_to_re
     requests = []
     for n in range(3):
         host.pci_function(f"0000:01:{n:02x}.0", driver="vfio-pci", iommu_group=n, config_size=4096)
-        host.char_device(241, n, f"vfio/{n}")
+        vfio_group(host, n, 241, n)
         requests.append({"path": f"/dev/vfio/{n}", "type": "c", "major": 241, "minor": n})
     reads: list[SandboxSettings] = []
     read = config_module._read

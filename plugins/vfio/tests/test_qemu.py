@@ -13,7 +13,14 @@ from vmdev.planner import Built, Pipeline
 from vmdev.qemu import QemuAttach, split_opts
 from vmdev.state import PortRecord
 from vmdev.testing import FakeHost
-from vmdev_vfio.testing import ap_matrix_device, build_all, cdev_request, group_request, mdev_device
+from vmdev_vfio.testing import (
+    ap_matrix_device,
+    build_all,
+    cdev_request,
+    group_request,
+    mdev_device,
+    vfio_group,
+)
 
 
 def devices_args(result: Any, prefix: str = "") -> list[list[str]]:
@@ -150,7 +157,7 @@ def many_groups(host: FakeHost, count: int, first: int = 20) -> list[dict[str, A
     for n in range(count):
         group = first + n
         host.pci_function(f"0000:{group:02x}:00.0", driver="vfio-pci", iommu_group=group, config_size=4096)
-        host.char_device(246, group, f"vfio/{group}")
+        vfio_group(host, group, 246, group)
         requests.append({"path": f"/dev/vfio/{group}", "type": "c", "major": 246, "minor": group})
     return requests
 
@@ -187,7 +194,7 @@ def test_the_root_bus_has_30_free_slots(fake_host: FakeHost, make_plan) -> None:
 def big_group(host: FakeHost, functions: int) -> dict[str, Any]:
     for fn in range(functions):
         host.pci_function(f"0000:60:{fn // 8:02x}.{fn % 8}", driver="vfio-pci", iommu_group=60)
-    host.char_device(246, 60, "vfio/60")
+    vfio_group(host, 60, 246, 60)
     return {"path": "/dev/vfio/60", "type": "c", "major": 246, "minor": 60}
 
 
@@ -273,7 +280,7 @@ def test_large_bars_reserve_the_hot_plug_ports_windows(fake_host: FakeHost, make
         "0x00000000f0000000 0x00000000f0ffffff 0x0000000000040200\n"  # 16 MiB registers
         "0x0000380000000000 0x00003807ffffffff 0x000000000014220c\n"  # 32 GiB prefetchable
     )
-    fake_host.char_device(246, 41, "vfio/41")
+    vfio_group(fake_host, 41, 246, 41)
     request = {"path": "/dev/vfio/41", "type": "c", "major": 246, "minor": 41}
     hot = make_plan(fake_host, request, hotplug=True, hot_plug_vfio="root-port")
     # SeaBIOS aligns a reserved window to 2 MiB only: each window also covers the way to an address
@@ -292,14 +299,14 @@ def test_mediated_device_uses_sysfsdev_and_commas_are_escaped(fake_host: FakeHos
     fake_host.pci_function("0000:00:02.0", class_code="0x030000", driver="i915", iommu_group=0)
     uuid = "f79944e4-5a3d-11e8-99ce-479cbab002e4"
     node = mdev_device(fake_host, uuid, "0000:00:02.0", iommu_group=12)
-    fake_host.char_device(246, 4, "vfio/12")
+    vfio_group(fake_host, 12, 246, 4)
     result = make_plan(fake_host, {"path": "/dev/vfio/12", "type": "c", "major": 246, "minor": 4})
     ((head, sysfsdev, _ident),) = devices_args(result, "vfio-pci")
     assert (head, sysfsdev) == ("vfio-pci", f"sysfsdev={node}")
     comma = FakeHost(fake_host.root.parent / "a,b")
     comma.pci_function("0000:00:02.0", class_code="0x030000", driver="i915", iommu_group=0)
     mdev_device(comma, uuid, "0000:00:02.0", iommu_group=12)
-    comma.char_device(246, 4, "vfio/12")
+    vfio_group(comma, 12, 246, 4)
     argv = list(make_plan(comma, {"path": "/dev/vfio/12", "type": "c", "major": 246, "minor": 4}).qemu.argv)
     rendered = argv[-1]
     assert ",,b/" in rendered and split_opts(rendered)[1] == f"sysfsdev={comma.sysfs}/devices/pci0000:00/0000:00:02.0/{uuid}"
@@ -307,7 +314,7 @@ def test_mediated_device_uses_sysfsdev_and_commas_are_escaped(fake_host: FakeHos
 
 def ap_request(host: FakeHost) -> tuple[dict[str, Any], str]:
     node = ap_matrix_device(host, "4b1c9b37-3a0c-4c7b-8d86-6e3c3a8d2b9e", ["05.001f"], iommu_group=0)
-    host.char_device(246, 0, "vfio/0")
+    vfio_group(host, 0, 246, 0)
     return {"path": "/dev/vfio/0", "type": "c", "major": 246, "minor": 0}, str(node)
 
 

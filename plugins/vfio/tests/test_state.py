@@ -23,6 +23,7 @@ from vmdev_vfio.testing import (
     cdev_request,
     group_request,
     mdev_device,
+    vfio_group,
 )
 
 MDEV = "f79944e4-5a3d-11e8-99ce-479cbab002e4"
@@ -34,9 +35,9 @@ def with_mdev_and_ap(host: FakeHost) -> list[dict[str, Any]]:
     host.pci_function("0000:00:02.0", vendor="0x8086", device="0x5916", class_code="0x030000", driver="i915",
                       iommu_group=40, config_size=4096)
     mdev_device(host, MDEV, "0000:00:02.0", iommu_group=12)
-    host.char_device(246, 12, "vfio/12")
+    vfio_group(host, 12, 246, 12)
     ap_matrix_device(host, AP, ["05.001f", "06.0020"], iommu_group=30)
-    host.char_device(246, 30, "vfio/30")
+    vfio_group(host, 30, 246, 30)
     return [{"path": "/dev/vfio/12", "type": "c", "major": 246, "minor": 12},
             {"path": "/dev/vfio/30", "type": "c", "major": 246, "minor": 30}]
 

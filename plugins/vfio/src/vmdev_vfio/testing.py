@@ -2,7 +2,10 @@
 
 The builders add what the kernel shows for VFIO to a core :class:`vmdev.testing.FakeHost`
 (which builds the generic parts: PCI functions, character devices, files and links):
-:func:`iommu_group_member`, :func:`mdev_device`, :func:`ap_matrix_device` and :func:`vfio_cdev`.
+:func:`iommu_group_member`, :func:`vfio_group`, :func:`mdev_device`, :func:`ap_matrix_device` and
+:func:`vfio_cdev`. A group the plugin is to pass needs :func:`vfio_group` (the kernel's
+``class/vfio/<g>``, made when a VFIO driver binds a device of the group): the plugin checks a
+request's numbers against it.
 
 The L1 machine, as Debian 6.1 and an IOMMUFD 6.12 kernel see it: QEMU q35 with an emulated
 VT-d, an e1000e at 00:03.0, virtio-net behind the root port 00:04.0, edu behind the root port
@@ -66,11 +69,28 @@ def iommu_group_member(host: FakeHost, group: int, name: str, node: str) -> None
     host.symlink(f"{directory}/devices/{name}", f"/{node}")
 
 
+def vfio_group(host: FakeHost, group: int, major: int, minor: int) -> Path:
+    """The VFIO group node ``/dev/vfio/<group>`` as the kernel makes it when a VFIO driver binds a
+    device of IOMMU group ``group``: ``devices/virtual/vfio/<group>`` with ``dev`` and ``uevent``,
+    linked from ``class/vfio/<group>`` and ``dev/char/<major>:<minor>``, and the node under the
+    fake /dev (a regular file that ``host.stat`` reports as character device ``major:minor``)."""
+    node = f"devices/virtual/vfio/{group}"
+    host.write(f"{node}/dev", f"{major}:{minor}\n")
+    host.write(f"{node}/uevent", f"MAJOR={major}\nMINOR={minor}\nDEVNAME=vfio/{group}\n")
+    host.symlink(f"class/vfio/{group}", f"/{node}")
+    host.symlink(f"dev/char/{major}:{minor}", f"/{node}")
+    host.dev_file(f"vfio/{group}")
+    host.fake_stat(str(host.dev / f"vfio/{group}"), mode=stat.S_IFCHR | 0o600, rdev=(major, minor))
+    return host.sysfs / node
+
+
 def mdev_device(
-    host: FakeHost, uuid: str, parent_bdf: str, *, iommu_group: int, driver: str = "vfio_mdev"
+    host: FakeHost, uuid: str, parent_bdf: str, *, iommu_group: int, driver: str = "vfio_mdev",
+    vfio_node: tuple[int, int] | None = None,
 ) -> Path:
     """A mediated device below PCI function ``parent_bdf`` (create that first), as
-    ``/sys/bus/mdev/devices/<uuid>`` with its own IOMMU group and driver link."""
+    ``/sys/bus/mdev/devices/<uuid>`` with its own IOMMU group and driver link; with ``vfio_node``
+    (major, minor) also the group's VFIO node (:func:`vfio_group`), as its VFIO driver makes it."""
     parent = host.sysfs / "bus" / "pci" / "devices" / parent_bdf
     node = os.path.relpath(os.path.realpath(parent), os.path.realpath(host.sysfs)) + f"/{uuid}"
     (host.sysfs / node).mkdir(parents=True, exist_ok=True)
@@ -78,16 +98,22 @@ def mdev_device(
     (host.sysfs / f"bus/mdev/drivers/{driver}").mkdir(parents=True, exist_ok=True)
     host.symlink(f"{node}/driver", f"/bus/mdev/drivers/{driver}")
     iommu_group_member(host, iommu_group, uuid, node)
+    if vfio_node is not None:
+        vfio_group(host, iommu_group, *vfio_node)
     return host.sysfs / node
 
 
-def ap_matrix_device(host: FakeHost, uuid: str, queues: Iterable[str], *, iommu_group: int) -> Path:
+def ap_matrix_device(host: FakeHost, uuid: str, queues: Iterable[str], *, iommu_group: int,
+                     vfio_node: tuple[int, int] | None = None) -> Path:
     """An s390x AP matrix mdev ``devices/vfio_ap/matrix/<uuid>`` whose ``matrix`` file
-    lists ``queues`` (APQNs such as ``05.001f``), in IOMMU group ``iommu_group``."""
+    lists ``queues`` (APQNs such as ``05.001f``), in IOMMU group ``iommu_group``; with ``vfio_node``
+    (major, minor) also the group's VFIO node (:func:`vfio_group`), as vfio_ap makes it."""
     node = f"devices/vfio_ap/matrix/{uuid}"
     host.write(f"{node}/matrix", "".join(f"{queue}\n" for queue in queues))
     host.symlink(f"bus/mdev/devices/{uuid}", f"/{node}")
     iommu_group_member(host, iommu_group, uuid, node)
+    if vfio_node is not None:
+        vfio_group(host, iommu_group, *vfio_node)
     return host.sysfs / node
 
 
@@ -124,8 +150,7 @@ def build_l1_host(host: FakeHost, *, iommufd: bool = False) -> FakeHost:
     host.write("class/iommu/dmar0/uevent")
     major = 250 if iommufd else 246
     for group, (_, minor) in L1_GROUP_NODES.items():
-        host.char_device(major, minor, f"vfio/{group}")
-        host.fake_stat(str(host.dev / f"vfio/{group}"), mode=stat.S_IFCHR | 0o600, rdev=(major, minor))
+        vfio_group(host, group, major, minor)
     host.char_device(10, 196, "vfio/vfio")
     host.fake_stat(str(host.dev / "vfio/vfio"), mode=stat.S_IFCHR | 0o666, rdev=(10, 196))
     for number, bdf in L1_CDEVS.items():
@@ -191,7 +216,7 @@ def build_h200_host(host: FakeHost, *, numa_node: int = 1, bdf: str = H200_BDF, 
     (node / "resource").write_text(resource_text(H200_BARS))
     (node / "current_link_speed").write_text("32.0 GT/s PCIe\n")
     (node / "current_link_width").write_text("16\n")
-    host.char_device(vfio_major, vfio_minor, f"vfio/{group}")
+    vfio_group(host, group, vfio_major, vfio_minor)
     for path, major, minor in NVIDIA_NODES:
         host.char_device(major, minor, path.removeprefix("/dev/"))
     host.write("devices/system/node/online", "0-1\n")
