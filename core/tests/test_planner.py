@@ -139,6 +139,18 @@ def test_one_device_named_at_two_container_paths_is_attached_once_or_refused(
         ("generic", "/dev/null"), ("generic", "/dev/null2"), ("widget", "/dev/widget4")]
 
 
+@pytest.mark.parametrize("destination", ["", "widget", "dev/widget"])
+def test_a_mount_that_becomes_a_device_needs_an_absolute_destination(
+    fake_host: FakeHost, vmdev_plugins: Any, destination: str
+) -> None:
+    pm = vmdev_plugins(extra=[("widget", WidgetPlugin())])
+    mounts = [{"destination": "tmp", "type": "tmpfs", "source": "tmpfs"},  # not a device: not vmdev's concern
+              {"destination": destination, "source": "/widgets/w"}]
+    with pytest.raises(ConfigError) as exc:
+        plan(spec(mounts=mounts), host=fake_host.context(), plugins=pm)
+    assert exc.value.field == "$.mounts[1].destination" and "must be an absolute path" in str(exc.value)
+
+
 def test_conflicting_machine_needs_are_an_error(fake_host: FakeHost, vmdev_plugins) -> None:
     with pytest.raises(UnsupportedError, match="nvdimm=off, but /dev/widget0 needs nvdimm=on") as exc:
         run(fake_host, vmdev_plugins, *widgets(0, 12))

@@ -180,9 +180,10 @@ class Pipeline:
         """The OCI spec's devices, then its mounts that plugins turn into devices, then the
         input-source plugins' requests; one container path may be requested once."""
         out = [Request(info=info) for info in spec.devices]
-        for mount in spec.mounts:
+        for index, mount in enumerate(spec.mounts):
             answer = self.pm.device_from_mount(mount, self.host, self.settings)
             if answer is not None:
+                _check_mount_destination(answer.value.container_path, index)
                 out.append(Request(info=answer.value, source=answer.plugin, hook="device_from_mount"))
         for answer in self.pm.device_requests(spec, self.settings, self.host):
             out.append(Request(info=answer.value, source=answer.plugin, hook="device_requests"))
@@ -246,6 +247,15 @@ class Pipeline:
 #: the core's own resolver (Kata's GetHostPath through sysfs)
 CORE_RESOLVER = "vmdev.host_path"
 _NODE_TYPES = {"b": stat.S_IFBLK, "c": stat.S_IFCHR, "u": stat.S_IFCHR}
+
+
+def _check_mount_destination(path: str, index: int) -> None:
+    """A mount that becomes a device is named by its destination, which must then be a path in the
+    container as ``linux.devices`` paths must (runc takes a relative destination as relative to
+    the root; a device with an empty or relative name has no place in the guest)."""
+    if not path.startswith("/"):
+        raise ConfigError(f"must be an absolute path to become a device, got {json.dumps(path)}",
+                          device=path or f"mount {index}", field=f"$.mounts[{index}].destination")
 
 
 def check_node(info: DeviceInfo, host: HostContext, *, by_core: bool) -> None:
