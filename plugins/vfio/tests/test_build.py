@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import stat
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from vmdev.errors import DeviceError, ResolveError
+from vmdev.oci import parse_spec
+from vmdev.planner import Plan, plan
+from vmdev.settings import SandboxSettings
 from vmdev.testing import FakeHost
 from vmdev_vfio.device import VfioBackend, VFIODev, VFIODevice, VFIODeviceType
 from vmdev_vfio.host import Windows, bridge_kind, parse_resources
@@ -239,6 +243,84 @@ def test_cdev_on_a_kernel_without_cdevs(l1_host: FakeHost, make_plan) -> None:
         make_plan(l1_host, {"path": "/dev/vfio/devices/vfio0", "type": "c", "major": 500, "minor": 0})
     with pytest.raises(DeviceError, match="no VFIO device vfio9"):
         make_plan(l1_host, {"path": "/dev/vfio/devices/vfio9", "type": "c", "major": 500, "minor": 0})
+
+
+# --- the numbers of the node passed are the numbers requested -------------------------------------
+def plan_without_dev_nodes(
+        host: FakeHost, empty_dev: Path, vmdev_plugins: Any, *devices: dict[str, Any]) -> Plan:
+    """A plan on ``host``'s sysfs with a /dev that has no VFIO node (only ``/dev/iommu``): the core
+    finds no node to compare the numbers with (Kata's fallback keeps the container path), so only
+    the plugin's own check stands."""
+    empty_dev.mkdir(exist_ok=True)
+    (empty_dev / "iommu").touch()
+    return plan(parse_spec({"linux": {"devices": list(devices)}}), SandboxSettings(),
+                host=host.context(dev_root=empty_dev), plugins=vmdev_plugins("vmdev-vfio"))
+
+
+def test_a_group_asked_for_with_other_numbers_is_refused_naming_the_group_and_both_numbers(
+        l1_host: FakeHost, tmp_path: Path, vmdev_plugins: Any) -> None:
+    request = {"path": "/dev/vfio/2", "type": "c", "major": 999, "minor": 999}
+    with pytest.raises(DeviceError) as exc:
+        plan_without_dev_nodes(l1_host, tmp_path / "empty", vmdev_plugins, request)
+    assert (exc.value.device, exc.value.field) == ("/dev/vfio/2", "major:minor")
+    sysfs = l1_host.sysfs
+    assert exc.value.message == (
+        f"VFIO group 2 is character device 246:0 ({sysfs}/class/vfio/2/dev), not the requested c 999:999")
+    # with the host's node there the core says it first; either way group 2 is never passed for 999:999
+    with pytest.raises(DeviceError, match="not the requested c 999:999"):
+        make_plan_from(l1_host, vmdev_plugins, request)
+
+
+def test_a_cdev_asked_for_with_other_numbers_is_refused_naming_both_numbers(
+        l1_iommufd_host: FakeHost, tmp_path: Path, vmdev_plugins: Any) -> None:
+    request = {"path": "/dev/vfio/devices/vfio0", "type": "u", "major": 249, "minor": 40}
+    with pytest.raises(DeviceError) as exc:
+        plan_without_dev_nodes(l1_iommufd_host, tmp_path / "empty", vmdev_plugins, request)
+    assert (exc.value.device, exc.value.field) == ("/dev/vfio/devices/vfio0", "major:minor")
+    sysfs = l1_iommufd_host.sysfs
+    assert exc.value.message == (
+        f"VFIO device cdev vfio0 is character device 249:0 ({sysfs}/class/vfio-dev/vfio0/dev), "
+        "not the requested u 249:40")
+
+
+def test_a_group_the_host_exposes_no_vfio_node_for_is_refused(
+        l1_host: FakeHost, tmp_path: Path, vmdev_plugins: Any) -> None:
+    (l1_host.sysfs / "class/vfio/8").unlink()
+    with pytest.raises(DeviceError) as exc:
+        plan_without_dev_nodes(l1_host, tmp_path / "empty", vmdev_plugins, group_request(8))
+    assert (exc.value.device, exc.value.field) == ("/dev/vfio/8", "host_path")
+    assert exc.value.message == (
+        f"IOMMU group 8 is not a VFIO group this host exposes ({l1_host.sysfs}/class/vfio/8/dev is missing: "
+        "is the device bound to vfio-pci?)")
+
+
+@pytest.mark.parametrize("content", ["", "246:0x\n", "246\n", "-1:0\n", "\u00b2:0\n", "246:0:1\n"])
+def test_a_group_dev_file_that_is_not_major_minor_is_one_line_naming_it(
+        l1_host: FakeHost, vmdev_plugins: Any, content: str) -> None:
+    dev = l1_host.sysfs / "devices/virtual/vfio/2/dev"
+    dev.write_text(content)
+    with pytest.raises(DeviceError) as exc:
+        make_plan_from(l1_host, vmdev_plugins, group_request(2))
+    assert exc.value.field == "major:minor" and "\n" not in exc.value.message
+    assert exc.value.message.startswith(f'"{l1_host.sysfs}/class/vfio/2/dev" holds ')
+
+
+@pytest.mark.parametrize(("iommufd", "request_"), [
+    (False, group_request(5)), (False, group_request(8)), (True, group_request(2, major=250)),
+    (True, cdev_request(3)),
+])
+def test_a_group_or_cdev_asked_for_with_its_own_numbers_is_built(
+        fake_host: FakeHost, tmp_path: Path, vmdev_plugins: Any, iommufd: bool,
+        request_: dict[str, Any]) -> None:
+    build_l1_host(fake_host, iommufd=iommufd)
+    for result in (plan_without_dev_nodes(fake_host, tmp_path / "empty", vmdev_plugins, request_),
+                   make_plan_from(fake_host, vmdev_plugins, request_)):
+        assert vfio_device(result).container_path == request_["path"]
+
+
+def make_plan_from(host: FakeHost, vmdev_plugins: Any, *devices: dict[str, Any]) -> Plan:
+    return plan(parse_spec({"linux": {"devices": list(devices)}}), SandboxSettings(), host=host.context(),
+                plugins=vmdev_plugins("vmdev-vfio"))
 
 
 def test_parse_resources_sorts_bars_into_windows() -> None:

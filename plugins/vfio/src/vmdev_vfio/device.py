@@ -32,7 +32,9 @@ from vmdev_vfio.host import (
     VFIODeviceType,
     Windows,
     cdev_function,
+    cdev_numbers,
     group_members,
+    group_numbers,
 )
 from vmdev_vfio.kinds import (
     CDEV_DIR,
@@ -257,11 +259,13 @@ def build(info: DeviceInfo, host: HostContext, config: VfioConfig) -> VFIODevice
         "vfio_mode": config.mode,
     }
     if path.startswith(CDEV_DIR):
-        return _from_cdev(path, host, name, common)
-    return _from_group(path, host, name, common)
+        return _from_cdev(info, path, host, name, common)
+    return _from_group(info, path, host, name, common)
 
 
-def _from_group(path: str, host: HostContext, name: str, common: dict[str, Any]) -> VFIODevice:
+def _from_group(
+    info: DeviceInfo, path: str, host: HostContext, name: str, common: dict[str, Any]
+) -> VFIODevice:
     group = path[len(VFIO_DIR):]
     if group.startswith("noiommu-"):
         raise DeviceError(
@@ -300,11 +304,15 @@ def _from_group(path: str, host: HostContext, name: str, common: dict[str, Any])
         raise DeviceError(
             f"IOMMU group {group} holds no function to pass, only {what}", device=name, field="host_path"
         )
+    _require_numbers(info, group_numbers(host, group, device=name), f"VFIO group {group}",
+                     f"class/vfio/{group}/dev", host, name)
     return _request(large, backend=VfioBackend.GROUP, iommu_group=group, functions=functions, skipped=skipped,
                     windows=windows, drivers=drivers, **common)
 
 
-def _from_cdev(path: str, host: HostContext, name: str, common: dict[str, Any]) -> VFIODevice:
+def _from_cdev(
+    info: DeviceInfo, path: str, host: HostContext, name: str, common: dict[str, Any]
+) -> VFIODevice:
     node = path[len(CDEV_DIR):]
     if not (node.startswith("vfio") and node[len("vfio"):].isdigit()):
         raise DeviceError(
@@ -314,6 +322,8 @@ def _from_cdev(path: str, host: HostContext, name: str, common: dict[str, Any]) 
         )
     function = cdev_function(host, node, device=name)
     _require_vfio_driver(function, function.iommu_group, name)
+    _require_numbers(info, cdev_numbers(host, node, device=name), f"VFIO device cdev {node}",
+                     f"class/vfio-dev/{node}/dev", host, name)
     if not host.dev_path(IOMMU_NODE).exists():
         raise DeviceError(
             f"the IOMMUFD cdev {path} needs {IOMMU_NODE}, which this host lacks (CONFIG_IOMMUFD)",
@@ -326,6 +336,25 @@ def _from_cdev(path: str, host: HostContext, name: str, common: dict[str, Any]) 
     return _request(function.large_bars, backend=VfioBackend.IOMMUFD, iommu_group=function.iommu_group,
                     functions=[dev], windows=function.windows, drivers={function.bdf: function.driver},
                     **common)
+
+
+def _require_numbers(
+    info: DeviceInfo, found: tuple[int, int], what: str, source: str, host: HostContext, name: str
+) -> None:
+    """The numbers of the node you attach must be the numbers requested: the group or cdev built
+    from a path must be the character device the request names, as the host's sysfs says. The
+    core checks the node under ``/dev`` when there is one; this holds when there is none (a
+    request whose numbers sysfs does not know keeps its container path, Kata's fallback), so
+    ``/dev/vfio/2`` with 999:999 is never group 2. Kata compares nothing here. Checked after the
+    group's functions, so an unbound group gets the message saying how to bind it."""
+    if found == (info.major, info.minor):
+        return
+    raise DeviceError(
+        f"{what} is character device {found[0]}:{found[1]} ({host.sysfs.file(source)}), not the requested "
+        f"{info.dev_type} {info.major}:{info.minor}",
+        device=name,
+        field="major:minor",
+    )
 
 
 def _require_vfio_driver(function: PciFunction, group: str, name: str) -> None:

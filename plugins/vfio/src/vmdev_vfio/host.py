@@ -8,6 +8,8 @@ Layout (Linux 6.1 to 6.12, see the plugin's README):
 * ``kernel/iommu_groups/<g>/devices/<name>``: links to every device of group ``g``; the name
   is a PCI address (``0000:03:01.0``) or, for a mediated or AP device, a UUID;
 * ``bus/pci/devices/<bdf>/{vendor,device,class,numa_node,config,resource,driver}``;
+* ``class/vfio/<g>/dev``: ``MAJOR:MINOR`` of the group node ``/dev/vfio/<g>``; the kernel makes
+  it when a VFIO driver (vfio-pci, vfio_mdev, vfio_ap...) binds a device of group ``g``;
 * ``class/vfio-dev/vfio<N>/device``: the function behind the IOMMUFD cdev
   ``/dev/vfio/devices/vfio<N>``; ``class/vfio-dev/vfio<N>/dev`` exists only when the kernel
   has the cdev (``CONFIG_VFIO_DEVICE_CDEV``);
@@ -308,6 +310,56 @@ def ap_queues(host: HostContext, resolved: str, *, device: str) -> tuple[str, ..
         problem = f"holds {bad[0]!r}, not an AP queue (AA.DDDD)" if bad else "is empty: assign AP queues"
         raise DeviceError(f"{host.sysfs.path(path)} {problem}", device=device, field="ap_devices")
     return queues
+
+
+# --- device numbers ------------------------------------------------------------------------------
+#: a ``dev`` attribute as the kernel prints it (``print_dev_t``: decimal ``MAJOR:MINOR``)
+_DEV_RE: Final = re.compile(r"([0-9]{1,10}):([0-9]{1,10})")
+
+
+def char_numbers(host: HostContext, relative: str, *, device: str) -> tuple[int, int] | None:
+    """``(major, minor)`` from the sysfs ``dev`` attribute ``relative`` (``246:0``); None when it
+    does not exist, a :class:`DeviceError` naming the file when it holds anything else."""
+    text = host.sysfs.read_line(relative)
+    if text is None:
+        return None
+    match = _DEV_RE.fullmatch(text)
+    if match is None:
+        raise DeviceError(
+            f"{json.dumps(host.sysfs.file(relative))} holds {json.dumps(text[:40])}, not MAJOR:MINOR",
+            device=device,
+            field="major:minor",
+        )
+    return int(match[1]), int(match[2])
+
+
+def group_numbers(host: HostContext, group: str, *, device: str) -> tuple[int, int]:
+    """The numbers of the group node ``/dev/vfio/<group>`` (``class/vfio/<group>/dev``). Without
+    that entry no VFIO driver holds a device of the group: it is no VFIO group of this host."""
+    relative = f"class/vfio/{group}/dev"
+    numbers = char_numbers(host, relative, device=device)
+    if numbers is None:
+        raise DeviceError(
+            f"IOMMU group {group} is not a VFIO group this host exposes ({host.sysfs.file(relative)} is "
+            "missing: is the device bound to vfio-pci?)",
+            device=device,
+            field="host_path",
+        )
+    return numbers
+
+
+def cdev_numbers(host: HostContext, name: str, *, device: str) -> tuple[int, int]:
+    """The numbers of the IOMMUFD cdev ``/dev/vfio/devices/<name>`` (``class/vfio-dev/<name>/dev``)."""
+    relative = f"class/vfio-dev/{name}/dev"
+    numbers = char_numbers(host, relative, device=device)
+    if numbers is None:
+        raise DeviceError(
+            f"{name} is not a VFIO device cdev this host exposes ({host.sysfs.file(relative)} is missing: "
+            "is the function bound to vfio-pci, and the kernel built with CONFIG_VFIO_DEVICE_CDEV?)",
+            device=device,
+            field="host_path",
+        )
+    return numbers
 
 
 # --- IOMMUFD cdevs -----------------------------------------------------------------------------
