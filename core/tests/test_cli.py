@@ -72,6 +72,15 @@ def test_plan_without_plugins_gives_generic_devices_only(cli: Any, tmp_path: Pat
     assert "generic" in text and "/dev/null" in text
 
 
+def test_plan_as_text_keeps_a_container_path_with_a_line_separator_on_one_line(cli: Any, tmp_path: Path) -> None:
+    devices = [{"path": "/dev/nu\u2028ll", "type": "c", "major": 1, "minor": 3},
+               {"path": "/dev/x\u0085y", "type": "c", "major": 1, "minor": 3}]
+    text = cli("plan", "--format", "text", write_spec(tmp_path, {"linux": {"devices": devices}})).stdout
+    assert "\u2028" not in text and "\x85" not in text
+    rows = [line for line in text.splitlines() if line.startswith("generic")]
+    assert len(rows) == 2 and "/dev/nu\\u2028ll" in rows[0] and "/dev/x\\x85y" in rows[1]
+
+
 def test_plan_for_other_hypervisors(cli: Any, tmp_path: Path) -> None:
     spec = write_spec(tmp_path, {"linux": {"devices": []}})
     assert json.loads(cli("plan", "--hypervisor", "firecracker", spec).stdout)["firecracker"] == {

@@ -914,13 +914,14 @@ def _build() -> click.Group:
         rows = [("KIND", "ID", "PLUGIN", "PLUG", "CONTAINER PATH", "HOST PATH")]
         for d in result.devices:
             plug = "hot" if d.hotplug else ("-" if d.kind == "generic" else "cold")
-            rows.append((d.kind, d.id, d.plugin, plug, d.container_path or "-", d.host_path or "-"))
+            rows.append(tuple(one_line(cell) for cell in (  # paths a container chose: one line each
+                d.kind, d.id, d.plugin, plug, d.container_path or "-", d.host_path or "-")))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
         for row in rows:
             click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
         data = result.to_json()
         if result.qemu is not None:
-            click.echo("\nqemu arguments:\n  " + result.argv_text())
+            click.echo("\nqemu arguments:\n  " + one_line(result.argv_text()))
             for key in ("hotplug", "unplug"):
                 for command in data["qemu"][key]:
                     click.echo(f"qmp {key}: {json.dumps(command)}")
