@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from vmdev.backend import RenderContext
-from vmdev.errors import UnsupportedError
+from vmdev.errors import ConfigError, UnsupportedError
 from vmdev.planner import Built, Pipeline
 from vmdev.qemu import QemuAttach, split_opts
 from vmdev.state import PortRecord
@@ -218,10 +218,20 @@ def test_groups_and_cdevs_never_mix(l1_iommufd_host: FakeHost, make_plan) -> Non
     assert exc.value.device == "/dev/vfio/devices/vfio4"
 
 
-def test_a_function_is_passed_once(l1_iommufd_host: FakeHost, make_plan) -> None:
-    l1_iommufd_host.char_device(249, 0, "vfio/devices/vfio0")
-    with pytest.raises(UnsupportedError, match=r"0000:00:03\.0 is passed twice: /dev/vfio/devices/vfio0 already"):
+def test_a_function_is_passed_once(
+        l1_iommufd_host: FakeHost, make_plan, start: Callable[..., Pipeline]) -> None:
+    # a plan refuses the second request for the same numbers before rendering (the core's rule)...
+    with pytest.raises(ConfigError, match="is the same device"):
         make_plan(l1_iommufd_host, cdev_request(0), cdev_request(0, path="/dev/other"))
+    # ...and the family refuses to render one function twice into one sandbox whatever built it
+    pipeline = start(l1_iommufd_host)
+    first, second = build_all(pipeline, cdev_request(0), cdev_request(0, path="/dev/other"))
+    target = pipeline.target()
+    pipeline.render(Built(device=first, plugin="vfio", container_path="/dev/vfio/devices/vfio0", host_path=""),
+                    target, hotplug=False)
+    with pytest.raises(UnsupportedError, match=r"0000:00:03\.0 is passed twice: /dev/vfio/devices/vfio0 already"):
+        pipeline.render(Built(device=second, plugin="vfio", container_path="/dev/other", host_path=""),
+                        target, hotplug=False)
 
 
 def test_iommufd_cold_plug_shares_one_iommufd_object(l1_iommufd_host: FakeHost, make_plan) -> None:
