@@ -28,6 +28,7 @@ from vmdev.oci import parse_spec
 from vmdev.planner import plan
 from vmdev.plugins import PluginManager
 from vmdev.settings import SandboxSettings
+from vmdev_vfio.testing import vfio_group
 
 SMALL, LARGE = 64, 4096
 VFIO_MAJOR, DISK_MAJOR = 246, 259
@@ -41,7 +42,7 @@ def vfio_host(root: Path, count: int) -> tuple[FakeHost, list[dict[str, Any]]]:
     for n in range(count):
         bdf = f"0000:{1 + n // 32:02x}:{n % 32:02x}.0"
         host.pci_function(bdf, driver="vfio-pci", iommu_group=n, config_size=4096)
-        host.char_device(VFIO_MAJOR, n, f"vfio/{n}")
+        vfio_group(host, n, VFIO_MAJOR, n)
         requests.append({"path": f"/dev/vfio/{n}", "type": "c", "major": VFIO_MAJOR, "minor": n})
     return host, requests
 

@@ -217,7 +217,8 @@ def test_s390x_plans_pass_the_check_against_qemu_system_s390x(tmp_path: Path, ca
     store = Path(tempfile.mkdtemp(prefix="vhu-"))
     try:
         host = Host(tmp_path, store)
-        ap_matrix_device(host.fake, "4b1c9b37-3a0c-4c7b-8d86-6e3c3a8d2b9e", ["05.001f"], iommu_group=20)
+        ap_matrix_device(host.fake, "4b1c9b37-3a0c-4c7b-8d86-6e3c3a8d2b9e", ["05.001f"], iommu_group=20,
+                         vfio_node=(511, 20))
         ap = {"path": "/dev/vfio/20", "type": "c", "major": 511, "minor": 20}
         for hotplug in (False, True):
             data = host.plan([*host.disks(), ap], [], {"block_device_driver": "virtio-blk-ccw"},

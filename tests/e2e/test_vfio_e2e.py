@@ -34,6 +34,7 @@ from vmdev_vfio.testing import (
     group_request,
     iommu_group_member,
     mdev_device,
+    vfio_group,
 )
 
 
@@ -167,8 +168,7 @@ def fake_plans(tmp_path: Path) -> list[Plan]:
     pm = PluginManager(LoadPolicy(only=("vmdev-vfio",))).load()
     host = build_l1_host(FakeHost(tmp_path / "legacy"))
     uuid = "f79944e4-5a3d-11e8-99ce-479cbab002e4"
-    mdev_device(host, uuid, "0000:02:00.0", iommu_group=20)
-    host.char_device(246, 20, "vfio/20")
+    mdev_device(host, uuid, "0000:02:00.0", iommu_group=20, vfio_node=(246, 20))
     node = host.sysfs / "devices/pci0000:00/0000:00:03.0/resource"
     node.write_text("0x00000000f0000000 0x00000000f0ffffff 0x0000000000040200\n"
                     "0x0000380000000000 0x00003807ffffffff 0x000000000014220c\n")
@@ -235,11 +235,13 @@ def test_s390x_vfio_ap_and_vfio_ccw_options_exist(tmp_path: Path) -> None:
         pytest.fail("qemu-system-s390x is missing: apt-get install qemu-system-misc", pytrace=False)
     pm = PluginManager(LoadPolicy(only=("vmdev-vfio",))).load()
     host = FakeHost(tmp_path / "s390")
-    ap_matrix_device(host, "4b1c9b37-3a0c-4c7b-8d86-6e3c3a8d2b9e", ["05.001f"], iommu_group=0)
+    ap_matrix_device(host, "4b1c9b37-3a0c-4c7b-8d86-6e3c3a8d2b9e", ["05.001f"], iommu_group=0,
+                     vfio_node=(511, 0))
     host.write("devices/css0/0.0.0313/uevent")
     (host.sysfs / "devices/css0/0.0.0313/c1a4d0e9-5c2b-4a36-9a3b-6f2a1d0e7c55").mkdir()
     iommu_group_member(host, 1, "c1a4d0e9-5c2b-4a36-9a3b-6f2a1d0e7c55",
                        "devices/css0/0.0.0313/c1a4d0e9-5c2b-4a36-9a3b-6f2a1d0e7c55")
+    vfio_group(host, 1, 511, 1)
     devices = [{"path": f"/dev/vfio/{g}", "type": "c", "major": 511, "minor": g} for g in (0, 1)]
     result = plan(parse_spec({"linux": {"devices": devices}}), SandboxSettings(machine_type="s390-ccw-virtio"),
                   host=host.context(), plugins=pm)
