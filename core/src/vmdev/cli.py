@@ -911,7 +911,7 @@ def _build() -> click.Group:
             _print_text(result)
 
     def _print_text(result: Any) -> None:
-        rows = [("KIND", "ID", "PLUGIN", "PLUG", "CONTAINER PATH", "HOST PATH")]
+        rows: list[tuple[str, ...]] = [("KIND", "ID", "PLUGIN", "PLUG", "CONTAINER PATH", "HOST PATH")]
         for d in result.devices:
             plug = "hot" if d.hotplug else ("-" if d.kind == "generic" else "cold")
             rows.append(tuple(one_line(cell) for cell in (  # paths a container chose: one line each
