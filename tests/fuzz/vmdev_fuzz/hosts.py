@@ -130,6 +130,20 @@ class GroupEntry:
 
 
 @attrs.frozen
+class VfioGroupSpec:
+    """The kernel's ``class/vfio/<group>`` entry (a link to ``devices/virtual/vfio/<group>``), made
+    when a VFIO driver takes a device of the group, PCI function, mdev or AP matrix device alike:
+    the VFIO plugin passes ``/dev/vfio/<group>`` only for the numbers its ``dev`` attribute holds.
+    ``dev`` None writes the kernel's ``MAJOR:MINOR``; a FileSpec puts anything there. The group
+    node's ``dev/char`` entry and ``/dev`` node are a :class:`DevEntry`'s (they may disagree)."""
+
+    group: int
+    major: int
+    minor: int
+    dev: FileSpec | None = None
+
+
+@attrs.frozen
 class CdevSpec:
     number: int
     bdf: str
@@ -160,6 +174,7 @@ class HostSpec:
     pci: tuple[PciSpec, ...] = ()
     group_entries: tuple[GroupEntry, ...] = ()
     cdevs: tuple[CdevSpec, ...] = ()
+    vfio_groups: tuple[VfioGroupSpec, ...] = ()
     iommu_node: bool = False
     store: StoreSpec | None = None
     #: files anywhere below ROOT (mount sources, images, backing files): (ROOT path, FileSpec)
@@ -321,6 +336,16 @@ def _group_entry(fake: FakeHost, entry: GroupEntry) -> None:
         return
 
 
+def _vfio_group(fake: FakeHost, spec: VfioGroupSpec) -> None:
+    node = f"devices/virtual/vfio/{spec.group}"
+    dev = spec.dev or FileSpec.text(f"{spec.major}:{spec.minor}\n")
+    uevent = FileSpec.text(f"MAJOR={spec.major}\nMINOR={spec.minor}\nDEVNAME=vfio/{spec.group}\n")
+    if place(fake.root, _sys(fake, node) / "uevent", uevent):
+        place(fake.root, _sys(fake, node) / "dev", dev)
+        with contextlib.suppress(OSError, ValueError):
+            fake.symlink(f"class/vfio/{spec.group}", f"/{node}")
+
+
 def _cdev(fake: FakeHost, spec: CdevSpec) -> None:
     try:
         from vmdev_vfio.testing import vfio_cdev
@@ -383,6 +408,8 @@ def build(spec: HostSpec, root: Path) -> Built:
         _group_entry(fake, group_entry)
     for cdev in spec.cdevs:
         _cdev(fake, cdev)
+    for vfio_group in spec.vfio_groups:
+        _vfio_group(fake, vfio_group)
     if spec.iommu_node:
         node = fake.dev / "iommu"
         place(fake.root, node, FileSpec.text(""))

@@ -390,24 +390,65 @@ def pci_spec(draw: st.DrawFn, bdf: str, group: int, axes: Axes) -> h.PciSpec:
 
 UUIDS: Final = ("8a5f2e9c-0d3c-4f6a-9b1e-2d7c8e9f0a1b", "00000000-0000-0000-0000-000000000000")
 BDFS: Final = ("0000:00:03.0", "0000:01:00.0", "0000:01:00.1", "0000:03:01.0", "0000:03:02.0", "0001:00:00.0")
+#: what a group's PCI functions are in when the group itself holds an mdev or an AP matrix device
+#: (the parent of an mdev is in an IOMMU group of its own)
+PARENT_GROUP_OFFSET: Final = 20
+
+
+def vfio_group_entry(group: int, numbers: tuple[int, int], axes: Axes) -> st.SearchStrategy[h.VfioGroupSpec | None]:
+    """The group's ``class/vfio/<group>``: mostly with the numbers of its node, on the hostile axis
+    missing, with other numbers, or a ``dev`` file that is no ``MAJOR:MINOR`` (or no file)."""
+    major, minor = numbers
+    right = st.just(h.VfioGroupSpec(group, major, minor))
+    wrong = st.builds(h.VfioGroupSpec, st.just(group), st.sampled_from([major, major, 250, 10, 0]),
+                      st.sampled_from([minor + 1, 0, 3, group, 2**20 - 1]))
+    malformed_text = st.sampled_from([
+        "x\n", f"{major}:\n", "", "\n", f":{minor}\n", f"{major}:{minor}", f" {major}:{minor} \n",
+        f"{major}:{minor}\n{major}:{minor}\n", f"{major}:{10**11}\n", f"{2**64}:{minor}\n", "9" * 5000,
+        f"{major}:-1\n", "²:²\n", f"{major}:{minor}\x00\n", f"{major}:{minor}\u2028", f"0x{major:x}:{minor}\n",
+        f"{major},{minor}\n", f"{major}:{minor}:0\n"])
+    odd_file = st.one_of(
+        st.builds(h.FileSpec, st.sampled_from([h.FIFO, h.SYMLINK_LOOP, h.DIRECTORY, h.DANGLING, h.MISSING, h.HUGE])),
+        st.builds(h.FileSpec, st.just(h.BYTES), st.sampled_from([b"\xff\xfe\n", f"{major}:{minor}\xff\n".encode()])))
+    malformed = st.builds(h.VfioGroupSpec, st.just(group), st.just(major), st.just(minor),
+                          st.one_of(st.builds(h.FileSpec.text, malformed_text), odd_file))
+    return axes.pick("class-vfio", right, st.one_of(malformed, wrong, st.none()))
+
+
+@st.composite
+def group_shape(draw: st.DrawFn, group: int, bdfs: Sequence[str], axes: Axes) -> tuple[str, list[h.GroupEntry]]:
+    """What VFIO device the group is: its PCI functions (``pci``), one mdev of the first function
+    (``mdev``) or one AP matrix device (``ap``); with the mdev and AP the functions sit in another group."""
+    shape = draw(st.sampled_from(["pci", "pci", "mdev", "ap"]))
+    if shape == "mdev":
+        return shape, [h.GroupEntry(group, draw(st.sampled_from(UUIDS)), "mdev", parent=bdfs[0])]
+    if shape == "ap":
+        queues = draw(axes.pick("entries", st.just(h.FileSpec.text("05.001f\n")), file_spec(
+            good=st.sampled_from(["05.001f\n", "05.001f\n06.0020\n", "", "zz.zzzz\n", "5.1f\n"]))))
+        return shape, [h.GroupEntry(group, draw(st.sampled_from(UUIDS)), "ap", queues=queues)]
+    return shape, []
 
 
 @st.composite
 def vfio_case(draw: st.DrawFn) -> PlanCase:
-    """``/dev/vfio/<group>`` and IOMMUFD cdev requests against groups of PCI functions whose
-    attributes (resource lines, config size, class, driver links) are anything."""
+    """``/dev/vfio/<group>`` and IOMMUFD cdev requests against groups of PCI functions, an mdev or
+    an AP matrix device, whose attributes (resource lines, config size, class, driver links, the
+    group's ``class/vfio`` entry) are anything."""
     axes = Axes(draw, ["path", "settings", "class", "resource", "resource-file", "driver", "ids", "config",
-                       "entries", "node", "extra", "machine"])
+                       "entries", "node", "extra", "machine", "class-vfio"])
     group = draw(st.sampled_from([2, 5, 12]))
     bdfs = draw(st.lists(st.sampled_from(BDFS), min_size=1, max_size=3, unique=True))
-    pci = [draw(pci_spec(bdf, draw(axes.pick("entries", st.just(group), st.sampled_from([group, group + 1]))),
+    shape, members = draw(group_shape(group, bdfs, axes))
+    pci_group = group if shape == "pci" else group + PARENT_GROUP_OFFSET
+    pci = [draw(pci_spec(bdf, draw(axes.pick("entries", st.just(pci_group), st.sampled_from([pci_group, group + 1]))),
                          axes)) for bdf in bdfs]
-    extra = draw(axes.pick("entries", st.just([]), st.lists(st.one_of(
+    junk = draw(axes.pick("entries", st.just([]), st.lists(st.one_of(
         st.builds(h.GroupEntry, st.just(group), st.sampled_from(UUIDS), st.just("mdev"), st.sampled_from(bdfs)),
         st.builds(h.GroupEntry, st.just(group), st.sampled_from(UUIDS), st.just("ap"), st.just(""),
                   file_spec(good=st.sampled_from(["05.001f\n", "05.001f\n06.0020\n", "", "zz.zzzz\n"]))),
         st.builds(h.GroupEntry, st.just(group), text.name(), st.just("junk")),
     ), max_size=2, unique_by=lambda e: e.name)))
+    extra = members + [e for e in junk if e.name not in {m.name for m in members}]
     cdevs = draw(st.lists(st.builds(h.CdevSpec, st.integers(0, 3), st.sampled_from(bdfs),
                                     axes.pick("entries", st.just(True), st.booleans())),
                           max_size=2, unique_by=lambda c: c.number))
@@ -415,6 +456,7 @@ def vfio_case(draw: st.DrawFn) -> PlanCase:
     name = draw(axes.pick("node", st.just(f"vfio/{group}"), st.sampled_from(
         [f"vfio/noiommu-{group}", "vfio/vfio", f"vfio/../vfio/{group}", f"vfio/{group},x=y", f"vfio/{group}\u2028"])))
     node = h.DevEntry(kind="char", major=246, minor=minor, devname=name, node=name, node_kind=h.NODE_CHAR)
+    vfio_group = draw(vfio_group_entry(group, (246, minor), axes))
     path = axes.pick("path", st.just(f"/dev/vfio/{group}"), text.path("/dev/vfio/"))
     requests = [draw(device_entry(path, axes.pick("extra", st.just("c"), st.sampled_from(["u", "b"])),
                                   st.just((246, minor)), axes))]
@@ -422,7 +464,8 @@ def vfio_case(draw: st.DrawFn) -> PlanCase:
     if iommufd:  # one sandbox uses one VFIO backend: cdevs instead of the group
         requests = [draw(device_entry(st.just(f"/dev/vfio/devices/vfio{c.number}"), st.just("c"),
                                       st.just((249, c.number)), axes)) for c in cdevs]
-    hv = draw(hypervisor())
+    # AP matrix devices exist on s390x only, where Kata runs QEMU only (on its s390x machine)
+    hv = draw(hypervisor() if shape != "ap" else axes.pick("machine", st.just("qemu"), hypervisor()))
     ports = ["no-port", "root-port"] if hv == "cloud-hypervisor" else ["no-port", "root-port", "switch-port",
                                                                          "bridge-port"]
     hot = draw(axes.pick("settings", st.sampled_from(ports), st.sampled_from(VFIO_PORTS)))
@@ -434,8 +477,11 @@ def vfio_case(draw: st.DrawFn) -> PlanCase:
     runtime = {"vfio_mode": draw(axes.pick("settings", st.sampled_from(["guest-kernel", "vfio"]),
                                            st.sampled_from(["VFIO", "", 1])))}
     host = h.HostSpec(devices=(node,), pci=tuple(pci), group_entries=tuple(extra), cdevs=tuple(cdevs),
+                      vfio_groups=(vfio_group,) if vfio_group is not None else (),
                       iommu_node=draw(axes.pick("entries", st.just(True), st.booleans())))
-    return PlanCase(hypervisor=hv, hotplug=draw(st.booleans()), machine=draw(machine_choice(hv, axes)),
+    machine = machine_choice(hv, axes) if shape != "ap" or hv != "qemu" else axes.pick(
+        "machine", st.just("s390-ccw-virtio"), machine_for(hv))
+    return PlanCase(hypervisor=hv, hotplug=draw(st.booleans()), machine=draw(machine),
                     options=options, host=host, document=oci(requests), runtime=runtime)
 
 
