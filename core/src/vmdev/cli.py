@@ -110,11 +110,11 @@ def run_resolve(
     flags: Mapping[str, Any],
 ) -> str:
     """``vmdev resolve``'s host path, with the node check ``plan`` makes (a node there must be the
-    device requested: :func:`vmdev.planner.check_node`)."""
+    device requested: :func:`vmdev.host.check_node`)."""
     import attrs
 
+    from vmdev.host import CORE_RESOLVER, check_node
     from vmdev.models import DeviceInfo
-    from vmdev.planner import CORE_RESOLVER, check_node
     from vmdev.plugins import get_plugin_manager
     from vmdev.settings import load_settings
 

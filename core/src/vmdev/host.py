@@ -13,11 +13,14 @@ import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import attrs
 
-from vmdev.errors import HostReadError
+from vmdev.errors import DeviceError, HostReadError
+
+if TYPE_CHECKING:
+    from vmdev.models import DeviceInfo
 
 StatFunc = Callable[[str], os.stat_result]
 
@@ -275,3 +278,49 @@ class HostContext:
 def host_context(sysfs_root: str | None) -> HostContext:
     """The host context of the command line's ``--sysfs-root`` (None: ``/sys``)."""
     return HostContext(sysfs_root=Path(sysfs_root or "/sys"))
+
+
+# --- the node check ---------------------------------------------------------------------------------
+#: the core's own resolver (Kata's GetHostPath through sysfs)
+CORE_RESOLVER = "vmdev.host_path"
+_NODE_TYPES = {"b": stat.S_IFBLK, "c": stat.S_IFCHR, "u": stat.S_IFCHR}
+
+
+def check_node(info: DeviceInfo, host: HostContext, *, by_core: bool) -> None:
+    """The numbers of the node you attach are the numbers requested.
+
+    Whatever path a ``b``/``c``/``u`` request resolved to, a device node there must have the
+    requested type and ``major:minor`` (stat through the host context), else the request is
+    refused naming the device and the node: a different device is never handed over. A block
+    device resolved by the core through sysfs must be such a node. A path that is not a device
+    node and was resolved by a plugin (a socket of a store, a memory image) is that plugin's to
+    check. A character device with no node (the fallback to the container path) stays in the
+    container, as Kata does.
+    """
+    kind = _NODE_TYPES.get(info.dev_type)
+    if kind is None or info.is_block_file or not info.host_path:
+        return
+    try:
+        st = host.stat(host.dev_file(info.host_path))
+    except OSError:
+        st = None
+    is_node = st is not None and stat.S_IFMT(st.st_mode) in (stat.S_IFBLK, stat.S_IFCHR)
+    if st is not None and is_node:
+        found = (stat.S_IFMT(st.st_mode), os.major(st.st_rdev), os.minor(st.st_rdev))
+        if found != (kind, info.major, info.minor):
+            what = "block" if found[0] == stat.S_IFBLK else "character"
+            raise DeviceError(
+                f"the host node {json.dumps(info.host_path)} is {what} device {found[1]}:{found[2]}, "
+                f"not the requested {info.dev_type} {info.major}:{info.minor}",
+                device=info.name,
+                field="major:minor",
+            )
+        return
+    if by_core and info.dev_type == "b":
+        problem = "does not exist" if st is None else "is not a block device"
+        raise DeviceError(
+            f"sysfs names {json.dumps(info.host_path)} for block device {info.major}:{info.minor}, but it "
+            f"{problem} on this host",
+            device=info.name,
+            field="major:minor",
+        )

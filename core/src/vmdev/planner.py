@@ -9,16 +9,14 @@ implementation of those steps; the device manager drives it too.
 from __future__ import annotations
 
 import json
-import os
-import stat
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from vmdev.backend import Backend, BackendPlan, RenderContext
-from vmdev.errors import ConfigError, DeviceError, InvalidIdError, PluginError, UnsupportedError
-from vmdev.host import HostContext
+from vmdev.errors import ConfigError, InvalidIdError, PluginError, UnsupportedError
+from vmdev.host import CORE_RESOLVER, HostContext, check_node
 from vmdev.models import DEVICE_GENERIC, Device, DeviceInfo, device_key
 from vmdev.plugins import PluginManager, get_plugin_manager
 from vmdev.qemu import check_id
@@ -244,11 +242,6 @@ class Pipeline:
         return attrs.evolve(result, extras=extras) if extras else result
 
 
-#: the core's own resolver (Kata's GetHostPath through sysfs)
-CORE_RESOLVER = "vmdev.host_path"
-_NODE_TYPES = {"b": stat.S_IFBLK, "c": stat.S_IFCHR, "u": stat.S_IFCHR}
-
-
 def _check_mount_destination(path: str, index: int) -> None:
     """A mount that becomes a device is named by its destination, which must then be a path in the
     container as ``linux.devices`` paths must (runc takes a relative destination as relative to
@@ -256,46 +249,6 @@ def _check_mount_destination(path: str, index: int) -> None:
     if not path.startswith("/"):
         raise ConfigError(f"must be an absolute path to become a device, got {json.dumps(path)}",
                           device=path or f"mount {index}", field=f"$.mounts[{index}].destination")
-
-
-def check_node(info: DeviceInfo, host: HostContext, *, by_core: bool) -> None:
-    """The numbers of the node you attach are the numbers requested.
-
-    Whatever path a ``b``/``c``/``u`` request resolved to, a device node there must have the
-    requested type and ``major:minor`` (stat through the host context), else the request is
-    refused naming the device and the node: a different device is never handed over. A block
-    device resolved by the core through sysfs must be such a node. A path that is not a device
-    node and was resolved by a plugin (a socket of a store, a memory image) is that plugin's to
-    check. A character device with no node (the fallback to the container path) stays in the
-    container, as Kata does.
-    """
-    kind = _NODE_TYPES.get(info.dev_type)
-    if kind is None or info.is_block_file or not info.host_path:
-        return
-    try:
-        st = host.stat(host.dev_file(info.host_path))
-    except OSError:
-        st = None
-    is_node = st is not None and stat.S_IFMT(st.st_mode) in (stat.S_IFBLK, stat.S_IFCHR)
-    if st is not None and is_node:
-        found = (stat.S_IFMT(st.st_mode), os.major(st.st_rdev), os.minor(st.st_rdev))
-        if found != (kind, info.major, info.minor):
-            what = "block" if found[0] == stat.S_IFBLK else "character"
-            raise DeviceError(
-                f"the host node {json.dumps(info.host_path)} is {what} device {found[1]}:{found[2]}, "
-                f"not the requested {info.dev_type} {info.major}:{info.minor}",
-                device=info.name,
-                field="major:minor",
-            )
-        return
-    if by_core and info.dev_type == "b":
-        problem = "does not exist" if st is None else "is not a block device"
-        raise DeviceError(
-            f"sysfs names {json.dumps(info.host_path)} for block device {info.major}:{info.minor}, but it "
-            f"{problem} on this host",
-            device=info.name,
-            field="major:minor",
-        )
 
 
 def check_unique_ids(built: Iterable[Built]) -> None:

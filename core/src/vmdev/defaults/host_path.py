@@ -7,7 +7,7 @@
 4. No uevent file: for character devices and FIFOs (which stay in the container) the container
    path, as Kata does; for a block device an error, unlike Kata (whose fallback attaches whatever
    host file sits at the container path). The planner then checks that a resolved device node
-   has the requested type and numbers (:func:`vmdev.planner.check_node`).
+   has the requested type and numbers (:func:`vmdev.host.check_node`).
 5. A malformed uevent, or one without ``DEVNAME``, is an error naming the file.
 """
 
