@@ -487,3 +487,13 @@ def test_the_cli_names_hostile_files_in_one_line_on_both_paths(
         done = CliRunner().invoke(main, argv)
         assert (done.exit_code, done.stdout, done.stderr) == expected, argv
     assert plain == 4  # plan and attach read their arguments without click; status is click's
+
+
+def test_json_value_counts_levels_of_nesting_not_brackets() -> None:
+    wide = "[" + ",".join(["[{}]"] * 500) + "]"  # 1,001 brackets, three levels
+    assert len(json_value(wide)) == 500
+    assert json_value("[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH) is not None
+    with pytest.raises(ValueError, match=f"nested more than {MAX_JSON_DEPTH} levels deep"):
+        json_value("[" * (MAX_JSON_DEPTH + 1) + "]" * (MAX_JSON_DEPTH + 1))
+    with pytest.raises(ValueError, match=f"nested more than {MAX_JSON_DEPTH} levels deep"):
+        json_value('{"a": ' * (MAX_JSON_DEPTH + 1) + "1" + "}" * (MAX_JSON_DEPTH + 1))

@@ -119,15 +119,30 @@ def json_value(data: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
     :func:`decode_json`; state files: :mod:`vmdev.state`)."""
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
-        value = json.loads(text, parse_int=_json_int, parse_float=_json_float, parse_constant=_json_constant)
+        if text.startswith("\ufeff"):  # as json.loads: JSON text has no byte order mark
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        value = _decoder().decode(text)
     except RecursionError:
         raise JsonError("nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         malformed = isinstance(exc, json.JSONDecodeError | UnicodeDecodeError)
         raise JsonError(str(exc), malformed=malformed) from None
-    if not _nests_at_most(value, max_depth):
+    # no more opening brackets than levels allowed: no need to walk (a journal line of a state file)
+    if text.count("[") + text.count("{") > max_depth and not _nests_at_most(value, max_depth):
         raise JsonError(f"nested more than {max_depth} levels deep", _deep_path(value, max_depth, "$"))
     return value
+
+
+_decoders: list[json.JSONDecoder] = []
+
+
+def _decoder() -> json.JSONDecoder:
+    """The strict decoder, made on first use: ``json.loads`` with hooks makes one per call, which
+    cost more than decoding a state file's journal line."""
+    if not _decoders:
+        _decoders.append(json.JSONDecoder(parse_int=_json_int, parse_float=_json_float,
+                                          parse_constant=_json_constant))
+    return _decoders[0]
 
 
 def _nests_at_most(value: Any, depth: int) -> bool:
