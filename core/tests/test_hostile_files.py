@@ -490,10 +490,13 @@ def test_the_cli_names_hostile_files_in_one_line_on_both_paths(
 
 
 def test_json_value_counts_levels_of_nesting_not_brackets() -> None:
+    """A top-level container may hold MAX_JSON_DEPTH levels of containers nested in it."""
+    levels = MAX_JSON_DEPTH + 1  # containers, the outermost included
     wide = "[" + ",".join(["[{}]"] * 500) + "]"  # 1,001 brackets, three levels
     assert len(json_value(wide)) == 500
-    assert json_value("[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH) is not None
+    assert json_value("[" * levels + "]" * levels) is not None
+    assert json_value('{"a": ' * levels + "1" + "}" * levels) is not None
     with pytest.raises(ValueError, match=f"nested more than {MAX_JSON_DEPTH} levels deep"):
-        json_value("[" * (MAX_JSON_DEPTH + 1) + "]" * (MAX_JSON_DEPTH + 1))
+        json_value("[" * (levels + 1) + "]" * (levels + 1))
     with pytest.raises(ValueError, match=f"nested more than {MAX_JSON_DEPTH} levels deep"):
-        json_value('{"a": ' * (MAX_JSON_DEPTH + 1) + "1" + "}" * (MAX_JSON_DEPTH + 1))
+        json_value('{"a": ' * (levels + 1) + "1" + "}" * (levels + 1))
