@@ -240,7 +240,7 @@ def _requests(pipeline: Pipeline, spec: OciSpec) -> list[tuple[Any, str]]:
 
 def _resolve(pipeline: Pipeline, info: Any) -> tuple[Any, str]:
     """``Pipeline.resolve``, also saying which plugin resolved the host path."""
-    from vmdev.planner import CORE_RESOLVER
+    from vmdev.host import CORE_RESOLVER
 
     resolved, by = pipeline.resolve_by(info)
     who = "the core (Kata's GetHostPath through /sys/dev)" if by == CORE_RESOLVER else f"plugin {by!r}"
