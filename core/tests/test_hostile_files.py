@@ -24,7 +24,7 @@ from vmdev import cli, oci, sandbox_ops, settings, state
 from vmdev.cli import main, run_plain
 from vmdev.cliutil import errors_as_one_line
 from vmdev.errors import ConfigError, VmdevError
-from vmdev.oci import MAX_JSON_DEPTH, json_value, load_spec
+from vmdev.oci import load_spec
 from vmdev.qemu import QmpCommand
 from vmdev.registry import describe_status
 from vmdev.sandbox_ops import oci_device, record_text
@@ -42,6 +42,7 @@ from vmdev.state import (
     process_alive,
     write_atomically,
 )
+from vmdev.strictjson import MAX_JSON_DEPTH, json_value
 
 NOBODY = 65534
 ENTRY = '{"path": "/dev/xvdb", "type": "b", "major": 8, "minor": 16}'

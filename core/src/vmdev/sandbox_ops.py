@@ -118,7 +118,8 @@ def oci_device(text: str) -> DeviceInfo:
     one; every problem a :class:`ConfigError` of field ``--oci-device`` (naming the file)."""
     from vmdev.errors import HostReadError
     from vmdev.host import read_regular
-    from vmdev.oci import JsonError, json_value, parse_spec
+    from vmdev.oci import parse_spec
+    from vmdev.strictjson import JsonError, json_value
 
     source = ""
     data: bytes | str = text

@@ -54,10 +54,10 @@ import attrs
 from vmdev._convert import any_dict
 from vmdev.errors import VmdevError
 from vmdev.models import DeviceInfo
-from vmdev.oci import JsonError, json_value
 from vmdev.qemu import check_id
 from vmdev.serialize import to_json
 from vmdev.settings import SandboxSettings
+from vmdev.strictjson import JsonError, json_value
 from vmdev.typedjson import Invalid, TypedReader, describe
 
 #: the ``format`` key of every state file
