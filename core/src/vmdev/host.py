@@ -152,6 +152,19 @@ def read_regular(path: str | os.PathLike[str], *, limit: int = MAX_READ) -> byte
     return None if read is None else read[0]
 
 
+def read_named(path: str | os.PathLike[str], *, limit: int, refuse: Callable[[str], Exception]) -> bytes:
+    """A file a caller named (an OCI spec, a settings file, ``--oci-device @FILE``, a plan to
+    check): :func:`read_regular`, every problem, a missing file included, raised as
+    ``refuse(reason)``, the reader's own error saying why in its words."""
+    try:
+        data = read_regular(path, limit=limit)
+    except HostReadError as exc:
+        raise refuse(exc.reason) from None
+    if data is None:
+        raise refuse("No such file or directory")
+    return data
+
+
 def read_regular_stat(
     path: str | os.PathLike[str], *, limit: int = MAX_READ
 ) -> tuple[bytes, os.stat_result] | None:

@@ -17,8 +17,8 @@ from typing import Any, Final
 import attrs
 
 from vmdev._convert import str_tuple
-from vmdev.errors import ConfigError, HostReadError
-from vmdev.host import read_regular
+from vmdev.errors import ConfigError
+from vmdev.host import read_named
 from vmdev.models import OCI_DEVICE_TYPES, DeviceInfo
 from vmdev.strictjson import JsonError, json_value
 
@@ -62,17 +62,15 @@ class OciSpec:
 
 #: the largest OCI spec read (real specs are a few KiB; a privileged one with every host device ~100 KiB)
 MAX_SPEC_BYTES: Final = 16 * 1024 * 1024
+
+
 def load_spec(path: str | Path) -> OciSpec:
     """Read and validate a ``config.json`` file (a regular file only: a FIFO or a device node
     named as the spec is refused, never read)."""
-    path = Path(path)
-    try:
-        data = read_regular(path, limit=MAX_SPEC_BYTES)
-    except HostReadError as exc:
-        raise ConfigError(f"cannot read OCI spec: {exc.reason}", device=str(path)) from None
-    if data is None:
-        raise ConfigError("cannot read OCI spec: No such file or directory", device=str(path))
-    return parse_spec(decode_json(data, source=str(path)))
+    source = str(path)
+    data = read_named(source, limit=MAX_SPEC_BYTES,
+                      refuse=lambda reason: ConfigError(f"cannot read OCI spec: {reason}", device=source))
+    return parse_spec(decode_json(data, source=source))
 
 
 def decode_json(data: bytes | str, *, source: str) -> Any:

@@ -62,7 +62,7 @@ import attrs
 import click
 
 from vmdev.cliutil import SettingsCommand, errors_as_one_line, flag_overrides, host_context
-from vmdev.errors import ConfigError, HostReadError, UnsupportedError, VmdevError, one_line
+from vmdev.errors import ConfigError, UnsupportedError, VmdevError, one_line
 from vmdev.qemu import split_opts
 
 if TYPE_CHECKING:
@@ -1312,15 +1312,12 @@ def check_cmd(binary: str, as_json: bool, cache_dir: str | None, no_cache: bool,
 @errors_as_one_line
 def _run_check(binary: str, as_json: bool, cache_dir: str | None, no_cache: bool, source: str,
                planning: Mapping[str, Any]) -> None:
-    from vmdev.host import read_regular
+    from vmdev.host import read_named
     from vmdev.oci import MAX_SPEC_BYTES, decode_json
 
-    try:  # a plan of a large spec is a few times the spec; a FIFO or /dev/zero is refused
-        data = read_regular(source, limit=4 * MAX_SPEC_BYTES)
-    except HostReadError as exc:
-        raise ConfigError(f"cannot read: {exc.reason}", device=source) from None
-    if data is None:
-        raise ConfigError("cannot read: No such file or directory", device=source)
+    # a plan of a large spec is a few times the spec; a FIFO or /dev/zero is refused
+    data = read_named(source, limit=4 * MAX_SPEC_BYTES,
+                      refuse=lambda reason: ConfigError(f"cannot read: {reason}", device=source))
     document = decode_json(data, source=source)
     if is_plan(document):
         if any(planning.get(name) is not None for name in _PLANNING) or flag_overrides():

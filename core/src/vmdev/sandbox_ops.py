@@ -116,8 +116,7 @@ MAX_OCI_DEVICE_BYTES: Final = 64 * 1024
 def oci_device(text: str) -> DeviceInfo:
     """The device of ``--oci-device``: an OCI ``linux.devices`` entry as JSON, or ``@FILE`` holding
     one; every problem a :class:`ConfigError` of field ``--oci-device`` (naming the file)."""
-    from vmdev.errors import HostReadError
-    from vmdev.host import read_regular
+    from vmdev.host import read_named
     from vmdev.oci import parse_spec
     from vmdev.strictjson import JsonError, json_value
 
@@ -125,13 +124,8 @@ def oci_device(text: str) -> DeviceInfo:
     data: bytes | str = text
     if text.startswith("@"):
         source = text[1:]
-        try:
-            read = read_regular(source, limit=MAX_OCI_DEVICE_BYTES)
-        except HostReadError as exc:
-            raise ConfigError(f"cannot read: {exc.reason}", device=source, field="--oci-device") from None
-        if read is None:
-            raise ConfigError("cannot read: No such file or directory", device=source, field="--oci-device")
-        data = read
+        data = read_named(source, limit=MAX_OCI_DEVICE_BYTES, refuse=lambda reason: ConfigError(
+            f"cannot read: {reason}", device=source, field="--oci-device"))
     try:
         entry = json_value(data)
     except JsonError as exc:

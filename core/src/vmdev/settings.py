@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from vmdev.errors import ConfigError, HostReadError
+from vmdev.errors import ConfigError
 
 if TYPE_CHECKING:
     from vmdev.plugins import PluginManager
@@ -248,14 +248,11 @@ def _read_toml(path: Path) -> dict[str, Any]:
         import tomllib
     else:  # pragma: no cover - exercised on Python 3.10 only
         import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
-    from vmdev.host import read_regular
+    from vmdev.host import read_named
 
-    try:  # a regular file only: a FIFO would block the reader, a device node could have no end
-        data = read_regular(path, limit=MAX_SETTINGS_BYTES)
-    except HostReadError as exc:
-        raise ConfigError(f"cannot read settings file: {exc.reason}", device=str(path)) from None
-    if data is None:
-        raise ConfigError("cannot read settings file: No such file or directory", device=str(path))
+    # a regular file only: a FIFO would block the reader, a device node could have no end
+    data = read_named(path, limit=MAX_SETTINGS_BYTES, refuse=lambda reason: ConfigError(
+        f"cannot read settings file: {reason}", device=str(path)))
     try:
         document: dict[str, Any] = tomllib.loads(data.decode("utf-8"))
         return document
