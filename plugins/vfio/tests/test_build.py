@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import stat
 from pathlib import Path
 from typing import Any
 
@@ -355,7 +354,6 @@ def test_parse_resources_skips_blank_lines() -> None:
 def test_numa_node_is_read(fake_host: FakeHost, make_plan) -> None:
     fake_host.pci_function("0000:41:00.0", driver="vfio-pci", iommu_group=42, numa_node=1, config_size=4096)
     vfio_group(fake_host, 42, 246, 0)
-    fake_host.fake_stat(str(fake_host.dev / "vfio/42"), mode=stat.S_IFCHR | 0o600, rdev=(246, 0))
     (function,) = vfio_device(make_plan(fake_host, {"path": "/dev/vfio/42", "type": "c", "major": 246,
                                                     "minor": 0})).functions
     assert function.numa_node == 1

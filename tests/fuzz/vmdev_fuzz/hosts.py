@@ -339,11 +339,9 @@ def _group_entry(fake: FakeHost, entry: GroupEntry) -> None:
 def _vfio_group(fake: FakeHost, spec: VfioGroupSpec) -> None:
     node = f"devices/virtual/vfio/{spec.group}"
     dev = spec.dev or FileSpec.text(f"{spec.major}:{spec.minor}\n")
-    uevent = FileSpec.text(f"MAJOR={spec.major}\nMINOR={spec.minor}\nDEVNAME=vfio/{spec.group}\n")
-    if place(fake.root, _sys(fake, node) / "uevent", uevent):
-        place(fake.root, _sys(fake, node) / "dev", dev)
-        with contextlib.suppress(OSError, ValueError):
-            fake.symlink(f"class/vfio/{spec.group}", f"/{node}")
+    place(fake.root, _sys(fake, node) / "dev", dev)  # all the plugin reads of it
+    with contextlib.suppress(OSError, ValueError):
+        fake.symlink(f"class/vfio/{spec.group}", f"/{node}")
 
 
 def _cdev(fake: FakeHost, spec: CdevSpec) -> None:
