@@ -163,7 +163,7 @@ class DeviceManager:
         (:class:`vmdev.state.StateJournal`). Hold :meth:`StateFile.locked` around its use when
         other processes may change the sandbox."""
         file = StateFile(Path(path))
-        state = file.load() if file.exists() else None
+        state = file.load_if_present()
         return cls(settings, state=state, journal=file.journal(), **kwargs)
 
     def save(self, path: str | os.PathLike[str]) -> None:

@@ -171,11 +171,11 @@ class Sandbox:
         from vmdev.state import SandboxState
 
         given = self.config_file is not None or any(v is not None for v in self.overrides.values())
-        if not self.file.exists():
+        state = self.file.load_if_present()
+        if state is None:
             settings = load_settings(self.config_file, hypervisor=self.hypervisor, overrides=self.overrides,
                                      plugins=plugins)
             return SandboxState(settings=settings)
-        state = self.file.load()
         check_hypervisor(self.hypervisor, state, self.state_path)
         if given:
             settings = load_settings(self.config_file, hypervisor=state.settings.hypervisor,

@@ -625,6 +625,14 @@ class StateFile:
         """The saved state (snapshot and journal); :class:`StateError` when the file is missing,
         unreadable (not a regular file: a FIFO would block, ``/dev/zero`` never ends; larger than
         :data:`MAX_STATE_BYTES`) or invalid."""
+        state = self.load_if_present()
+        if state is None:
+            raise StateError("no such state file", device=str(self.path))
+        return state
+
+    def load_if_present(self) -> SandboxState | None:
+        """:meth:`load`, or None when there is no state file (found by the read itself: no
+        :meth:`exists` first, which would look the file up once more on every command)."""
         from vmdev.errors import HostReadError
         from vmdev.host import read_regular_stat
 
@@ -633,7 +641,7 @@ class StateFile:
         except HostReadError as exc:
             raise StateError(f"cannot read the state file: {exc.reason}", device=str(self.path)) from None
         if read is None:
-            raise StateError("no such state file", device=str(self.path))
+            return None
         data, identity = read[0], _identity(read[1])
         state, sizes = _read(data, source=str(self.path))
         if sizes is None or identity[2] != len(data):
@@ -644,7 +652,8 @@ class StateFile:
 
     def load_or(self, default: SandboxState) -> SandboxState:
         """The saved state, or ``default`` when there is no state file yet."""
-        return self.load() if self.exists() else default
+        state = self.load_if_present()
+        return default if state is None else state
 
     def save(self, state: SandboxState) -> None:
         """Replace the state file with ``state`` atomically (see the module documentation)."""
