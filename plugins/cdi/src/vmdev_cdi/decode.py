@@ -83,6 +83,8 @@ class _Loader(yaml.SafeLoader):
     #: id(container node) -> per child, in order (keys and values alternating for a mapping), the
     #: anchor name if the child was an alias, else None
     alias_children: dict[int, list[str | None]]
+    #: whether any alias was met (without one, no aliasing can be excessive: nothing to walk)
+    aliased: bool
     depth: int
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
@@ -98,6 +100,7 @@ class _Loader(yaml.SafeLoader):
             self.depth -= 1
         if parent is not None:
             self.alias_children.setdefault(id(parent), []).append(alias)
+        self.aliased = self.aliased or alias is not None
         return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
@@ -224,10 +227,10 @@ def load_yaml(data: bytes | str, *, strict: bool = True) -> Any:
         loader = _Loader(data)
     except yaml.YAMLError as exc:  # the reader checks the first characters at once
         raise _yaml_error(exc) from None
-    loader.duplicates, loader.alias_children, loader.depth = [], {}, 0
+    loader.duplicates, loader.alias_children, loader.aliased, loader.depth = [], {}, False, 0
     try:
         node = loader.get_node() if loader.check_node() else None
-        if node is not None:
+        if node is not None and loader.aliased:
             check_aliasing(node, loader.alias_children)
         value = loader.construct_document(node) if node is not None else None
     except (yaml.YAMLError, GoYAMLError) as exc:
