@@ -118,19 +118,28 @@ def read_spec_file(path: str) -> bytes:
     :class:`SpecError`, never a hang or a full memory. Missing is :class:`FileNotFoundError` and a
     directory or a failed ``stat`` keep Go's ``*fs.PathError`` text."""
     try:
+        data = read_regular(path, limit=MAX_SPEC_BYTES)
+    except HostReadError as exc:
+        _go_stat_error(path)
+        raise SpecError(f"failed to read CDI Spec {goquote(path)}: {exc.message}") from None
+    if data is None:
+        _go_stat_error(path)
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+    return data
+
+
+def _go_stat_error(path: str) -> None:
+    """After the reader failed: raise what Go's reader says when ``path`` is a directory
+    (``read``), cannot be looked up (``open``) or is missing (:class:`FileNotFoundError`); return
+    for anything else. Only a failed read pays for this second look."""
+    try:
         if stat.S_ISDIR(os.stat(path).st_mode):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
-        data = read_regular(path, limit=MAX_SPEC_BYTES)
     except FileNotFoundError:
         raise
     except OSError as exc:
         op = "read" if exc.errno == errno.EISDIR else "open"
         raise SpecError(f"failed to read CDI Spec {goquote(path)}: {path_error(op, path, exc)}") from None
-    except HostReadError as exc:
-        raise SpecError(f"failed to read CDI Spec {goquote(path)}: {exc.message}") from None
-    if data is None:  # gone between the stat and the open
-        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
-    return data
 
 
 def parse_spec(data: bytes | str) -> SpecDocument | None:
