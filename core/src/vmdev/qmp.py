@@ -740,7 +740,7 @@ def _check_removals(commands: Sequence[QmpCommand], device: str) -> None:
         key = REMOVES.get(cmd.execute)
         if key is None or set(cmd.arguments) != {key} or not isinstance(cmd.arguments[key], str):
             raise UnsupportedError(
-                f"cannot unplug: step {_excerpt({'execute': cmd.execute, 'arguments': dict(cmd.arguments)})} "
+                f"cannot unplug: step {_excerpt(cmd.to_json())} "
                 f"is not a removal naming one object (removals: {', '.join(sorted(REMOVES))})",
                 device=device,
                 field="unplug",
