@@ -20,6 +20,7 @@ from vmdev.fakeqmp import FakeQemu, FakeQmpServer
 from vmdev.live import DetachTimeoutError, HotplugError, LiveSteps, StepObjects, describe_step, rendered_steps
 from vmdev.qemu import MemoryNeeds, QemuAttach, QmpCommand
 from vmdev.qmp import (
+    DeferredSession,
     QmpCommandError,
     QmpConnectionError,
     QmpHotPlugger,
@@ -370,6 +371,33 @@ def test_session_maps_qemu_errors_and_lost_connections(sock: Path) -> None:
 def test_connecting_to_nothing_is_a_clear_error(sock: Path) -> None:
     with pytest.raises(QmpConnectionError, match="cannot connect to QEMU's QMP socket: No such file") as exc:
         QmpSession.connect(str(sock))
+    assert (exc.value.device, exc.value.field) == (str(sock), "qmp")
+
+
+def test_a_deferred_session_connects_on_first_use_once_and_never_after_close(sock: Path) -> None:
+    qemu = vm()
+    unused = DeferredSession(str(sock))
+    unused.close()  # never connected: nothing to close, and no socket is needed
+    with FakeQmpServer(qemu, sock):
+        session = DeferredSession(str(sock))
+        assert qemu.log == []
+        hot = QmpHotPlugger(session)
+        plug(hot, RNG_OBJECT, RNG_DEVICE)
+        assert hot.presence([RNG_OBJECT, RNG_DEVICE]) == [("object-add rng0", True), ("device_add virtio-rng0", True)]
+        assert [command for command, _ in qemu.log].count("qmp_capabilities") == 1
+        session.close()
+        with pytest.raises(QmpConnectionError, match="not connected") as exc:
+            session.execute("query-status")
+        assert (exc.value.device, exc.value.field) == (str(sock), "qmp")
+        with pytest.raises(QmpConnectionError, match="not connected"):
+            unused.event_mark()
+    assert [command for command, _ in qemu.log].count("qmp_capabilities") == 1
+
+
+def test_a_deferred_session_reports_connection_errors_at_first_use(sock: Path) -> None:
+    session = DeferredSession(str(sock), timeout=0.3)
+    with pytest.raises(QmpConnectionError, match="cannot connect to QEMU's QMP socket: No such file") as exc:
+        session.execute("query-status")
     assert (exc.value.device, exc.value.field) == (str(sock), "qmp")
 
 

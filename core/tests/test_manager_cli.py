@@ -211,13 +211,29 @@ def test_bad_device_descriptions_are_one_line_errors(
     assert re.search(message, done.stderr), done.stderr
 
 
-def test_no_qemu_is_a_clear_error_and_creates_no_state(env: FakeHost, short_dir: Path) -> None:
+def test_no_qemu_is_a_clear_error_and_leaves_no_device(env: FakeHost, short_dir: Path) -> None:
     done = vmdev("attach", *sandbox(short_dir, env), *SDB, "/dev/xvdb")
     assert done.exit_code == 1
     assert "qmp.sock: qmp: cannot connect to QEMU's QMP socket: No such file or directory" in done.stderr
-    assert not (short_dir / "state.json").exists()
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert StateFile(short_dir / "state.json").load().devices == ()
     done = vmdev("detach", *sandbox(short_dir, env), *SDB, "/dev/xvdb")
-    assert done.exit_code == 1 and "no such state file" in done.stderr
+    assert done.exit_code == 1 and "this sandbox has no such device (block 8:16)" in done.stderr
+
+
+def test_a_device_that_stays_in_the_container_needs_no_word_with_qemu(env: FakeHost, short_dir: Path) -> None:
+    """The QMP socket is connected to when a device needs the VM (a generic device never does), so
+    a sandbox whose QEMU is not there (no socket at all) still counts it."""
+    env.char_device(1, 3, "null")
+    attached = vmdev("attach", *sandbox(short_dir, env), "--type", "c", "--major", "1", "--minor", "3",
+                     "--json", "/dev/null")
+    assert attached.exit_code == 0, attached.stderr
+    assert json.loads(attached.stdout)["device"]["kind"] == "generic"
+    assert not (short_dir / "qmp.sock").exists()
+    detached = vmdev("detach", *sandbox(short_dir, env), "--type", "c", "--major", "1", "--minor", "3",
+                     "/dev/null")
+    assert detached.exit_code == 0, detached.stderr
+    assert "no container uses it any more; forgotten" in detached.stdout
 
 
 def test_a_rejected_device_add_leaves_nothing_behind(env: FakeHost, qemu: Any, short_dir: Path) -> None:

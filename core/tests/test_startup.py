@@ -251,8 +251,8 @@ def test_plain_attach_and_detach_errors_are_click_s(sandboxes: Any, one_device: 
          "/dev/null"],
         ["attach", "--state", "{state}", "--sandbox-device", "rng", "--oci-device", "{}"],
         ["attach", "--state", "{state}", "--oci-device", "{not json"],
-        ["attach", "--state", "{state}", "--type", "c", "--major", "1", "--minor", "3", "--sysfs-root", sysfs,
-         "--qmp", str(tmp_path / "no-such.sock"), "/dev/null"],
+        ["attach", "--state", "{state}", "--hypervisor", "cloud-hypervisor", "--type", "c", "--major", "1",
+         "--minor", "3", "--sysfs-root", sysfs, "--qmp", str(tmp_path / "qmp.sock"), "/dev/null"],
     ):
         done = sandboxes(*argv)
         assert done is not None and done[0] == 1 and done[2].startswith("vmdev: error: "), argv

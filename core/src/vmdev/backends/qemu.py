@@ -993,9 +993,9 @@ def _target(settings: SandboxSettings, context: RenderContext) -> RenderTarget:
 
 
 def _live(connection: LiveConnection) -> Any:
-    from vmdev.live import QmpHotPlugger, QmpSession
+    from vmdev.qmp import DeferredSession, QmpHotPlugger
 
-    session = QmpSession.connect(connection.options["qmp"], timeout=min(connection.timeout, 10.0))
+    session = DeferredSession(connection.options["qmp"], timeout=min(connection.timeout, 10.0))
     return QmpHotPlugger(session, command_timeout=connection.timeout, unplug_timeout=connection.timeout)
 
 
