@@ -21,6 +21,7 @@ from click.testing import CliRunner
 
 from vmdev.cli import main, run_plain
 from vmdev.plugins import shared_manager
+from vmdev.state import StateFile
 
 #: runs the command line the way the console script does, then reports what it loaded and opened
 PROBE = textwrap.dedent("""
@@ -89,6 +90,19 @@ def test_a_plain_plan_loads_no_module_it_has_no_use_for_and_reads_no_metadata(
 def test_a_plain_plan_loads_no_toml_parser(tmp_path: Path, one_device: list[str]) -> None:
     report = run_probe(tmp_path, "plan", *one_device)
     assert "tomllib" not in report["modules"] and "tomli" not in report["modules"]
+
+
+def test_attaching_a_generic_device_loads_neither_the_socket_stack_nor_the_sharing_rules(
+    tmp_path: Path, one_device: list[str]
+) -> None:
+    """A device that stays in the container needs no word with QEMU and shares no VM object (issue
+    13): the QMP socket given does not even exist."""
+    sandbox = ["--state", str(tmp_path / "state.json"), "--qmp", str(tmp_path / "qmp.sock")]
+    device = ["--sysfs-root", one_device[1], "--type", "c", "--major", "1", "--minor", "3", "/dev/null"]
+    for command in ("attach", "detach"):
+        modules = run_probe(tmp_path, command, *sandbox, *device)["modules"]
+        assert [m for m in modules if m in ("socket", "vmdev.sharing", "logging")] == [], command
+    assert StateFile(tmp_path / "state.json").load().devices == ()  # attached, then detached
 
 
 def test_import_vmdev_cli_loads_neither_click_nor_plugins() -> None:
