@@ -5,9 +5,10 @@ from __future__ import annotations
 import enum
 import subprocess
 import sys
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import attrs
 import pytest
@@ -97,6 +98,41 @@ def test_paths_continue_from_the_one_given() -> None:
 def test_a_type_it_cannot_read_is_a_programming_error_not_a_bad_document() -> None:
     with pytest.raises(TypeError, match="cannot read"):
         TypedReader().read(1, int | str)
+
+
+#: a module-level name that a class attribute below shadows
+Number = int
+
+
+@attrs.frozen(kw_only=True)
+class Base:
+    inherited: Number = 0
+
+
+@attrs.frozen(kw_only=True)
+class Tricky(Base):
+    Number: ClassVar[type] = str  # get_type_hints takes the module's Number (int) over this
+    counted: Number = 0
+    quoted: tuple["Leaf", ...] = ()  # noqa: UP037 - a quoted name inside, on purpose
+    noted: Annotated[int, "a note"] = 0
+    nothing: None = None
+
+
+def test_each_field_reads_as_the_type_get_type_hints_gives_it() -> None:
+    """Annotations are evaluated one field at a time (issue 13); whatever that cannot make is left to
+    ``typing.get_type_hints``, the judge here."""
+    hints = typing.get_type_hints(Tricky)
+    assert (hints["counted"], hints["inherited"], hints["noted"], hints["nothing"]) == (int, int, int, type(None))
+    reader = TypedReader()
+    document = {"counted": 3, "inherited": 4, "quoted": [{"name": "a"}], "noted": 5, "nothing": None}
+    assert reader.read(document, Tricky) == Tricky(counted=3, inherited=4, quoted=(Leaf(name="a"),), noted=5)
+    for key in ("counted", "inherited", "noted"):
+        with pytest.raises(Invalid, match=rf"\$\.{key}: invalid value, expected int"):
+            reader.read({**document, key: "3"}, Tricky)
+    with pytest.raises(Invalid, match=r"\$\.quoted\[0\]: invalid value, expected Leaf"):
+        reader.read({**document, "quoted": [1]}, Tricky)
+    with pytest.raises(Invalid, match=r"\$\.nothing: invalid value, expected None"):
+        reader.read({**document, "nothing": 0}, Tricky)
 
 
 def test_loading_a_state_imports_no_cattrs(tmp_path: Any) -> None:
