@@ -13,7 +13,7 @@ import stat
 from pathlib import Path
 from typing import Final
 
-from vmdev.testing import FakeHost
+from vmdev.fakehost import FakeHost
 from vmdev_block.pmem import PFN_INFO_OFFSET, pfn_info_block
 
 SECTOR: Final = 512

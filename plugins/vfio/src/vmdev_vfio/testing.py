@@ -26,7 +26,7 @@ from vmdev.models import Device
 from vmdev.oci import parse_spec
 from vmdev.planner import Pipeline
 from vmdev.resources import Allocator
-from vmdev.testing import FakeHost
+from vmdev.fakehost import FakeHost
 
 MEM = 0x40200
 IO = 0x40101
