@@ -22,11 +22,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from vmdev.fakehost import FakeHost
 from vmdev.models import Device
 from vmdev.oci import parse_spec
 from vmdev.planner import Pipeline
 from vmdev.resources import Allocator
-from vmdev.fakehost import FakeHost
 
 MEM = 0x40200
 IO = 0x40101
