@@ -33,7 +33,9 @@ def disk(alias: str, bus: int = 2) -> str:
 class FakeVirsh:
     """virsh for one domain: dumpxml, dominfo, attach-device and detach-device with their flags."""
 
-    def __init__(self, *, persistent: bool = True, fail_alias: str = "", sticky: int = 0) -> None:
+    def __init__(self, *, persistent: bool = True, fail_alias: str = "", sticky: int = 0,
+                 domstate: str = "running") -> None:
+        self.domstate = domstate
         self.state = {"live": ET.fromstring(DOMAIN), "config": ET.fromstring(DOMAIN)}
         self.calls: list[tuple[str, ...]] = []
         self.persistent = persistent
@@ -45,6 +47,8 @@ class FakeVirsh:
     def run(self, *args: str, stdin: str | None = None) -> str:
         self.calls.append(args)
         command = args[0]
+        if command == "domstate":
+            return self.domstate + "\n"
         if command == "dominfo":
             return f"Name: sb\nPersistent:     {'yes' if self.persistent else 'no'}\n"
         if command == "dumpxml":
@@ -216,3 +220,36 @@ def test_the_connection_uri_is_the_flag_then_the_setting_then_libvirts_default(
     assert connection_uri(carried) == "test:///default"
     flagged = WithSettings(options={"domain": "sb", "connect": "qemu+ssh://h/system"}, settings=carried.settings)
     assert connection_uri(flagged) == "qemu+ssh://h/system"
+
+
+def connected(monkeypatch: pytest.MonkeyPatch, fake: FakeVirsh) -> LibvirtDriver:
+    """``live.connect`` for domain sb, with ``fake`` as the virsh it starts."""
+    from vmdev.backend import LiveConnection
+
+    monkeypatch.setattr(live, "Virsh", lambda uri, timeout: fake)
+    return live.connect(LiveConnection(options={"domain": "sb", "connect": "test:///default"}))
+
+
+def test_the_driver_asks_libvirt_nothing_until_a_device_needs_the_domain(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A generic device's attach or detach makes the driver and never uses it: no virsh process."""
+    fake = FakeVirsh()
+    driver = connected(monkeypatch, fake)
+    assert fake.calls == []
+    assert [p.id for p in driver.free_ports()] == ["pci.2", "pci.3"]
+    driver.presence([{"attach": disk("ua-x")}])
+    assert fake.calls[0] == ("domstate", "--domain", "sb")
+    assert [call[0] for call in fake.calls].count("domstate") == 1
+
+
+@pytest.mark.parametrize("state", ["shut off", "paused", ""])
+def test_a_domain_that_is_not_running_is_refused_by_its_first_command(
+    monkeypatch: pytest.MonkeyPatch, state: str
+) -> None:
+    fake = FakeVirsh(domstate=state)
+    driver = connected(monkeypatch, fake)
+    with pytest.raises(LibvirtError) as exc:
+        driver.free_ports()
+    said = state or "in no known state"
+    assert (exc.value.message, exc.value.device, exc.value.field) == (
+        f"domain sb is {said}, not running", "test:///default", "domain")
+    assert fake.calls == [("domstate", "--domain", "sb")]

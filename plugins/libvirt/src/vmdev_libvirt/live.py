@@ -317,14 +317,35 @@ def connection_uri(connection: LiveConnection) -> str:
     return os.environ.get("LIBVIRT_DEFAULT_URI") or DEFAULT_URI
 
 
+@attrs.define
+class RunningDomain:
+    """A :class:`Runner` that checks, before its first command, that the domain is running.
+
+    The device manager makes the live driver before it knows whether the device needs the VM; a
+    generic device never does (it stays in the container), and its ``vmdev attach``/``detach``
+    should not start virsh (a process, tens of ms) for nothing, as QEMU's driver does not connect
+    for it either (issue 13). A device that needs the domain gets the same error as before, from
+    its first command."""
+
+    runner: Runner
+    domain: str
+    uri: str
+    _checked: bool = False
+
+    def run(self, *args: str, stdin: str | None = None) -> str:
+        if not self._checked:
+            state = self.runner.run("domstate", "--domain", self.domain).strip()
+            if state != "running":
+                raise LibvirtError(f"domain {self.domain} is {state or 'in no known state'}, not running",
+                                   device=self.uri, field="domain")
+            self._checked = True
+        return self.runner.run(*args, stdin=stdin)
+
+
 def connect(connection: LiveConnection) -> LibvirtDriver:
-    """The driver for ``--domain NAME`` at :func:`connection_uri`; the domain must be running."""
+    """The driver for ``--domain NAME`` at :func:`connection_uri`; the domain must be running,
+    which its first command checks (:class:`RunningDomain`)."""
     uri = connection_uri(connection)
     domain = connection.options.get("domain", "")
-    virsh = Virsh(uri=uri, timeout=connection.timeout)
-    driver = LibvirtDriver(virsh, domain, unplug_timeout=connection.timeout)
-    state = virsh.run("domstate", "--domain", domain).strip()
-    if state != "running":
-        raise LibvirtError(f"domain {domain} is {state or 'in no known state'}, not running", device=uri,
-                           field="domain")
-    return driver
+    virsh = RunningDomain(Virsh(uri=uri, timeout=connection.timeout), domain, uri)
+    return LibvirtDriver(virsh, domain, unplug_timeout=connection.timeout)
