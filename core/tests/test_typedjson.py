@@ -74,6 +74,10 @@ def test_a_document_reads_into_the_classes_it_names() -> None:
          "invalid value, expected Colour"),
         ({"class": "oak", "leaves": [{"name": "a", "size": 0}]}, "$.leaves[0]", "size: must be positive"),
         ({"class": "oak", "leaves": [{}]}, "$.leaves[0].name", "required field missing"),
+        ({"class": "oak", "leaves": [{"name": "a"}, {"name": "b"}, {"name": "c", "size": "2"}]},
+         "$.leaves[2].size", "invalid value, expected int"),
+        ({"class": "oak", "notes": {"a": {"x": "1"}, "b": {"y": "2", "z": 3}}}, "$.notes['b']['z']",
+         "invalid value, expected str"),
         ({"class": "oak", "leaves": {"name": "a"}}, "$.leaves", "invalid value, expected a list"),
         ({"class": "oak", "tags": "xy"}, "$.tags", "invalid value, expected a list"),
         ({"class": "oak", "leaves": ["a"]}, "$.leaves[0]", "invalid value, expected Leaf"),
@@ -93,6 +97,10 @@ def test_paths_continue_from_the_one_given() -> None:
     with pytest.raises(Invalid) as exc:
         TypedReader().read([{"name": 1}], list[Leaf], "line 3.put")
     assert exc.value.path == "line 3.put[0].name"
+    with pytest.raises(Invalid) as exc:
+        TypedReader().read([{"name": "a"}, {"name": "b", "size": -1}], list[Leaf], "line 3.put")
+    assert (exc.value.path, exc.value.message) == ("line 3.put[1]", "size: must be positive")
+    assert isinstance(exc.value.error, ConfigError), "what the class's own check raised goes along"
 
 
 def test_a_type_it_cannot_read_is_a_programming_error_not_a_bad_document() -> None:
