@@ -20,6 +20,7 @@ from vmdev.fakeqmp import FakeQemu, FakeQmpServer
 from vmdev.live import DetachTimeoutError, HotplugError, LiveSteps, StepObjects, describe_step, rendered_steps
 from vmdev.qemu import MemoryNeeds, QemuAttach, QmpCommand
 from vmdev.qmp import (
+    MAX_EVENTS,
     DeferredSession,
     QmpCommandError,
     QmpConnectionError,
@@ -451,6 +452,40 @@ def test_answers_are_matched_by_id_and_events_between_them_are_kept(sock: Path) 
         other.join(5)
         assert answers == {"a": "first", "b": "second"}
         assert [e["event"] for e in session.events()] == ["RESUME"]
+
+
+def test_a_flood_of_events_keeps_the_latest_and_the_awaited_one_is_still_found(sock: Path) -> None:
+    """A guest can make QEMU send events unthrottled (a tray opened and closed): the session keeps
+    the latest MAX_EVENTS, positions still count every event, and a waiter finds its event."""
+    flood = MAX_EVENTS * 2 + 123
+    tray = b'{"event": "DEVICE_TRAY_MOVED", "data": {"id": "cd0", "tray-open": true}}\r\n'
+    done = threading.Event()
+
+    def script(conn: socket.socket, reader: Any) -> None:
+        asked = json.loads(reader.readline())
+        conn.sendall(tray * flood)
+        conn.sendall(b'{"event": "DEVICE_DELETED", "data": {"device": "virtio-x"}}\r\n')
+        conn.sendall(json.dumps({"return": {}, "id": asked["id"]}).encode() + b"\r\n")
+        asked = json.loads(reader.readline())
+        conn.sendall(b'{"event": "DEVICE_DELETED", "data": {"device": "virtio-y"}}\r\n')
+        conn.sendall(json.dumps({"return": {}, "id": asked["id"]}).encode() + b"\r\n")
+        done.wait(10)  # the monitor stays until the test is done
+
+    scripted_monitor(sock, script)
+    with QmpSession.connect(str(sock)) as session:
+        mark = session.event_mark()
+        session.execute("device_del", {"id": "virtio-x"}, timeout=10.0)
+        found = session.wait_event("DEVICE_DELETED", {"device": "virtio-x"}, after=mark, timeout=5.0)
+        assert found["event"] == "DEVICE_DELETED"
+        assert session.event_mark() == mark + flood + 1
+        kept = session.events()
+        assert MAX_EVENTS // 2 <= len(kept) <= MAX_EVENTS and kept[-1] is found
+        later = session.event_mark()  # past every event let go
+        session.execute("device_del", {"id": "virtio-y"}, timeout=10.0)
+        assert session.wait_event("DEVICE_DELETED", {}, after=later, timeout=5.0)["data"]["device"] == "virtio-y"
+        with pytest.raises(QmpTimeoutError):
+            session.wait_event("DEVICE_DELETED", {}, after=session.event_mark(), timeout=0.05)
+    done.set()
 
 
 @pytest.mark.parametrize(("wire", "expected"), [

@@ -73,6 +73,11 @@ DEFAULT_UNPLUG_TIMEOUT: Final = 30.0
 DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 #: the longest message read from QEMU (query-qmp-schema, the largest answer, is about 200 KiB)
 _MAX_MESSAGE: Final = 64 * 2**20
+#: the events a session keeps, the latest ones. A guest makes QEMU send events (a tray opened,
+#: a watchdog, a NIC filter changed), some of them unthrottled: kept without a limit, a flood
+#: during a 30 s unplug wait would grow the runtime's memory without bound. A hot plug waits for
+#: one DEVICE_DELETED at a time, sent within a few events of its device_del.
+MAX_EVENTS: Final = 10_000
 
 Event = Mapping[str, Any]
 #: a step as the manager passes it (JSON) or as a plugin rendered it
@@ -233,8 +238,8 @@ def _excerpt(value: Any, limit: int = 80) -> str:
 
 class QmpSession:
     """A QMP connection usable synchronously from any thread: blocking socket I/O and one reader
-    thread that files QEMU's answers by command id and records every event from the moment of
-    connection on.
+    thread that files QEMU's answers by command id and records the events from the moment of
+    connection on (the latest :data:`MAX_EVENTS` of them).
 
     QMP is newline-delimited JSON on a UNIX socket (QEMU's docs/interop/qmp-spec): a greeting,
     ``qmp_capabilities``, then commands carrying an ``id`` that QEMU echoes in its answer, with
@@ -258,6 +263,8 @@ class QmpSession:
         self._cond = threading.Condition()
         self._send = threading.Lock()
         self._events: list[Event] = []
+        #: how many of the oldest events were let go (a position counts them too)
+        self._dropped = 0
         self._answers: dict[str, Mapping[str, Any]] = {}
         #: ids of the commands awaiting an answer (answers to others are dropped)
         self._pending: set[str] = set()
@@ -349,7 +356,7 @@ class QmpSession:
                 if self._greeting is _NOTHING:
                     self._greeting = message
                 elif "event" in message:
-                    self._events.append(message)
+                    self._keep(message)
                 elif isinstance(ident := message.get("id"), str) and ident in self._pending:
                     self._answers[ident] = message
                 self._cond.notify_all()
@@ -413,11 +420,20 @@ class QmpSession:
                 self._cond.wait(remaining)
             return self._answers.pop(ident)
 
+    def _keep(self, event: Event) -> None:
+        """Record an event (under the lock); past :data:`MAX_EVENTS`, the older half goes."""
+        self._events.append(event)
+        if len(self._events) > MAX_EVENTS:
+            half = len(self._events) // 2
+            del self._events[:half]
+            self._dropped += half
+
     def event_mark(self) -> int:
         with self._cond:
-            return len(self._events)
+            return self._dropped + len(self._events)
 
     def events(self) -> list[Event]:
+        """The events received, the latest :data:`MAX_EVENTS` at most."""
         with self._cond:
             return list(self._events)
 
@@ -426,10 +442,10 @@ class QmpSession:
         with self._cond:
             position = after
             while True:
-                for event in self._events[position:]:
+                for event in self._events[max(position - self._dropped, 0):]:
                     if _event_matches(event, name, match):
                         return event
-                position = len(self._events)
+                position = self._dropped + len(self._events)
                 if self._lost is not None:
                     raise self._error(f"connection to QEMU lost while waiting for {name}: {self._lost}")
                 remaining = deadline - time.monotonic()
