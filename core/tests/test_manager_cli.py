@@ -236,6 +236,22 @@ def test_a_device_that_stays_in_the_container_needs_no_word_with_qemu(env: FakeH
     assert "no container uses it any more; forgotten" in detached.stdout
 
 
+def test_status_asks_the_vm_itself_even_when_no_device_is_in_it(env: FakeHost, short_dir: Path) -> None:
+    """The driver connects when a device first needs the VM; status must still tell an absent QEMU
+    from a present one for a sandbox whose devices all stay in the container."""
+    env.char_device(1, 3, "null")
+    null = ["--type", "c", "--major", "1", "--minor", "3", "/dev/null"]
+    assert vmdev("attach", *sandbox(short_dir, env), *null).exit_code == 0
+    status = ["status", "--state", str(short_dir / "state.json"), "--qmp", str(short_dir / "qmp.sock")]
+    absent = vmdev(*status, "--json")
+    assert absent.exit_code == 0, absent.stderr
+    vm = json.loads(absent.stdout)["vm"]
+    assert vm["reachable"] is False and "cannot connect to QEMU's QMP socket" in vm["error"]
+    with FakeQmpServer(FakeQemu().add_port("rp0"), short_dir / "qmp.sock"):
+        present = vmdev(*status)
+    assert present.exit_code == 0 and "): reachable" in present.stdout, present.stdout
+
+
 def test_a_rejected_device_add_leaves_nothing_behind(env: FakeHost, qemu: Any, short_dir: Path) -> None:
     fake, _ = qemu
     fake.fail("device_add", "Bus 'rp0' not found")

@@ -223,6 +223,10 @@ def _presence(
         driver = live_driver(backend, connection)
         assert driver is not None
         try:
+            # asks the VM itself: a driver reaches its VM when a command first needs it (QEMU's
+            # session, libvirt's domain check), and a sandbox whose devices all stay in the
+            # container would otherwise be called reachable without a word to the VM
+            driver.free_ports()
             for record in state.devices:
                 if record.attachment is not None and record.attachment.hotplug:
                     out[record.id] = driver.presence(record.attachment.hotplug)
