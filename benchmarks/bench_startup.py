@@ -120,18 +120,9 @@ def attach_detach(report: Report, vmdev: list[str], device: list[str], tmp: Path
     from vmdev.fakeqmp import FakeQemu, FakeQmpServer
 
     state, sock = tmp / "state.json", tmp / "qmp.sock"
-    attach = [*vmdev, "attach", "--state", str(state), "--qmp", str(sock), *device]
-    detach = [*vmdev, "detach", "--state", str(state), "--qmp", str(sock), *device]
-
-    def attach_once() -> float:  # then detached again, untimed
-        spent = child_cpu(attach, env)
-        child_cpu(detach, env)
-        return spent
-
-    def detach_once() -> float:
-        child_cpu(attach, env)
-        return child_cpu(detach, env)
-
+    attach_once, detach_once = cycle(
+        [*vmdev, "attach", "--state", str(state), "--qmp", str(sock), *device],
+        [*vmdev, "detach", "--state", str(state), "--qmp", str(sock), *device], env)
     with FakeQmpServer(FakeQemu().add_port("rp0"), sock):
         attach_once()
         detach_once()
@@ -154,6 +145,15 @@ def hot_plug(report: Report, vmdev: list[str], state: Path, sock: Path, env: dic
               f"device to hot-plug ({probe.stderr.strip()}); install vmdev-rng", flush=True)
         return
     child_cpu(detach, env)
+    attach_once, detach_once = cycle(attach, detach, env)
+    report.ratio("vmdev plan -> vmdev attach with hot plug (for scale)", paired(plan, attach_once, pairs))
+    report.ratio("vmdev plan -> vmdev detach with hot unplug (for scale)", paired(plan, detach_once, pairs))
+
+
+def cycle(attach: list[str], detach: list[str], env: dict[str, str]) -> tuple[Callable[[], float],
+                                                                              Callable[[], float]]:
+    """Two timers over one attach + detach cycle: the CPU time of the attach, and of the detach
+    (each command runs every time, so the sandbox ends as it began)."""
 
     def attach_once() -> float:
         spent = child_cpu(attach, env)
@@ -164,8 +164,7 @@ def hot_plug(report: Report, vmdev: list[str], state: Path, sock: Path, env: dic
         child_cpu(attach, env)
         return child_cpu(detach, env)
 
-    report.ratio("vmdev plan -> vmdev attach with hot plug (for scale)", paired(plan, attach_once, pairs))
-    report.ratio("vmdev plan -> vmdev detach with hot unplug (for scale)", paired(plan, detach_once, pairs))
+    return attach_once, detach_once
 
 
 def modules(plan_args: list[str], env: dict[str, str]) -> None:
