@@ -75,7 +75,8 @@ class HotPlugger(Protocol):
     """
 
     def free_ports(self) -> Sequence[PortRecord]:
-        """The hot-plug ports of the VM with no device behind them, in a stable order."""
+        """The hot-plug ports of the VM with no device behind them, in a stable order. Asked of the
+        VM itself: ``vmdev status`` calls it to tell whether the VM is reachable."""
 
     def check_ready(self, attach: AttachOptions, *, device: str) -> None:
         """Raise :class:`~vmdev.errors.UnsupportedError` if the VM lacks what ``attach`` (the
