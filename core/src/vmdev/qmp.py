@@ -39,7 +39,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, BinaryIO, Final, Protocol, TypeAlias
 
@@ -311,19 +311,29 @@ class QmpSession:
         self.execute("qmp_capabilities", timeout=timeout)
 
     def _greeting_within(self, timeout: float) -> Any:
+        return self._wait(
+            lambda: self._greeting, timeout,
+            lost=lambda why: self._error(f"cannot connect to QEMU's QMP socket: {why}"),
+            late=lambda: self._error(
+                f"QEMU did not greet within {timeout:g} s on this QMP socket (a QMP socket serves one "
+                "client at a time: is another one connected? give vmdev a -qmp socket of its own)"),
+        )
+
+    def _wait(self, found: Callable[[], Any], timeout: float, *, lost: Callable[[str], Exception],
+              late: Callable[[], Exception]) -> Any:
+        """What ``found()`` gives (under the lock) once it is not :data:`_NOTHING`, waiting for the
+        reader thread at most ``timeout`` seconds for the whole of it: ``lost(why)`` when the
+        connection ends first, ``late()`` when the time is up."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._greeting is _NOTHING:
+            while (value := found()) is _NOTHING:
                 if self._lost is not None:
-                    raise self._error(f"cannot connect to QEMU's QMP socket: {self._lost}")
+                    raise lost(self._lost)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise self._error(
-                        f"QEMU did not greet within {timeout:g} s on this QMP socket (a QMP socket serves "
-                        "one client at a time: is another one connected? give vmdev a -qmp socket of its own)"
-                    )
+                    raise late()
                 self._cond.wait(remaining)
-            return self._greeting
+            return value
 
     def _read(self, stream: BinaryIO) -> None:
         """The reader thread: every message QEMU sends, until the connection ends or a message cannot
@@ -409,16 +419,12 @@ class QmpSession:
         return answer["return"]
 
     def _answer(self, ident: str, command: str, timeout: float) -> Mapping[str, Any]:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while ident not in self._answers:
-                if self._lost is not None:
-                    raise self._error(f"connection to QEMU lost during {command}: {self._lost}")
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise self._error(f"QEMU gave no answer to {command} within {timeout:g} s")
-                self._cond.wait(remaining)
-            return self._answers.pop(ident)
+        answer: Mapping[str, Any] = self._wait(
+            lambda: self._answers.pop(ident, _NOTHING), timeout,
+            lost=lambda why: self._error(f"connection to QEMU lost during {command}: {why}"),
+            late=lambda: self._error(f"QEMU gave no answer to {command} within {timeout:g} s"),
+        )
+        return answer
 
     def _keep(self, event: Event) -> None:
         """Record an event (under the lock); past :data:`MAX_EVENTS`, the older half goes."""
@@ -438,24 +444,20 @@ class QmpSession:
             return list(self._events)
 
     def wait_event(self, name: str, match: Mapping[str, Any], *, after: int, timeout: float) -> Event:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            position = after
-            while True:
-                for event in self._events[max(position - self._dropped, 0):]:
-                    if _event_matches(event, name, match):
-                        return event
-                position = self._dropped + len(self._events)
-                if self._lost is not None:
-                    raise self._error(f"connection to QEMU lost while waiting for {name}: {self._lost}")
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise QmpTimeoutError(
-                        f"no {name} event matching {dict(match)} within {timeout:g} s",
-                        device=self.socket_path,
-                        field="qmp",
-                    )
-                self._cond.wait(remaining)
+        position = after
+
+        def found() -> Any:
+            nonlocal position
+            start, position = max(position - self._dropped, 0), self._dropped + len(self._events)
+            return next((e for e in self._events[start:] if _event_matches(e, name, match)), _NOTHING)
+
+        event: Event = self._wait(
+            found, timeout,
+            lost=lambda why: self._error(f"connection to QEMU lost while waiting for {name}: {why}"),
+            late=lambda: QmpTimeoutError(f"no {name} event matching {dict(match)} within {timeout:g} s",
+                                         device=self.socket_path, field="qmp"),
+        )
+        return event
 
     def close(self) -> None:
         """Disconnect and stop the reader thread (idempotent; never raises)."""
