@@ -6,6 +6,7 @@ import logging
 import os
 import stat
 import struct
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,21 @@ def test_mount_fstype_takes_the_topmost_mount(fake_host: FakeHost) -> None:
 
 def test_mount_fstype_without_a_mount_table(fake_host: FakeHost) -> None:
     assert mount_fstype(fake_host.context(), "/data") is None
+
+
+def test_a_mount_table_that_is_a_fifo_is_not_read_and_does_not_block(fake_host: FakeHost) -> None:
+    """Found by the long fuzz run: a plain open() of a FIFO waits for a writer forever (read from a
+    thread, so that a reader that blocks fails the test instead of hanging the run)."""
+    table = fake_host.context().proc_path("mounts")
+    table.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(table)
+    found: list[str | None] = []
+    worker = threading.Thread(target=lambda: found.append(mount_fstype(fake_host.context(), "/data")),
+                              daemon=True)
+    worker.start()
+    worker.join(timeout=5)
+    assert not worker.is_alive(), "reading the mount table blocked"
+    assert found == [None]
 
 
 def test_fletcher64_matches_the_kernel_definition() -> None:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Final
 
 import attrs
 
-from vmdev.errors import DeviceError
+from vmdev.errors import DeviceError, HostReadError
 from vmdev.host import HostContext, decode_text, read_regular
 from vmdev.models import DeviceInfo
 from vmdev_block.constants import FS_TYPE_OPT, PMEM_DRIVERS
@@ -129,12 +129,16 @@ def mount_fstype(host: HostContext, mount_point: str) -> str | None:
     """The file-system type mounted at ``mount_point`` per ``<proc>/mounts``, or None.
 
     The last matching line wins (it is the mount on top). None when the table cannot be read
-    or has no such mount point.
+    (read as every host file is, :func:`vmdev.host.read_regular`: a FIFO there would block a plain
+    ``open``, which the fuzz's hosts found) or has no such mount point.
     """
     try:
-        text = host.proc_path("mounts").read_text(encoding="utf-8", errors="replace")
-    except OSError:
+        data = read_regular(host.proc_path("mounts"), limit=MOUNTINFO_LIMIT)
+    except HostReadError:
         return None
+    if data is None:
+        return None
+    text = data.decode("utf-8", errors="replace")
     found = [fstype for _, point, fstype in parse_mounts(text) if point == mount_point]
     return found[-1] if found else None
 
