@@ -217,6 +217,54 @@ def test_cdi_validate_reports_an_unforeseen_failure_on_one_line(
     assert result.stderr == f"vmdev: error: {spec_dir}/a.json: vmdev-cdi cannot read it (RuntimeError: boom\\nforged)\n"
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "not valid JSON: nested too deeply"),  # was a RecursionError
+        (b'{"a": ' + b"[" * 101 + b"]" * 101 + b"}",
+         "$.a[0][0][0][0]...: not valid JSON: nested more than 100 levels deep"),
+        (b'{"process": {"env": [NaN]}}', "not valid JSON: NaN is not JSON"),  # was printed back as NaN
+        (b'{"a": 1e999}', "not valid JSON: the number 1e999 is too large for a float"),
+    ],
+)
+def test_cdi_inject_reads_the_oci_spec_as_strictly_as_the_core(
+    vmdev: Any, spec_dir: Path, content: bytes, message: str
+) -> None:
+    config = spec_dir.parent / "config.json"
+    config.write_bytes(content)
+    result = vmdev("cdi", "inject", "--spec-dir", str(spec_dir), "--device", "vendor.com/x=y", str(config))
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.startswith(f"vmdev: error: {config}: {message}") and result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "stdin too large"])
+def test_cdi_inject_refuses_an_oci_spec_it_cannot_read_whole_without_blocking(
+    spec_dir: Path, kind: str
+) -> None:
+    """In a child process with a deadline: the old reader blocked on a FIFO and read /dev/zero
+    until memory ran out."""
+    import subprocess
+    import sys
+
+    from vmdev.oci import MAX_SPEC_BYTES
+
+    path, stdin = str(spec_dir.parent / "config.json"), b""
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "device":
+        path = "/dev/zero"
+    else:
+        path, stdin = "-", b" " * (MAX_SPEC_BYTES + 1)
+    done = subprocess.run(
+        [sys.executable, "-m", "vmdev", "cdi", "inject", "--spec-dir", str(spec_dir), "--device", "vendor.com/x=y",
+         path], input=stdin, capture_output=True, timeout=60, check=False,
+        env={**os.environ, "VMDEV_PLUGINS": "vmdev-cdi"})
+    expected = {"fifo": "not a regular file (a FIFO)", "device": "not a regular file (a character device)",
+                "stdin too large": f"larger than {MAX_SPEC_BYTES} bytes"}[kind]
+    assert done.returncode == 1
+    assert done.stderr.decode() == f"vmdev: error: {path}: cannot read OCI spec: {expected}\n"
+
+
 def test_cdi_list_escapes_control_characters_in_file_names(vmdev: Any, spec_dir: Path) -> None:
     (spec_dir / "x\nvmdev: error: forged \x1b[31mRED.json").write_text("{")
     (spec_dir / "y\x1b[0m.json").write_text(GOOD.replace('"name":"n"', '"name":"y"'))

@@ -133,14 +133,23 @@ def searched(registry: Registry) -> str:
 
 
 def _read_oci(path: str) -> dict[str, Any]:
-    try:
-        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()  # noqa: SIM115
-    except OSError as exc:
-        raise ConfigError(f"cannot read OCI spec: {exc.strerror}", device=path) from None
-    try:
-        document = json.loads(text)
-    except ValueError as exc:
-        raise ConfigError(f"not valid JSON: {exc}", device=path) from None
+    """The OCI spec to inject into, read as the core reads every ``config.json``: a regular file of
+    at most ``MAX_SPEC_BYTES`` (a FIFO would block, ``/dev/zero`` never ends), or as much from
+    stdin, decoded as strict JSON (no NaN, which the printed spec would carry on; nesting the
+    decoder would stop at with a RecursionError)."""
+    from vmdev.host import read_named
+    from vmdev.oci import MAX_SPEC_BYTES, decode_json
+
+    def refuse(reason: str) -> ConfigError:
+        return ConfigError(f"cannot read OCI spec: {reason}", device=path)
+
+    if path == "-":
+        data = sys.stdin.buffer.read(MAX_SPEC_BYTES + 1)
+        if len(data) > MAX_SPEC_BYTES:
+            raise refuse(f"larger than {MAX_SPEC_BYTES} bytes")
+    else:
+        data = read_named(path, limit=MAX_SPEC_BYTES, refuse=refuse)
+    document = decode_json(data, source=path)
     if not isinstance(document, dict):
         raise ConfigError("must be a JSON object", device=path)
     return document
