@@ -245,6 +245,15 @@ def test_a_value_without_an_option_and_an_option_without_a_value_are_mismatches(
         "line 1 column 2 (char 1)"]
 
 
+@pytest.mark.parametrize(("value", "problem"), [
+    ('{"driver": "virtio-rng-pci", "x": ' + "[" * 50_000 + "]" * 50_000 + "}", "nested too deeply"),
+    ('{"qom-type": "rng-random", "x": NaN}', "NaN is not JSON"),
+])
+def test_a_json_option_is_read_as_strictly_as_any_document_vmdev_reads(value: str, problem: str) -> None:
+    """The deep one was an internal error (RecursionError) before."""
+    assert lines(["-object", value]) == [f"vmdev: check: sandbox: -object: not valid JSON: {problem}"]
+
+
 def test_a_plan_part_of_the_wrong_shape_is_a_one_line_config_error() -> None:
     from vmdev.errors import ConfigError
 

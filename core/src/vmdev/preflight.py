@@ -360,9 +360,11 @@ def _parse_argv(argv: Sequence[str]) -> tuple[list[PlanItem], list[Mismatch], li
 def _parse_option(flag: str, value: str, index: int) -> PlanItem | Mismatch:
     implied = IMPLIED[flag]
     if flag in JSON_OPTIONS and value.lstrip().startswith("{"):
-        try:
-            data = json.loads(value)
-        except ValueError as exc:
+        from vmdev.strictjson import JsonError, json_value
+
+        try:  # strict, as every document vmdev reads: nesting json.loads would stop at is refused
+            data = json_value(value)
+        except JsonError as exc:
             return Mismatch(device=SANDBOX, option=flag, problem=f"not valid JSON: {exc}", index=index)
         if not isinstance(data, dict):
             return Mismatch(device=SANDBOX, option=flag, problem="JSON value is not an object", index=index)
