@@ -158,6 +158,20 @@ def test_unreadable_file_has_no_signature(tmp_path: Path) -> None:
     assert read_pfn_info(tmp_path / "missing.img") is None
 
 
+def test_a_backing_file_path_with_a_nul_byte_has_no_signature_and_is_no_crash(
+    fake_host: FakeHost, tmp_path: Path
+) -> None:
+    """Found by the long fuzz run: os.open raised ValueError, which the facade reported as the
+    plugin breaking its contract."""
+    assert read_pfn_info(f"{tmp_path}/pmem\0.img") is None
+    loop_device(fake_host, 7, 8, f"{tmp_path}/pmem\0.img")
+    source = tmp_path / "mnt"
+    source.mkdir()
+    fake_host.fake_stat(str(source), mode=stat.S_IFDIR | 0o755, dev=(7, 8))
+    with pytest.raises(NotPersistentMemoryError, match="has not PFN signature"):
+        pmem_device_info(str(source), "/pmem", fake_host.context())
+
+
 def _pmem_source(fake_host: FakeHost, tmp_path: Path, content: bytes, minor: int = 5) -> tuple[Path, Path]:
     backing = tmp_path / "pmem.img"
     backing.write_bytes(content)

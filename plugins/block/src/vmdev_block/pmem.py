@@ -105,6 +105,9 @@ def read_pfn_info(path: str | os.PathLike[str]) -> PfnInfo | None:
     except OSError as exc:
         log.info("cannot read the PFN info block of %r: %s", os.fspath(path), exc.strerror)
         return None
+    except ValueError:  # a NUL byte in the path sysfs gave (found by the long fuzz run): no such file
+        log.info("cannot read the PFN info block of %r: a path holds no NUL byte", os.fspath(path))
+        return None
     if not block.startswith(PFN_SIGNATURE):
         return None
     if len(block) < PFN_INFO_SIZE:
