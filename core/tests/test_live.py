@@ -402,6 +402,21 @@ def test_a_deferred_session_reports_connection_errors_at_first_use(sock: Path) -
     assert (exc.value.device, exc.value.field) == (str(sock), "qmp")
 
 
+def test_a_qemu_never_reached_is_an_error_with_nothing_done_and_nothing_uncertain(sock: Path) -> None:
+    """A deferred session connects at the first step; failing to is not a step of unknown outcome
+    (whose undo steps the manager would keep to clean up), as when vmdev connected first."""
+    hot = QmpHotPlugger(DeferredSession(str(sock), timeout=0.3))
+    unplug = [QmpCommand("device_del", {"id": "virtio-rng0"}), QmpCommand("object-del", {"id": "rng0"})]
+    for run in (lambda: plug(hot, RNG_OBJECT, RNG_DEVICE),
+                lambda: hot.unplug(unplug, device="rng0", progress=lambda _: None),
+                lambda: hot.cleanup([RNG_OBJECT, RNG_DEVICE], device="rng0")):
+        with pytest.raises(HotplugError) as exc:
+            run()
+        assert (exc.value.steps_done, exc.value.leftovers, exc.value.uncertain) == (0, (), False)
+        assert (exc.value.device, exc.value.field) == (str(sock), "qmp")
+        assert exc.value.message.startswith("cannot connect to QEMU's QMP socket: No such file")
+
+
 def test_a_monitor_busy_with_another_client_is_named_as_the_likely_cause(sock: Path) -> None:
     with FakeQmpServer(vm(), sock, greet=False), pytest.raises(
         QmpConnectionError, match=r"did not greet within 0.3 s .*serves one client at a time"

@@ -221,6 +221,18 @@ def test_no_qemu_is_a_clear_error_and_leaves_no_device(env: FakeHost, short_dir:
     assert done.exit_code == 1 and "this sandbox has no such device (block 8:16)" in done.stderr
 
 
+def test_no_qemu_for_a_device_whose_first_word_to_qemu_is_its_plug_leaves_nothing_either(
+    env: FakeHost, short_dir: Path
+) -> None:
+    """On a pc machine the beacon takes no port and needs nothing checked: the connection is first
+    tried by its hot plug, and failing there must not leave an attach of unknown outcome."""
+    done = vmdev("attach", *sandbox(short_dir, env), "--machine-type", "pc", "--sandbox-device", "beacon")
+    assert done.exit_code == 1
+    assert done.stderr.startswith("vmdev: error: ") and len(done.stderr.strip().splitlines()) == 1
+    assert "qmp.sock: qmp: cannot connect to QEMU's QMP socket: No such file or directory" in done.stderr
+    assert StateFile(short_dir / "state.json").load().devices == ()
+
+
 def test_a_device_that_stays_in_the_container_needs_no_word_with_qemu(env: FakeHost, short_dir: Path) -> None:
     """The QMP socket is connected to when a device needs the VM (a generic device never does), so
     a sandbox whose QEMU is not there (no socket at all) still counts it."""

@@ -687,9 +687,21 @@ class QmpHotPlugger:
         return out
 
     # --- changing it --------------------------------------------------------------------------------
+    def _reach(self) -> None:
+        """Open the connection before a first step. QEMU's backend gives a :class:`DeferredSession`,
+        which connects on first use: a QEMU that cannot be reached must be an error with nothing
+        done and nothing uncertain, as it was when vmdev connected first, not a step whose outcome
+        is unknown (the manager would keep its undo steps to clean up). ``event_mark`` is the
+        cheapest call every transport answers; a session that is open already does nothing."""
+        try:
+            self.transport.event_mark()
+        except QmpConnectionError as exc:
+            raise HotplugError(exc.message, device=exc.device, field=exc.field) from None
+
     def plug(self, steps: Sequence[AnyStep], *, device: str, progress: Progress) -> None:
         commands = [command(step) for step in steps]
         self._check_undoable(commands, device)
+        self._reach()
         total = len(commands)
         for index, cmd in enumerate(commands):
             step = f"hot plug step {index + 1} of {total}, {describe(cmd)}"
@@ -775,6 +787,7 @@ class QmpHotPlugger:
     def unplug(self, steps: Sequence[AnyStep], *, device: str, progress: Progress) -> None:
         commands = [command(step) for step in steps]
         _check_removals(commands, device)
+        self._reach()
         total = len(commands)
         for index, cmd in enumerate(commands):
             step = f"unplug step {index + 1} of {total}, {describe(cmd)}"
@@ -802,6 +815,7 @@ class QmpHotPlugger:
             progress(index + 1)
 
     def cleanup(self, steps: Sequence[AnyStep], *, device: str) -> None:
+        self._reach()
         _, left, problems = self._rollback([command(step) for step in steps])
         if left:
             raise HotplugError(
