@@ -67,10 +67,17 @@ MAX_SPEC_BYTES: Final = 16 * 1024 * 1024
 def load_spec(path: str | Path) -> OciSpec:
     """Read and validate a ``config.json`` file (a regular file only: a FIFO or a device node
     named as the spec is refused, never read)."""
+    return parse_spec(read_document(path))
+
+
+def read_document(path: str | Path) -> Any:
+    """A ``config.json`` file's JSON, read as :func:`load_spec` reads it (at most
+    :data:`MAX_SPEC_BYTES`, a regular file only, strict JSON) but not yet checked as a spec:
+    for a tool that edits the document and prints it back (``vmdev cdi inject``)."""
     source = str(path)
     data = read_named(source, limit=MAX_SPEC_BYTES,
                       refuse=lambda reason: ConfigError(f"cannot read OCI spec: {reason}", device=source))
-    return parse_spec(decode_json(data, source=source))
+    return decode_json(data, source=source)
 
 
 def decode_json(data: bytes | str, *, source: str) -> Any:

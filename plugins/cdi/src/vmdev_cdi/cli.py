@@ -137,19 +137,15 @@ def _read_oci(path: str) -> dict[str, Any]:
     at most ``MAX_SPEC_BYTES`` (a FIFO would block, ``/dev/zero`` never ends), or as much from
     stdin, decoded as strict JSON (no NaN, which the printed spec would carry on; nesting the
     decoder would stop at with a RecursionError)."""
-    from vmdev.host import read_named
-    from vmdev.oci import MAX_SPEC_BYTES, decode_json
-
-    def refuse(reason: str) -> ConfigError:
-        return ConfigError(f"cannot read OCI spec: {reason}", device=path)
+    from vmdev.oci import MAX_SPEC_BYTES, decode_json, read_document
 
     if path == "-":
         data = sys.stdin.buffer.read(MAX_SPEC_BYTES + 1)
         if len(data) > MAX_SPEC_BYTES:
-            raise refuse(f"larger than {MAX_SPEC_BYTES} bytes")
+            raise ConfigError(f"cannot read OCI spec: larger than {MAX_SPEC_BYTES} bytes", device=path)
+        document = decode_json(data, source=path)
     else:
-        data = read_named(path, limit=MAX_SPEC_BYTES, refuse=refuse)
-    document = decode_json(data, source=path)
+        document = read_document(path)
     if not isinstance(document, dict):
         raise ConfigError("must be a JSON object", device=path)
     return document
