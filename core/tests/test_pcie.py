@@ -363,3 +363,12 @@ def test_describe_says_where_a_device_went_and_the_limits() -> None:
     assert limits.startswith("limits: pcie.0 has 30 free slots, 2 used; 2 of 16 ports and bridges on it")
     assert topo.describe("nic")[0] == "bp0: pci-bridge on pcie.0 (chassis 2; slots [1, 2] of 1-30 in use)"
     assert topo.describe("nobody") == []
+
+
+def test_the_qemu_backend_names_a_root_port_as_the_topology_does() -> None:
+    """``vmdev.backends.qemu.ROOT_PORT`` is written out so that the backend need not import the
+    topology; a running VM's ports and the libvirt backend match it against the topology's kinds."""
+    from vmdev.backends.qemu import ROOT_PORT
+    from vmdev.backends.qemu_pcie import PORT_KINDS
+
+    assert ROOT_PORT == NodeKind.ROOT_PORT.value == PORT_KINDS[NodeKind.ROOT_PORT]

@@ -92,16 +92,16 @@ def test_a_plain_plan_loads_no_toml_parser(tmp_path: Path, one_device: list[str]
     assert "tomllib" not in report["modules"] and "tomli" not in report["modules"]
 
 
-def test_attaching_a_generic_device_loads_neither_the_socket_stack_nor_the_sharing_rules(
+def test_attaching_a_generic_device_loads_neither_the_socket_stack_the_sharing_rules_nor_the_pcie_topology(
     tmp_path: Path, one_device: list[str]
 ) -> None:
-    """A device that stays in the container needs no word with QEMU and shares no VM object (issue
-    13): the QMP socket given does not even exist."""
+    """A device that stays in the container needs no word with QEMU, shares no VM object and takes
+    no port (issue 13): the QMP socket given does not even exist."""
     sandbox = ["--state", str(tmp_path / "state.json"), "--qmp", str(tmp_path / "qmp.sock")]
     device = ["--sysfs-root", one_device[1], "--type", "c", "--major", "1", "--minor", "3", "/dev/null"]
     for command in ("attach", "detach"):
         modules = run_probe(tmp_path, command, *sandbox, *device)["modules"]
-        assert [m for m in modules if m in ("socket", "vmdev.sharing", "logging")] == [], command
+        assert [m for m in modules if m in ("socket", "vmdev.sharing", "logging", "vmdev.pcie")] == [], command
     assert StateFile(tmp_path / "state.json").load().devices == ()  # attached, then detached
 
 

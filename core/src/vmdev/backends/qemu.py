@@ -108,24 +108,6 @@ from vmdev.decisions import MACHINE, decide
 from vmdev.declared import BOOLEAN, INTEGER, STRING, STRINGS, Setting
 from vmdev.errors import ConfigError, PluginError, UnsupportedError
 from vmdev.hookspecs import hookimpl
-from vmdev.pcie import (
-    DEFAULT_PHYS_BITS,
-    DEFAULT_WINDOW,
-    MAX_KATA_BRIDGES,
-    MAX_PHYS_BITS,
-    MAX_ROOT_PORTS,
-    OTHER_BARS_ROOM,
-    OVMF_DEFAULT_MMIO64,
-    OVMF_MAX_PHYS_BITS,
-    BarSpace,
-    GiB,
-    MiB,
-    MmioRange,
-    NodeKind,
-    PcieTopology,
-    mmio64_layout,
-    size_text,
-)
 from vmdev.qemu import MemoryNeeds, OptValue, QemuAttach, QmpCommand, keyvals, make_id, opts, split_opts
 from vmdev.settings import MAX_MEMORY_MIB, SandboxSettings
 from vmdev.targets import CCW, MMIO, PCI, RenderTarget
@@ -133,6 +115,7 @@ from vmdev.targets import CCW, MMIO, PCI, RenderTarget
 if TYPE_CHECKING:
     from vmdev.host import HostContext
     from vmdev.models import Device
+    from vmdev.pcie import PcieTopology
 
 NAME: Final = "qemu"
 #: id of the guest-RAM backend object (shared, file-backed, huge pages or preallocated RAM)
@@ -140,10 +123,10 @@ SHARED_RAM_ID: Final = "vmdev-ram"
 RAM_BACKEND_ID: Final = SHARED_RAM_ID
 #: vmdev's settings key: the PCIe root ports a QEMU plan has at least, for devices hot-plugged later
 SPARE_ROOT_PORTS_KEY: Final = "hotplug_root_ports"
-ROOT_PORT: Final = NodeKind.ROOT_PORT.value
+#: the hot-plug port kinds a running VM offers (:data:`vmdev.backends.qemu_pcie.PORT_KINDS`): a root port
+#: is named as :class:`vmdev.pcie.NodeKind` names it
+ROOT_PORT: Final = "root-port"
 SWITCH_PORT: Final = "switch-port"
-#: the hot-plug port kinds a running VM offers, by the topology's node kind
-PORT_KINDS: Final = {NodeKind.ROOT_PORT: ROOT_PORT, NodeKind.SWITCH_DOWNSTREAM: SWITCH_PORT}
 
 _TRANSPORT_SUFFIX: Final = {PCI: "-pci", MMIO: "-device", CCW: "-ccw"}
 
@@ -187,97 +170,6 @@ CPU_TYPE: Final = "x86_64-cpu"
 OVMF_MMIO64_FW_CFG: Final = "opt/ovmf/X-PciMmio64Mb"
 
 
-# --- a running VM's ports ----------------------------------------------------------------------------
-@attrs.define
-class PortPool:
-    """The free hot-plug ports of a running VM, handed out one device per port."""
-
-    source: Callable[[], Sequence[Any]]
-    taken: list[str] = attrs.Factory(list)
-    _free: list[Any] | None = None
-
-    def take(self, kind: str, device: str, field: str) -> str:
-        if self._free is None:
-            self._free = list(self.source())
-        for port in self._free:
-            if port.kind == kind and port.id not in self.taken:
-                self.taken.append(port.id)
-                return str(port.id)
-        have = len([p for p in self._free if p.kind == kind])
-        raise UnsupportedError(
-            f"no free PCIe {kind} left in the running VM ({have} were free, all taken); boot the VM "
-            f"with spare ports for hot plug ({SPARE_ROOT_PORTS_KEY} = N in the [vmdev] settings)",
-            device=device,
-            field=field,
-        )
-
-
-@attrs.define
-class LiveTopology(PcieTopology):
-    """A running VM's topology: places are its free ports; nothing can be added any more."""
-
-    pool: PortPool = attrs.field(kw_only=True)
-
-    def _fixed(self, device: str, field: str, what: str) -> UnsupportedError:
-        return UnsupportedError(
-            f"{what} cannot be added to a running VM: its PCI topology is fixed at boot",
-            device=device,
-            field=field,
-        )
-
-    def _check_pcie(self, device: str, field: str) -> None:
-        if not self.pcie:
-            raise UnsupportedError(
-                f"machine {self.machine} has no PCIe root complex for hot-plug ports",
-                device=device,
-                field=field,
-            )
-
-    def root_port(
-        self,
-        device: str,
-        *,
-        field: str = "port",
-        reserve: Mapping[str, int] | None = None,
-        bars: BarSpace | None = None,
-        hotplug: bool = False,
-        numa_node: int = -1,
-    ) -> str:
-        # window reservations and NUMA placement are boot-time properties: a running VM's ports have
-        # what they have
-        self._check_pcie(device, field)
-        return self.pool.take(ROOT_PORT, device, field)
-
-    def switch_port(
-        self, device: str, *, field: str = "port", bars: BarSpace | None = None, hotplug: bool = False
-    ) -> str:
-        self._check_pcie(device, field)
-        return self.pool.take(SWITCH_PORT, device, field)
-
-    def bridge_slots(
-        self,
-        device: str,
-        count: int = 1,
-        *,
-        field: str = "port",
-        reserve: Mapping[str, int] | None = None,
-        bars: BarSpace | None = None,
-        hotplug: bool = False,
-    ) -> tuple[str, tuple[int, ...]]:
-        raise self._fixed(device, field, "PCI bridge slots (not supported for hot plug yet)")
-
-    def root_bus_slots(
-        self, device: str, count: int = 1, *, field: str = "port", bars: BarSpace | None = None
-    ) -> str:
-        raise self._fixed(device, field, f"devices on {self.root_bus}")
-
-    def ensure_root_ports(self, count: int, *, device: str, field: str) -> tuple[str, ...]:
-        raise self._fixed(device, field, "root ports")
-
-    def ensure_switch_ports(self, count: int, *, device: str, field: str) -> tuple[str, ...]:
-        raise self._fixed(device, field, "switch ports")
-
-
 def _value(settings: SandboxSettings, key: str) -> Any:
     """A key's typed value, or its declared default when the settings were not prepared (a
     target made directly in a test)."""
@@ -292,6 +184,8 @@ def kata_bridges(settings: SandboxSettings) -> tuple[int, bool, str]:
     """How many of Kata's hot-plug bridges the plan has, whether they are nested behind root ports
     (q35 with a firmware, except a runtime-rs file's confidential guest, as each Kata runtime does),
     and a note when that differs from the value asked for."""
+    from vmdev.pcie import MAX_KATA_BRIDGES
+
     asked = _value(settings, BRIDGES_KEY)
     if asked is None:
         return 0, False, ""
@@ -312,18 +206,6 @@ def uefi(settings: SandboxSettings) -> bool:
     return bool(_value(settings, FIRMWARE_KEY))
 
 
-def _topology(target: QemuTarget) -> PcieTopology:
-    settings = target.settings
-    base = PcieTopology.for_settings(settings, uefi=uefi(settings), numa=bool(_value(settings, NUMA_KEY)))
-    if target.context.live_ports is None:
-        count, nested, _ = kata_bridges(target.settings)
-        base.add_kata_bridges(count, nested=nested)
-        return base
-    return LiveTopology(
-        machine=base.machine, pcie=base.pcie, pci=base.pci, pool=PortPool(target.context.live_ports)
-    )
-
-
 # --- the target --------------------------------------------------------------------------------------
 @attrs.define
 class QemuTarget(RenderTarget):
@@ -333,24 +215,34 @@ class QemuTarget(RenderTarget):
 
     hypervisor: ClassVar[str] = NAME
     attach_type: ClassVar[type[Any]] = QemuAttach
-    _topology: PcieTopology = attrs.field(init=False, default=attrs.Factory(_topology, takes_self=True))
+    #: made on first use (:mod:`vmdev.backends.qemu_pcie`): a device that takes no port never needs it
+    _topology: PcieTopology | None = attrs.field(init=False, default=None)
     #: the dedicated iothreads handed out, in order (written once by assemble)
     _iothreads: dict[str, None] = attrs.field(init=False, factory=dict)
 
     @property
     def topology(self) -> PcieTopology:
         """The ports and bridges of this plan: ask it for a place (``root_port``,
-        ``switch_port``, ``bridge_slots``, ``root_bus_slots``); see :mod:`vmdev.pcie`."""
+        ``switch_port``, ``bridge_slots``, ``root_bus_slots``); see :mod:`vmdev.pcie`. Made when
+        first asked for, from the settings (a running VM's: its free ports)."""
+        if self._topology is None:
+            from vmdev.backends.qemu_pcie import build_topology
+
+            self._topology = build_topology(self)
         return self._topology
 
     @property
     def live(self) -> bool:
-        """Rendering for a running VM (its topology is fixed)."""
-        return isinstance(self._topology, LiveTopology)
+        """Rendering for a running VM (its topology is fixed: its free ports)."""
+        return self.context.live_ports is not None
 
     @property
     def ports_taken(self) -> tuple[str, ...]:
         """The running VM's ports handed out while rendering (empty for a boot plan)."""
+        if self._topology is None:
+            return ()
+        from vmdev.backends.qemu_pcie import LiveTopology  # loaded with the topology
+
         return tuple(self._topology.pool.taken) if isinstance(self._topology, LiveTopology) else ()
 
     @property
@@ -420,21 +312,23 @@ class QemuTarget(RenderTarget):
             )
         if not self.settings.has_pcie_root or self.transport != PCI:
             return None
-        return self._topology.root_port(device, field="hotplug")
+        return self.topology.root_port(device, field="hotplug")
 
     def topology_args(self, *, fixed: bool | None = None) -> list[str]:
         """The ``-device`` options of every port and bridge handed out so far
         (``pcie-root-port``, switch ports, ``pci-bridge``), parents first; none in a running VM.
         ``fixed`` selects the nodes with a fixed address (Kata's bridges) or the others."""
-        return [] if self.live else self._topology.args(fixed=fixed)
+        return [] if self.live else self.topology.args(fixed=fixed)
 
     def spare_ports(self, hot_devices: set[str]) -> list[tuple[str, str]]:
         """``(port id, kind)`` of the boot plan's hot-plug ports that no cold-plugged device
         uses (``hot_devices`` name the devices left for hot plug)."""
         if self.transport != PCI:
             return []
+        from vmdev.backends.qemu_pcie import PORT_KINDS
+
         out: list[tuple[str, str]] = []
-        for port in self._topology.ports():
+        for port in self.topology.ports():
             kind = PORT_KINDS.get(port.kind)
             if kind is not None and all(user in hot_devices for user in port.users):
                 out.append((port.id, kind))
@@ -472,6 +366,8 @@ def spare_root_ports(settings: SandboxSettings) -> int:
     has at least, the planned devices' ports included, so that devices can be hot-plugged into
     the running VM later (``vmdev attach``). 0 when unset. Kata's ``pcie_root_port`` does the same
     for one device family's root ports and belongs to its plugin; a plan has the larger of the two."""
+    from vmdev.pcie import MAX_ROOT_PORTS
+
     value = settings.values.get(SPARE_ROOT_PORTS_KEY, settings.option(SPARE_ROOT_PORTS_KEY, 0))
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ROOT_PORTS:
         raise ConfigError(
@@ -532,6 +428,8 @@ def _merge(attaches: Sequence[tuple[Any, QemuAttach]]) -> _Merged:
 
 def assemble(settings: SandboxSettings, target: RenderTarget, devices: Sequence[Any]) -> QemuPlan:
     """Merge the devices' :class:`QemuAttach` values into one command line and QMP sequence."""
+    from vmdev.backends.qemu_pcie import mmio64_args
+
     assert isinstance(target, QemuTarget)
     attaches = [(d, d.attach) for d in devices if isinstance(d.attach, QemuAttach)]
     merged = _merge(attaches)
@@ -555,7 +453,7 @@ def assemble(settings: SandboxSettings, target: RenderTarget, devices: Sequence[
     spare = spare_root_ports(settings)
     if spare:
         target.topology.ensure_root_ports(spare, device="sandbox", field=SPARE_ROOT_PORTS_KEY)
-    argv += _mmio64_args(settings, target, attaches, (slots, maxmem), notes)
+    argv += mmio64_args(settings, target, attaches, (slots, maxmem), notes)
     argv += target.topology_args(fixed=False)
     pin = target.topology.root_bus if target.topology.has_expander_bus else ""
     for _, attach in attaches:
@@ -880,95 +778,6 @@ def _node_memory(settings: SandboxSettings, count: int) -> list[int]:
     return [each] * (count - 1) + [mem - each * (count - 1)]
 
 
-# --- the 64-bit PCI window: large BARs -----------------------------------------------------------------
-def first_free_address(settings: SandboxSettings, slots: int, maxmem_mib: int | None) -> int:
-    """The first guest physical address above RAM and the memory hot-plug area on x86: where the
-    firmware starts the 64-bit PCI window (QEMU's ``pc``/``q35`` layout: RAM above the 32-bit
-    limit starts at 4 GiB; the hot-plug area at the next GiB, ``maxmem - mem`` plus 1 GiB a slot)."""
-    ram = settings.memory_mib * MiB
-    if _machine_is(settings, "q35", "pc-q35"):
-        lowmem = 0x8000_0000 if ram >= 0xB000_0000 else 0xB000_0000
-    else:
-        lowmem = 0xC000_0000 if ram >= 0xE000_0000 else 0xE000_0000
-    end = 4 * GiB + max(ram - lowmem, 0)
-    if maxmem_mib is not None and maxmem_mib > settings.memory_mib:
-        end = -(-end // GiB) * GiB + (maxmem_mib - settings.memory_mib) * MiB + slots * GiB
-    return end
-
-
-def _mmio64_args(
-    settings: SandboxSettings,
-    target: QemuTarget,
-    attaches: Sequence[tuple[Any, QemuAttach]],
-    memory: tuple[int, int | None],
-    notes: list[str],
-) -> list[str]:
-    """What the firmware and the CPU need for the large BARs placed in the topology: the guest's
-    physical address width when QEMU's default (40 bits) does not reach the 64-bit PCI window
-    (``-global x86_64-cpu.phys-bits=N``; an explicit ``-cpu ...,phys-bits=`` wins) and, with a UEFI
-    firmware, OVMF's aperture when its classic 32 GiB cannot hold the window
-    (``-fw_cfg name=opt/ovmf/X-PciMmio64Mb,string=<MiB>``). The derivation goes in the notes; a window
-    beyond what the firmware or QEMU can address is an error naming the largest BAR."""
-    ranges = target.topology.mmio64_ranges()
-    if not any(r.size > DEFAULT_WINDOW for r in ranges) or not _machine_is(settings, "q35", "pc"):
-        return []
-    firmware = "OVMF" if uefi(settings) else "SeaBIOS"
-    first = first_free_address(settings, *memory)
-    layout = mmio64_layout(ranges, first_free=first, uefi=uefi(settings))
-    limit = OVMF_MAX_PHYS_BITS if layout.uefi else MAX_PHYS_BITS
-    biggest = max(ranges, key=lambda r: r.size)
-    if layout.bits > limit:
-        what = biggest.largest.describe() if biggest.largest else f"{biggest.owner}'s window"
-        raise UnsupportedError(
-            f"{what} does not fit: the 64-bit PCI window {firmware} lays out ends at "
-            f"{size_text(layout.end)}, which needs {layout.bits} physical address bits, and {firmware} and "
-            f"QEMU's x86 guests reach {limit}",
-            device=_device_of(biggest, attaches),
-            field="bar",
-        )
-    argv: list[str] = []
-    held = "; ".join(_range_text(r) for r in sorted(ranges, key=lambda r: -r.size) if r.size > DEFAULT_WINDOW)
-    text = (f"64-bit PCI window ({firmware}): {held}; packed they need {size_text(layout.need)}, and "
-            f"{size_text(OTHER_BARS_ROOM)} is kept for the other devices' 64-bit BARs; guest RAM and memory "
-            f"hot-plug end at {size_text(first)}")
-    if layout.uefi:
-        text += (f"; OVMF's aperture of {size_text(layout.aperture)} is aligned to "
-                 f"{size_text(1 << (layout.aperture.bit_length() - 1))}")
-        if layout.aperture > OVMF_DEFAULT_MMIO64:
-            value = str(layout.aperture // MiB)
-            argv += ["-fw_cfg", keyvals({"name": OVMF_MMIO64_FW_CFG, "string": value})]
-            text += f" (-fw_cfg name={OVMF_MMIO64_FW_CFG},string={value}: its classic default is 32 GiB)"
-    text += f"; the window spans {_hex(layout.start)}-{_hex(layout.end)}, so the guest needs {layout.bits} " \
-            "physical address bits"
-    if layout.bits > DEFAULT_PHYS_BITS and _machine_is(settings, "q35", "pc"):
-        argv += ["-global", f"{CPU_TYPE}.phys-bits={layout.bits}"]
-        text += (f" (QEMU's default is {DEFAULT_PHYS_BITS}: -global {CPU_TYPE}.phys-bits={layout.bits}; "
-                 f"with -cpu host, host-phys-bits=on, the host's CPU needs at least {layout.bits})")
-    else:
-        text += (f" (QEMU's default {DEFAULT_PHYS_BITS} reaches it; with -cpu host the host's CPU needs at "
-                 f"least {layout.bits})")
-    notes.append(text)
-    decide(target, MACHINE, " ".join(argv[1::2]) or f"no option: {layout.bits} address bits suffice", text,
-           settings={FIRMWARE_KEY: _value(settings, FIRMWARE_KEY), "default_memory": settings.memory_mib},
-           limits=[f"at most {limit} physical address bits ({firmware} and QEMU)",
-                   f"QEMU's default phys-bits: {DEFAULT_PHYS_BITS}"])
-    return argv
-
-
-def _hex(value: int) -> str:
-    return f"0x{value:x}"
-
-
-def _range_text(r: MmioRange) -> str:
-    what = "a reserved window for hot plug" if r.hot else "holds " + ", ".join(r.devices)
-    bar = f" (largest: {r.largest.describe()})" if r.largest else ""
-    return f"{r.owner} {size_text(r.size)}, {what}{bar}"
-
-
-def _device_of(r: MmioRange, attaches: Sequence[tuple[Any, QemuAttach]]) -> str:
-    return r.devices[0] if r.devices else r.owner
-
-
 # --- vIOMMU ------------------------------------------------------------------------------------------
 def _check_iommu_machine(settings: SandboxSettings) -> None:
     if _value(settings, IOMMU_KEY) and not _machine_is(settings, "q35", "pc-q35"):
@@ -1017,6 +826,8 @@ def register_backends(register: Callable[[Backend], None]) -> None:
 
 
 def _check_spare_ports(value: int) -> None:
+    from vmdev.pcie import MAX_ROOT_PORTS
+
     if not 0 <= value <= MAX_ROOT_PORTS:
         raise ValueError(f"must be a number of PCIe root ports from 0 to {MAX_ROOT_PORTS}, got {value!r}")
 
