@@ -395,6 +395,24 @@ def test_a_deferred_session_connects_on_first_use_once_and_never_after_close(soc
     assert [command for command, _ in qemu.log].count("qmp_capabilities") == 1
 
 
+def test_qemu_s_live_driver_answers_the_hot_plug_protocols_through_the_driver_it_makes(sock: Path) -> None:
+    """The QEMU backend hands out its QmpHotPlugger only when first asked (the QMP client stays
+    unimported for a generic device); the manager's protocol checks and every call still reach it."""
+    from vmdev.backend import LiveConnection
+    from vmdev.backends.qemu import BACKEND
+
+    assert BACKEND.live is not None
+    never_used = BACKEND.live(LiveConnection(options={"qmp": str(sock)}, timeout=0.5))
+    never_used.close()  # nothing made, nothing to close: no socket is needed
+    driver = BACKEND.live(LiveConnection(options={"qmp": str(sock)}, timeout=5.0))
+    assert isinstance(driver, live.ObjectAware)  # what the manager asks before it shares objects
+    with FakeQmpServer(vm(), sock):
+        assert [port.id for port in driver.free_ports()] == ["rp0", "rp1"]
+        driver.close()
+        with pytest.raises(QmpConnectionError, match="not connected"):
+            driver.free_ports()
+
+
 def test_a_deferred_session_reports_connection_errors_at_first_use(sock: Path) -> None:
     session = DeferredSession(str(sock), timeout=0.3)
     with pytest.raises(QmpConnectionError, match="cannot connect to QEMU's QMP socket: No such file") as exc:

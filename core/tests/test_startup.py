@@ -92,7 +92,7 @@ def test_a_plain_plan_loads_no_toml_parser(tmp_path: Path, one_device: list[str]
     assert "tomllib" not in report["modules"] and "tomli" not in report["modules"]
 
 
-def test_attaching_a_generic_device_loads_neither_the_socket_stack_the_sharing_rules_nor_the_pcie_topology(
+def test_attaching_a_generic_device_loads_neither_the_qmp_client_the_sharing_rules_nor_the_pcie_topology(
     tmp_path: Path, one_device: list[str]
 ) -> None:
     """A device that stays in the container needs no word with QEMU, shares no VM object and takes
@@ -101,7 +101,7 @@ def test_attaching_a_generic_device_loads_neither_the_socket_stack_the_sharing_r
     device = ["--sysfs-root", one_device[1], "--type", "c", "--major", "1", "--minor", "3", "/dev/null"]
     for command in ("attach", "detach"):
         modules = run_probe(tmp_path, command, *sandbox, *device)["modules"]
-        assert [m for m in modules if m in ("socket", "vmdev.sharing", "logging", "vmdev.pcie")] == [], command
+        assert [m for m in modules if m in ("socket", "vmdev.sharing", "logging", "vmdev.pcie", "vmdev.qmp")] == [], command
     assert StateFile(tmp_path / "state.json").load().devices == ()  # attached, then detached
 
 
