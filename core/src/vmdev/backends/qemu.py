@@ -241,7 +241,7 @@ class QemuTarget(RenderTarget):
         """The running VM's ports handed out while rendering (empty for a boot plan)."""
         if self._topology is None:
             return ()
-        from vmdev.backends.qemu_pcie import LiveTopology  # loaded with the topology
+        from vmdev.backends.qemu_live_ports import LiveTopology  # loaded with a running VM's topology
 
         return tuple(self._topology.pool.taken) if isinstance(self._topology, LiveTopology) else ()
 

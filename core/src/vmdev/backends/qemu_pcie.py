@@ -1,5 +1,5 @@
-"""The QEMU backend's PCIe topology: a plan's ports and bridges, a running VM's free ports, and the
-64-bit PCI window the large BARs need.
+"""The QEMU backend's PCIe topology: a plan's ports and bridges (a running VM's free ports are
+:mod:`vmdev.backends.qemu_live_ports`), and the 64-bit PCI window the large BARs need.
 
 Split from :mod:`vmdev.backends.qemu` so that :mod:`vmdev.pcie`, about 1.6 ms of classes, is imported
 only when a device asks its target for a place or a plan is assembled
@@ -10,10 +10,8 @@ character device attached with ``vmdev attach``, never does (issue 13: ``attach`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
-
-import attrs
 
 from vmdev.backends.qemu import (
     CPU_TYPE,
@@ -21,7 +19,6 @@ from vmdev.backends.qemu import (
     NUMA_KEY,
     OVMF_MMIO64_FW_CFG,
     ROOT_PORT,
-    SPARE_ROOT_PORTS_KEY,
     SWITCH_PORT,
     _machine_is,
     _value,
@@ -37,7 +34,6 @@ from vmdev.pcie import (
     OTHER_BARS_ROOM,
     OVMF_DEFAULT_MMIO64,
     OVMF_MAX_PHYS_BITS,
-    BarSpace,
     GiB,
     MiB,
     MmioRange,
@@ -56,97 +52,6 @@ if TYPE_CHECKING:
 PORT_KINDS: Final = {NodeKind.ROOT_PORT: ROOT_PORT, NodeKind.SWITCH_DOWNSTREAM: SWITCH_PORT}
 
 
-# --- a running VM's ports ----------------------------------------------------------------------------
-@attrs.define
-class PortPool:
-    """The free hot-plug ports of a running VM, handed out one device per port."""
-
-    source: Callable[[], Sequence[Any]]
-    taken: list[str] = attrs.Factory(list)
-    _free: list[Any] | None = None
-
-    def take(self, kind: str, device: str, field: str) -> str:
-        if self._free is None:
-            self._free = list(self.source())
-        for port in self._free:
-            if port.kind == kind and port.id not in self.taken:
-                self.taken.append(port.id)
-                return str(port.id)
-        have = len([p for p in self._free if p.kind == kind])
-        raise UnsupportedError(
-            f"no free PCIe {kind} left in the running VM ({have} were free, all taken); boot the VM "
-            f"with spare ports for hot plug ({SPARE_ROOT_PORTS_KEY} = N in the [vmdev] settings)",
-            device=device,
-            field=field,
-        )
-
-
-@attrs.define
-class LiveTopology(PcieTopology):
-    """A running VM's topology: places are its free ports; nothing can be added any more."""
-
-    pool: PortPool = attrs.field(kw_only=True)
-
-    def _fixed(self, device: str, field: str, what: str) -> UnsupportedError:
-        return UnsupportedError(
-            f"{what} cannot be added to a running VM: its PCI topology is fixed at boot",
-            device=device,
-            field=field,
-        )
-
-    def _check_pcie(self, device: str, field: str) -> None:
-        if not self.pcie:
-            raise UnsupportedError(
-                f"machine {self.machine} has no PCIe root complex for hot-plug ports",
-                device=device,
-                field=field,
-            )
-
-    def root_port(
-        self,
-        device: str,
-        *,
-        field: str = "port",
-        reserve: Mapping[str, int] | None = None,
-        bars: BarSpace | None = None,
-        hotplug: bool = False,
-        numa_node: int = -1,
-    ) -> str:
-        # window reservations and NUMA placement are boot-time properties: a running VM's ports have
-        # what they have
-        self._check_pcie(device, field)
-        return self.pool.take(ROOT_PORT, device, field)
-
-    def switch_port(
-        self, device: str, *, field: str = "port", bars: BarSpace | None = None, hotplug: bool = False
-    ) -> str:
-        self._check_pcie(device, field)
-        return self.pool.take(SWITCH_PORT, device, field)
-
-    def bridge_slots(
-        self,
-        device: str,
-        count: int = 1,
-        *,
-        field: str = "port",
-        reserve: Mapping[str, int] | None = None,
-        bars: BarSpace | None = None,
-        hotplug: bool = False,
-    ) -> tuple[str, tuple[int, ...]]:
-        raise self._fixed(device, field, "PCI bridge slots (not supported for hot plug yet)")
-
-    def root_bus_slots(
-        self, device: str, count: int = 1, *, field: str = "port", bars: BarSpace | None = None
-    ) -> str:
-        raise self._fixed(device, field, f"devices on {self.root_bus}")
-
-    def ensure_root_ports(self, count: int, *, device: str, field: str) -> tuple[str, ...]:
-        raise self._fixed(device, field, "root ports")
-
-    def ensure_switch_ports(self, count: int, *, device: str, field: str) -> tuple[str, ...]:
-        raise self._fixed(device, field, "switch ports")
-
-
 def build_topology(target: QemuTarget) -> PcieTopology:
     settings = target.settings
     base = PcieTopology.for_settings(settings, uefi=uefi(settings), numa=bool(_value(settings, NUMA_KEY)))
@@ -154,6 +59,8 @@ def build_topology(target: QemuTarget) -> PcieTopology:
         count, nested, _ = kata_bridges(target.settings)
         base.add_kata_bridges(count, nested=nested)
         return base
+    from vmdev.backends.qemu_live_ports import LiveTopology, PortPool
+
     return LiveTopology(
         machine=base.machine, pcie=base.pcie, pci=base.pci, pool=PortPool(target.context.live_ports)
     )
