@@ -233,6 +233,28 @@ def test_no_qemu_for_a_device_whose_first_word_to_qemu_is_its_plug_leaves_nothin
     assert StateFile(short_dir / "state.json").load().devices == ()
 
 
+def test_a_detach_whose_qemu_is_gone_leaves_the_device_attached_as_it_was(env: FakeHost, short_dir: Path) -> None:
+    """The connection is opened by the unplug's first step: failing there sent nothing, so the
+    detach is not recorded as under way (as when vmdev connected before it opened the state), and
+    a later detach, with QEMU back, unplugs the device."""
+    fake = FakeQemu().add_port("rp0")
+    with FakeQmpServer(fake, short_dir / "qmp.sock"):
+        done = vmdev("attach", *sandbox(short_dir, env), "--sandbox-device", "beacon")
+        assert done.exit_code == 0, done.stderr
+    before = StateFile(short_dir / "state.json").load().devices
+    done = vmdev("detach", *sandbox(short_dir, env), "--sandbox-device", "beacon0")
+    assert done.exit_code == 1 and len(done.stderr.strip().splitlines()) == 1
+    assert "qmp.sock: qmp: cannot connect to QEMU's QMP socket: No such file or directory" in done.stderr
+    after = StateFile(short_dir / "state.json").load().devices
+    assert after == before and after[0].attachment is not None
+    assert (after[0].attach_count, after[0].attachment.phase, after[0].attachment.error) == (
+        1, AttachPhase.ATTACHED, "")
+    with FakeQmpServer(fake, short_dir / "qmp.sock"):
+        done = vmdev("detach", *sandbox(short_dir, env), "--sandbox-device", "beacon0")
+        assert done.exit_code == 0, done.stderr
+    assert fake.leftovers()["devices"] == [] and fake.leftovers()["objects"] == []
+
+
 def test_a_device_that_stays_in_the_container_needs_no_word_with_qemu(env: FakeHost, short_dir: Path) -> None:
     """The QMP socket is connected to when a device needs the VM (a generic device never does), so
     a sandbox whose QEMU is not there (no socket at all) still counts it."""

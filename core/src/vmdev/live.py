@@ -66,6 +66,12 @@ class DetachTimeoutError(HotplugError):
     """The guest did not release a device in time."""
 
 
+class VmUnreachableError(HotplugError):
+    """The VM could not be reached before the first step: nothing was sent, nothing is uncertain.
+    The manager leaves the device as it was (a detach does not become a detach under way), as when
+    vmdev connected before it opened the sandbox's state."""
+
+
 # --- the protocol ------------------------------------------------------------------------------------
 class HotPlugger(Protocol):
     """A live driver: what the device manager drives to change a running VM.
@@ -84,7 +90,9 @@ class HotPlugger(Protocol):
 
     def plug(self, steps: Sequence[Step], *, device: str, progress: Progress) -> None:
         """Run ``steps`` in order; on failure undo what was done (last first) and raise
-        :class:`HotplugError`. ``progress(n)`` is called after the n-th step completed."""
+        :class:`HotplugError` (:class:`VmUnreachableError` when the VM could not be reached before
+        the first step, here and in :meth:`unplug` and :meth:`cleanup`). ``progress(n)`` is called
+        after the n-th step completed."""
 
     def unplug(self, steps: Sequence[Step], *, device: str, progress: Progress) -> None:
         """Run unplug ``steps`` in order, waiting for the guest to release devices and skipping
@@ -196,6 +204,7 @@ __all__ = [
     "ObjectAware",
     "Progress",
     "StepObjects",
+    "VmUnreachableError",
     "describe_step",
     "rendered_steps",
 ]

@@ -50,7 +50,7 @@ from vmdev.backend import RenderContext
 from vmdev.errors import ConfigError, VmdevError
 from vmdev.host import HostContext
 from vmdev.hostfacts import DeviceObjects, FactChange
-from vmdev.live import HotplugError, HotPlugger, ObjectAware, rendered_steps
+from vmdev.live import HotplugError, HotPlugger, ObjectAware, VmUnreachableError, rendered_steps
 from vmdev.models import DEVICE_GENERIC, DeviceInfo
 from vmdev.planner import Built, Pipeline, Plan, PlannedDevice, attached_twice
 from vmdev.plugins import PluginManager
@@ -323,6 +323,9 @@ class DeviceManager:
             registry.begin_io(device_id)
         try:
             driver.unplug(removal, device=record.name, progress=self._progress(device_id))
+        except VmUnreachableError:
+            registry.store(record)  # nothing was sent: the device is attached as it was
+            raise
         except HotplugError as exc:
             registry.update_attachment(device_id, error=exc.message, pid=0, since=time.time())
             raise

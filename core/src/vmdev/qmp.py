@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Final, Protocol, TypeAlias
 
 from vmdev.backends.qemu import SHARED_RAM_ID
 from vmdev.errors import UnsupportedError, VmdevError
-from vmdev.live import DetachTimeoutError, HotplugError, Progress, StepObjects
+from vmdev.live import DetachTimeoutError, HotplugError, Progress, StepObjects, VmUnreachableError
 from vmdev.qemu import QemuAttach, QmpCommand, split_opts
 from vmdev.state import PortRecord, Step
 
@@ -696,7 +696,7 @@ class QmpHotPlugger:
         try:
             self.transport.event_mark()
         except QmpConnectionError as exc:
-            raise HotplugError(exc.message, device=exc.device, field=exc.field) from None
+            raise VmUnreachableError(exc.message, device=exc.device, field=exc.field) from None
 
     def plug(self, steps: Sequence[AnyStep], *, device: str, progress: Progress) -> None:
         commands = [command(step) for step in steps]

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from vmdev.errors import UnsupportedError
-from vmdev.live import DetachTimeoutError, HotplugError
+from vmdev.live import DetachTimeoutError, HotplugError, VmUnreachableError
 from vmdev.qemu import MemoryNeeds
 from vmdev_libvirt import live
 from vmdev_libvirt.live import LibvirtDriver, LibvirtError, one_line
@@ -252,4 +252,23 @@ def test_a_domain_that_is_not_running_is_refused_by_its_first_command(
     said = state or "in no known state"
     assert (exc.value.message, exc.value.device, exc.value.field) == (
         f"domain sb is {said}, not running", "test:///default", "domain")
+    assert fake.calls == [("domstate", "--domain", "sb")]
+
+
+@pytest.mark.parametrize("method", ["plug", "unplug", "cleanup"])
+def test_a_domain_that_is_not_running_fails_a_change_with_nothing_done(
+    monkeypatch: pytest.MonkeyPatch, method: str
+) -> None:
+    """Not a failed first step: a plug's roll-back would report the element left in the domain (the
+    manager would keep it to clean up), and a detach would be recorded as under way."""
+    fake = FakeVirsh(domstate="shut off")
+    driver = connected(monkeypatch, fake)
+    element = disk("ua-d1")
+    run = {"plug": lambda: driver.plug([{"attach": element}], device="/d1", progress=lambda _: None),
+           "unplug": lambda: driver.unplug([{"detach": element}], device="/d1", progress=lambda _: None),
+           "cleanup": lambda: driver.cleanup([{"attach": element}], device="/d1")}[method]
+    with pytest.raises(VmUnreachableError) as exc:
+        run()
+    assert (exc.value.message, exc.value.steps_done, exc.value.leftovers, exc.value.uncertain) == (
+        "domain sb is shut off, not running", 0, (), False)
     assert fake.calls == [("domstate", "--domain", "sb")]

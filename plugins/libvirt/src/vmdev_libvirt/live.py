@@ -39,7 +39,7 @@ import attrs
 from vmdev.backend import LiveConnection
 from vmdev.backends.qemu import ROOT_PORT
 from vmdev.errors import UnsupportedError, VmdevError
-from vmdev.live import DetachTimeoutError, HotplugError, Progress
+from vmdev.live import DetachTimeoutError, HotplugError, Progress, VmUnreachableError
 from vmdev.state import PortRecord
 from vmdev_libvirt.settings import DEFAULT_URI, LIBVIRT_URI
 from vmdev_libvirt.target import LibvirtAttach, port_id
@@ -205,8 +205,20 @@ class LibvirtDriver:
     def _flags(self) -> list[str]:
         return ["--live", "--config"] if self.persistent else ["--live"]
 
+    def _reach(self) -> None:
+        """Ask libvirt about the domain before a first step (whether it is persistent, which every
+        step's flags need; :class:`RunningDomain` checks first that it is running). A domain that
+        is not there, not running, or a libvirt that does not answer is then an error with nothing
+        done (:class:`~vmdev.live.VmUnreachableError`), not a failed step: an unplug would be
+        recorded as under way, a plug's roll-back would report its elements left in the domain."""
+        try:
+            self._flags()
+        except LibvirtError as exc:
+            raise VmUnreachableError(exc.message, device=exc.device, field=exc.field) from None
+
     def plug(self, steps: Sequence[Mapping[str, Any]], *, device: str, progress: Progress) -> None:
         elements = [_xml_of(step, ATTACH, device) for step in steps]
+        self._reach()
         total = len(elements)
         for index, xml in enumerate(elements):
             step = f"hot plug step {index + 1} of {total}, attach {describe(xml)}"
@@ -277,6 +289,7 @@ class LibvirtDriver:
 
     def unplug(self, steps: Sequence[Mapping[str, Any]], *, device: str, progress: Progress) -> None:
         elements = [_xml_of(step, DETACH, device) for step in steps]
+        self._reach()
         total = len(elements)
         for index, xml in enumerate(elements):
             step = f"unplug step {index + 1} of {total}, detach {describe(xml)}"
@@ -294,6 +307,7 @@ class LibvirtDriver:
 
     def cleanup(self, steps: Sequence[Mapping[str, Any]], *, device: str) -> None:
         elements = [_xml_of(step, ATTACH, device) for step in steps]
+        self._reach()
         _, left, problems = self._remove_all(list(reversed(elements)))
         if left:
             raise HotplugError(f"cannot clean up an interrupted attach: {'; '.join(problems)}", device=device,
