@@ -413,6 +413,35 @@ def test_qemu_s_live_driver_answers_the_hot_plug_protocols_through_the_driver_it
             driver.free_ports()
 
 
+def test_threads_asking_qemu_s_live_driver_at_once_share_one_driver_and_one_connection(
+    sock: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """QEMU's QMP socket takes one client: the manager's threads must not each make a driver."""
+    from vmdev import qmp
+    from vmdev.backend import LiveConnection
+    from vmdev.backends.qemu import BACKEND
+
+    class Slow(qmp.QmpHotPlugger):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            time.sleep(0.05)  # widen the window in which another thread could find no driver yet
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(qmp, "QmpHotPlugger", Slow)
+    assert BACKEND.live is not None
+    driver = BACKEND.live(LiveConnection(options={"qmp": str(sock)}, timeout=5.0))
+    qemu = vm()
+    answers: list[int] = []
+    with FakeQmpServer(qemu, sock):
+        threads = [threading.Thread(target=lambda: answers.append(len(driver.free_ports()))) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        driver.close()
+    assert answers == [2] * 6
+    assert [command for command, _ in qemu.log].count("qmp_capabilities") == 1
+
+
 def test_a_deferred_session_reports_connection_errors_at_first_use(sock: Path) -> None:
     session = DeferredSession(str(sock), timeout=0.3)
     with pytest.raises(QmpConnectionError, match="cannot connect to QEMU's QMP socket: No such file") as exc:

@@ -98,6 +98,7 @@ name (libvirt's ``enable_hugepages``).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
@@ -806,28 +807,33 @@ class _QmpDriver:
     made when it is first asked anything. A device that never reaches the VM (a generic one) then
     leaves the QMP client unimported, about 0.4 ms of an ``attach`` (issue 13), and closing a driver
     never made does nothing. Every other attribute is the QmpHotPlugger's, so the driver answers the
-    :class:`~vmdev.live.HotPlugger` and :class:`~vmdev.live.ObjectAware` protocols as it does."""
+    :class:`~vmdev.live.HotPlugger` and :class:`~vmdev.live.ObjectAware` protocols as it does. The
+    manager's threads may ask it at once: one driver is made (QEMU's QMP socket takes one client)."""
 
-    __slots__ = ("_connection", "_driver")
+    __slots__ = ("_connection", "_driver", "_lock")
 
     def __init__(self, connection: LiveConnection) -> None:
         self._connection = connection
         self._driver: Any = None
+        self._lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:
         if name in _QmpDriver.__slots__:  # not set yet: no driver to ask
             raise AttributeError(name)
-        if self._driver is None:
-            from vmdev.qmp import DeferredSession, QmpHotPlugger
+        with self._lock:
+            if self._driver is None:
+                from vmdev.qmp import DeferredSession, QmpHotPlugger
 
-            timeout = self._connection.timeout
-            session = DeferredSession(self._connection.options["qmp"], timeout=min(timeout, 10.0))
-            self._driver = QmpHotPlugger(session, command_timeout=timeout, unplug_timeout=timeout)
+                timeout = self._connection.timeout
+                session = DeferredSession(self._connection.options["qmp"], timeout=min(timeout, 10.0))
+                self._driver = QmpHotPlugger(session, command_timeout=timeout, unplug_timeout=timeout)
         return getattr(self._driver, name)
 
     def close(self) -> None:
-        if self._driver is not None:
-            self._driver.close()
+        with self._lock:
+            driver = self._driver
+        if driver is not None:
+            driver.close()
 
 
 def _live(connection: LiveConnection) -> Any:
