@@ -185,11 +185,11 @@ def kata_bridges(settings: SandboxSettings) -> tuple[int, bool, str]:
     """How many of Kata's hot-plug bridges the plan has, whether they are nested behind root ports
     (q35 with a firmware, except a runtime-rs file's confidential guest, as each Kata runtime does),
     and a note when that differs from the value asked for."""
-    from vmdev.pcie import MAX_KATA_BRIDGES
-
     asked = _value(settings, BRIDGES_KEY)
     if asked is None:
         return 0, False, ""
+    from vmdev.pcie import MAX_KATA_BRIDGES
+
     count = min(asked or 1, MAX_KATA_BRIDGES)
     note = f"{BRIDGES_KEY} = {asked}: Kata makes at most {MAX_KATA_BRIDGES} bridges" if asked > count else ""
     if not _machine_is(settings, "q35", "pc-q35", "virt", "pseries"):
@@ -315,21 +315,32 @@ class QemuTarget(RenderTarget):
             return None
         return self.topology.root_port(device, field="hotplug")
 
+    def placed(self) -> PcieTopology | None:
+        """The topology if anything is in it: a device asked for a place, or the settings give
+        Kata's bridges. Otherwise it would write nothing (no port, bridge or 64-bit window), so
+        none is built: a plan whose devices take no port, such as a spec of generic devices, does
+        not load :mod:`vmdev.pcie` (about 2 ms of ``vmdev plan``; issue 13)."""
+        if self._topology is None and kata_bridges(self.settings)[0] == 0:
+            return None
+        return self.topology
+
     def topology_args(self, *, fixed: bool | None = None) -> list[str]:
         """The ``-device`` options of every port and bridge handed out so far
         (``pcie-root-port``, switch ports, ``pci-bridge``), parents first; none in a running VM.
         ``fixed`` selects the nodes with a fixed address (Kata's bridges) or the others."""
-        return [] if self.live else self.topology.args(fixed=fixed)
+        topology = None if self.live else self.placed()
+        return [] if topology is None else topology.args(fixed=fixed)
 
     def spare_ports(self, hot_devices: set[str]) -> list[tuple[str, str]]:
         """``(port id, kind)`` of the boot plan's hot-plug ports that no cold-plugged device
         uses (``hot_devices`` name the devices left for hot plug)."""
-        if self.transport != PCI:
+        topology = self.placed()
+        if self.transport != PCI or topology is None:
             return []
         from vmdev.backends.qemu_pcie import PORT_KINDS
 
         out: list[tuple[str, str]] = []
-        for port in self.topology.ports():
+        for port in topology.ports():
             kind = PORT_KINDS.get(port.kind)
             if kind is not None and all(user in hot_devices for user in port.users):
                 out.append((port.id, kind))
@@ -367,9 +378,11 @@ def spare_root_ports(settings: SandboxSettings) -> int:
     has at least, the planned devices' ports included, so that devices can be hot-plugged into
     the running VM later (``vmdev attach``). 0 when unset. Kata's ``pcie_root_port`` does the same
     for one device family's root ports and belongs to its plugin; a plan has the larger of the two."""
+    value = settings.values.get(SPARE_ROOT_PORTS_KEY, settings.option(SPARE_ROOT_PORTS_KEY, 0))
+    if type(value) is int and value == 0:  # none asked for: no limit to check it against
+        return 0
     from vmdev.pcie import MAX_ROOT_PORTS
 
-    value = settings.values.get(SPARE_ROOT_PORTS_KEY, settings.option(SPARE_ROOT_PORTS_KEY, 0))
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ROOT_PORTS:
         raise ConfigError(
             f"must be a number of PCIe root ports from 0 to {MAX_ROOT_PORTS}, got {value!r}",
@@ -429,8 +442,6 @@ def _merge(attaches: Sequence[tuple[Any, QemuAttach]]) -> _Merged:
 
 def assemble(settings: SandboxSettings, target: RenderTarget, devices: Sequence[Any]) -> QemuPlan:
     """Merge the devices' :class:`QemuAttach` values into one command line and QMP sequence."""
-    from vmdev.backends.qemu_pcie import mmio64_args
-
     assert isinstance(target, QemuTarget)
     attaches = [(d, d.attach) for d in devices if isinstance(d.attach, QemuAttach)]
     merged = _merge(attaches)
@@ -454,9 +465,13 @@ def assemble(settings: SandboxSettings, target: RenderTarget, devices: Sequence[
     spare = spare_root_ports(settings)
     if spare:
         target.topology.ensure_root_ports(spare, device="sandbox", field=SPARE_ROOT_PORTS_KEY)
-    argv += mmio64_args(settings, target, attaches, (slots, maxmem), notes)
-    argv += target.topology_args(fixed=False)
-    pin = target.topology.root_bus if target.topology.has_expander_bus else ""
+    pin = ""
+    if target.placed() is not None:
+        from vmdev.backends.qemu_pcie import mmio64_args
+
+        argv += mmio64_args(settings, target, attaches, (slots, maxmem), notes)
+        argv += target.topology_args(fixed=False)
+        pin = target.topology.root_bus if target.topology.has_expander_bus else ""
     for _, attach in attaches:
         argv += _pinned(attach.args, pin, notes) if pin else list(attach.args)
     notes += _setting_notes(settings)
