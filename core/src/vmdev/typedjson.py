@@ -233,15 +233,21 @@ def _fixed(items: tuple[Reader, ...]) -> Reader:
     def read(value: Any, path: str) -> Any:
         if not isinstance(value, list) or len(value) != len(items):
             raise Invalid(f"invalid value, expected a list of {len(items)}", path)
-        out: list[Any] = []
-        try:
-            for item, v in zip(items, value, strict=True):
-                out.append(item(v, "$"))
-        except Invalid as exc:
-            raise exc.under(f"{path}[{len(out)}]") from None
-        return tuple(out)
+        return tuple(_elements(zip(items, value, strict=True), path))
 
     return read
+
+
+def _elements(pairs: Iterable[tuple[Reader, Any]], path: str) -> list[Any]:
+    """Each JSON array element read by its reader, at ``$``; the one that fails is named at
+    ``path[index]``."""
+    out: list[Any] = []
+    try:
+        for item, v in pairs:
+            out.append(item(v, "$"))
+    except Invalid as exc:
+        raise exc.under(f"{path}[{len(out)}]") from None
+    return out
 
 
 def _optional(inner: Reader) -> Reader:
@@ -252,13 +258,7 @@ def _array(item: Reader, make: Callable[[Iterable[Any]], Any]) -> Reader:
     def read(value: Any, path: str) -> Any:
         if not isinstance(value, list):
             raise Invalid("invalid value, expected a list", path)
-        out: list[Any] = []
-        try:
-            for v in value:
-                out.append(item(v, "$"))
-        except Invalid as exc:
-            raise exc.under(f"{path}[{len(out)}]") from None
-        return make(out)
+        return make(_elements(((item, v) for v in value), path))
 
     return read
 

@@ -334,8 +334,8 @@ class QemuTarget(RenderTarget):
     def spare_ports(self, hot_devices: set[str]) -> list[tuple[str, str]]:
         """``(port id, kind)`` of the boot plan's hot-plug ports that no cold-plugged device
         uses (``hot_devices`` name the devices left for hot plug)."""
-        topology = self.placed()
-        if self.transport != PCI or topology is None:
+        topology = self.placed() if self.transport == PCI else None
+        if topology is None:
             return []
         from vmdev.backends.qemu_pcie import PORT_KINDS
 
@@ -466,12 +466,13 @@ def assemble(settings: SandboxSettings, target: RenderTarget, devices: Sequence[
     if spare:
         target.topology.ensure_root_ports(spare, device="sandbox", field=SPARE_ROOT_PORTS_KEY)
     pin = ""
-    if target.placed() is not None:
+    topology = target.placed()
+    if topology is not None:
         from vmdev.backends.qemu_pcie import mmio64_args
 
         argv += mmio64_args(settings, target, attaches, (slots, maxmem), notes)
-        argv += target.topology_args(fixed=False)
-        pin = target.topology.root_bus if target.topology.has_expander_bus else ""
+        argv += topology.args(fixed=False)  # a plan's target: never a running VM's
+        pin = topology.root_bus if topology.has_expander_bus else ""
     for _, attach in attaches:
         argv += _pinned(attach.args, pin, notes) if pin else list(attach.args)
     notes += _setting_notes(settings)
