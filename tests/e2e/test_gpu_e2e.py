@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from l1_support import l1_or_fail, planned
-from vfio_support import GPU_BARS, L1Run, l2_session, run_gpu_l1
+from vfio_support import GPU_BARS, L1Run, L2Linux, l2_session, run_gpu_l1
 from vmdev.oci import parse_spec
 from vmdev.planner import plan
 from vmdev.plugins import get_plugin_manager
@@ -145,7 +145,8 @@ def test_a_cold_1_tib_bar_needs_the_plans_address_width(l1: L1Run) -> None:
     assert "address sizes\t: 42 bits physical" in with_bits["console"], with_bits["console"][-3000:]
     ((_, start, end),) = bar_report(with_bits["console"])
     assert (start, end - start + 1) == (1 << 40, 1 << 40)
-    assert "address sizes\t: 40 bits physical" in default["console"], default["console"][-3000:]
+    ended = f"QEMU rc {default['rc']}, gone at {default['exited']} s: {default['stderr'][-500:]}"
+    assert "address sizes\t: 40 bits physical" in default["console"], (ended, default["console"][-3000:])
     ((_, start, _),) = bar_report(default["console"])
     assert start == 0, default["console"][-3000:]  # the kernel could not keep it, and found no room
     assert "BAR 2 [mem 0x10000000000-0x1ffffffffff 64bit pref]: can't claim; no compatible bridge window" in \
@@ -163,6 +164,21 @@ def test_qemu_shows_the_numa_function_behind_its_guest_nodes_pxb(l1: L1Run) -> N
     vfio = planned(l1, "numa")["devices"][0]["placement"][0]
     assert (function["qdev_id"], f"0x{function['id']['vendor']:04x}:0x{function['id']['device']:04x}") == (
         vfio["id"], "0x1234:0x11e8")
+
+
+def test_an_l2_qemu_gone_before_its_session_ends_is_reported_not_a_broken_pipe(tmp_path: Path) -> None:
+    """A Linux L2 that stops (a panic, under ``panic=-1`` and ``-no-reboot``) ends its QEMU. Its
+    session's result says so, with the exit status and when QEMU was found gone, and the test that
+    reads it decides. Before, the next QMP message raised ``BrokenPipeError`` inside L1 and ended
+    the whole GPU scenario: every test that reads it failed, without the L2's console."""
+    qemu = tmp_path / "qemu-system-x86_64"
+    qemu.write_text("#!/bin/sh\nexit 3\n")
+    qemu.chmod(0o755)
+    guest = L2Linux(str(qemu), [], {"l2_kernel": "vmlinuz", "l2_initrd": "initrd"}, f"gone-{tmp_path.name}")
+    guest.proc.wait()
+    result = guest.finish()
+    assert (result["rc"], result["console"], result["query_pci"]) == (3, "", None)
+    assert result["exited"] is not None and result["exited"] >= 0
 
 
 # --- no boot: the H200 host ------------------------------------------------------------------------

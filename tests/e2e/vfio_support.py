@@ -496,6 +496,8 @@ class L2Linux:
                                      stderr=subprocess.PIPE, text=True)
         self.messages: list[dict[str, Any]] = []
         self.steps: list[dict[str, Any]] = []
+        #: seconds after the start at which QEMU was found gone when sent a message (None: it was not)
+        self.exited: float | None = None
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         self.send({"execute": "qmp_capabilities"})
@@ -509,9 +511,15 @@ class L2Linux:
                 continue
 
     def send(self, message: Mapping[str, Any]) -> None:
+        """Send a QMP message; nothing when QEMU has exited (the session's result says when it did:
+        a guest that stops, a panic with ``panic=-1`` and ``-no-reboot``, ends QEMU)."""
         assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(message) + "\n")
-        self.proc.stdin.flush()
+        try:
+            self.proc.stdin.write(json.dumps(message) + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            if self.exited is None:
+                self.exited = round(time.monotonic() - self.started, 1)
 
     def console(self) -> str:
         return _read(self.serial)
@@ -560,7 +568,8 @@ class L2Linux:
             self.proc.kill()
             _, err = self.proc.communicate()
         replies = [m for m in self.messages if "id" in m or "error" in m]
-        return {"argv": self.command, "rc": self.proc.returncode, "stderr": err, "steps": self.steps,
+        return {"argv": self.command, "rc": self.proc.returncode, "exited": self.exited, "stderr": err,
+                "steps": self.steps,
                 "console": self.console(), "replies": replies,
                 "events": [m for m in self.messages if "event" in m],
                 "query_pci": next((m for m in self.messages if m.get("id") == "query-pci"), None),
