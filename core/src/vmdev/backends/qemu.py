@@ -470,7 +470,7 @@ def assemble(settings: SandboxSettings, target: RenderTarget, devices: Sequence[
     if topology is not None:
         from vmdev.backends.qemu_pcie import mmio64_args
 
-        argv += mmio64_args(settings, target, attaches, (slots, maxmem), notes)
+        argv += mmio64_args(settings, target, (slots, maxmem), notes)
         argv += topology.args(fixed=False)  # a plan's target: never a running VM's
         pin = topology.root_bus if topology.has_expander_bus else ""
     for _, attach in attaches:

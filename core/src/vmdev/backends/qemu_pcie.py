@@ -10,8 +10,7 @@ character device attached with ``vmdev attach``, never does (issue 13: ``attach`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from vmdev.backends.qemu import (
     CPU_TYPE,
@@ -42,7 +41,7 @@ from vmdev.pcie import (
     mmio64_layout,
     size_text,
 )
-from vmdev.qemu import QemuAttach, keyvals
+from vmdev.qemu import keyvals
 from vmdev.settings import SandboxSettings
 
 if TYPE_CHECKING:
@@ -83,11 +82,7 @@ def first_free_address(settings: SandboxSettings, slots: int, maxmem_mib: int | 
 
 
 def mmio64_args(
-    settings: SandboxSettings,
-    target: QemuTarget,
-    attaches: Sequence[tuple[Any, QemuAttach]],
-    memory: tuple[int, int | None],
-    notes: list[str],
+    settings: SandboxSettings, target: QemuTarget, memory: tuple[int, int | None], notes: list[str]
 ) -> list[str]:
     """What the firmware and the CPU need for the large BARs placed in the topology: the guest's
     physical address width when QEMU's default (40 bits) does not reach the 64-bit PCI window
@@ -109,7 +104,7 @@ def mmio64_args(
             f"{what} does not fit: the 64-bit PCI window {firmware} lays out ends at "
             f"{size_text(layout.end)}, which needs {layout.bits} physical address bits, and {firmware} and "
             f"QEMU's x86 guests reach {limit}",
-            device=_device_of(biggest, attaches),
+            device=biggest.devices[0] if biggest.devices else biggest.owner,
             field="bar",
         )
     argv: list[str] = []
@@ -149,7 +144,3 @@ def _range_text(r: MmioRange) -> str:
     what = "a reserved window for hot plug" if r.hot else "holds " + ", ".join(r.devices)
     bar = f" (largest: {r.largest.describe()})" if r.largest else ""
     return f"{r.owner} {size_text(r.size)}, {what}{bar}"
-
-
-def _device_of(r: MmioRange, attaches: Sequence[tuple[Any, QemuAttach]]) -> str:
-    return r.devices[0] if r.devices else r.owner
